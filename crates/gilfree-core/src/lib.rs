@@ -1,0 +1,26 @@
+//! gilfree-core: the process-shared machinery behind gilfree, with no Python in it.
+//!
+//! ```text
+//!  parent                                   worker i
+//!  ------                                   --------
+//!  Segment::create ── memfd ── inherited ──> Segment::open
+//!  slot(i).request  ── frames ────────────> recv (spin, then futex on the ring's data event)
+//!  pump: doorbell <── frames ─ slot(i).response <── send (rings the segment doorbell)
+//! ```
+//!
+//! * [`shm`]: an anonymous shared mapping that cannot leak.
+//! * [`notify`]: spin-then-futex events living in shared memory.
+//! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
+//!   split into fragments when they do not fit.
+//! * [`segment`]: the layout of one executor's segment: a doorbell and per-worker ring pairs.
+//! * [`supervisor`]: starting, reaping and describing worker processes.
+#![allow(unsafe_code)] // the crate's purpose; each block carries a SAFETY comment.
+
+pub mod error;
+pub mod notify;
+pub mod ring;
+pub mod segment;
+pub mod shm;
+pub mod supervisor;
+
+pub use error::CoreError;

@@ -1,0 +1,195 @@
+"""The pools the benchmark compares, behind one small interface.
+
+Each contender knows how to create a pool of N workers, make one submit→result call, run a map
+with the pool's default arguments, and close the pool. The registry at the bottom imports each
+library lazily, so one that is missing (gilfree while it is being built, loky, mpire) only
+disables its own contender.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import multiprocessing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+Function = Callable[..., Any]
+
+
+class Unsupported(Exception):
+    """The contender has no natural way to run this workload."""
+
+
+class Contender:
+    """A pool implementation under test; subclasses fill in the four operations."""
+
+    def __init__(self, key: str, name: str) -> None:
+        self.key = key
+        self.name = name
+
+    def create(self, workers: int) -> Any:
+        """Create and return a pool of ``workers`` processes."""
+        raise NotImplementedError
+
+    def call(self, pool: Any, function: Function, argument: object) -> Any:
+        """Submit one call and wait for its result."""
+        raise NotImplementedError
+
+    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
+        """Map ``function`` over ``arguments`` with the pool's default arguments, in order."""
+        raise NotImplementedError
+
+    def close(self, pool: Any, *, graceful: bool) -> None:
+        """Shut the pool down: wait for its workers if ``graceful``, else stop it at once."""
+        raise NotImplementedError
+
+
+class ExecutorContender(Contender):
+    """A `concurrent.futures.Executor` class, created as ``executor_class(max_workers=N)``."""
+
+    def __init__(self, key: str, name: str, executor_class: Callable[..., Any]) -> None:
+        super().__init__(key, name)
+        self.executor_class = executor_class
+
+    def create(self, workers: int) -> Any:
+        """Create the executor."""
+        return self.executor_class(max_workers=workers)
+
+    def call(self, pool: Any, function: Function, argument: object) -> Any:
+        """``submit(...).result()``."""
+        return pool.submit(function, argument).result()
+
+    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
+        """``list(executor.map(function, arguments))``."""
+        return list(pool.map(function, arguments))
+
+    def close(self, pool: Any, *, graceful: bool) -> None:
+        """``shutdown``, cancelling pending futures unless ``graceful``."""
+        if graceful:
+            pool.shutdown(wait=True)
+        else:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MultiprocessingPoolContender(Contender):
+    """`multiprocessing.Pool` with the fork start method."""
+
+    def create(self, workers: int) -> Any:
+        """``get_context("fork").Pool(workers)``."""
+        return multiprocessing.get_context("fork").Pool(workers)
+
+    def call(self, pool: Any, function: Function, argument: object) -> Any:
+        """``apply_async(...).get()``."""
+        return pool.apply_async(function, (argument,)).get()
+
+    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
+        """``pool.map(function, arguments)``."""
+        return pool.map(function, arguments)
+
+    def close(self, pool: Any, *, graceful: bool) -> None:
+        """``close()`` then ``join()``, or ``terminate()`` unless ``graceful``."""
+        if graceful:
+            pool.close()
+            pool.join()
+        else:
+            pool.terminate()
+
+
+class MpireContender(Contender):
+    """`mpire.WorkerPool`, kept alive between maps so that it is reused like the others."""
+
+    def create(self, workers: int) -> Any:
+        """``WorkerPool(n_jobs=workers, keep_alive=True)``."""
+        mpire = importlib.import_module("mpire")
+        return mpire.WorkerPool(n_jobs=workers, keep_alive=True)
+
+    def call(self, pool: Any, function: Function, argument: object) -> Any:
+        """``pool.apply(function, (argument,))``."""
+        return pool.apply(function, (argument,))
+
+    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
+        """``pool.map(function, arguments)``."""
+        return list(pool.map(function, arguments))
+
+    def close(self, pool: Any, *, graceful: bool) -> None:
+        """``stop_and_join()``, or ``terminate()`` unless ``graceful``."""
+        if graceful:
+            pool.stop_and_join()
+        else:
+            pool.terminate()
+
+
+def load_gilfree() -> Contender:
+    """Return the gilfree contender; raises if gilfree's executor cannot be imported."""
+    gilfree = importlib.import_module("gilfree")
+    return ExecutorContender("gilfree", "gilfree", gilfree.ProcessPoolExecutor)
+
+
+def load_process_pool_executor() -> Contender:
+    """Return the stdlib `ProcessPoolExecutor` contender with its default start method."""
+    return ExecutorContender("ppe", "ProcessPoolExecutor", concurrent.futures.ProcessPoolExecutor)
+
+
+def load_multiprocessing_pool() -> Contender:
+    """Return the `multiprocessing.Pool` (fork) contender."""
+    return MultiprocessingPoolContender("pool", "multiprocessing.Pool")
+
+
+def load_loky() -> Contender:
+    """Return the loky contender; raises ImportError when loky is not installed."""
+    loky = importlib.import_module("loky")
+    return ExecutorContender("loky", "loky", loky.ProcessPoolExecutor)
+
+
+def load_mpire() -> Contender:
+    """Return the mpire contender; raises ImportError when mpire is not installed."""
+    importlib.import_module("mpire")
+    return MpireContender("mpire", "mpire")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One contender of the registry: its key, display name and loader."""
+
+    key: str
+    name: str
+    load: Callable[[], Contender]
+    optional: bool
+
+
+REGISTRY: tuple[Entry, ...] = (
+    Entry("gilfree", "gilfree", load_gilfree, optional=False),
+    Entry("ppe", "ProcessPoolExecutor", load_process_pool_executor, optional=False),
+    Entry("pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False),
+    Entry("loky", "loky", load_loky, optional=True),
+    Entry("mpire", "mpire", load_mpire, optional=True),
+)
+
+
+def find_entry(text: str) -> Entry | None:
+    """Return the registry entry whose key or name matches ``text`` (case-insensitive)."""
+    wanted = text.strip().lower()
+    for entry in REGISTRY:
+        if wanted in (entry.key, entry.name.lower()):
+            return entry
+    return None
+
+
+def load_contenders(
+    selected: list[Entry], *, explicit: bool
+) -> tuple[list[Contender], list[str]]:
+    """Load the selected contenders, returning them and a note for each one that failed.
+
+    Optional contenders are skipped silently unless they were ``explicit``ly asked for.
+    """
+    contenders: list[Contender] = []
+    notes: list[str] = []
+    for entry in selected:
+        try:
+            contenders.append(entry.load())
+        except (ImportError, AttributeError) as error:
+            if explicit or not entry.optional:
+                notes.append(f"{entry.name}: not importable ({error})")
+    return contenders, notes

@@ -1,0 +1,218 @@
+"""The benchmark workloads, and the task functions they send to workers.
+
+The task functions (`noop`, `fib`) are module-level so that every contender can pickle them by
+reference. Each `Workload` says how to time one repetition against one contender, which
+sequential loop (if any) it is compared with, and which targets from issue 2 gilfree must reach.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gilfree.bench.contenders import Contender
+
+EQUAL_CPU_ARGUMENT = 27
+EQUAL_CPU_TASK_COUNT = 40
+IMBALANCED_RANGE = 32
+
+
+def noop(_: object = None) -> None:
+    """Do nothing: the task used to measure pure overhead."""
+
+
+def fib(number: int) -> int:
+    """Return the Fibonacci number of ``number`` by naive recursion (CPU-bound on purpose)."""
+    if number < 2:
+        return number
+    return fib(number - 1) + fib(number - 2)
+
+
+def fibonacci_fast(number: int) -> int:
+    """Return the Fibonacci number of ``number`` iteratively, to check results cheaply."""
+    previous, current = 0, 1
+    for _ in range(number):
+        previous, current = current, previous + current
+    return previous
+
+
+class WrongResult(Exception):
+    """A contender returned results that differ from the expected ones."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one benchmark run."""
+
+    workers: int
+    repetitions: int
+    round_trips: int
+    tiny_task_count: int
+    startup_cycles: int
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from issue 2: gilfree at least ``minimum`` times faster than ``reference``."""
+
+    reference: str
+    minimum: float
+    label: str
+
+
+Measure = Callable[[Contender, object, Settings], float]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row group of the benchmark table.
+
+    ``measure`` times one repetition and returns seconds; it receives the pool created (and warmed
+    up) by the runner, or ``None`` when ``uses_pool`` is false and it creates pools itself.
+    ``figure`` turns those seconds (and the sequential time, if any) into a per-unit figure.
+    """
+
+    key: str
+    title: str
+    measure: Measure
+    figure: Callable[[float, float | None, Settings], str]
+    targets: tuple[Target, ...]
+    uses_pool: bool = True
+    sequential: Callable[[Settings], None] | None = None
+
+
+def measure_round_trip(contender: Contender, pool: object, settings: Settings) -> float:
+    """Time ``settings.round_trips`` sequential submit→result calls of `noop`."""
+    started = time.perf_counter()
+    for _ in range(settings.round_trips):
+        contender.call(pool, noop, None)
+    return time.perf_counter() - started
+
+
+def measure_tiny_tasks(contender: Contender, pool: object, settings: Settings) -> float:
+    """Time one default-argument map of `noop` over ``settings.tiny_task_count`` integers."""
+    started = time.perf_counter()
+    results = contender.map(pool, noop, range(settings.tiny_task_count))
+    elapsed = time.perf_counter() - started
+    if len(results) != settings.tiny_task_count:
+        raise WrongResult(f"{len(results)} results for {settings.tiny_task_count} tasks")
+    return elapsed
+
+
+def measure_equal_cpu(contender: Contender, pool: object, _: Settings) -> float:
+    """Time a default-argument map of `fib` over equal arguments."""
+    arguments = [EQUAL_CPU_ARGUMENT] * EQUAL_CPU_TASK_COUNT
+    started = time.perf_counter()
+    results = contender.map(pool, fib, arguments)
+    elapsed = time.perf_counter() - started
+    if results != [fibonacci_fast(EQUAL_CPU_ARGUMENT)] * EQUAL_CPU_TASK_COUNT:
+        raise WrongResult("fib results differ from the expected ones")
+    return elapsed
+
+
+def measure_imbalanced(contender: Contender, pool: object, _: Settings) -> float:
+    """Time the seed's ordered, imbalanced map of `fib` over ``range(32)``."""
+    started = time.perf_counter()
+    results = contender.map(pool, fib, range(IMBALANCED_RANGE))
+    elapsed = time.perf_counter() - started
+    if results != [fibonacci_fast(number) for number in range(IMBALANCED_RANGE)]:
+        raise WrongResult("fib results differ from the expected ones, or are out of order")
+    return elapsed
+
+
+def measure_startup(contender: Contender, _: object, settings: Settings) -> float:
+    """Return the median time of create pool + one task + shutdown, after one warm-up cycle."""
+
+    def cycle() -> float:
+        started = time.perf_counter()
+        pool = contender.create(settings.workers)
+        try:
+            contender.call(pool, noop, None)
+        finally:
+            contender.close(pool, graceful=True)
+        return time.perf_counter() - started
+
+    cycle()
+    return statistics.median(cycle() for _ in range(settings.startup_cycles))
+
+
+def run_equal_cpu_sequentially(_: Settings) -> None:
+    """Run the equal CPU-bound tasks in a loop in this process."""
+    for _ in range(EQUAL_CPU_TASK_COUNT):
+        fib(EQUAL_CPU_ARGUMENT)
+
+
+def run_imbalanced_sequentially(_: Settings) -> None:
+    """Run the imbalanced tasks in a loop in this process."""
+    for number in range(IMBALANCED_RANGE):
+        fib(number)
+
+
+def microseconds_per_trip(seconds: float, _: float | None, settings: Settings) -> str:
+    """Format a round-trip figure."""
+    return f"{seconds / settings.round_trips * 1e6:.1f} µs/trip"
+
+
+def tasks_per_second(seconds: float, _: float | None, settings: Settings) -> str:
+    """Format a throughput figure."""
+    rate = settings.tiny_task_count / seconds
+    if rate >= 1e6:
+        return f"{rate / 1e6:.2f} M tasks/s"
+    return f"{rate / 1e3:.1f} k tasks/s"
+
+
+def speed_up(seconds: float, sequential_seconds: float | None, _: Settings) -> str:
+    """Format the speed-up over the sequential loop."""
+    if sequential_seconds is None:
+        return ""
+    return f"{sequential_seconds / seconds:.2f}× sequential"
+
+
+def milliseconds_per_start(seconds: float, _: float | None, __: Settings) -> str:
+    """Format a startup figure."""
+    return f"{seconds * 1e3:.1f} ms/start"
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        key="round_trip",
+        title="round trip (no-op)",
+        measure=measure_round_trip,
+        figure=microseconds_per_trip,
+        targets=(Target("ppe", 8.0, "≥8× PPE"),),
+    ),
+    Workload(
+        key="tiny_tasks",
+        title="tiny tasks map(noop)",
+        measure=measure_tiny_tasks,
+        figure=tasks_per_second,
+        targets=(Target("pool", 1.0, "≥1× Pool"), Target("ppe", 100.0, "≥100× PPE")),
+    ),
+    Workload(
+        key="equal_cpu",
+        title=f"{EQUAL_CPU_TASK_COUNT}×fib({EQUAL_CPU_ARGUMENT})",
+        measure=measure_equal_cpu,
+        figure=speed_up,
+        targets=(Target("sequential", 1.85, "≥1.85× sequential"),),
+        sequential=run_equal_cpu_sequentially,
+    ),
+    Workload(
+        key="imbalanced",
+        title=f"map(fib, range({IMBALANCED_RANGE}))",
+        measure=measure_imbalanced,
+        figure=speed_up,
+        targets=(Target("ppe", 1.0, "≤ PPE time"),),
+        sequential=run_imbalanced_sequentially,
+    ),
+    Workload(
+        key="startup",
+        title="startup (create+1 task+shutdown)",
+        measure=measure_startup,
+        figure=milliseconds_per_start,
+        targets=(Target("pool", 1.0, "≤ Pool(fork) time"),),
+        uses_pool=False,
+    ),
+)

@@ -1,0 +1,173 @@
+"""Module-level task functions and classes used by the test suite.
+
+Everything here is importable by reference (``helpers.<name>``), so the same
+tasks run under gilfree and under the stdlib executor, whatever the start
+method. Tasks that must block never sleep blindly: they poll for a "gate" file
+that the test creates, and give up after a deadline so nothing hangs forever.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+#: How long a blocking task waits for its gate before giving up (seconds).
+GATE_TIMEOUT = 30.0
+
+_POLL_INTERVAL = 0.005
+
+# State set by the initializers below; each worker process has its own copy.
+_init_value = None
+_init_calls = 0
+
+
+# --- plain tasks -----------------------------------------------------------
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def echo(*args, **kwargs):
+    return args, kwargs
+
+
+def echo_kwargs(**kwargs):
+    return dict(kwargs)
+
+
+def get_pid(_=None):
+    return os.getpid()
+
+
+def make_bytes(size):
+    return b"\xab" * size
+
+
+def byte_len(data):
+    return len(data)
+
+
+class Multiplier:
+    """A picklable object whose bound method is used as a task."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def apply(self, x):
+        return x * self.factor
+
+
+# --- gates: blocking without sleeping blindly ----------------------------------
+
+
+def wait_for_file(path, timeout=GATE_TIMEOUT):
+    """Poll until ``path`` exists; return True if it did before ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_INTERVAL)
+    return True
+
+
+def _touch(path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(str(os.getpid()))
+    os.replace(tmp, path)
+
+
+def block_until_released(gate_path, value=None, started_path=None):
+    """Mark ``started_path`` (if given), wait for the gate, return ``value``.
+
+    Returns the string ``"gate-timeout"`` instead of ``value`` when the gate
+    was never opened, so a test that forgot to open it fails visibly.
+    """
+    if started_path is not None:
+        _touch(started_path)
+    if not wait_for_file(gate_path):
+        return "gate-timeout"
+    return value
+
+
+def write_pid_and_block(pid_path, gate_path):
+    """Publish this worker's pid in ``pid_path``, then wait for the gate."""
+    _touch(pid_path)
+    wait_for_file(gate_path)
+    return os.getpid()
+
+
+# --- exceptions --------------------------------------------------------------
+
+
+class CustomError(Exception):
+    """A user-defined exception that pickles by reference."""
+
+
+class UnpicklableError(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class MismatchedInitError(Exception):
+    """Pickles fine but fails to unpickle: ``__init__`` needs two arguments."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first}-{second}")
+
+
+def raise_value_error(*args):
+    raise ValueError(*args)
+
+
+def raise_custom_error(*args):
+    raise CustomError(*args)
+
+
+def raise_key_error(key):
+    raise KeyError(key)
+
+
+def raise_unpicklable_error():
+    raise UnpicklableError("cannot travel back")
+
+
+def raise_mismatched_init_error():
+    raise MismatchedInitError("a", "b")
+
+
+def raise_if_equal(x, bad):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x
+
+
+def return_lock():
+    """Return a result that no pickler can serialize."""
+    return threading.Lock()
+
+
+# --- initializers --------------------------------------------------------------
+
+
+def record_init(value):
+    global _init_value, _init_calls
+    _init_value = value
+    _init_calls += 1
+
+
+def get_init_state(_=None):
+    return os.getpid(), _init_value, _init_calls
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed on purpose")
