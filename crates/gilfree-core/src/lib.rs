@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod notify;
+pub mod port;
 pub mod ring;
 pub mod segment;
 pub mod shm;

@@ -82,7 +82,9 @@ def measure_contender(workload: Workload, contender: Contender, settings: Settin
                 pool = contender.create(settings.workers)
                 contender.map(pool, noop, range(settings.workers * 4))
                 contender.call(pool, noop, None)
-            seconds = best_of(lambda: workload.measure(contender, pool, settings), settings.repetitions)
+            seconds = best_of(
+                lambda: workload.measure(contender, pool, settings), settings.repetitions
+            )
             if pool is not None:
                 closing, pool = pool, None
                 contender.close(closing, graceful=True)
@@ -94,10 +96,10 @@ def measure_contender(workload: Workload, contender: Contender, settings: Settin
     return report.Row(workload, contender.key, contender.name, seconds, None)
 
 
-def measure_sequential(workload: Workload, settings: Settings) -> report.Row:
-    """Time the workload's sequential loop in this process."""
-    assert workload.sequential is not None
-    run_loop = workload.sequential
+def measure_sequential(
+    workload: Workload, run_loop: Callable[[Settings], None], settings: Settings
+) -> report.Row:
+    """Time the workload's sequential loop ``run_loop`` in this process."""
 
     def measure() -> float:
         started = time.perf_counter()
@@ -188,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         print(note)
     settings = build_settings(arguments)
     rows: list[report.Row] = []
+
+    def record(row: report.Row) -> None:
+        rows.append(row)
+        progress = f"  {row.workload.title} / {row.contender_name}: {report.format_row_time(row)}"
+        print(progress, file=sys.stderr, flush=True)
+
     for workload in workloads:
-        measured = [measure_sequential(workload, settings)] if workload.sequential else []
-        measured += [measure_contender(workload, contender, settings) for contender in contenders]
-        for row in measured:
-            print(f"  {workload.title} / {row.contender_name}: {report.format_row_time(row)}",
-                  file=sys.stderr, flush=True)
-        rows += measured
+        if workload.sequential is not None:
+            record(measure_sequential(workload, workload.sequential, settings))
+        for contender in contenders:
+            record(measure_contender(workload, contender, settings))
     print(report.format_table(rows, settings))
     if arguments.plot:
         print(report.write_plot(rows, arguments.plot, settings))

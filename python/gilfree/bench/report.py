@@ -1,0 +1,176 @@
+"""The benchmark's text table, its targets check and its optional PNG chart.
+
+Every ratio is ``reference time / contender time`` measured in the same run, so a ratio above 1
+means the contender is faster than the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+from gilfree.bench.workloads import Settings, Target, Workload
+
+REFERENCE_NAMES = {"ppe": "PPE", "pool": "Pool", "sequential": "sequential"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured cell: a workload run by a contender, in seconds, or the error it raised."""
+
+    workload: Workload
+    contender_key: str
+    contender_name: str
+    seconds: float | None
+    error: str | None
+
+
+def format_seconds(seconds: float) -> str:
+    """Format a duration with a unit that keeps three significant figures readable."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def format_ratio(ratio: float | None) -> str:
+    """Format a speed ratio such as ``12.3×``; empty when unknown."""
+    if ratio is None:
+        return ""
+    if ratio >= 100:
+        return f"{ratio:.0f}×"
+    if ratio >= 10:
+        return f"{ratio:.1f}×"
+    return f"{ratio:.2f}×"
+
+
+def format_row_time(row: Row) -> str:
+    """Format the time of ``row``, or its error."""
+    return format_seconds(row.seconds) if row.seconds is not None else str(row.error)
+
+
+def reference_seconds(rows: list[Row], workload: Workload, key: str) -> float | None:
+    """Return the time of contender ``key`` on ``workload``, if it was measured."""
+    for row in rows:
+        if row.workload is workload and row.contender_key == key:
+            return row.seconds
+    return None
+
+
+def ratio_to(rows: list[Row], row: Row, key: str) -> float | None:
+    """Return how many times faster ``row`` is than contender ``key`` on the same workload."""
+    reference = reference_seconds(rows, row.workload, key)
+    if reference is None or row.seconds is None or row.seconds <= 0:
+        return None
+    return reference / row.seconds
+
+
+def check_target(rows: list[Row], row: Row, target: Target) -> tuple[bool | None, str]:
+    """Return (passed, text) for ``target`` on gilfree's ``row``; passed is None when unknown."""
+    if row.seconds is None:
+        return False, f"{target.label}: FAIL (no result)"
+    ratio = ratio_to(rows, row, target.reference)
+    if ratio is None:
+        return None, f"{target.label}: n/a"
+    verdict = "PASS" if ratio >= target.minimum else "FAIL"
+    reference = REFERENCE_NAMES.get(target.reference, target.reference)
+    return ratio >= target.minimum, f"{target.label}: {verdict} ({format_ratio(ratio)} {reference})"
+
+
+def format_table(rows: list[Row], settings: Settings) -> str:
+    """Return the results table, with the issue 2 targets beside the gilfree rows."""
+    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target")
+    lines: list[tuple[str, ...]] = [header]
+    verdicts: list[bool | None] = []
+    previous_workload: Workload | None = None
+    for row in rows:
+        sequential = reference_seconds(rows, row.workload, "sequential")
+        figure = ""
+        if row.seconds is not None:
+            figure = row.workload.figure(row.seconds, sequential, settings)
+        targets = ""
+        if row.contender_key == "gilfree":
+            checks = [check_target(rows, row, target) for target in row.workload.targets]
+            verdicts += [passed for passed, _ in checks]
+            targets = "; ".join(text for _, text in checks)
+        title = row.workload.title if row.workload is not previous_workload else ""
+        previous_workload = row.workload
+        lines.append(
+            (
+                title,
+                row.contender_name,
+                format_row_time(row),
+                figure,
+                format_ratio(ratio_to(rows, row, "ppe")),
+                format_ratio(ratio_to(rows, row, "pool")),
+                targets,
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header) - 1)]
+    text = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1]
+        for line in lines
+    ]
+    text.insert(1, "-" * len(text[0]))
+    repetitions = "best of 1" if settings.repetitions == 1 else f"best of {settings.repetitions}"
+    title = (
+        f"gilfree bench: {settings.workers} workers, {repetitions}, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; ratios are reference time / contender time (>1 is faster)"
+    )
+    summary = summarize_targets(verdicts)
+    return "\n".join([title, "", *text, "", summary])
+
+
+def summarize_targets(verdicts: list[bool | None]) -> str:
+    """Return one line counting the targets passed, failed and not measurable."""
+    if not verdicts:
+        return "targets (issue 2): gilfree not measured"
+    passed = sum(verdict is True for verdict in verdicts)
+    failed = sum(verdict is False for verdict in verdicts)
+    unknown = sum(verdict is None for verdict in verdicts)
+    return f"targets (issue 2): {passed} PASS, {failed} FAIL, {unknown} n/a"
+
+
+def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
+    """Write a bar chart of each contender's ratio to ProcessPoolExecutor; return a note."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        return f"plot: matplotlib is not importable, {path} not written"
+    workloads = list(dict.fromkeys(row.workload for row in rows))
+    contender_rows = [row for row in rows if row.contender_key != "sequential"]
+    names = list(dict.fromkeys(row.contender_name for row in contender_rows))
+    figure, axes = pyplot.subplots(figsize=(max(8.0, 1.8 * len(workloads)), 5.0))
+    bar_width = 0.8 / max(1, len(names))
+    for index, name in enumerate(names):
+        positions: list[float] = []
+        ratios: list[float] = []
+        for place, workload in enumerate(workloads):
+            ratio = next(
+                (
+                    ratio_to(rows, row, "ppe")
+                    for row in contender_rows
+                    if row.workload is workload and row.contender_name == name
+                ),
+                None,
+            )
+            if ratio is not None:
+                positions.append(place + (index - (len(names) - 1) / 2) * bar_width)
+                ratios.append(ratio)
+        axes.bar(positions, ratios, bar_width, label=name)
+    axes.set_yscale("log")
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(workloads)), [workload.title for workload in workloads], fontsize=8)
+    axes.set_ylabel("speed vs ProcessPoolExecutor (×, log scale)")
+    axes.set_title(f"gilfree bench, {settings.workers} workers (higher is faster)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+    return f"plot: written to {path}"
