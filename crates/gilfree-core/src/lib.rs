@@ -12,11 +12,13 @@
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
 //!   split into fragments when they do not fit.
+//! * [`message`]: the fixed header framing each message's payload.
 //! * [`segment`]: the layout of one executor's segment: a doorbell and per-worker ring pairs.
 //! * [`supervisor`]: starting, reaping and describing worker processes.
 #![allow(unsafe_code)] // the crate's purpose; each block carries a SAFETY comment.
 
 pub mod error;
+pub mod message;
 pub mod notify;
 pub mod port;
 pub mod ring;

@@ -103,7 +103,9 @@ mod futex {
     }
 
     pub fn wake_all(word: &AtomicU32) {
-        let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+        // The kernel reads the count as a signed int: u32::MAX would be -1 and wake only one
+        // waiter. INT_MAX means "all", as in glibc's pthread_cond_broadcast.
+        let _ = futex::wake(word, futex::Flags::empty(), i32::MAX.unsigned_abs());
     }
 }
 

@@ -76,7 +76,13 @@ impl Segment {
             .then(|| slot_count.checked_mul(slot_stride(ring_capacity)))
             .flatten()
             .and_then(|slots| slots.checked_add(HEADER_BYTES));
-        if ring_capacity % 4096 != 0 || expected != Some(memory.len()) {
+        // Zero slots or zero-byte rings would "fit" a header-sized file; reject them as `create`
+        // does (a zero capacity would make every ring operation divide by zero).
+        if slot_count == 0
+            || ring_capacity == 0
+            || ring_capacity % 4096 != 0
+            || expected != Some(memory.len())
+        {
             return Err(CoreError::InvalidSegment(format!(
                 "{slot_count} slots of {ring_capacity} bytes do not fill {} bytes",
                 memory.len()

@@ -125,3 +125,11 @@ fn create_anonymous_file(name: &str) -> Result<OwnedFd> {
     shm::unlink(unique.as_str()).map_err(|e| CoreError::os("shm_unlink", e))?;
     Ok(fd)
 }
+
+/// Duplicates a descriptor this process holds open (for example one received from Python).
+pub fn duplicate_fd(fd: std::os::fd::RawFd) -> Result<OwnedFd> {
+    // SAFETY: `fd` is only borrowed for the duration of the dup call; a closed or invalid
+    // descriptor makes dup fail with EBADF rather than touching anything else.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map_err(|e| CoreError::os("dup", e))
+}

@@ -154,3 +154,9 @@ fn to_pid(pid: u32) -> Result<Pid> {
         .and_then(Pid::from_raw)
         .ok_or_else(|| CoreError::InvalidArgument(format!("invalid pid {pid}")))
 }
+
+/// This process's parent pid (None if it has been re-parented to init, i.e. the parent died).
+#[must_use]
+pub fn parent_pid() -> Option<u32> {
+    rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get().unsigned_abs())
+}

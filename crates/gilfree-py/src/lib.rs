@@ -1,1 +1,21 @@
-//! placeholder
+//! `gilfree._core`: thin PyO3 bindings over gilfree-core.
+//!
+//! * [`channel`]: the parent's and the worker's ends of a shared segment, framing messages with
+//!   a fixed `gilfree_core::message::Header` and releasing the GIL around every wait.
+//! * [`process`]: starting, reaping, signalling and describing worker processes.
+//! * [`errors`]: the one mapping from `CoreError` to Python exceptions.
+use pyo3::prelude::*;
+
+mod channel;
+mod errors;
+mod process;
+
+/// The native core of gilfree.
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<channel::ParentChannel>()?;
+    module.add_class::<channel::WorkerChannel>()?;
+    module.add("HEADER_SIZE", gilfree_core::message::HEADER_SIZE)?;
+    process::register(module)?;
+    Ok(())
+}

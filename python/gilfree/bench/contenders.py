@@ -18,10 +18,6 @@ from typing import Any
 Function = Callable[..., Any]
 
 
-class Unsupported(Exception):
-    """The contender has no natural way to run this workload."""
-
-
 class Contender:
     """A pool implementation under test; subclasses fill in the four operations."""
 
@@ -86,7 +82,7 @@ class MultiprocessingPoolContender(Contender):
 
     def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
         """``pool.map(function, arguments)``."""
-        return pool.map(function, arguments)
+        return list(pool.map(function, arguments))
 
     def close(self, pool: Any, *, graceful: bool) -> None:
         """``close()`` then ``join()``, or ``terminate()`` unless ``graceful``."""
@@ -177,9 +173,7 @@ def find_entry(text: str) -> Entry | None:
     return None
 
 
-def load_contenders(
-    selected: list[Entry], *, explicit: bool
-) -> tuple[list[Contender], list[str]]:
+def load_contenders(selected: list[Entry], *, explicit: bool) -> tuple[list[Contender], list[str]]:
     """Load the selected contenders, returning them and a note for each one that failed.
 
     Optional contenders are skipped silently unless they were ``explicit``ly asked for.

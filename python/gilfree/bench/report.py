@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import textwrap
 from dataclasses import dataclass
 
 from gilfree.bench.workloads import Settings, Target, Workload
@@ -43,12 +44,14 @@ def format_ratio(ratio: float | None) -> str:
         return f"{ratio:.0f}×"
     if ratio >= 10:
         return f"{ratio:.1f}×"
-    return f"{ratio:.2f}×"
+    if ratio >= 0.1:
+        return f"{ratio:.2f}×"
+    return f"{ratio:.2g}×"
 
 
 def format_row_time(row: Row) -> str:
     """Format the time of ``row``, or its error."""
-    return format_seconds(row.seconds) if row.seconds is not None else str(row.error)
+    return format_seconds(row.seconds) if row.seconds is not None else f"error: {row.error}"
 
 
 def reference_seconds(rows: list[Row], workload: Workload, key: str) -> float | None:
@@ -81,11 +84,18 @@ def check_target(rows: list[Row], row: Row, target: Target) -> tuple[bool | None
 
 def format_table(rows: list[Row], settings: Settings) -> str:
     """Return the results table, with the issue 2 targets beside the gilfree rows."""
-    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target")
+    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target (issue 2)")
     lines: list[tuple[str, ...]] = [header]
     verdicts: list[bool | None] = []
+    footnotes: list[str] = []
     previous_workload: Workload | None = None
     for row in rows:
+        time_text = format_seconds(row.seconds) if row.seconds is not None else ""
+        if row.error is not None:
+            footnotes.append(
+                f"[{len(footnotes) + 1}] {row.contender_name}, {row.workload.title}: {row.error}"
+            )
+            time_text = f"failed [{len(footnotes)}]"
         sequential = reference_seconds(rows, row.workload, "sequential")
         figure = ""
         if row.seconds is not None:
@@ -101,19 +111,16 @@ def format_table(rows: list[Row], settings: Settings) -> str:
             (
                 title,
                 row.contender_name,
-                format_row_time(row),
+                time_text,
                 figure,
                 format_ratio(ratio_to(rows, row, "ppe")),
                 format_ratio(ratio_to(rows, row, "pool")),
                 targets,
             )
         )
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header) - 1)]
-    text = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1]
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    text = ["  ".join(map(str.ljust, line, widths)).rstrip() for line in lines]
+    text.insert(1, "-" * max(len(line) for line in text))
     repetitions = "best of 1" if settings.repetitions == 1 else f"best of {settings.repetitions}"
     title = (
         f"gilfree bench: {settings.workers} workers, {repetitions}, "
@@ -121,7 +128,7 @@ def format_table(rows: list[Row], settings: Settings) -> str:
         f"{os.cpu_count()} CPUs; ratios are reference time / contender time (>1 is faster)"
     )
     summary = summarize_targets(verdicts)
-    return "\n".join([title, "", *text, "", summary])
+    return "\n".join([title, "", *text, "", *footnotes, summary])
 
 
 def summarize_targets(verdicts: list[bool | None]) -> str:
@@ -166,7 +173,8 @@ def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
         axes.bar(positions, ratios, bar_width, label=name)
     axes.set_yscale("log")
     axes.axhline(1.0, color="black", linewidth=0.8)
-    axes.set_xticks(range(len(workloads)), [workload.title for workload in workloads], fontsize=8)
+    labels = [textwrap.fill(workload.title, 18) for workload in workloads]
+    axes.set_xticks(range(len(workloads)), labels, fontsize=8)
     axes.set_ylabel("speed vs ProcessPoolExecutor (×, log scale)")
     axes.set_title(f"gilfree bench, {settings.workers} workers (higher is faster)")
     axes.legend()

@@ -18,7 +18,7 @@ from typing import Any
 
 from gilfree.bench import contenders as contender_registry
 from gilfree.bench import report
-from gilfree.bench.contenders import Contender, Unsupported
+from gilfree.bench.contenders import Contender
 from gilfree.bench.workloads import WORKLOADS, Settings, Workload, noop
 
 # Stop repeating a measurement once its repetitions have taken this long in total.
@@ -56,10 +56,8 @@ def deadline(seconds: float) -> Iterator[None]:
 
 def describe_error(error: BaseException) -> str:
     """Return a one-line description of ``error`` for the table."""
-    if isinstance(error, Unsupported):
-        return f"n/a ({error})" if str(error) else "n/a"
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"error: {type(error).__name__}: {text}"[:90]
+    message = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {message}"[:200]
 
 
 def best_of(measure: Callable[[], float], repetitions: int) -> float:
@@ -86,9 +84,9 @@ def measure_contender(workload: Workload, contender: Contender, settings: Settin
                 lambda: workload.measure(contender, pool, settings), settings.repetitions
             )
             if pool is not None:
-                closing, pool = pool, None
-                contender.close(closing, graceful=True)
-    except Exception as error:  # noqa: BLE001 - every failure is reported, none stops the bench
+                contender.close(pool, graceful=True)
+                pool = None
+    except Exception as error:  # every failure is reported, none stops the bench
         if pool is not None:
             with contextlib.suppress(Exception), deadline(CLEANUP_TIMEOUT_SECONDS):
                 contender.close(pool, graceful=False)
@@ -155,7 +153,7 @@ def select_entries(names: list[str]) -> list[contender_registry.Entry]:
     if not names:
         return list(contender_registry.REGISTRY)
     entries = [contender_registry.find_entry(name) for name in names]
-    unknown = [name for name, entry in zip(names, entries) if entry is None]
+    unknown = [name for name, entry in zip(names, entries, strict=True) if entry is None]
     if unknown:
         keys = ", ".join(entry.key for entry in contender_registry.REGISTRY)
         raise ValueError(f"unknown contender {', '.join(unknown)}; choose among {keys}")

@@ -102,7 +102,7 @@ def measure_tiny_tasks(contender: Contender, pool: object, settings: Settings) -
     return elapsed
 
 
-def measure_equal_cpu(contender: Contender, pool: object, _: Settings) -> float:
+def measure_equal_cpu(contender: Contender, pool: object, _settings: Settings) -> float:
     """Time a default-argument map of `fib` over equal arguments."""
     arguments = [EQUAL_CPU_ARGUMENT] * EQUAL_CPU_TASK_COUNT
     started = time.perf_counter()
@@ -113,7 +113,7 @@ def measure_equal_cpu(contender: Contender, pool: object, _: Settings) -> float:
     return elapsed
 
 
-def measure_imbalanced(contender: Contender, pool: object, _: Settings) -> float:
+def measure_imbalanced(contender: Contender, pool: object, _settings: Settings) -> float:
     """Time the seed's ordered, imbalanced map of `fib` over ``range(32)``."""
     started = time.perf_counter()
     results = contender.map(pool, fib, range(IMBALANCED_RANGE))
@@ -123,7 +123,7 @@ def measure_imbalanced(contender: Contender, pool: object, _: Settings) -> float
     return elapsed
 
 
-def measure_startup(contender: Contender, _: object, settings: Settings) -> float:
+def measure_startup(contender: Contender, _pool: object, settings: Settings) -> float:
     """Return the median time of create pool + one task + shutdown, after one warm-up cycle."""
 
     def cycle() -> float:
@@ -131,32 +131,36 @@ def measure_startup(contender: Contender, _: object, settings: Settings) -> floa
         pool = contender.create(settings.workers)
         try:
             contender.call(pool, noop, None)
-        finally:
-            contender.close(pool, graceful=True)
+        except BaseException:
+            contender.close(pool, graceful=False)
+            raise
+        contender.close(pool, graceful=True)
         return time.perf_counter() - started
 
     cycle()
     return statistics.median(cycle() for _ in range(settings.startup_cycles))
 
 
-def run_equal_cpu_sequentially(_: Settings) -> None:
+def run_equal_cpu_sequentially(_settings: Settings) -> None:
     """Run the equal CPU-bound tasks in a loop in this process."""
     for _ in range(EQUAL_CPU_TASK_COUNT):
         fib(EQUAL_CPU_ARGUMENT)
 
 
-def run_imbalanced_sequentially(_: Settings) -> None:
+def run_imbalanced_sequentially(_settings: Settings) -> None:
     """Run the imbalanced tasks in a loop in this process."""
     for number in range(IMBALANCED_RANGE):
         fib(number)
 
 
-def microseconds_per_trip(seconds: float, _: float | None, settings: Settings) -> str:
+def microseconds_per_trip(
+    seconds: float, _sequential_seconds: float | None, settings: Settings
+) -> str:
     """Format a round-trip figure."""
     return f"{seconds / settings.round_trips * 1e6:.1f} µs/trip"
 
 
-def tasks_per_second(seconds: float, _: float | None, settings: Settings) -> str:
+def tasks_per_second(seconds: float, _sequential_seconds: float | None, settings: Settings) -> str:
     """Format a throughput figure."""
     rate = settings.tiny_task_count / seconds
     if rate >= 1e6:
@@ -164,14 +168,16 @@ def tasks_per_second(seconds: float, _: float | None, settings: Settings) -> str
     return f"{rate / 1e3:.1f} k tasks/s"
 
 
-def speed_up(seconds: float, sequential_seconds: float | None, _: Settings) -> str:
+def speed_up(seconds: float, sequential_seconds: float | None, _settings: Settings) -> str:
     """Format the speed-up over the sequential loop."""
     if sequential_seconds is None:
         return ""
     return f"{sequential_seconds / seconds:.2f}× sequential"
 
 
-def milliseconds_per_start(seconds: float, _: float | None, __: Settings) -> str:
+def milliseconds_per_start(
+    seconds: float, _sequential_seconds: float | None, _settings: Settings
+) -> str:
     """Format a startup figure."""
     return f"{seconds * 1e3:.1f} ms/start"
 

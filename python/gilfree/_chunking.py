@@ -1,0 +1,42 @@
+"""Adaptive chunk sizes for ``map(chunksize=None)``.
+
+Aim: a few milliseconds of work per message, so tiny tasks are not drowned in per-message cost,
+while keeping the end of a map balanced across workers. The size follows the cost per item of the
+latest measured chunk (not an average: costs that grow along the input, as in ``map(fib,
+range(n))``, are tracked sooner), grows at most 16-fold past the largest chunk measured, and never
+exceeds a quarter of a worker's fair share of what is left, so the tail is cut into small pieces.
+"""
+
+from __future__ import annotations
+
+import math
+
+TARGET_SECONDS = 0.002
+GROWTH = 16
+
+
+class ChunkSizer:
+    """Chooses the next chunk's size for one ``map`` call."""
+
+    def __init__(self, fixed: int | None, worker_count: int) -> None:
+        self._fixed = fixed
+        self._worker_count = max(1, worker_count)
+        self._seconds_per_item: float | None = None
+        self._largest_measured = 0
+
+    def next_size(self, remaining: int) -> int:
+        """The size of the next chunk, given ``remaining`` items not yet cut."""
+        if self._fixed is not None:
+            return min(self._fixed, remaining)
+        if self._seconds_per_item is None:
+            return 1
+        size = int(TARGET_SECONDS / max(self._seconds_per_item, 1e-9))
+        size = min(size, self._largest_measured * GROWTH)
+        balance = math.ceil(remaining / (4 * self._worker_count))
+        return max(1, min(size, balance, remaining))
+
+    def record(self, item_count: int, busy_seconds: float) -> None:
+        """Learns from a finished chunk of ``item_count`` items that took ``busy_seconds``."""
+        if item_count > 0:
+            self._seconds_per_item = busy_seconds / item_count
+            self._largest_measured = max(self._largest_measured, item_count)

@@ -1,0 +1,368 @@
+"""The engine behind an executor: scheduling, result collection and worker lifecycle.
+
+```
+submit(fn, *args) -> Call ──> pending ──dispatch──> slot i request ring ──> worker i
+map(fn, items)    -> MapJob ─┘   (cut into chunks as slots free up)              │
+future.result() / map iterator ──pump──< doorbell + response rings <─────────────┘
+                                 (or the collector thread, when nobody waits)
+```
+
+Dispatch puts at most one or two units in flight per worker (two while its messages are short),
+so long tasks go to whichever worker frees up first and pending futures stay cancellable.
+
+Collection has one "pumper" at a time: a thread that drains the response rings (GIL released
+while it waits), completes futures and refills the workers. A caller waiting for a result pumps
+itself; the collector thread pumps only when work is outstanding and no caller does. A caller
+that finds the collector pumping kicks it and takes over.
+
+Locks: ``_lock`` guards the scheduling state (pending, slots); ``_progress`` guards the pumper
+role. Never take ``_lock`` while holding ``_progress``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from gilfree import _core
+from gilfree import _protocol as protocol
+from gilfree._functions import FunctionRegistry
+from gilfree._launch import Launcher
+from gilfree._lifecycle import Lifecycle
+from gilfree._slots import Slot
+from gilfree._work import Call, Chunk, MapJob, function_name
+from gilfree.errors import BrokenProcessPool, WorkerCrashedError
+
+#: Bytes per ring; pages are only backed when touched.
+RING_CAPACITY = 4 << 20
+#: How long a pumper busy-waits for a reply before sleeping on the doorbell.
+PUMP_SPIN_MICROSECONDS = 50.0
+#: Longest single wait; waiters re-check their deadline, dead workers and signals this often.
+PUMP_SLICE_SECONDS = 0.05
+#: The collector's poll while work is outstanding but a caller holds the pumper role.
+COLLECTOR_POLL_SECONDS = 0.005
+
+
+class Engine:
+    """Schedules work onto ``worker_count`` workers and collects the results."""
+
+    def __init__(
+        self,
+        worker_count: int,
+        launcher: Launcher,
+        setup_payload: bytes,
+        max_tasks_per_child: int | None,
+    ) -> None:
+        self._channel = _core.ParentChannel(worker_count, RING_CAPACITY)
+        self._slots = [Slot(index) for index in range(worker_count)]
+        self._launcher = launcher
+        launcher.on_exit = self.on_worker_exit
+        self._setup_payload = setup_payload
+        self._max_tasks_per_child = max_tasks_per_child
+        self._functions = FunctionRegistry()
+        self._task_ids = itertools.count(1)
+        self._pending: deque[Call | MapJob] = deque()
+        self._outstanding = 0
+        self._broken: str | None = None
+        self._lock = threading.RLock()
+        self._progress = threading.Condition(threading.Lock())
+        self._pumper: int | None = None
+        self._collector_pumping = False
+        self._callers_waiting = 0
+        self._last_check = 0.0
+        self.lifecycle = Lifecycle(self)
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, call: Call) -> None:
+        """Queues a call and hands it to a worker if one is free."""
+        with self._lock:
+            self._check_usable()
+            self._pending.append(call)
+            self._outstanding += 1
+            self._dispatch()
+        self.lifecycle.note_submit()
+
+    def submit_map(self, job: MapJob) -> None:
+        """Queues a map job; it is cut into chunks as workers free up."""
+        if not job.items:
+            return
+        with self._lock:
+            self._check_usable()
+            self._pending.append(job)
+            self._outstanding += 1
+            self._dispatch()
+        self.lifecycle.note_submit()
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise BrokenProcessPool(self._broken)
+        self.lifecycle.check_open()
+
+    def outstanding(self) -> int:
+        """Units of work pending or in flight."""
+        return self._outstanding
+
+    def cancel_pending(self) -> None:
+        """Cancels every call not yet handed to a worker and stops every map job."""
+        with self._lock:
+            while self._pending:
+                work = self._pending.popleft()
+                self._outstanding -= 1
+                if isinstance(work, Call):
+                    work.future.cancel()
+                else:
+                    work.stop(concurrent_cancelled())
+
+    # -- dispatching (under _lock) ----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._pending and self._broken is None:
+            slot = self._free_slot()
+            if slot is None:
+                return
+            work = self._pending[0]
+            if isinstance(work, Call):
+                self._pending.popleft()
+                if not work.future.set_running_or_notify_cancel():
+                    self._outstanding -= 1
+                    continue
+                self._send(slot, work, protocol.CALL, work.payload)
+            else:
+                chunk = work.cut(slot.quota)
+                if work.exhausted():
+                    self._pending.popleft()
+                    self._outstanding -= 1
+                self._outstanding += 1
+                self._send(slot, chunk, protocol.CHUNK, chunk.encode())
+
+    def _free_slot(self) -> Slot | None:
+        best: Slot | None = None
+        for slot in self._slots:
+            if slot.capacity() > 0 and (
+                best is None
+                or len(slot.inflight) < len(best.inflight)
+                or (len(slot.inflight) == len(best.inflight) and slot.last_reply > best.last_reply)
+            ):
+                best = slot
+        if best is not None and not best.inflight:
+            return best
+        for slot in self._slots:
+            if slot.retiring and slot.process is not None and slot.process.poll() is not None:
+                self._forget_worker(slot)
+            if not slot.live():
+                self._start_worker(slot)
+                return slot
+        return best
+
+    def _start_worker(self, slot: Slot) -> None:
+        self._channel.reset_slot(slot.index)
+        self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, self._setup_payload)
+        slot.quota = self._max_tasks_per_child
+        slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
+
+    def _send(self, slot: Slot, work: Call | Chunk, kind: int, payload: bytes) -> None:
+        function_id, encoded = self._functions.lookup(work.fn)
+        if function_id not in slot.functions:
+            slot.functions.add(function_id)
+            self._channel.send(slot.index, protocol.DEFINE, slot.epoch, 0, function_id, encoded)
+        task_id = next(self._task_ids)
+        slot.inflight[task_id] = work
+        self._channel.send(slot.index, kind, slot.epoch, task_id, function_id, payload)
+        if slot.quota is not None:
+            slot.quota -= work.item_count()
+            if slot.quota <= 0:
+                slot.retiring = True
+                self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+
+    # -- collecting -------------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Drives the pool until ``predicate()`` holds or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.get_ident()
+        while not predicate():
+            remaining = PUMP_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._progress:
+                if self._pumper is None:
+                    self._pumper = me
+                elif self._pumper != me:
+                    self._callers_waiting += 1
+                    if self._collector_pumping:
+                        self._channel.kick()
+                    self._progress.wait(min(remaining, PUMP_SLICE_SECONDS))
+                    self._callers_waiting -= 1
+                    continue
+                else:
+                    me = -1  # re-entered from a callback: pump without giving up the role
+            try:
+                self._pump_until(predicate, deadline)
+            finally:
+                if me != -1:
+                    self._release_pumper()
+        return True
+
+    def _release_pumper(self) -> None:
+        with self._progress:
+            self._pumper = None
+            self._collector_pumping = False
+            self._progress.notify_all()
+
+    def _pump_until(self, predicate: Callable[[], bool], deadline: float | None) -> None:
+        while not predicate():
+            if deadline is None:
+                slice_seconds = PUMP_SLICE_SECONDS
+            else:
+                slice_seconds = min(PUMP_SLICE_SECONDS, deadline - time.monotonic())
+                if slice_seconds <= 0:
+                    return
+            self.pump_once(slice_seconds)
+
+    def pump_once(self, timeout: float) -> None:
+        """Waits up to ``timeout`` for replies and handles them; checks workers when idle."""
+        responses = self._channel.pump(timeout, PUMP_SPIN_MICROSECONDS)
+        if responses:
+            self._handle(responses)
+        now = time.monotonic()
+        if not responses or now - self._last_check > PUMP_SLICE_SECONDS:
+            self._last_check = now
+            self.check_workers()
+
+    def _handle(self, responses: list[tuple[int, int, int, int, int, bytes]]) -> None:
+        finished: list[tuple[Any, int, bytes, float]] = []
+        with self._lock:
+            now = time.monotonic()
+            for slot_index, kind, epoch, task_id, arg, payload in responses:
+                slot = self._slots[slot_index]
+                if epoch != slot.epoch:
+                    continue  # a late reply from a worker that has since been replaced
+                if kind == protocol.READY:
+                    slot.ready = True
+                elif kind == protocol.INIT_FAILED:
+                    self._break(
+                        "A process in the process pool was terminated abruptly while the future"
+                        " was running or pending: its initializer raised"
+                    )
+                    continue
+                work = slot.inflight.pop(task_id, None)
+                if work is None:
+                    continue
+                busy = arg / 1e9
+                slot.record_busy(busy)
+                slot.last_reply = now
+                self._outstanding -= 1
+                finished.append((work, kind, payload, busy))
+            self._dispatch()
+        for work, kind, payload, busy in finished:
+            if isinstance(work, Call):
+                work.complete(kind, payload)
+            else:
+                work.complete(kind, payload, busy)
+        if self._callers_waiting:
+            with self._progress:
+                self._progress.notify_all()
+
+    def check_workers(self) -> None:
+        """Notices ended workers: fails what they were running, frees their slots."""
+        with self._lock:
+            for slot in self._slots:
+                if slot.process is not None and slot.process.poll() is not None:
+                    self._forget_worker(slot)
+            self._dispatch()
+
+    def _forget_worker(self, slot: Slot) -> None:
+        """Clears the slot of an ended (reaped) worker; fails the work it had in flight."""
+        process = slot.process
+        assert process is not None and process.exit_code is not None
+        lost = slot.clear()
+        self._channel.reset_slot(slot.index)
+        self._outstanding -= len(lost)
+        for work in lost:
+            work.fail(
+                WorkerCrashedError(
+                    f"worker pid {process.pid} ended ({_core.describe_exit(process.exit_code)})"
+                    f" while running {function_name(work.fn)}"
+                )
+            )
+
+    def on_worker_exit(self) -> None:
+        """Called (from any thread) when a worker is known to have ended."""
+        self._channel.kick()
+        self.lifecycle.wake()
+
+    def _break(self, reason: str) -> None:
+        """Marks the pool unusable (initializer failure): everything pending fails."""
+        self._broken = reason
+        error = BrokenProcessPool(reason)
+        for slot in self._slots:
+            for work in slot.inflight.values():
+                work.fail(error)
+            self._outstanding -= len(slot.inflight)
+            slot.inflight.clear()
+        while self._pending:
+            work = self._pending.popleft()
+            self._outstanding -= 1
+            if isinstance(work, Call):
+                work.fail(error)
+            else:
+                work.stop(error)
+
+    # -- collector hand-off (used by Lifecycle) ---------------------------------------------
+
+    def wake_collector(self) -> None:
+        """Asks the collector thread to take over pumping if nobody else pumps."""
+        self.lifecycle.wake()
+
+    def try_become_collector_pumper(self) -> bool:
+        """Takes the pumper role for the collector if it is free and nobody waits for it."""
+        with self._progress:
+            if self._pumper is not None or self._callers_waiting:
+                return False
+            self._pumper = threading.get_ident()
+            self._collector_pumping = True
+            return True
+
+    def collector_should_yield(self) -> bool:
+        """Whether a caller wants the pumper role back."""
+        return self._callers_waiting > 0
+
+    def release_pumper(self) -> None:
+        """Gives the pumper role up."""
+        self._release_pumper()
+
+    # -- shutting down ----------------------------------------------------------------------
+
+    def stop_workers(self, timeout: float) -> None:
+        """Tells every worker to exit and waits for them (killing stragglers after timeout)."""
+        with self._lock:
+            live = [slot for slot in self._slots if slot.process is not None]
+            for slot in live:
+                if not slot.retiring:
+                    self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+        deadline = time.monotonic() + timeout
+        for slot in live:
+            process = slot.process
+            if process is None:
+                continue
+            while process.poll() is None:
+                if time.monotonic() > deadline:
+                    process.kill()
+                    deadline = float("inf")
+                self._channel.pump(0.001, 0.0)
+                time.sleep(0.0005)
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the live workers."""
+        return [slot.process.pid for slot in self._slots if slot.process is not None]
+
+
+def concurrent_cancelled() -> BaseException:
+    """The error a map reader gets past the chunks of a job cancelled by shutdown."""
+    from concurrent.futures import CancelledError
+
+    return CancelledError()

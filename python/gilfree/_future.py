@@ -1,0 +1,56 @@
+"""The executor's Future: a ``concurrent.futures.Future`` whose waits drive the pool.
+
+A caller blocked in ``result()`` or ``exception()`` does not sleep on a condition variable while
+another thread collects results: it drains the response rings itself (``Engine.wait_until``),
+which saves a thread hand-off per task. Waits that concurrent.futures performs on its own
+(``wait``, ``as_completed``) and done-callbacks wake the engine's collector thread instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from gilfree._engine import Engine
+
+
+class _WakingList(list):  # type: ignore[type-arg]
+    """``Future._waiters``: installing a waiter (``wait``/``as_completed``) wakes the collector."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    def append(self, waiter: Any) -> None:
+        super().append(waiter)
+        self._engine.wake_collector()
+
+
+class Future(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` bound to a gilfree executor."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+        self._waiters = _WakingList(engine)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """As ``concurrent.futures.Future.result``."""
+        if not self.done():
+            self._engine.wait_until(self.done, timeout)
+        return super().result(timeout=0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As ``concurrent.futures.Future.exception``."""
+        if not self.done():
+            self._engine.wait_until(self.done, timeout)
+        return super().exception(timeout=0)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
+        """As ``concurrent.futures.Future.add_done_callback``."""
+        super().add_done_callback(fn)
+        if not self.done():
+            self._engine.wake_collector()

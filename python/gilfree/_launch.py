@@ -1,0 +1,99 @@
+"""Start methods: how a worker process comes to exist.
+
+* ``zygote`` (default on Linux and macOS): forked by the shared template process, which already
+  imported gilfree and the ``preload`` modules. Fast, and safe in a threaded parent.
+* ``spawn``: a fresh interpreter per worker (``python -c ...``). Slow to start, portable.
+* ``fork``: ``os.fork()`` of the calling process. Fast, but unsafe once the parent has threads
+  (Python warns about that from 3.12 on), as with multiprocessing.
+
+Whatever the method, the worker runs ``gilfree._worker.serve(fd, slot, epoch)``, and the parent
+learns of its end through ``WorkerProcess.poll``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from typing import Callable
+
+from gilfree import _core, _zygote
+
+START_METHODS = ("zygote", "spawn", "fork")
+
+
+def default_start_method() -> str:
+    """The zygote where fork exists (it is only ever used from a single-threaded process)."""
+    return "zygote" if hasattr(os, "fork") else "spawn"
+
+
+class WorkerProcess:
+    """A started worker: its pid, and its exit code once it has ended."""
+
+    def __init__(self, pid: int, reaped_by_us: bool) -> None:
+        self.pid = pid
+        self._reaped_by_us = reaped_by_us
+        self.exit_code: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code if the worker has ended (negative: killed by that signal), else None."""
+        if self.exit_code is None and self._reaped_by_us:
+            self.exit_code = _core.try_wait(self.pid)
+        return self.exit_code
+
+    def kill(self) -> None:
+        """Sends SIGKILL (no effect once it has ended)."""
+        if self.exit_code is None:
+            _core.kill(self.pid, signal.SIGKILL)
+
+
+class Launcher:
+    """Starts workers for one executor with one start method."""
+
+    def __init__(self, method: str, preload: tuple[str, ...]) -> None:
+        self.method = method
+        self._preload = preload
+        #: Called (from any thread) when a zygote-forked worker is known to have ended.
+        self.on_exit: Callable[[], None] = lambda: None
+
+    def start(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
+        """Starts a worker on ``slot`` of the segment ``fd``; it reads its setup from the ring."""
+        if self.method == "zygote":
+            return self._start_from_zygote(fd, slot, epoch)
+        if self.method == "spawn":
+            code = "from gilfree._worker import main; main()"
+            argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]
+            return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)
+        return self._fork(fd, slot, epoch)
+
+    def _start_from_zygote(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
+        handle = WorkerProcess(0, reaped_by_us=False)
+
+        def exited(code: int) -> None:
+            handle.exit_code = code
+            self.on_exit()
+
+        handle.pid = _zygote.get(self._preload).fork(fd, slot, epoch, exited)
+        return handle
+
+    @staticmethod
+    def _fork(fd: int, slot: int, epoch: int) -> WorkerProcess:
+        child_fd = os.dup(fd)
+        with warnings.catch_warnings():
+            # The user chose "fork" knowing it copies a threaded process (see the module doc);
+            # the child only runs gilfree's worker loop.
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                from gilfree._worker import serve
+
+                code = serve(child_fd, slot, epoch)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(child_fd)
+        return WorkerProcess(pid, reaped_by_us=True)

@@ -1,0 +1,120 @@
+"""An engine's lifecycle: the collector thread, shutdown, and clean-up at exit or collection.
+
+The collector thread sleeps while nothing is outstanding. When work is outstanding and no caller
+is pumping, it pumps (so futures complete, callbacks run, ``wait``/``as_completed`` return even if
+nobody calls ``result()``). It polls every few milliseconds while a caller holds the role.
+
+Shutdown: ``wait=True`` drains the work in the calling thread, then stops the workers;
+``wait=False`` leaves both to the collector. At interpreter exit every live engine is shut down
+with ``wait=True``, as concurrent.futures does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gilfree._engine import Engine
+
+_OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
+_live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+WORKER_EXIT_TIMEOUT = 5.0
+
+
+class Lifecycle:
+    """Owns an engine's collector thread and its shutdown."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._state = _OPEN
+        self._wake = threading.Condition(threading.Lock())
+        self._idle = True
+        self._thread: threading.Thread | None = None
+        self._finalize_lock = threading.Lock()
+        _live.add(self)
+
+    def check_open(self) -> None:
+        """Raises RuntimeError (as concurrent.futures does) once shutdown has begun."""
+        if self._state != _OPEN:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def note_submit(self) -> None:
+        """Called after work was queued: makes sure the collector exists and is awake."""
+        if self._thread is None:
+            with self._wake:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._collect, name="gilfree-collector", daemon=True
+                    )
+                    self._thread.start()
+        if self._idle:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wakes the collector to look for outstanding work."""
+        with self._wake:
+            self._idle = False
+            self._wake.notify_all()
+
+    def _collect(self) -> None:
+        engine = self._engine
+        from gilfree._engine import COLLECTOR_POLL_SECONDS, PUMP_SLICE_SECONDS
+
+        while True:
+            with self._wake:
+                if self._state == _CLOSED:
+                    return
+                if engine.outstanding() == 0:
+                    if self._state == _CLOSING:
+                        break
+                    self._idle = True
+                    self._wake.wait()
+                    continue
+            if engine.try_become_collector_pumper():
+                try:
+                    while engine.outstanding() > 0 and not engine.collector_should_yield():
+                        engine.pump_once(PUMP_SLICE_SECONDS)
+                finally:
+                    engine.release_pumper()
+            else:
+                with self._wake:
+                    self._wake.wait(COLLECTOR_POLL_SECONDS)
+        self._finalize()
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Stops accepting work; see the module docstring."""
+        with self._wake:
+            if self._state == _OPEN:
+                self._state = _CLOSING
+        if cancel_futures:
+            self._engine.cancel_pending()
+        if not wait:
+            if self._thread is None:
+                self._finalize()  # nothing was ever submitted: no worker to wait for
+            else:
+                self.wake()
+            return
+        self._engine.wait_until(lambda: self._engine.outstanding() == 0, None)
+        self._finalize()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _finalize(self) -> None:
+        with self._finalize_lock:
+            if self._state == _CLOSED:
+                return
+            self._engine.stop_workers(WORKER_EXIT_TIMEOUT)
+            with self._wake:
+                self._state = _CLOSED
+                self._wake.notify_all()
+        _live.discard(self)
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for lifecycle in list(_live):
+        lifecycle.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,53 @@
+"""Message kinds exchanged over the rings, and the payload encodings.
+
+Every message is ``Header(kind, epoch, task_id, arg)`` + payload (see ``gilfree._core``). The
+payloads are pickles (protocol 5) until the native codec lands; functions are sent once per
+worker in a ``DEFINE`` message and named by id afterwards.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+# Parent -> worker.
+SETUP = 1  #: payload: cloudpickled WorkerSetup
+DEFINE = 2  #: arg: function id; payload: the function (by reference or by value)
+CALL = 3  #: arg: function id; payload: (args, kwargs)
+CHUNK = 4  #: arg: function id; payload: (items, star): call fn(x) or fn(*x) per item
+EXIT = 5  #: finish and exit with code 0
+
+# Worker -> parent.
+READY = 11  #: arg: pid; the initializer succeeded
+INIT_FAILED = 12  #: payload: (exception, traceback text)
+RESULT = 13  #: arg: busy ns; payload: the return value
+ERROR = 14  #: arg: busy ns; payload: (exception, traceback text)
+CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, (exception, traceback) or None)
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def dumps(value: Any) -> bytes:
+    """Encodes a payload."""
+    return pickle.dumps(value, PROTOCOL)
+
+
+loads = pickle.loads
+
+
+def dump_exception(error: BaseException) -> bytes:
+    """Encodes an exception with its formatted traceback; never fails.
+
+    An exception that cannot be pickled is replaced by a RuntimeError that carries its type name
+    and message, so the caller still gets the traceback text.
+    """
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        return dumps((error, text))
+    except Exception as pickling_error:  # noqa: BLE001 - any pickling failure is reported
+        substitute = RuntimeError(
+            f"{type(error).__qualname__}: {error} "
+            f"(the original exception could not be pickled: {pickling_error})"
+        )
+        return dumps((substitute, text))

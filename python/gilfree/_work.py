@@ -1,0 +1,135 @@
+"""Units of work the engine schedules: single calls and map jobs cut into chunks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from concurrent.futures.process import _RemoteTraceback
+from typing import Any, Callable
+
+from gilfree import _protocol as protocol
+from gilfree._chunking import ChunkSizer
+from gilfree._future import Future
+
+
+def rebuild_exception(payload: bytes) -> BaseException:
+    """Decodes ``(exception, traceback text)`` from a worker and chains the remote traceback as
+    ``__cause__``, as concurrent.futures does."""
+    error, text = protocol.loads(payload)
+    error.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
+    return error
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """A readable name for messages: ``module.qualname`` or the repr."""
+    qualname = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{qualname}" if qualname and module else repr(fn)
+
+
+class Call:
+    """One ``submit``: a function call with its future. The arguments are encoded at submit."""
+
+    __slots__ = ("fn", "future", "payload")
+
+    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes) -> None:
+        self.future = future
+        self.fn = fn
+        self.payload = payload
+
+    def item_count(self) -> int:
+        """Tasks this unit counts for (``max_tasks_per_child``)."""
+        return 1
+
+    def complete(self, kind: int, payload: bytes) -> None:
+        """Sets the future from a worker's reply."""
+        try:
+            if kind == protocol.RESULT:
+                self.future.set_result(protocol.loads(payload))
+            else:
+                self.future.set_exception(rebuild_exception(payload))
+        except concurrent.futures.InvalidStateError:
+            pass
+        except Exception as error:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
+            self.future.set_exception(error)
+
+    def fail(self, error: BaseException) -> None:
+        """Fails the future (worker lost, pool broken)."""
+        try:
+            self.future.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+class Chunk:
+    """A slice ``items[start:start + count]`` of a map job, sent as one message."""
+
+    __slots__ = ("count", "done", "error", "fn", "job", "results", "start")
+
+    def __init__(self, job: MapJob, start: int, count: int) -> None:
+        self.job = job
+        self.fn = job.fn
+        self.start = start
+        self.count = count
+        self.done = False
+        self.results: list[Any] = []
+        self.error: BaseException | None = None
+
+    def item_count(self) -> int:
+        """Tasks this unit counts for (``max_tasks_per_child``)."""
+        return self.count
+
+    def encode(self) -> bytes:
+        """The CHUNK payload."""
+        return protocol.dumps((self.job.items[self.start : self.start + self.count], self.job.star))
+
+    def complete(self, kind: int, payload: bytes, busy_seconds: float) -> None:
+        """Stores the results (and the error that stopped the chunk, if any)."""
+        try:
+            if kind == protocol.CHUNK_RESULT:
+                self.results, error = protocol.loads(payload)
+                self.error = None if error is None else rebuild_exception(error)
+                self.job.sizer.record(self.count, busy_seconds)
+            else:
+                self.error = rebuild_exception(payload)
+        except Exception as error:  # noqa: BLE001 - results that cannot be unpickled here
+            self.error = error
+        self.done = True
+
+    def fail(self, error: BaseException) -> None:
+        """Marks the chunk failed (worker lost, pool broken)."""
+        self.error = error
+        self.done = True
+
+
+class MapJob:
+    """One ``map`` call: its items, cut into chunks as workers become free."""
+
+    def __init__(
+        self, fn: Callable[..., Any], items: list[Any], star: bool, sizer: ChunkSizer
+    ) -> None:
+        self.fn = fn
+        self.items = items
+        self.star = star
+        self.sizer = sizer
+        self.chunks: list[Chunk] = []
+        self.next_start = 0
+        self.failure: BaseException | None = None
+
+    def exhausted(self) -> bool:
+        """Whether every item has been cut into a chunk, or the job was stopped."""
+        return self.next_start >= len(self.items) or self.failure is not None
+
+    def cut(self, limit: int | None) -> Chunk:
+        """Cuts the next chunk, of at most ``limit`` items if given."""
+        size = self.sizer.next_size(len(self.items) - self.next_start)
+        if limit is not None:
+            size = min(size, limit)
+        chunk = Chunk(self, self.next_start, size)
+        self.next_start += size
+        self.chunks.append(chunk)
+        return chunk
+
+    def stop(self, error: BaseException) -> None:
+        """Cuts no more chunks; readers past the last chunk get ``error``."""
+        if self.failure is None:
+            self.failure = error

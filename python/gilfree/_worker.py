@@ -1,0 +1,148 @@
+"""The worker process: receive a request, run it, send the response, until told to exit.
+
+A worker starts in one of three ways (see ``_launch``) and then runs ``serve(fd, slot, epoch)``:
+it maps the executor's segment, reads the ``SETUP`` message (paths, main module, initializer),
+answers ``READY`` and loops. It spins briefly for the next request before sleeping, and exits on
+``EXIT`` or when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gilfree import _protocol as protocol
+from gilfree._core import WorkerChannel
+
+#: How long an idle worker busy-waits for the next request before sleeping on the futex.
+SPIN_MICROSECONDS = 100.0
+#: How often a sleeping worker wakes to check that its parent is alive.
+POLL_SECONDS = 0.1
+
+
+@dataclass
+class WorkerSetup:
+    """What a worker needs before its first task (sent as the first message, by value)."""
+
+    sys_path: list[str] = field(default_factory=list)
+    main_path: str | None = None
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+
+
+def _import_main(path: str) -> None:
+    """Runs the parent's main script as ``__mp_main__``, as multiprocessing's spawn does."""
+    import runpy
+    import types
+
+    main = types.ModuleType("__mp_main__")
+    main.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
+
+
+def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup) -> bool:
+    try:
+        if setup.sys_path:
+            sys.path[:] = setup.sys_path
+        if setup.main_path:
+            _import_main(setup.main_path)
+        if setup.initializer is not None:
+            setup.initializer(*setup.initargs)
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        channel.send(protocol.INIT_FAILED, epoch, 0, 0, protocol.dump_exception(error))
+        return False
+    channel.send(protocol.READY, epoch, 0, os.getpid(), b"")
+    return True
+
+
+def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes | None]:
+    items, star = protocol.loads(payload)
+    results: list[Any] = []
+    try:
+        if star:
+            for item in items:
+                results.append(fn(*item))
+        else:
+            for item in items:
+                results.append(fn(item))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        return results, protocol.dump_exception(error)
+    return results, None
+
+
+def _loop(channel: WorkerChannel, epoch: int) -> None:
+    functions: dict[int, Callable[..., Any]] = {}
+    receive, send, loads, dumps = channel.receive, channel.send, protocol.loads, protocol.dumps
+    while True:
+        message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
+        if message is None:
+            if not channel.parent_alive():
+                return
+            continue
+        kind, _, task_id, arg, payload = message
+        started = time.perf_counter_ns()
+        if kind == protocol.CALL:
+            try:
+                args, kwargs = loads(payload)
+                reply_kind, reply = protocol.RESULT, dumps(functions[arg](*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - reported to the parent
+                reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
+        elif kind == protocol.CHUNK:
+            try:
+                results, error = _run_chunk(functions[arg], payload)
+                reply_kind, reply = protocol.CHUNK_RESULT, dumps((results, error))
+            except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable result
+                reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
+        elif kind == protocol.DEFINE:
+            try:
+                functions[arg] = loads(payload)
+            except BaseException as error:  # noqa: BLE001 - the calls that use it will fail
+                functions[arg] = _Unloadable(error)
+            continue
+        elif kind == protocol.EXIT:
+            return
+        else:
+            continue
+        send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
+
+
+class _Unloadable:
+    """Stands in for a function that could not be unpickled; calling it re-raises why."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+def serve(fd: int, slot: int, epoch: int) -> int:
+    """Runs a worker on slot ``slot`` of the segment behind ``fd``; returns the exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = WorkerChannel(fd, slot)
+    os.close(fd)
+    message = None
+    while message is None:
+        message = channel.receive(POLL_SECONDS, 0.0)
+        if message is None and not channel.parent_alive():
+            return 1
+    kind, epoch_seen, _, _, payload = message
+    if kind != protocol.SETUP or epoch_seen != epoch:
+        return 2
+    if not _setup(channel, epoch, protocol.loads(payload)):
+        return 3
+    _loop(channel, epoch)
+    return 0
+
+
+def main() -> None:
+    """Entry point of a spawned worker: ``python -c ... FD SLOT EPOCH``."""
+    fd, slot, epoch = (int(value) for value in sys.argv[1:4])
+    code = serve(fd, slot, epoch)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

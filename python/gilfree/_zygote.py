@@ -1,0 +1,214 @@
+"""The zygote: a single-threaded template process that forks workers on request.
+
+It is started once per set of ``preload`` modules, by spawning a fresh interpreter, and is shared
+by every executor of the process. It imports gilfree and the preload modules, then waits on a
+Unix socket for fork requests; each request carries the executor's segment descriptor
+(``SCM_RIGHTS``). It reaps its children and reports each exit status. Forking from it is safe
+because it never has threads, and fast because the imports are already done.
+
+Protocol (SOCK_SEQPACKET, one pickle per packet):
+    parent -> zygote   ("fork", request_id, slot, epoch)  + the segment fd
+    zygote -> parent   ("forked", request_id, pid)
+    zygote -> parent   ("exited", pid, raw_wait_status)
+The zygote exits (killing its children) when the socket reaches EOF: the parent is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Callable
+
+from gilfree import _core
+
+_PACKET = 4096
+
+
+def serve(sock_fd: int, preload: list[str]) -> None:
+    """The zygote's main loop (runs in the zygote process)."""
+    import importlib
+
+    import gilfree._worker  # noqa: F401 - imported once here, inherited by every worker
+
+    for name in preload:
+        importlib.import_module(name)
+    control = socket.socket(fileno=sock_fd)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children: set[int] = set()
+    while True:
+        readable, _, _ = select.select([control, wake_read], [], [])
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            _reap(control, children)
+        if control in readable:
+            message, fds, _, _ = socket.recv_fds(control, _PACKET, 1)
+            if not message:
+                break
+            _, request_id, slot, epoch = pickle.loads(message)
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                os.close(wake_read)
+                os.close(wake_write)
+                _run_child(fds[0], slot, epoch)
+            os.close(fds[0])
+            children.add(pid)
+            control.send(pickle.dumps(("forked", request_id, pid)))
+    for pid in children:
+        _core.kill(pid, signal.SIGKILL)
+
+
+def _reap(control: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        control.send(pickle.dumps(("exited", pid, status)))
+
+
+def _run_child(fd: int, slot: int, epoch: int) -> None:
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    code = 1
+    try:
+        _set_parent_death_signal()
+        from gilfree._worker import serve as serve_worker
+
+        code = serve_worker(fd, slot, epoch)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _set_parent_death_signal() -> None:
+    """Dies with the zygote (Linux): the zygote is single-threaded, so its only thread's death
+    is the process's death."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+class Zygote:
+    """The parent's handle on a zygote: fork requests and exit notifications."""
+
+    def __init__(self, preload: tuple[str, ...]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            "import sys; sys.path[:] = " + repr(list(sys.path)) + "; "
+            "from gilfree._zygote import serve; serve(" + str(theirs.fileno()) + ", "
+            + repr(list(preload)) + ")"
+        )
+        self.pid = _core.spawn([sys.executable, "-c", code], [theirs.fileno()])
+        theirs.close()
+        self._socket = ours
+        self._lock = threading.Lock()
+        self._request_ids = itertools.count()
+        self._replies: dict[int, int] = {}
+        self._reply_ready = threading.Condition()
+        self._exit_callbacks: dict[int, Callable[[int], None]] = {}
+        self._early_exits: dict[int, int] = {}
+        self._reader = threading.Thread(target=self._read, name="gilfree-zygote", daemon=True)
+        self._reader.start()
+
+    def fork(self, fd: int, slot: int, epoch: int, on_exit: Callable[[int], None]) -> int:
+        """Asks for a worker on ``slot``; returns its pid. ``on_exit(exit_code)`` is called
+        (from the reader thread) once it has ended."""
+        request_id = next(self._request_ids)
+        message = pickle.dumps(("fork", request_id, slot, epoch))
+        with self._lock:
+            socket.send_fds(self._socket, [message], [fd])
+        with self._reply_ready:
+            if not self._reply_ready.wait_for(lambda: request_id in self._replies, timeout=30):
+                raise RuntimeError(f"gilfree zygote (pid {self.pid}) did not answer a fork request")
+            pid = self._replies.pop(request_id)
+            early = self._early_exits.pop(pid, None)
+            if early is None:
+                self._exit_callbacks[pid] = on_exit
+        if early is not None:
+            on_exit(early)
+        return pid
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._socket.recv(_PACKET)
+            except OSError:
+                return
+            if not message:
+                return
+            event = pickle.loads(message)
+            if event[0] == "forked":
+                with self._reply_ready:
+                    self._replies[event[1]] = event[2]
+                    self._reply_ready.notify_all()
+            else:
+                _, pid, status = event
+                code = _core.exit_code_from_status(status)
+                with self._reply_ready:
+                    callback = self._exit_callbacks.pop(pid, None)
+                    if callback is None:
+                        self._early_exits[pid] = code
+                if callback is not None:
+                    callback(code)
+
+    def close(self) -> None:
+        """Ends the zygote (it kills any worker still alive) and reaps it."""
+        # shutdown() first: a close() alone would not end the reader thread's recv(), and the
+        # zygote would not see EOF while that call holds the socket.
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._socket.close()
+        _core.wait(self.pid)
+
+
+_zygotes: dict[tuple[str, ...], Zygote] = {}
+_zygotes_lock = threading.Lock()
+
+
+def get(preload: tuple[str, ...]) -> Zygote:
+    """The zygote for ``preload``, started on first use (one per process and preload set)."""
+    with _zygotes_lock:
+        zygote = _zygotes.get(preload)
+        if zygote is None or zygote.pid != _zygotes_owner_pid(zygote):
+            zygote = _zygotes[preload] = Zygote(preload)
+        return zygote
+
+
+def _zygotes_owner_pid(zygote: Zygote) -> int:
+    return zygote.pid
+
+
+def pids() -> list[int]:
+    """The pids of this process's zygotes."""
+    return [zygote.pid for zygote in _zygotes.values()]
+
+
+@atexit.register
+def _close_all() -> None:
+    with _zygotes_lock:
+        for zygote in _zygotes.values():
+            zygote.close()
+        _zygotes.clear()

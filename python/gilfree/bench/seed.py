@@ -1,0 +1,111 @@
+"""The seed workloads of issue 2, run with gilfree: ``python -m gilfree seed [--n N]``.
+
+1. ``list(executor.map(fib, range(N)))`` with ``gilfree.ProcessPoolExecutor(os.cpu_count())``;
+2. one process per core, each running ``fib(N)``.
+
+Each parallel time is printed beside an estimate of the sequential time: the cost of one call of
+the naive fib, measured on a small argument, times the number of calls the workload makes
+(running the sequential loop itself would take longer than the parallel runs together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import multiprocessing
+import os
+import time
+from typing import Any
+
+from gilfree.bench.workloads import fib, fibonacci_fast
+
+CALIBRATION_ARGUMENT = 25
+
+
+def process_class() -> type[Any]:
+    """Return the Process class for the seed's one-process-per-core run.
+
+    ``multiprocessing.Process`` until ``gilfree.Process`` arrives with issue #4.
+    """
+    gilfree = importlib.import_module("gilfree")
+    return getattr(gilfree, "Process", multiprocessing.Process)
+
+
+def call_count(number: int) -> int:
+    """Return how many calls ``fib(number)`` makes by naive recursion."""
+    return 2 * fibonacci_fast(number + 1) - 1
+
+
+def seconds_per_call() -> float:
+    """Measure the cost of one naive fib call in this process (best of three)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        fib(CALIBRATION_ARGUMENT)
+        best = min(best, time.perf_counter() - started)
+    return best / call_count(CALIBRATION_ARGUMENT)
+
+
+def run_map(executor_class: type[Any], number: int, workers: int) -> float:
+    """Time ``list(executor.map(fib, range(number)))`` on a started executor; check the results."""
+    with executor_class(max_workers=workers) as executor:
+        executor.submit(fibonacci_fast, 1).result()
+        started = time.perf_counter()
+        results = list(executor.map(fib, range(number)))
+        elapsed = time.perf_counter() - started
+    if results != [fibonacci_fast(argument) for argument in range(number)]:
+        raise RuntimeError("map(fib, ...) returned wrong or out-of-order results")
+    return elapsed
+
+
+def run_processes(number: int, count: int) -> float:
+    """Time ``count`` processes each running ``fib(number)``, from start to join."""
+    started = time.perf_counter()
+    processes = [process_class()(target=fib, args=(number,)) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    failed = [process.exitcode for process in processes if process.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"fib({number}) processes exited with codes {failed}")
+    return elapsed
+
+
+def format_line(label: str, parallel: float, sequential: float) -> str:
+    """Format one result line: parallel time, sequential estimate and speed-up."""
+    return (
+        f"{label:<38} parallel {parallel:6.2f} s   sequential estimate {sequential:6.2f} s   "
+        f"speed-up {sequential / parallel:.2f}×"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the seed workloads with gilfree and print their timings; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gilfree seed", description="Run issue 2's seed workloads with gilfree."
+    )
+    parser.add_argument("--n", type=int, default=35, help="fib argument and map range (35)")
+    arguments = parser.parse_args(argv)
+    try:
+        executor_class = importlib.import_module("gilfree").ProcessPoolExecutor
+    except (ImportError, AttributeError) as error:
+        print(f"seed: gilfree is not importable ({error})")
+        return 1
+    cores = os.cpu_count() or 1
+    per_call = seconds_per_call()
+    number = arguments.n
+    print(f"seed: naive fib, {cores} cores, {per_call * 1e9:.0f} ns per call in this process")
+    try:
+        map_time = run_map(executor_class, number, cores)
+        process_time = run_processes(number, cores)
+    except Exception as error:  # a failed seed run is reported, not raised
+        print(f"seed: error: {type(error).__name__}: {error}")
+        return 1
+    map_calls = sum(call_count(argument) for argument in range(number))
+    print(format_line(f"map(fib, range({number}))", map_time, map_calls * per_call))
+    chosen = process_class()
+    process_label = f"{cores} × {chosen.__module__.split('.')[0]}.Process(fib({number}))"
+    print(format_line(process_label, process_time, cores * call_count(number) * per_call))
+    return 0
