@@ -167,10 +167,15 @@ def process_state(pid):
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def process_gone(pid):
-    """True once ``pid`` no longer exists (a zombie still counts as existing)."""
+def process_gone(pid, zombie_is_gone=False):
+    """True once ``pid`` no longer exists.
+
+    A zombie still counts as existing (someone failed to reap it) unless
+    ``zombie_is_gone``: for orphans whose reaping is the init process's job.
+    """
     if os.path.exists("/proc"):
-        return process_state(pid) is None
+        state = process_state(pid)
+        return state is None or (zombie_is_gone and state == "Z")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -178,12 +183,12 @@ def process_gone(pid):
     return False
 
 
-def wait_until_gone(pids, deadline=EXIT_DEADLINE):
+def wait_until_gone(pids, deadline=EXIT_DEADLINE, zombie_is_gone=False):
     """Poll until every pid has disappeared; return those still present."""
     end = time.monotonic() + deadline
     remaining = set(pids)
     while remaining:
-        remaining = {pid for pid in remaining if not process_gone(pid)}
+        remaining = {pid for pid in remaining if not process_gone(pid, zombie_is_gone)}
         if not remaining or time.monotonic() > end:
             break
         time.sleep(0.02)

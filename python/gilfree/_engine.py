@@ -33,7 +33,7 @@ from gilfree._functions import FunctionRegistry
 from gilfree._launch import Launcher
 from gilfree._lifecycle import Lifecycle
 from gilfree._slots import Slot
-from gilfree._work import Call, Chunk, MapJob, function_name
+from gilfree._work import Call, Chunk, MapJob, function_name, rebuild_exception
 from gilfree.errors import BrokenProcessPool, WorkerCrashedError
 
 #: Bytes per ring; pages are only backed when touched.
@@ -151,7 +151,8 @@ class Engine:
         if best is not None and not best.inflight:
             return best
         for slot in self._slots:
-            if slot.retiring and slot.process is not None and slot.process.poll() is not None:
+            retired = slot.retiring and not slot.inflight and slot.process is not None
+            if retired and slot.process.poll() is not None:
                 self._forget_worker(slot)
             if not slot.live():
                 self._start_worker(slot)
@@ -246,7 +247,8 @@ class Engine:
                 elif kind == protocol.INIT_FAILED:
                     self._break(
                         "A process in the process pool was terminated abruptly while the future"
-                        " was running or pending: its initializer raised"
+                        " was running or pending: its initializer raised",
+                        rebuild_exception(payload),
                     )
                     continue
                 work = slot.inflight.pop(task_id, None)
@@ -269,9 +271,16 @@ class Engine:
 
     def check_workers(self) -> None:
         """Notices ended workers: fails what they were running, frees their slots."""
+        ended = [slot for slot in self._slots if slot.process and slot.process.poll() is not None]
+        if not ended:
+            return
+        # An ended worker's last replies may still sit in its ring: take them first.
+        responses = self._channel.pump(0.0, 0.0)
+        if responses:
+            self._handle(responses)
         with self._lock:
-            for slot in self._slots:
-                if slot.process is not None and slot.process.poll() is not None:
+            for slot in ended:
+                if slot.process is not None and slot.process.exit_code is not None:
                     self._forget_worker(slot)
             self._dispatch()
 
@@ -295,10 +304,11 @@ class Engine:
         self._channel.kick()
         self.lifecycle.wake()
 
-    def _break(self, reason: str) -> None:
+    def _break(self, reason: str, cause: BaseException) -> None:
         """Marks the pool unusable (initializer failure): everything pending fails."""
         self._broken = reason
         error = BrokenProcessPool(reason)
+        error.__cause__ = cause
         for slot in self._slots:
             for work in slot.inflight.values():
                 work.fail(error)

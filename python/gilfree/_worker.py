@@ -29,9 +29,11 @@ class WorkerSetup:
     """What a worker needs before its first task (sent as the first message, by value)."""
 
     sys_path: list[str] = field(default_factory=list)
+    sys_argv: list[str] = field(default_factory=list)
+    cwd: str | None = None
     main_path: str | None = None
-    initializer: Callable[..., Any] | None = None
-    initargs: tuple[Any, ...] = ()
+    #: ``(initializer, initargs)`` pickled by value, loaded once ``sys_path`` is in place.
+    initializer: bytes = b""
 
 
 def _import_main(path: str) -> None:
@@ -48,10 +50,15 @@ def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup) -> bool:
     try:
         if setup.sys_path:
             sys.path[:] = setup.sys_path
+        if setup.sys_argv:
+            sys.argv[:] = setup.sys_argv
+        if setup.cwd is not None:
+            os.chdir(setup.cwd)
         if setup.main_path:
             _import_main(setup.main_path)
-        if setup.initializer is not None:
-            setup.initializer(*setup.initargs)
+        initializer, initargs = protocol.loads(setup.initializer)
+        if initializer is not None:
+            initializer(*initargs)
     except BaseException as error:  # noqa: BLE001 - reported to the parent
         channel.send(protocol.INIT_FAILED, epoch, 0, 0, protocol.dump_exception(error))
         return False

@@ -100,15 +100,16 @@ class ProcessPoolExecutor(_StdExecutor):
         preload = tuple(preload)
         setup = WorkerSetup(
             sys_path=list(sys.path) if method != "fork" else [],
+            sys_argv=list(sys.argv) if method != "fork" else [],
+            cwd=os.getcwd() if method != "fork" else None,
             main_path=_main_path(method),
-            initializer=initializer,
-            initargs=tuple(initargs),
+            initializer=cloudpickle.dumps((initializer, tuple(initargs)), protocol.PROTOCOL),
         )
         self._max_workers = max_workers
         self._engine = Engine(
             max_workers,
             Launcher(method, preload),
-            cloudpickle.dumps(setup, protocol.PROTOCOL),
+            protocol.dumps(setup),
             max_tasks_per_child,
         )
         self._finalizer = weakref.finalize(self, self._engine.lifecycle.shutdown, False, False)

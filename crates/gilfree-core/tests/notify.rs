@@ -35,12 +35,8 @@ fn play_ping_pong(spin: Duration) -> u64 {
         let ponger = scope.spawn(|| {
             let mut slow_waits = 0;
             for round in 0..PING_PONGS {
-                slow_waits += u64::from(wait_for_ball(
-                    &table.to_ponger,
-                    &table.ball,
-                    2 * round + 1,
-                    policy,
-                ));
+                slow_waits +=
+                    u64::from(wait_for_ball(&table.to_ponger, &table.ball, 2 * round + 1, policy));
                 table.ball.store(2 * round + 2, Ordering::Release);
                 table.to_pinger.notify();
             }

@@ -173,7 +173,8 @@ fn frames_wrap_around_at_every_alignment() {
     while read < MESSAGES {
         for _ in 0..random.below(8) {
             if writing.is_none() && written < MESSAGES {
-                let len = if written % 97 == 0 { 2 * CAPACITY + 5 } else { (written % 200) as usize };
+                let len =
+                    if written % 97 == 0 { 2 * CAPACITY + 5 } else { (written % 200) as usize };
                 writing = Some((pattern(written, len), WriteProgress::default()));
                 written += 1;
             }

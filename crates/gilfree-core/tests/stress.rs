@@ -124,8 +124,12 @@ impl Workers {
         let mut workers = Self { pids: Vec::new() };
         for config in configs {
             let encoded = config.encode();
-            let args =
-                [OsStr::new("-c"), OsStr::new(CHILD_SCRIPT), program.as_os_str(), OsStr::new(&encoded)];
+            let args = [
+                OsStr::new("-c"),
+                OsStr::new(CHILD_SCRIPT),
+                program.as_os_str(),
+                OsStr::new(&encoded),
+            ];
             let pid = supervisor::spawn(OsStr::new("/bin/sh"), &args, &[config.fd])
                 .expect("spawn a worker");
             workers.pids.push(Some(pid));
@@ -154,7 +158,10 @@ impl Workers {
                 if let Some(status) = supervisor::try_wait(running).expect("try_wait") {
                     break status;
                 }
-                assert!(Instant::now() < deadline, "worker {slot} did not exit after its last echo");
+                assert!(
+                    Instant::now() < deadline,
+                    "worker {slot} did not exit after its last echo"
+                );
                 std::thread::sleep(Duration::from_millis(2));
             };
             *pid = None;

@@ -85,7 +85,10 @@ fn killed_child_reports_its_signal() {
 
 #[test]
 fn kill_rejects_unknown_signals_and_invalid_pids() {
-    assert!(matches!(supervisor::kill(std::process::id(), 12345), Err(CoreError::InvalidArgument(_))));
+    assert!(matches!(
+        supervisor::kill(std::process::id(), 12345),
+        Err(CoreError::InvalidArgument(_))
+    ));
     assert!(matches!(supervisor::kill(0, SIGKILL), Err(CoreError::InvalidArgument(_))));
     assert!(matches!(supervisor::kill(u32::MAX, SIGKILL), Err(CoreError::InvalidArgument(_))));
 }
@@ -96,7 +99,7 @@ fn raw_wait_statuses_decode_like_waitpid_macros() {
     assert_eq!(ExitStatus::from_raw(0x0300), Some(ExitStatus::Code(3)));
     assert_eq!(ExitStatus::from_raw(0xff00), Some(ExitStatus::Code(255)));
     assert_eq!(ExitStatus::from_raw(9), Some(ExitStatus::Signal(9)));
-    assert_eq!(ExitStatus::from_raw(0x80 | 11), Some(ExitStatus::Signal(11)), "core dumped");
+    assert_eq!(ExitStatus::from_raw(0x80 | 0x0b), Some(ExitStatus::Signal(11)), "core dumped");
     assert_eq!(ExitStatus::from_raw(0x137f), None, "stopped by SIGSTOP");
     assert_eq!(ExitStatus::from_raw(0x7f), None, "stopped");
     assert_eq!(ExitStatus::from_raw(0xffff), None, "continued");

@@ -4,7 +4,7 @@
 
 use gilfree_core::segment::Segment;
 
-/// SplitMix64: tiny, fast and good enough to pick sizes and fill payloads reproducibly.
+/// `SplitMix64`: tiny, fast and good enough to pick sizes and fill payloads reproducibly.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
 

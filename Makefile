@@ -1,0 +1,43 @@
+# gilfree: `make demo` (build, seed workloads, benchmark table) and `make test` (everything).
+SHELL := /bin/bash
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+# The interpreters the test suite runs under.
+TEST_PYTHONS ?= 3.11 3.13
+DEMO_PYTHON ?= 3.11
+python_for = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)),$(shell command -v python$(1)),$(error no CPython $(1) found (pyenv or python$(1) on PATH)))
+SOURCES := pyproject.toml Cargo.toml $(shell find crates python -name '*.rs' -o -name '*.py' -o -name '*.toml' 2>/dev/null)
+
+.PHONY: help demo test test-rust test-python bench lint clean
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+.venv-%/installed: $(SOURCES)
+	rm -rf .venv-$*
+	$(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q '.[test]'
+	touch $@
+
+demo: .venv-$(DEMO_PYTHON)/installed ## build, run the seed workloads, then the benchmark table against the stdlib
+	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed
+	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --plot bench.png
+
+test: test-rust test-python ## every test: cargo tests (with the multi-process stress test) and pytest on each Python
+
+test-rust: ## cargo tests of the core crate, in release mode (the stress test is heavy)
+	cargo test --release -p gilfree-core
+
+test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## pytest under each interpreter
+	@for version in $(TEST_PYTHONS); do \
+		echo "== pytest under CPython $$version =="; \
+		.venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+	done
+
+bench: .venv-$(DEMO_PYTHON)/installed ## only the benchmark table
+	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench
+
+lint: ## clippy (pedantic, as configured in Cargo.toml)
+	cargo clippy --workspace --all-targets
+
+clean: ## remove build outputs and virtual environments
+	rm -rf target .venv-* python/gilfree/*.so

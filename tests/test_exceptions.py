@@ -1,0 +1,128 @@
+"""Exceptions raised in a worker, and results or errors that cannot travel back.
+
+A remote exception must come back with its original type and args, with the
+worker's traceback text attached as ``__cause__`` (as CPython does with its
+``_RemoteTraceback``). Whatever cannot be pickled must fail the future with an
+exception in the caller, never hang it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import traceback
+
+import pytest
+
+import helpers
+
+RESULT_TIMEOUT = 30
+
+
+def remote_exception(executor, fn, *args):
+    future = executor.submit(fn, *args)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert exception is not None, "the task should have failed"
+    return exception
+
+
+# --- type, args, traceback ---------------------------------------------------------------
+
+
+def test_value_error_keeps_type_and_args(shared_executor):
+    exception = remote_exception(shared_executor, helpers.raise_value_error, "bad", 42)
+    assert type(exception) is ValueError
+    assert exception.args == ("bad", 42)
+
+
+def test_custom_exception_keeps_type_and_args(shared_executor):
+    exception = remote_exception(shared_executor, helpers.raise_custom_error, "custom", 7)
+    assert type(exception) is helpers.CustomError
+    assert exception.args == ("custom", 7)
+
+
+def test_key_error_keeps_type_and_args(shared_executor):
+    exception = remote_exception(shared_executor, helpers.raise_key_error, "missing")
+    assert type(exception) is KeyError
+    assert exception.args == ("missing",)
+
+
+def test_result_reraises_the_remote_exception(shared_executor):
+    future = shared_executor.submit(helpers.raise_value_error, "again")
+    with pytest.raises(ValueError, match="again"):
+        future.result(timeout=RESULT_TIMEOUT)
+
+
+def test_exception_can_be_caught_with_except(shared_executor):
+    future = shared_executor.submit(helpers.raise_key_error, "k")
+    try:
+        future.result(timeout=RESULT_TIMEOUT)
+    except KeyError as caught:
+        assert caught.args == ("k",)
+    else:
+        pytest.fail("KeyError was not raised")
+
+
+def test_cause_carries_the_remote_traceback(shared_executor):
+    exception = remote_exception(shared_executor, helpers.raise_value_error, "traced")
+    cause = exception.__cause__
+    assert cause is not None, "the remote traceback should be attached as __cause__"
+    text = str(cause)
+    assert "Traceback" in text
+    assert "raise_value_error" in text
+    assert "helpers.py" in text
+    assert "traced" in text
+
+
+def test_remote_traceback_shows_in_the_formatted_exception(shared_executor):
+    exception = remote_exception(shared_executor, helpers.raise_custom_error, "shown")
+    formatted = "".join(traceback.format_exception(exception))
+    assert "raise_custom_error" in formatted
+    assert "CustomError" in formatted
+
+
+def test_failing_task_leaves_the_executor_usable(shared_executor):
+    remote_exception(shared_executor, helpers.raise_value_error, "once")
+    assert shared_executor.submit(helpers.add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_exception_in_map_is_the_original_type(shared_executor):
+    with pytest.raises(KeyError):
+        list(shared_executor.map(helpers.raise_key_error, ["a", "b"]))
+
+
+# --- things that cannot travel ------------------------------------------------------------
+
+
+def test_unpicklable_exception_still_fails_the_future(executor):
+    future = executor.submit(helpers.raise_unpicklable_error)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert isinstance(exception, Exception)
+
+
+def test_exception_that_cannot_be_unpickled_still_fails_the_future(executor):
+    future = executor.submit(helpers.raise_mismatched_init_error)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert isinstance(exception, Exception)
+
+
+def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(executor):
+    future = executor.submit(helpers.return_lock)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert isinstance(exception, Exception)
+    assert not isinstance(exception, concurrent.futures.TimeoutError)
+    assert executor.submit(helpers.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
+    assert list(executor.map(helpers.square, range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_unpicklable_argument_raises_in_the_caller(executor):
+    # The stdlib fails the future; raising from submit is an exception in the
+    # caller too. Either way the executor must stay usable.
+    try:
+        future = executor.submit(helpers.echo, 1, helpers.return_lock())
+    except Exception:
+        pass
+    else:
+        exception = future.exception(timeout=RESULT_TIMEOUT)
+        assert isinstance(exception, Exception)
+    assert executor.submit(helpers.add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
+

@@ -1,0 +1,197 @@
+"""Worker processes and shared memory must not outlive their executor.
+
+Worker pids are learned from tasks (``os.getpid()`` in the worker). A pid
+counts as gone once ``/proc/<pid>`` has disappeared: a zombie still counts as
+present, so a worker that nobody reaps fails these tests. Deadlines are short
+polls, not sleeps.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pytest
+
+import helpers
+from conftest import IMPL, create_executor, shm_entries, wait_until_gone
+
+RESULT_TIMEOUT = 30
+
+
+def blocked_worker_pids(executor, gate, count):
+    """Occupy ``count`` workers with blocking tasks; return (futures, worker pids)."""
+    pid_paths = [gate.started_path() for _ in range(count)]
+    futures = [executor.submit(helpers.write_pid_and_block, path, gate.path) for path in pid_paths]
+    gate.wait_started(pid_paths)
+    return futures, [int(Path(path).read_text()) for path in pid_paths]
+
+
+def kill_quietly(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --- shutdown reaps every worker ------------------------------------------------------
+
+
+def test_workers_are_gone_after_shutdown(executor, gate):
+    futures, pids = blocked_worker_pids(executor, gate, 2)
+    assert len(set(pids)) == 2
+    assert os.getpid() not in pids
+    gate.release()
+    assert sorted(f.result(timeout=RESULT_TIMEOUT) for f in futures) == sorted(pids)
+    executor.shutdown(wait=True)
+    assert wait_until_gone(pids) == set()
+
+
+def test_workers_are_gone_after_the_context_manager_exits(start_method):
+    with create_executor(max_workers=2, start_method=start_method) as executor:
+        pids = {f.result(timeout=RESULT_TIMEOUT) for f in
+                [executor.submit(helpers.get_pid) for _ in range(10)]}
+    assert pids
+    assert wait_until_gone(pids) == set()
+
+
+def test_workers_are_gone_after_shutdown_with_cancel_futures(executor, gate):
+    futures, pids = blocked_worker_pids(executor, gate, 2)
+    queued = [executor.submit(helpers.square, i) for i in range(8)]
+    gate.release()
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert all(f.done() for f in futures + queued)
+    assert wait_until_gone(pids) == set()
+
+
+def test_workers_are_gone_when_the_executor_is_garbage_collected(start_method):
+    executor = create_executor(max_workers=2, start_method=start_method)
+    pids = {f.result(timeout=RESULT_TIMEOUT) for f in
+            [executor.submit(helpers.get_pid) for _ in range(10)]}
+    del executor
+    gc.collect()
+    assert wait_until_gone(pids) == set()
+
+
+def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, start_method):
+    if start_method == "fork":
+        pytest.skip("the stdlib rejects max_tasks_per_child with fork; not required of gilfree")
+    executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=1)
+    pids = {f.result(timeout=RESULT_TIMEOUT) for f in
+            [executor.submit(helpers.get_pid) for _ in range(6)]}
+    assert len(pids) > 2
+    executor.shutdown(wait=True)
+    assert wait_until_gone(pids) == set()
+
+
+# --- a worker killed mid-task ----------------------------------------------------------
+
+
+def test_killed_worker_fails_its_future_with_broken_process_pool(executor, gate):
+    futures, pids = blocked_worker_pids(executor, gate, 1)
+    os.kill(pids[0], signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        futures[0].result(timeout=RESULT_TIMEOUT)
+    assert wait_until_gone(pids) == set()
+
+
+# --- shared memory ----------------------------------------------------------------------
+
+
+def test_no_new_dev_shm_entries_after_shutdown(start_method):
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this system")
+    before = shm_entries()
+    size = 4 * 1024 * 1024
+    with create_executor(max_workers=2, start_method=start_method) as executor:
+        blobs = list(executor.map(helpers.make_bytes, [size] * 4))
+        assert [len(blob) for blob in blobs] == [size] * 4
+        assert list(executor.map(helpers.byte_len, blobs)) == [size] * 4
+        assert list(executor.map(helpers.square, range(1000))) == [x * x for x in range(1000)]
+    new_entries = shm_entries() - before
+    assert not new_entries, f"/dev/shm entries left behind: {sorted(new_entries)}"
+
+
+# --- processes started by a script end with it -----------------------------------------
+
+EXITING_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures
+    import json
+    import multiprocessing
+    import os
+    import sys
+
+    IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
+    START_METHOD, HOW = sys.argv[1], sys.argv[2]
+    STDLIB_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}
+
+
+    def worker_pid(_):
+        return os.getpid()
+
+
+    if __name__ == "__main__":
+        if IMPL == "stdlib":
+            context = multiprocessing.get_context(STDLIB_METHOD[START_METHOD])
+            executor = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context)
+            helper_pid = None
+        else:
+            import gilfree
+            executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=START_METHOD)
+            helper_pid = None
+        pids = sorted(set(executor.map(worker_pid, range(20))))
+        if IMPL != "stdlib":
+            zygote_pid = getattr(gilfree, "_zygote_pid", None)
+            helper_pid = zygote_pid() if callable(zygote_pid) else None
+        print(json.dumps({"workers": pids, "helper": helper_pid}), flush=True)
+        if HOW == "hard-exit":
+            os._exit(0)
+        # HOW == "return": no shutdown call, the interpreter's exit must clean up.
+    """
+)
+
+
+def run_exiting_script(tmp_path, start_method, how):
+    script = tmp_path / "exiting_script.py"
+    script.write_text(EXITING_SCRIPT)
+    completed = subprocess.run(
+        [sys.executable, str(script), start_method, how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "GILFREE_TEST_IMPL": IMPL},
+    )
+    assert completed.returncode == 0, completed.stderr
+    output = json.loads(completed.stdout.strip().splitlines()[-1])
+    pids = set(output["workers"])
+    if output["helper"]:
+        pids.add(output["helper"])
+    assert output["workers"]
+    return pids
+
+
+def test_workers_end_when_a_script_exits_without_shutdown(tmp_path, start_method):
+    pids = run_exiting_script(tmp_path, start_method, "return")
+    # The script is gone, so its orphans belong to init: a zombie is dead enough.
+    leftover = wait_until_gone(pids, zombie_is_gone=True)
+    kill_quietly(leftover)
+    assert leftover == set()
+
+
+@pytest.mark.gilfree_only
+def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):
+    pids = run_exiting_script(tmp_path, start_method, "hard-exit")
+    # The script is gone, so its orphans belong to init: a zombie is dead enough.
+    leftover = wait_until_gone(pids, zombie_is_gone=True)
+    kill_quietly(leftover)
+    assert leftover == set()
