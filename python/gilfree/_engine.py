@@ -62,7 +62,7 @@ class Engine:
         launcher.on_exit = self.on_worker_exit
         self._setup_payload = setup_payload
         self._max_tasks_per_child = max_tasks_per_child
-        self._functions = FunctionRegistry()
+        self.functions = FunctionRegistry()
         self._task_ids = itertools.count(1)
         self._pending: deque[Call | MapJob] = deque()
         self._outstanding = 0
@@ -136,8 +136,14 @@ class Engine:
                 if work.exhausted():
                     self._pending.popleft()
                     self._outstanding -= 1
+                try:
+                    payload = chunk.encode()
+                except Exception as error:  # noqa: BLE001 - an item that cannot be pickled
+                    chunk.fail(error)
+                    work.stop(error)
+                    continue
                 self._outstanding += 1
-                self._send(slot, chunk, protocol.CHUNK, chunk.encode())
+                self._send(slot, chunk, protocol.CHUNK, payload)
 
     def _free_slot(self) -> Slot | None:
         best: Slot | None = None
@@ -166,7 +172,7 @@ class Engine:
         slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
 
     def _send(self, slot: Slot, work: Call | Chunk, kind: int, payload: bytes) -> None:
-        function_id, encoded = self._functions.lookup(work.fn)
+        function_id, encoded = work.function
         if function_id not in slot.functions:
             slot.functions.add(function_id)
             self._channel.send(slot.index, protocol.DEFINE, slot.epoch, 0, function_id, encoded)
@@ -185,27 +191,26 @@ class Engine:
         """Drives the pool until ``predicate()`` holds or ``timeout`` seconds pass."""
         deadline = None if timeout is None else time.monotonic() + timeout
         me = threading.get_ident()
+        if self._pumper == me:  # re-entered from a done-callback: keep pumping, keep the role
+            self._pump_until(predicate, deadline)
+            return predicate()
         while not predicate():
             remaining = PUMP_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
             with self._progress:
-                if self._pumper is None:
-                    self._pumper = me
-                elif self._pumper != me:
+                if self._pumper is not None:
                     self._callers_waiting += 1
                     if self._collector_pumping:
                         self._channel.kick()
                     self._progress.wait(min(remaining, PUMP_SLICE_SECONDS))
                     self._callers_waiting -= 1
                     continue
-                else:
-                    me = -1  # re-entered from a callback: pump without giving up the role
+                self._pumper = me
             try:
                 self._pump_until(predicate, deadline)
             finally:
-                if me != -1:
-                    self._release_pumper()
+                self._release_pumper()
         return True
 
     def _release_pumper(self) -> None:

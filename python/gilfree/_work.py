@@ -10,6 +10,9 @@ from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
 from gilfree._future import Future
 
+#: ``(function id, encoded function)`` from ``FunctionRegistry.lookup``.
+EncodedFunction = tuple[int, bytes]
+
 
 def rebuild_exception(payload: bytes) -> BaseException:
     """Decodes ``(exception, traceback text)`` from a worker and chains the remote traceback as
@@ -29,11 +32,14 @@ def function_name(fn: Callable[..., Any]) -> str:
 class Call:
     """One ``submit``: a function call with its future. The arguments are encoded at submit."""
 
-    __slots__ = ("fn", "future", "payload")
+    __slots__ = ("fn", "function", "future", "payload")
 
-    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes) -> None:
+    def __init__(
+        self, future: Future, fn: Callable[..., Any], function: EncodedFunction, payload: bytes
+    ) -> None:
         self.future = future
         self.fn = fn
+        self.function = function
         self.payload = payload
 
     def item_count(self) -> int:
@@ -63,11 +69,12 @@ class Call:
 class Chunk:
     """A slice ``items[start:start + count]`` of a map job, sent as one message."""
 
-    __slots__ = ("count", "done", "error", "fn", "job", "results", "start")
+    __slots__ = ("count", "done", "error", "fn", "function", "job", "results", "start")
 
     def __init__(self, job: MapJob, start: int, count: int) -> None:
         self.job = job
         self.fn = job.fn
+        self.function = job.function
         self.start = start
         self.count = count
         self.done = False
@@ -105,9 +112,15 @@ class MapJob:
     """One ``map`` call: its items, cut into chunks as workers become free."""
 
     def __init__(
-        self, fn: Callable[..., Any], items: list[Any], star: bool, sizer: ChunkSizer
+        self,
+        fn: Callable[..., Any],
+        function: EncodedFunction,
+        items: list[Any],
+        star: bool,
+        sizer: ChunkSizer,
     ) -> None:
         self.fn = fn
+        self.function = function
         self.items = items
         self.star = star
         self.sizer = sizer

@@ -8,6 +8,7 @@ answers ``READY`` and loops. It spins briefly for the next request before sleepi
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -70,12 +71,9 @@ def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes
     items, star = protocol.loads(payload)
     results: list[Any] = []
     try:
-        if star:
-            for item in items:
-                results.append(fn(*item))
-        else:
-            for item in items:
-                results.append(fn(item))
+        # list.extend keeps what was appended before an exception: the results up to the
+        # failing item survive, and the loop runs at C speed.
+        results.extend(itertools.starmap(fn, items) if star else map(fn, items))
     except BaseException as error:  # noqa: BLE001 - reported to the parent
         return results, protocol.dump_exception(error)
     return results, None

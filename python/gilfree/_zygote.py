@@ -120,6 +120,8 @@ class Zygote:
             + repr(list(preload)) + ")"
         )
         self.pid = _core.spawn([sys.executable, "-c", code], [theirs.fileno()])
+        self.owner = os.getpid()
+        self._exit_code: int | None = None
         theirs.close()
         self._socket = ours
         self._lock = threading.Lock()
@@ -172,8 +174,17 @@ class Zygote:
                 if callback is not None:
                     callback(code)
 
+    def alive(self) -> bool:
+        """Whether the zygote process is still running (reaps it if not)."""
+        if self._exit_code is None:
+            self._exit_code = _core.try_wait(self.pid)
+        return self._exit_code is None
+
     def close(self) -> None:
         """Ends the zygote (it kills any worker still alive) and reaps it."""
+        if self.owner != os.getpid():
+            self._socket.close()  # inherited through fork: the zygote is the parent's
+            return
         # shutdown() first: a close() alone would not end the reader thread's recv(), and the
         # zygote would not see EOF while that call holds the socket.
         try:
@@ -181,7 +192,8 @@ class Zygote:
         except OSError:
             pass
         self._socket.close()
-        _core.wait(self.pid)
+        if self._exit_code is None:
+            self._exit_code = _core.wait(self.pid)
 
 
 _zygotes: dict[tuple[str, ...], Zygote] = {}
@@ -192,18 +204,15 @@ def get(preload: tuple[str, ...]) -> Zygote:
     """The zygote for ``preload``, started on first use (one per process and preload set)."""
     with _zygotes_lock:
         zygote = _zygotes.get(preload)
-        if zygote is None or zygote.pid != _zygotes_owner_pid(zygote):
+        if zygote is None or zygote.owner != os.getpid() or not zygote.alive():
+            # None yet, one inherited through a fork of this process, or one that died.
             zygote = _zygotes[preload] = Zygote(preload)
         return zygote
 
 
-def _zygotes_owner_pid(zygote: Zygote) -> int:
-    return zygote.pid
-
-
 def pids() -> list[int]:
     """The pids of this process's zygotes."""
-    return [zygote.pid for zygote in _zygotes.values()]
+    return [zygote.pid for zygote in _zygotes.values() if zygote.owner == os.getpid()]
 
 
 @atexit.register

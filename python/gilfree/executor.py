@@ -123,12 +123,13 @@ class ProcessPoolExecutor(_StdExecutor):
         """Schedules ``fn(*args, **kwargs)``; returns a Future for its result."""
         future = Future(self._engine)
         try:
+            function = self._engine.functions.lookup(fn)
             payload = protocol.dumps((args, kwargs))
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.lifecycle.check_open()
             future.set_exception(error)
             return future
-        self._engine.submit(Call(future, fn, payload))
+        self._engine.submit(Call(future, fn, function, payload))
         return future
 
     def map(
@@ -151,7 +152,8 @@ class ProcessPoolExecutor(_StdExecutor):
             items, star = list(iterables[0]), False
         else:
             items, star = list(zip(*iterables)), True
-        job = MapJob(fn, items, star, ChunkSizer(chunksize, self._max_workers))
+        function = self._engine.functions.lookup(fn)
+        job = MapJob(fn, function, items, star, ChunkSizer(chunksize, self._max_workers))
         self._engine.submit_map(job)
         return _map_results(self._engine, job, deadline)
 

@@ -16,9 +16,11 @@
 //! is small (8 or 64 KiB), so frames wrap and fragment constantly.
 //!
 //! A lost wake-up would not hang (every wait times out) but would make a wait last its whole
-//! timeout; both sides count such waits and require none.
+//! timeout, which nothing else here can take while data flows: either side fails at the first
+//! wait that runs out its timeout.
 //!
-//! `GILFREE_STRESS_FRAMES` sets the number of messages over all scenarios (default 2 million).
+//! `GILFREE_STRESS_FRAMES` sets the number of messages over all scenarios (default 2 million in
+//! optimised builds, 200 000 in debug builds).
 //! The workers are this test binary run with `--exact stress_child_entry --ignored` and
 //! `GILFREE_STRESS_CHILD` set (through `/bin/sh`, since `supervisor::spawn` sets no environment).
 mod common;
@@ -38,7 +40,9 @@ use gilfree_core::supervisor::{self, ExitStatus};
 
 const CHILD_ENV: &str = "GILFREE_STRESS_CHILD";
 const FRAMES_ENV: &str = "GILFREE_STRESS_FRAMES";
-const DEFAULT_FRAMES: u64 = 2_000_000;
+/// Messages over all scenarios: 2 million takes ~20 s optimised (CI runs `cargo test --release`);
+/// a debug build is ~10× slower, so it does a tenth unless told otherwise.
+const DEFAULT_FRAMES: u64 = if cfg!(debug_assertions) { 200_000 } else { 2_000_000 };
 const SLOTS: usize = 2;
 /// Messages the parent keeps in flight per worker (in the ring or in its outbox)...
 const WINDOW: usize = 64;
@@ -196,7 +200,6 @@ struct Report {
     bytes: u64,
     queued_sends: u64,
     waits: u64,
-    full_timeout_waits: u64,
     elapsed: Duration,
 }
 
@@ -205,13 +208,12 @@ impl fmt::Display for Report {
         write!(
             formatter,
             "{} messages ({} MiB each way) in {:.2?}: {} sends queued in the outbox, \
-             {} doorbell waits, {} of them ran out their {WAIT_TIMEOUT:?} timeout",
+             {} doorbell waits, none ran out its {WAIT_TIMEOUT:?} timeout",
             self.messages,
             self.bytes >> 20,
             self.elapsed,
             self.queued_sends,
             self.waits,
-            self.full_timeout_waits,
         )
     }
 }
@@ -306,13 +308,16 @@ impl Scenario {
             }
             if !progressed {
                 let before = Instant::now();
-                let woken = port.wait(policy);
+                port.wait(policy);
                 report.waits += 1;
                 if before.elapsed() >= WAIT_TIMEOUT {
-                    report.full_timeout_waits += 1;
-                }
-                if !woken {
                     workers.check_running();
+                    panic!(
+                        "{}: the parent's wait ran out its {WAIT_TIMEOUT:?} timeout (lost wake-up?); \
+                         echoes so far: {:?}",
+                        self.name,
+                        slots.iter().map(|state| state.echoed).collect::<Vec<_>>()
+                    );
                 }
                 assert!(
                     started.elapsed() < SCENARIO_DEADLINE,
@@ -324,11 +329,6 @@ impl Scenario {
         }
         report.messages = self.messages_per_worker * SLOTS as u64;
         report.elapsed = started.elapsed();
-        assert_eq!(
-            report.full_timeout_waits, 0,
-            "{}: the parent slept through wake-ups: {report}",
-            self.name
-        );
         report
     }
 }
@@ -347,39 +347,42 @@ fn run_worker(config: &ChildConfig) {
     let parent_alive = || std::os::unix::process::parent_id() == parent;
     let mut sizes = size_stream(config.slot);
     let mut echo = Vec::new();
-    let mut full_timeout_waits = 0_u64;
+    let suspect = || if parent_alive() { "lost wake-up?" } else { "the parent is gone" };
 
     for sequence in 0..config.messages {
         let len = next_message_len(&mut sizes, config.ring_capacity);
-        loop {
-            let before = Instant::now();
-            let received = port.receive(policy, |request| {
-                echo.clear();
-                echo.extend_from_slice(request);
-                check_message(request, sequence, len)
-            });
-            if before.elapsed() >= WAIT_TIMEOUT {
-                full_timeout_waits += 1;
-            }
-            match received {
-                Some(Ok(())) => break,
-                Some(Err(problem)) => panic!("worker {}: request: {problem}", config.slot),
-                None => assert!(parent_alive(), "worker {}: the parent is gone", config.slot),
-            }
+        let before = Instant::now();
+        let received = port.receive(policy, |request| {
+            echo.clear();
+            echo.extend_from_slice(request);
+            check_message(request, sequence, len)
+        });
+        match received {
+            Some(Ok(())) => assert!(
+                before.elapsed() < WAIT_TIMEOUT,
+                "worker {}: request {sequence} came only after the whole {WAIT_TIMEOUT:?} \
+                 timeout ({})",
+                config.slot,
+                suspect()
+            ),
+            Some(Err(problem)) => panic!("worker {}: request: {problem}", config.slot),
+            None => panic!(
+                "worker {}: no request {sequence} within {WAIT_TIMEOUT:?} ({})",
+                config.slot,
+                suspect()
+            ),
         }
         // Two parts, so the echo also exercises gathering writes across fragment boundaries.
         let (first, second) = echo.split_at(echo.len() / 3);
         port.send(&[first, second], policy, || {
-            full_timeout_waits += 1;
-            parent_alive()
+            panic!(
+                "worker {}: no room for echo {sequence} within {WAIT_TIMEOUT:?} ({})",
+                config.slot,
+                suspect()
+            )
         })
         .unwrap_or_else(|error| panic!("worker {}: echo {sequence}: {error}", config.slot));
     }
-    assert_eq!(
-        full_timeout_waits, 0,
-        "worker {}: {full_timeout_waits} waits ran out their timeout (lost wake-ups?)",
-        config.slot
-    );
 }
 
 #[test]
