@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import warnings
 from typing import Callable
 
@@ -29,12 +30,32 @@ def default_start_method() -> str:
 
 
 class WorkerProcess:
-    """A started worker: its pid, and its exit code once it has ended."""
+    """A started worker: its pid, and its exit code once it has ended.
 
-    def __init__(self, pid: int, reaped_by_us: bool) -> None:
+    Workers we started ourselves (spawn, fork) are reaped here, by ``poll``. A zygote-forked
+    worker is the zygote's child: the zygote client fills in its pid and exit code.
+    """
+
+    def __init__(self, pid: int = 0, reaped_by_us: bool = False) -> None:
         self.pid = pid
         self._reaped_by_us = reaped_by_us
+        self._pid_known = threading.Event()
+        if pid:
+            self._pid_known.set()
         self.exit_code: int | None = None
+        #: Called (from any thread) when a zygote-forked worker is known to have ended.
+        self.on_exit: Callable[[], None] = lambda: None
+
+    def started(self, pid: int) -> None:
+        """Records the pid (zygote client)."""
+        self.pid = pid
+        self._pid_known.set()
+
+    def ended(self, exit_code: int) -> None:
+        """Records the exit code (zygote client)."""
+        self.exit_code = exit_code
+        self._pid_known.set()
+        self.on_exit()
 
     def poll(self) -> int | None:
         """The exit code if the worker has ended (negative: killed by that signal), else None."""
@@ -44,7 +65,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Sends SIGKILL (no effect once it has ended)."""
-        if self.exit_code is None:
+        self._pid_known.wait(5.0)
+        if self.exit_code is None and self.pid:
             _core.kill(self.pid, signal.SIGKILL)
 
 
@@ -68,13 +90,9 @@ class Launcher:
         return self._fork(fd, slot, epoch)
 
     def _start_from_zygote(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
-        handle = WorkerProcess(0, reaped_by_us=False)
-
-        def exited(code: int) -> None:
-            handle.exit_code = code
-            self.on_exit()
-
-        handle.pid = _zygote.get(self._preload).fork(fd, slot, epoch, exited)
+        handle = WorkerProcess()
+        handle.on_exit = self.on_exit
+        _zygote.get(self._preload).fork(fd, slot, epoch, handle)
         return handle
 
     @staticmethod

@@ -24,16 +24,28 @@ import signal
 import socket
 import sys
 import threading
-from typing import Callable
+from typing import Protocol
 
 from gilfree import _core
 
 _PACKET = 4096
 
 
+class WorkerHandle(Protocol):
+    """What the zygote client reports to about one worker."""
+
+    def started(self, pid: int) -> None:
+        """The worker exists, with this pid."""
+
+    def ended(self, exit_code: int) -> None:
+        """The worker has ended and been reaped."""
+
+
 def serve(sock_fd: int, preload: list[str]) -> None:
     """The zygote's main loop (runs in the zygote process)."""
     import importlib
+
+    import runpy  # noqa: F401 - used by workers that import the parent's main script
 
     import gilfree._worker  # noqa: F401 - imported once here, inherited by every worker
 
@@ -86,7 +98,8 @@ def _run_child(fd: int, slot: int, epoch: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     code = 1
     try:
-        _set_parent_death_signal()
+        # Die with the zygote: it is single-threaded, so its thread's end is its death.
+        _core.set_parent_death_signal(signal.SIGKILL)
         from gilfree._worker import serve as serve_worker
 
         code = serve_worker(fd, slot, epoch)
@@ -96,21 +109,15 @@ def _run_child(fd: int, slot: int, epoch: int) -> None:
         os._exit(code)
 
 
-def _set_parent_death_signal() -> None:
-    """Dies with the zygote (Linux): the zygote is single-threaded, so its only thread's death
-    is the process's death."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 class Zygote:
-    """The parent's handle on a zygote: fork requests and exit notifications."""
+    """The parent's handle on a zygote: fork requests and exit notifications.
+
+    ``fork`` does not wait for the zygote: the worker's rings exist before the worker does, so
+    work can be queued at once; the pid and later the exit code arrive through the reader
+    thread.
+    """
 
     def __init__(self, preload: tuple[str, ...]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -126,53 +133,44 @@ class Zygote:
         self._socket = ours
         self._lock = threading.Lock()
         self._request_ids = itertools.count()
-        self._replies: dict[int, int] = {}
-        self._reply_ready = threading.Condition()
-        self._exit_callbacks: dict[int, Callable[[int], None]] = {}
-        self._early_exits: dict[int, int] = {}
+        self._forking: dict[int, WorkerHandle] = {}
+        self._running: dict[int, WorkerHandle] = {}
         self._reader = threading.Thread(target=self._read, name="gilfree-zygote", daemon=True)
         self._reader.start()
 
-    def fork(self, fd: int, slot: int, epoch: int, on_exit: Callable[[int], None]) -> int:
-        """Asks for a worker on ``slot``; returns its pid. ``on_exit(exit_code)`` is called
-        (from the reader thread) once it has ended."""
-        request_id = next(self._request_ids)
-        message = pickle.dumps(("fork", request_id, slot, epoch))
+    def fork(self, fd: int, slot: int, epoch: int, handle: WorkerHandle) -> None:
+        """Asks for a worker on ``slot`` of segment ``fd``; ``handle`` learns its pid, then its
+        exit code (calling ``handle.ended``)."""
         with self._lock:
+            request_id = next(self._request_ids)
+            self._forking[request_id] = handle
+            message = pickle.dumps(("fork", request_id, slot, epoch))
             socket.send_fds(self._socket, [message], [fd])
-        with self._reply_ready:
-            if not self._reply_ready.wait_for(lambda: request_id in self._replies, timeout=30):
-                raise RuntimeError(f"gilfree zygote (pid {self.pid}) did not answer a fork request")
-            pid = self._replies.pop(request_id)
-            early = self._early_exits.pop(pid, None)
-            if early is None:
-                self._exit_callbacks[pid] = on_exit
-        if early is not None:
-            on_exit(early)
-        return pid
 
     def _read(self) -> None:
         while True:
             try:
                 message = self._socket.recv(_PACKET)
             except OSError:
-                return
+                message = b""
             if not message:
-                return
+                break
             event = pickle.loads(message)
-            if event[0] == "forked":
-                with self._reply_ready:
-                    self._replies[event[1]] = event[2]
-                    self._reply_ready.notify_all()
-            else:
-                _, pid, status = event
-                code = _core.exit_code_from_status(status)
-                with self._reply_ready:
-                    callback = self._exit_callbacks.pop(pid, None)
-                    if callback is None:
-                        self._early_exits[pid] = code
-                if callback is not None:
-                    callback(code)
+            with self._lock:
+                if event[0] == "forked":
+                    handle = self._forking.pop(event[1])
+                    self._running[event[2]] = handle
+                    handle.started(event[2])
+                    continue
+                handle = self._running.pop(event[1])
+            handle.ended(_core.exit_code_from_status(event[2]))
+        # The zygote is gone, and its workers with it (they die with their parent).
+        with self._lock:
+            orphans = list(self._forking.values()) + list(self._running.values())
+            self._forking.clear()
+            self._running.clear()
+        for handle in orphans:
+            handle.ended(-signal.SIGKILL)
 
     def alive(self) -> bool:
         """Whether the zygote process is still running (reaps it if not)."""

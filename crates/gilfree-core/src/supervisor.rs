@@ -160,3 +160,22 @@ fn to_pid(pid: u32) -> Result<Pid> {
 pub fn parent_pid() -> Option<u32> {
     rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get().unsigned_abs())
 }
+
+/// Asks the kernel to send `signal` to this process when the thread that created it exits
+/// (Linux `PR_SET_PDEATHSIG`); a no-op returning false elsewhere. Only meaningful in a child
+/// whose parent is single-threaded, such as a worker forked by the zygote.
+pub fn set_parent_death_signal(signal: i32) -> Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let signal = Signal::from_named_raw(signal)
+            .ok_or_else(|| CoreError::InvalidArgument(format!("unknown signal {signal}")))?;
+        rustix::process::set_parent_process_death_signal(Some(signal))
+            .map_err(|e| CoreError::os("prctl(PR_SET_PDEATHSIG)", e))?;
+        Ok(true)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = signal;
+        Ok(false)
+    }
+}

@@ -36,6 +36,13 @@ fn kill(pid: u32, signal: i32) -> Result<()> {
     Ok(supervisor::kill(pid, signal)?)
 }
 
+/// Makes the kernel send `signal` to this process when its parent thread exits (Linux); returns
+/// False where the system has no such facility.
+#[pyfunction]
+fn set_parent_death_signal(signal: i32) -> Result<bool> {
+    Ok(supervisor::set_parent_death_signal(signal)?)
+}
+
 /// Decodes a raw `waitpid` status into an exit code; None if the process has not ended.
 #[pyfunction]
 fn exit_code_from_status(status: i32) -> Option<i32> {
@@ -59,6 +66,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(wait, module)?)?;
     module.add_function(wrap_pyfunction!(kill, module)?)?;
     module.add_function(wrap_pyfunction!(exit_code_from_status, module)?)?;
+    module.add_function(wrap_pyfunction!(set_parent_death_signal, module)?)?;
     module.add_function(wrap_pyfunction!(describe_exit, module)?)?;
     Ok(())
 }
