@@ -3,8 +3,9 @@
 Aim: a few milliseconds of work per message, so tiny tasks are not drowned in per-message cost,
 while keeping the end of a map balanced across workers. The size follows the cost per item of the
 latest measured chunk (not an average: costs that grow along the input, as in ``map(fib,
-range(n))``, are tracked sooner), grows at most 16-fold past the largest chunk measured, and never
-exceeds a quarter of a worker's fair share of what is left, so the tail is cut into small pieces.
+range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk measured, and does
+not exceed a quarter of a worker's fair share of what is left (so the tail is cut into small
+pieces) unless that would make chunks of less than half a millisecond of work.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import math
 
 TARGET_SECONDS = 0.002
-GROWTH = 16
+#: Chunks worth less work than this are not worth a message, even at the end of the input.
+FLOOR_SECONDS = 0.0005
+GROWTH = 64
 
 
 class ChunkSizer:
@@ -30,10 +33,11 @@ class ChunkSizer:
             return min(self._fixed, remaining)
         if self._seconds_per_item is None:
             return 1
-        size = int(TARGET_SECONDS / max(self._seconds_per_item, 1e-9))
-        size = min(size, self._largest_measured * GROWTH)
+        seconds_per_item = max(self._seconds_per_item, 1e-9)
+        size = min(int(TARGET_SECONDS / seconds_per_item), self._largest_measured * GROWTH)
         balance = math.ceil(remaining / (4 * self._worker_count))
-        return max(1, min(size, balance, remaining))
+        floor = int(FLOOR_SECONDS / seconds_per_item)
+        return max(1, min(size, max(balance, floor), remaining))
 
     def record(self, item_count: int, busy_seconds: float) -> None:
         """Learns from a finished chunk of ``item_count`` items that took ``busy_seconds``."""

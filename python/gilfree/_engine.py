@@ -262,14 +262,13 @@ class Engine:
                 busy = arg / 1e9
                 slot.record_busy(busy)
                 slot.last_reply = now
+                if isinstance(work, Chunk):
+                    work.job.sizer.record(work.count, busy)  # before the refill below cuts more
                 self._outstanding -= 1
-                finished.append((work, kind, payload, busy))
+                finished.append((work, kind, payload))
             self._dispatch()
-        for work, kind, payload, busy in finished:
-            if isinstance(work, Call):
-                work.complete(kind, payload)
-            else:
-                work.complete(kind, payload, busy)
+        for work, kind, payload in finished:
+            work.complete(kind, payload)
         if self._callers_waiting:
             with self._progress:
                 self._progress.notify_all()

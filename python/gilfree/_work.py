@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from concurrent.futures.process import _RemoteTraceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
@@ -89,13 +89,12 @@ class Chunk:
         """The CHUNK payload."""
         return protocol.dumps((self.job.items[self.start : self.start + self.count], self.job.star))
 
-    def complete(self, kind: int, payload: bytes, busy_seconds: float) -> None:
+    def complete(self, kind: int, payload: bytes) -> None:
         """Stores the results (and the error that stopped the chunk, if any)."""
         try:
             if kind == protocol.CHUNK_RESULT:
                 self.results, error = protocol.loads(payload)
                 self.error = None if error is None else rebuild_exception(error)
-                self.job.sizer.record(self.count, busy_seconds)
             else:
                 self.error = rebuild_exception(payload)
         except Exception as error:  # noqa: BLE001 - results that cannot be unpickled here
@@ -115,7 +114,7 @@ class MapJob:
         self,
         fn: Callable[..., Any],
         function: EncodedFunction,
-        items: list[Any],
+        items: Sequence[Any],
         star: bool,
         sizer: ChunkSizer,
     ) -> None:

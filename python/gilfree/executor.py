@@ -15,7 +15,7 @@ import sys
 import time
 import weakref
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cloudpickle
 
@@ -149,7 +149,7 @@ class ProcessPoolExecutor(_StdExecutor):
             raise ValueError("chunksize must be >= 1.")
         deadline = None if timeout is None else time.monotonic() + timeout
         if len(iterables) == 1:
-            items, star = list(iterables[0]), False
+            items, star = _snapshot(iterables[0]), False
         else:
             items, star = list(zip(*iterables)), True
         function = self._engine.functions.lookup(fn)
@@ -161,6 +161,15 @@ class ProcessPoolExecutor(_StdExecutor):
         """Stops accepting work; with ``wait``, returns once pending work is done and the
         workers have exited. ``cancel_futures`` cancels what has not started."""
         self._engine.lifecycle.shutdown(wait, cancel_futures)
+
+
+def _snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
+    """The items of ``iterable``, taken now as the stdlib's ``map`` does. Immutable sequences
+    are kept as they are: a ``range`` is cut into sub-ranges, so its numbers are never built in
+    the parent nor pickled one by one."""
+    if type(iterable) in (range, tuple, str, bytes):
+        return iterable  # type: ignore[return-value]
+    return list(iterable)
 
 
 def _map_results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any]:

@@ -18,6 +18,9 @@ use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Rounds of 64 pause instructions (a few microseconds) before the spin starts yielding.
+const PURE_SPIN_ROUNDS: u32 = 16;
+
 /// A wake-up channel living in shared memory. All-zero bytes are a valid, idle event.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -59,9 +62,18 @@ impl Event {
             return true;
         }
         let start = Instant::now();
+        let mut rounds = 0u32;
         while start.elapsed() < policy.spin {
-            for _ in 0..64 {
-                spin_loop();
+            // Spin a little, then yield between checks: with more runnable processes than
+            // cores (a parent and two workers on two cores), a pure spin would keep the peer we
+            // are waiting for off the CPU for a whole time slice.
+            if rounds < PURE_SPIN_ROUNDS {
+                for _ in 0..64 {
+                    spin_loop();
+                }
+                rounds += 1;
+            } else {
+                std::thread::yield_now();
             }
             if ready() {
                 return true;

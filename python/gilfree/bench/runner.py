@@ -19,7 +19,8 @@ from typing import Any
 from gilfree.bench import contenders as contender_registry
 from gilfree.bench import report
 from gilfree.bench.contenders import Contender
-from gilfree.bench.workloads import WORKLOADS, Settings, Workload, noop
+from gilfree.bench.tasks import noop
+from gilfree.bench.workloads import WORKLOADS, Settings, Workload
 
 # Stop repeating a measurement once its repetitions have taken this long in total.
 CELL_BUDGET_SECONDS = 15.0

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from gilfree.bench.workloads import fib, fibonacci_fast
+from gilfree.bench.tasks import fib, fibonacci_fast
 
 CALIBRATION_ARGUMENT = 25
 

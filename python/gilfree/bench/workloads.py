@@ -1,7 +1,7 @@
-"""The benchmark workloads, and the task functions they send to workers.
+"""The benchmark workloads.
 
-The task functions (`noop`, `fib`) are module-level so that every contender can pickle them by
-reference. Each `Workload` says how to time one repetition against one contender, which
+The task functions live in `gilfree.bench.tasks`, a module that imports nothing, so a worker that
+must import it (zygote, spawn, forkserver) pays no more than one that inherits it (fork). Each `Workload` says how to time one repetition against one contender, which
 sequential loop (if any) it is compared with, and which targets from issue 2 gilfree must reach.
 """
 
@@ -13,29 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gilfree.bench.contenders import Contender
+from gilfree.bench.tasks import fib, fibonacci_fast, noop
 
 EQUAL_CPU_ARGUMENT = 27
 EQUAL_CPU_TASK_COUNT = 40
 IMBALANCED_RANGE = 32
-
-
-def noop(_: object = None) -> None:
-    """Do nothing: the task used to measure pure overhead."""
-
-
-def fib(number: int) -> int:
-    """Return the Fibonacci number of ``number`` by naive recursion (CPU-bound on purpose)."""
-    if number < 2:
-        return number
-    return fib(number - 1) + fib(number - 2)
-
-
-def fibonacci_fast(number: int) -> int:
-    """Return the Fibonacci number of ``number`` iteratively, to check results cheaply."""
-    previous, current = 0, 1
-    for _ in range(number):
-        previous, current = current, previous + current
-    return previous
 
 
 class WrongResult(Exception):
