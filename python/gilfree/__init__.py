@@ -3,15 +3,43 @@
 A process pool whose messages travel through shared-memory rings with a Rust core, drop-in for
 ``concurrent.futures.ProcessPoolExecutor``. Lambdas and closures can be sent; workers are forked
 from a pre-warmed template process (the zygote).
+
+The public names are loaded on first access, so that worker processes, which import only
+``gilfree._worker``, start without importing concurrent.futures' process machinery.
 """
 
 from __future__ import annotations
 
-from gilfree.errors import BrokenProcessPool, WorkerCrashedError
-from gilfree.executor import Executor, ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gilfree.errors import BrokenProcessPool, WorkerCrashedError
+    from gilfree.executor import Executor, ProcessPoolExecutor
 
 __all__ = ["BrokenProcessPool", "Executor", "ProcessPoolExecutor", "WorkerCrashedError"]
 __version__ = "0.1.0"
+
+_HOMES = {
+    "BrokenProcessPool": "gilfree.errors",
+    "WorkerCrashedError": "gilfree.errors",
+    "Executor": "gilfree.executor",
+    "ProcessPoolExecutor": "gilfree.executor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'gilfree' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
 
 def _zygote_pid() -> int | None:

@@ -60,6 +60,7 @@ class Engine:
         self._slots = [Slot(index) for index in range(worker_count)]
         self._launcher = launcher
         launcher.on_exit = self.on_worker_exit
+        launcher.prepare()
         self._setup_payload = setup_payload
         self._max_tasks_per_child = max_tasks_per_child
         self.functions = FunctionRegistry()

@@ -79,6 +79,11 @@ class Launcher:
         #: Called (from any thread) when a zygote-forked worker is known to have ended.
         self.on_exit: Callable[[], None] = lambda: None
 
+    def prepare(self) -> None:
+        """Starts the zygote now, if this method uses one, so it boots while the caller works."""
+        if self.method == "zygote":
+            _zygote.get(self._preload)
+
     def start(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
         """Starts a worker on ``slot`` of the segment ``fd``; it reads its setup from the ring."""
         if self.method == "zygote":
