@@ -36,8 +36,8 @@ test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## py
 bench: .venv-$(DEMO_PYTHON)/installed ## only the benchmark table
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench
 
-lint: ## clippy (pedantic, as configured in Cargo.toml)
-	cargo clippy --workspace --all-targets
+lint: ## clippy (pedantic, as configured in Cargo.toml), warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
 
 clean: ## remove build outputs and virtual environments
 	rm -rf target .venv-* python/gilfree/*.so

@@ -179,7 +179,7 @@ impl WorkerChannel {
     }
 
     /// Sends a response; blocks (GIL released) while the ring is full, and fails with
-    /// TimeoutError if the parent process is gone meanwhile.
+    /// `TimeoutError` if the parent process is gone meanwhile.
     fn send(
         &self,
         py: Python<'_>,

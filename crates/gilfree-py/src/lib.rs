@@ -1,4 +1,4 @@
-//! `gilfree._core`: thin PyO3 bindings over gilfree-core.
+//! `gilfree._core`: thin `PyO3` bindings over `gilfree-core`.
 //!
 //! * [`channel`]: the parent's and the worker's ends of a shared segment, framing messages with
 //!   a fixed `gilfree_core::message::Header` and releasing the GIL around every wait.

@@ -10,12 +10,14 @@ use crate::errors::Result;
 /// Starts `argv` (stdin closed) keeping the descriptors `inherit` open in the child; returns its
 /// pid. The child is ours to reap with `try_wait`/`wait`.
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts Python lists into owned vectors
 fn spawn(argv: Vec<String>, inherit: Vec<i32>) -> PyResult<u32> {
-    let (program, args) = argv
+    let (program, arguments) = argv
         .split_first()
         .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("argv must not be empty"))?;
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    Ok(supervisor::spawn(OsStr::new(program), &args, &inherit).map_err(crate::errors::Error::from)?)
+    let arguments: Vec<&OsStr> = arguments.iter().map(OsStr::new).collect();
+    Ok(supervisor::spawn(OsStr::new(program), &arguments, &inherit)
+        .map_err(crate::errors::Error::from)?)
 }
 
 /// Reaps child `pid` if it has ended and returns its exit code; None while it runs.

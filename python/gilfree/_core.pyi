@@ -1,0 +1,63 @@
+"""Type stubs for ``gilfree._core``, the Rust extension (crates/gilfree-py)."""
+
+#: Bytes of the header in front of every message payload.
+HEADER_SIZE: int
+
+class ParentChannel:
+    """The parent's end of a shared segment: one request and one response ring per worker slot."""
+
+    def __init__(self, slot_count: int, ring_capacity: int) -> None:
+        """Creates a segment with ``slot_count`` slots whose rings hold ``ring_capacity`` bytes
+        each (a multiple of 4096)."""
+    @property
+    def fd(self) -> int:
+        """The segment's file descriptor, to hand to workers (close-on-exec here)."""
+    @property
+    def slot_count(self) -> int:
+        """Number of worker slots."""
+    def send(self, slot: int, kind: int, epoch: int, task_id: int, arg: int, payload: bytes) -> bool:
+        """Sends a message to ``slot``; True if it is all in the ring, False if part of it waits
+        in the outbox (written by later ``pump`` calls). Never blocks on the worker."""
+    def pump(self, timeout: float, spin_us: float) -> list[tuple[int, int, int, int, int, bytes]]:
+        """The responses that have arrived as ``(slot, kind, epoch, task_id, arg, payload)``;
+        if none has, waits (GIL released) until one does, ``kick()`` is called or ``timeout``
+        seconds pass. Also moves outboxes forward."""
+    def kick(self) -> None:
+        """Makes a ``pump`` waiting in another thread return now."""
+    def reset_slot(self, slot: int) -> None:
+        """Empties ``slot``'s rings for a replacement worker; only once the old one is reaped."""
+
+class WorkerChannel:
+    """A worker's end of the segment: receives its slot's requests, sends its responses."""
+
+    def __init__(self, fd: int, slot: int) -> None:
+        """Maps the segment behind ``fd`` (duplicated; the caller keeps its own) and takes
+        slot ``slot``."""
+    def receive(self, timeout: float, spin_us: float) -> tuple[int, int, int, int, bytes] | None:
+        """The next request as ``(kind, epoch, task_id, arg, payload)``, or None after
+        ``timeout`` seconds (spinning ``spin_us`` microseconds first; GIL released)."""
+    def send(self, kind: int, epoch: int, task_id: int, arg: int, payload: bytes) -> None:
+        """Sends a response; blocks while the ring is full. TimeoutError if the parent died."""
+    def parent_alive(self) -> bool:
+        """Whether the process that started this worker is still its parent."""
+
+def spawn(argv: list[str], inherit: list[int]) -> int:
+    """Starts ``argv`` (stdin closed) keeping the descriptors ``inherit`` open; returns the pid."""
+
+def try_wait(pid: int) -> int | None:
+    """Reaps child ``pid`` if it has ended and returns its exit code (negative: signal)."""
+
+def wait(pid: int) -> int:
+    """Waits (GIL released) for child ``pid`` to end, reaps it, returns its exit code."""
+
+def kill(pid: int, signal: int) -> None:
+    """Sends ``signal`` to ``pid``; a process already gone is not an error."""
+
+def set_parent_death_signal(signal: int) -> bool:
+    """Asks for ``signal`` when the parent thread exits (Linux); False where unsupported."""
+
+def exit_code_from_status(status: int) -> int | None:
+    """Decodes a raw ``waitpid`` status into an exit code; None if the process has not ended."""
+
+def describe_exit(exit_code: int) -> str:
+    """``"exit code 3"`` or ``"signal SIGKILL"``."""
