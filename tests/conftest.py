@@ -16,6 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -89,12 +92,34 @@ def start_method(request):
     return request.param
 
 
+#: How long a fixture's teardown waits for ``shutdown`` before reporting a hang.
+SHUTDOWN_DEADLINE = 30.0
+
+
+def shutdown_within_deadline(executors, deadline=SHUTDOWN_DEADLINE):
+    """Shut executors down, failing (instead of hanging the session) if one hangs.
+
+    pytest-timeout does not fire a second time in a teardown, so a hung
+    ``shutdown`` would otherwise stop the whole run.
+    """
+
+    def shut_all():
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    thread = threading.Thread(target=shut_all, name="test-shutdown", daemon=True)
+    thread.start()
+    thread.join(deadline)
+    if thread.is_alive():
+        pytest.fail(f"executor shutdown did not return within {deadline} s")
+
+
 @pytest.fixture(scope="module")
 def shared_executor(start_method):
     """A two-worker executor shared by the tests of one module that need no fresh pool."""
     executor = create_executor(max_workers=2, start_method=start_method)
     yield executor
-    executor.shutdown(wait=True, cancel_futures=True)
+    shutdown_within_deadline([executor])
 
 
 @pytest.fixture
@@ -108,8 +133,7 @@ def make_executor():
         return executor
 
     yield factory
-    for executor in created:
-        executor.shutdown(wait=True, cancel_futures=True)
+    shutdown_within_deadline(created)
 
 
 @pytest.fixture
@@ -152,6 +176,31 @@ def gate(tmp_path, make_executor):
     the_gate = Gate(directory)
     yield the_gate
     the_gate.release()
+
+
+# --- scripts run in a child interpreter -------------------------------------------------
+
+
+def run_script(directory: Path, source: str, *args: str):
+    """Run ``source`` as a ``__main__`` script; return (returncode, stdout, stderr).
+
+    Output goes to files, not pipes: a worker that outlives the script would
+    keep a pipe open and make ``subprocess.run`` wait for it.
+    """
+    script = directory / "script.py"
+    script.write_text(source)
+    stdout_path, stderr_path = directory / "stdout.txt", directory / "stderr.txt"
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        completed = subprocess.run(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=45,
+            cwd=directory,
+            env={**os.environ, "GILFREE_TEST_IMPL": IMPL},
+        )
+    return completed.returncode, stdout_path.read_text(), stderr_path.read_text()
 
 
 # --- process and shared-memory leak checks --------------------------------------------
@@ -230,10 +279,16 @@ def allowed_children():
         except ImportError:
             gilfree = None
         zygote_pid = getattr(gilfree, "_zygote_pid", None)
-        if callable(zygote_pid):
-            pid = zygote_pid()
-            if pid:
-                allowed.add(pid)
+        if callable(zygote_pid) and zygote_pid():
+            allowed.add(zygote_pid())
+        # One zygote per distinct ``preload`` list, when gilfree lists them all.
+        try:
+            from gilfree import _zygote
+        except ImportError:
+            _zygote = None
+        zygote_pids = getattr(_zygote, "pids", None)
+        if callable(zygote_pids):
+            allowed.update(zygote_pids())
     # The stdlib's own singletons (possibly started by tests or by gilfree).
     from multiprocessing import forkserver, resource_tracker
 
@@ -277,5 +332,8 @@ def no_leaks_after_session():
             break
         time.sleep(0.05)
     problems = [f"leftover child {describe_process(pid)}" for pid in sorted(leftover)]
+    if leftover and not IS_STDLIB:
+        problems.append("(gilfree's zygotes are allowed where gilfree._zygote_pid() or "
+            "gilfree._zygote.pids() name them)")
     problems += [f"leftover /dev/shm entry {name}" for name in sorted(new_shm)]
     assert not problems, "test session leaked:\n" + "\n".join(problems)

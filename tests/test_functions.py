@@ -12,14 +12,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import helpers
-from conftest import IMPL
+from conftest import IMPL, run_script
 
 RESULT_TIMEOUT = 30
 
@@ -98,7 +96,7 @@ def test_nested_function_calling_another_nested_function(shared_executor):
 
 
 @pytest.mark.gilfree_only
-def test_closure_using_a_module_imported_by_the_test(shared_executor):
+def test_nested_function_using_module_globals(shared_executor):
     def where():
         return os.getpid()
 
@@ -181,18 +179,9 @@ MAIN_SCRIPT = textwrap.dedent(
 
 
 def test_function_defined_in_main_script(tmp_path, start_method):
-    script = tmp_path / "main_script.py"
-    script.write_text(MAIN_SCRIPT)
-    completed = subprocess.run(
-        [sys.executable, str(script), start_method],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "GILFREE_TEST_IMPL": IMPL},
-    )
-    assert completed.returncode == 0, completed.stderr
-    output = json.loads(completed.stdout.strip().splitlines()[-1])
+    returncode, stdout, stderr = run_script(tmp_path, MAIN_SCRIPT, start_method)
+    assert returncode == 0, stderr
+    output = json.loads(stdout.strip().splitlines()[-1])
     assert output["map"] == [x**3 for x in range(6)]
     assert output["submit"] == 343
     if IMPL != "stdlib":

@@ -12,8 +12,6 @@ import gc
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from conftest import IMPL, create_executor, shm_entries, wait_until_gone
+from conftest import create_executor, run_script, shm_entries, wait_until_gone
 
 RESULT_TIMEOUT = 30
 
@@ -85,8 +83,8 @@ def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, sta
     if start_method == "fork":
         pytest.skip("the stdlib rejects max_tasks_per_child with fork; not required of gilfree")
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=1)
-    pids = {f.result(timeout=RESULT_TIMEOUT) for f in
-            [executor.submit(helpers.get_pid) for _ in range(6)]}
+    # One task at a time: CPython gh-115634 deadlocks the stdlib on a backlog.
+    pids = {executor.submit(helpers.get_pid).result(timeout=RESULT_TIMEOUT) for _ in range(6)}
     assert len(pids) > 2
     executor.shutdown(wait=True)
     assert wait_until_gone(pids) == set()
@@ -129,6 +127,7 @@ EXITING_SCRIPT = textwrap.dedent(
     import multiprocessing
     import os
     import sys
+    import time
 
     IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
     START_METHOD, HOW = sys.argv[1], sys.argv[2]
@@ -136,18 +135,18 @@ EXITING_SCRIPT = textwrap.dedent(
 
 
     def worker_pid(_):
+        time.sleep(0.05)  # long enough that every worker gets some of the tasks
         return os.getpid()
 
 
     if __name__ == "__main__":
+        helper_pid = None
         if IMPL == "stdlib":
             context = multiprocessing.get_context(STDLIB_METHOD[START_METHOD])
             executor = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context)
-            helper_pid = None
         else:
             import gilfree
             executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=START_METHOD)
-            helper_pid = None
         pids = sorted(set(executor.map(worker_pid, range(20))))
         if IMPL != "stdlib":
             zygote_pid = getattr(gilfree, "_zygote_pid", None)
@@ -161,22 +160,14 @@ EXITING_SCRIPT = textwrap.dedent(
 
 
 def run_exiting_script(tmp_path, start_method, how):
-    script = tmp_path / "exiting_script.py"
-    script.write_text(EXITING_SCRIPT)
-    completed = subprocess.run(
-        [sys.executable, str(script), start_method, how],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "GILFREE_TEST_IMPL": IMPL},
-    )
-    assert completed.returncode == 0, completed.stderr
-    output = json.loads(completed.stdout.strip().splitlines()[-1])
+    """Run EXITING_SCRIPT; return the pids of its workers (and of gilfree's zygote)."""
+    returncode, stdout, stderr = run_script(tmp_path, EXITING_SCRIPT, start_method, how)
+    assert returncode == 0, stderr
+    output = json.loads(stdout.strip().splitlines()[-1])
+    assert output["workers"]
     pids = set(output["workers"])
     if output["helper"]:
         pids.add(output["helper"])
-    assert output["workers"]
     return pids
 
 
