@@ -171,3 +171,31 @@ def get_init_state(_=None):
 
 def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
+
+
+# --- probes of gilfree's machinery ----------------------------------------------
+
+#: How many times this process has unpickled a ``CountedCallable``.
+_unpickle_count = 0
+
+
+class CountedCallable:
+    """A callable that counts, per process, how often it was unpickled: its state travels by
+    value, so every delivery of the function body to a worker shows up in the count."""
+
+    def __init__(self):
+        self.tag = "probe"  # a non-empty state, so unpickling calls __setstate__
+
+    def __setstate__(self, state):
+        global _unpickle_count
+        _unpickle_count += 1
+        self.__dict__.update(state)
+
+    def __call__(self, _=None):
+        return _unpickle_count
+
+
+def kill_self(signal_number):
+    """Ends the worker with a signal, as a crash would."""
+    os.kill(os.getpid(), signal_number)
+    time.sleep(5)

@@ -5,7 +5,8 @@ while keeping the end of a map balanced across workers. The size follows the cos
 latest measured chunk (not an average: costs that grow along the input, as in ``map(fib,
 range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk measured, and does
 not exceed a quarter of a worker's fair share of what is left (so the tail is cut into small
-pieces) unless that would make chunks of less than half a millisecond of work.
+pieces) unless that would make chunks of less than half a millisecond of work (a floor itself
+capped at a worker's fair share of what is left).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class ChunkSizer:
         seconds_per_item = max(self._seconds_per_item, 1e-9)
         size = min(int(TARGET_SECONDS / seconds_per_item), self._largest_measured * GROWTH)
         balance = math.ceil(remaining / (4 * self._worker_count))
-        floor = int(FLOOR_SECONDS / seconds_per_item)
+        # The floor never takes more than a worker's fair share: costs measured on cheap early
+        # items say little about later ones when costs grow along the input.
+        fair_share = math.ceil(remaining / self._worker_count)
+        floor = min(int(FLOOR_SECONDS / seconds_per_item), fair_share)
         return max(1, min(size, max(balance, floor), remaining))
 
     def record(self, item_count: int, busy_seconds: float) -> None:

@@ -1,0 +1,57 @@
+"""The adaptive chunk sizer, alone (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gilfree_only
+
+
+@pytest.fixture
+def sizer_class():
+    from gilfree._chunking import ChunkSizer
+
+    return ChunkSizer
+
+
+def test_fixed_chunksize_is_honoured_except_at_the_end(sizer_class):
+    sizer = sizer_class(fixed=7, worker_count=2)
+    assert sizer.next_size(100) == 7
+    assert sizer.next_size(3) == 3
+
+
+def test_first_chunk_is_a_single_item_until_something_is_measured(sizer_class):
+    assert sizer_class(fixed=None, worker_count=2).next_size(1_000_000) == 1
+
+
+def test_cheap_items_grow_chunks_geometrically_towards_the_target(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizes = []
+    size = 1
+    for _ in range(5):
+        sizer.record(size, size * 1e-7)  # 0.1 µs per item
+        size = sizer.next_size(10_000_000)
+        sizes.append(size)
+    assert sizes[0] == 64  # growth is capped per step
+    assert sizes == sorted(sizes)
+    assert sizes[-1] == 20_000  # 2 ms of work at 0.1 µs per item
+
+
+def test_expensive_items_at_the_end_of_the_input_go_one_by_one(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizer.record(4, 4 * 0.05)  # 50 ms per item
+    assert sizer.next_size(8) == 1
+
+
+def test_cheap_items_keep_a_floor_of_half_a_millisecond_at_the_end(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    for size in (1, 64, 4096):
+        sizer.record(size, size * 1e-7)
+    assert sizer.next_size(20_000) == 5_000  # balance alone would say 2 500
+    assert sizer.next_size(100) == 100
+
+
+def test_the_floor_never_takes_more_than_a_fair_share(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizer.record(1, 1e-6)  # the first item of map(fib, range(32)) is cheap
+    assert sizer.next_size(31) == 16  # not all 31: later items may cost far more

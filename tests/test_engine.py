@@ -1,0 +1,51 @@
+"""gilfree's own machinery seen from the public API: function caching, chunking, crashes, and
+messages bigger than a ring."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+import helpers
+from conftest import create_executor
+
+pytestmark = pytest.mark.gilfree_only
+RESULT_TIMEOUT = 30
+
+
+def test_a_function_reaches_each_worker_once(start_method):
+    probe = helpers.CountedCallable()
+    with create_executor(max_workers=1, start_method=start_method) as executor:
+        counts = [executor.submit(probe).result(timeout=RESULT_TIMEOUT) for _ in range(20)]
+        counts += list(executor.map(probe, range(50)))
+    assert set(counts) == {1}
+
+
+def test_a_killed_worker_fails_only_its_task_and_says_how_it_died(start_method):
+    from gilfree import WorkerCrashedError
+
+    with create_executor(max_workers=2, start_method=start_method) as executor:
+        doomed = executor.submit(helpers.kill_self, signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError) as caught:
+            doomed.result(timeout=RESULT_TIMEOUT)
+        message = str(caught.value)
+        assert "SIGKILL" in message
+        assert "helpers.kill_self" in message
+        assert "pid" in message
+        assert [executor.submit(helpers.square, n).result(timeout=RESULT_TIMEOUT) for n in range(4)] == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4 << 20, 9 << 20])
+def test_arguments_and_results_larger_than_a_ring_arrive_whole(shared_executor, size):
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert shared_executor.submit(helpers.byte_len, data).result(timeout=RESULT_TIMEOUT) == size
+    echoed = shared_executor.submit(helpers.make_bytes, size).result(timeout=RESULT_TIMEOUT)
+    assert echoed == b"\xab" * size
+
+
+def test_map_over_a_range_and_a_generator_give_the_same_results(shared_executor):
+    numbers = range(-3000, 3000)
+    from_range = list(shared_executor.map(helpers.square, numbers))
+    from_generator = list(shared_executor.map(helpers.square, (n for n in numbers)))
+    assert from_range == from_generator == [n * n for n in numbers]
