@@ -49,3 +49,20 @@ def test_map_over_a_range_and_a_generator_give_the_same_results(shared_executor)
     from_range = list(shared_executor.map(helpers.square, numbers))
     from_generator = list(shared_executor.map(helpers.square, (n for n in numbers)))
     assert from_range == from_generator == [n * n for n in numbers]
+
+
+def test_a_worker_that_cannot_start_breaks_the_pool_instead_of_hanging(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from gilfree import _launch
+
+    def refuse(*_args):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(_launch.Launcher, "start", refuse)
+    with create_executor(max_workers=2, start_method="spawn") as executor:
+        future = executor.submit(helpers.square, 3)
+        with pytest.raises(BrokenProcessPool, match="could not start a worker"):
+            future.result(timeout=RESULT_TIMEOUT)
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(helpers.square, 3)

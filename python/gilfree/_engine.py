@@ -162,15 +162,21 @@ class Engine:
             if retired and slot.process.poll() is not None:
                 self._forget_worker(slot)
             if not slot.live():
-                self._start_worker(slot)
-                return slot
+                return slot if self._start_worker(slot) else None
         return best
 
-    def _start_worker(self, slot: Slot) -> None:
+    def _start_worker(self, slot: Slot) -> bool:
+        """Starts a worker on ``slot``. A failure to start one breaks the pool, since nothing
+        queued could ever run."""
         self._channel.reset_slot(slot.index)
         self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, self._setup_payload)
         slot.quota = self._max_tasks_per_child
-        slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
+        try:
+            slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
+        except Exception as error:  # noqa: BLE001 - e.g. fork failing with EAGAIN
+            self._break(f"could not start a worker process: {error}", error)
+            return False
+        return True
 
     def _send(self, slot: Slot, work: Call | Chunk, kind: int, payload: bytes) -> None:
         function_id, encoded = work.function
