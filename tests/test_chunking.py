@@ -45,7 +45,7 @@ def test_expensive_items_at_the_end_of_the_input_go_one_by_one(sizer_class):
 
 def test_cheap_items_keep_a_floor_of_half_a_millisecond_at_the_end(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
-    for size in (1, 64, 4096):
+    for size in (1, 64, 4096, 20_000):
         sizer.record(size, size * 1e-7)
     assert sizer.next_size(20_000) == 5_000  # balance alone would say 2 500
     assert sizer.next_size(100) == 50  # the last items still go to both workers
@@ -53,5 +53,11 @@ def test_cheap_items_keep_a_floor_of_half_a_millisecond_at_the_end(sizer_class):
 
 def test_the_floor_never_takes_more_than_a_fair_share(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
-    sizer.record(1, 1e-6)  # the first item of map(fib, range(32)) is cheap
+    sizer.record(1_000, 2e-3)  # cheap early items of an input whose costs may grow
     assert sizer.next_size(31) == 16  # not all 31: later items may cost far more
+
+
+def test_a_few_cheap_items_do_not_justify_a_floor(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizer.record(1, 1e-6)  # the first item of map(fib, range(32)) takes a microsecond
+    assert sizer.next_size(31) == 4  # a quarter of a worker's share, not a floor of 500 items
