@@ -199,3 +199,26 @@ def kill_self(signal_number):
     """Ends the worker with a signal, as a crash would."""
     os.kill(os.getpid(), signal_number)
     time.sleep(5)
+
+
+def put_in_queue(queue, value):
+    """An initializer that reports through a multiprocessing queue (a logging-queue pattern)."""
+    queue.put(value)
+
+
+class BreaksWhenUnpickled:
+    """An argument that pickles fine but fails to unpickle in the worker."""
+
+    def __reduce__(self):
+        return (_refuse_to_unpickle, ())
+
+
+def _refuse_to_unpickle():
+    raise ValueError("refusing to unpickle")
+
+
+class Holder:
+    """An object whose bound method is submitted; tests check it is not kept alive."""
+
+    def method(self):
+        return 42

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from gilfree import _core
 from gilfree import _protocol as protocol
 from gilfree._functions import FunctionRegistry
-from gilfree._launch import Launcher
+from gilfree._launch import Launcher, WorkerProcess
 from gilfree._lifecycle import Lifecycle
 from gilfree._slots import Slot
 from gilfree._work import Call, Chunk, MapJob, function_name, rebuild_exception
@@ -53,7 +53,7 @@ class Engine:
         self,
         worker_count: int,
         launcher: Launcher,
-        setup_payload: bytes,
+        make_setup: Callable[[], bytes],
         max_tasks_per_child: int | None,
     ) -> None:
         self._channel = _core.ParentChannel(worker_count, RING_CAPACITY)
@@ -61,7 +61,7 @@ class Engine:
         self._launcher = launcher
         launcher.on_exit = self.on_worker_exit
         launcher.prepare()
-        self._setup_payload = setup_payload
+        self._make_setup: Callable[[], bytes] | None = make_setup
         self._max_tasks_per_child = max_tasks_per_child
         self.functions = FunctionRegistry()
         self._task_ids = itertools.count(1)
@@ -169,20 +169,24 @@ class Engine:
         """Starts a worker on ``slot``. A failure to start one breaks the pool, since nothing
         queued could ever run."""
         self._channel.reset_slot(slot.index)
-        self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, self._setup_payload)
         slot.quota = self._max_tasks_per_child
         try:
+            assert self._make_setup is not None, "no worker starts after stop_workers"
+            setup = self._make_setup()  # per worker: see gilfree._pickling
+            self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, setup)
             slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
-        except Exception as error:  # noqa: BLE001 - e.g. fork failing with EAGAIN
+        except Exception as error:  # noqa: BLE001 - initargs that cannot be sent, fork failing
             self._break(f"could not start a worker process: {error}", error)
             return False
         return True
 
     def _send(self, slot: Slot, work: Call | Chunk, kind: int, payload: bytes) -> None:
         function_id, encoded = work.function
-        if function_id not in slot.functions:
-            slot.functions.add(function_id)
-            self._channel.send(slot.index, protocol.DEFINE, slot.epoch, 0, function_id, encoded)
+        must_define, forget = slot.remember_function(function_id)
+        if must_define:
+            self._channel.send(
+                slot.index, protocol.DEFINE, slot.epoch, forget, function_id, encoded
+            )
         task_id = next(self._task_ids)
         slot.inflight[task_id] = work
         self._channel.send(slot.index, kind, slot.epoch, task_id, function_id, payload)
@@ -361,6 +365,7 @@ class Engine:
     def stop_workers(self, timeout: float) -> None:
         """Tells every worker to exit and waits for them (killing stragglers after timeout)."""
         with self._lock:
+            self._make_setup = None  # drops initargs and breaks the executor's cycles
             live = [slot for slot in self._slots if slot.process is not None]
             for slot in live:
                 if not slot.retiring:
@@ -377,9 +382,15 @@ class Engine:
                 self._channel.pump(0.001, 0.0)
                 time.sleep(0.0005)
 
-    def worker_pids(self) -> list[int]:
-        """The pids of the live workers."""
-        return [slot.process.pid for slot in self._slots if slot.process is not None]
+    def worker_processes(self) -> list[WorkerProcess]:
+        """The live workers' process handles."""
+        with self._lock:
+            return [slot.process for slot in self._slots if slot.process is not None]
+
+    @property
+    def broken(self) -> str | None:
+        """Why the pool is broken (its initializer failed, a worker could not start), or None."""
+        return self._broken
 
 
 def concurrent_cancelled() -> BaseException:

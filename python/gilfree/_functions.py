@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 import pickle
 import threading
+import types
 from collections import OrderedDict
 from typing import Any, Callable
 
 import cloudpickle
 
-from gilfree._protocol import PROTOCOL
+from gilfree._protocol import ONE_OFF, PROTOCOL
 
 _CACHE_SIZE = 1024
 
@@ -41,8 +42,9 @@ def encode_function(fn: Callable[..., Any]) -> bytes:
 class FunctionRegistry:
     """Parent side: gives each distinct function an id and keeps its encoded form.
 
-    Hashable callables are cached (up to 1024, least recently used dropped); an unhashable one
-    gets a fresh id each time it is sent.
+    Hashable callables are cached (up to 1024, least recently used dropped). Bound methods and
+    unhashable callables are not: caching would keep their object alive, so they travel with
+    each call under the id ``ONE_OFF`` and the worker drops them after the call.
     """
 
     def __init__(self) -> None:
@@ -52,10 +54,12 @@ class FunctionRegistry:
 
     def lookup(self, fn: Callable[..., Any]) -> tuple[int, bytes]:
         """Returns ``(function_id, encoded)`` for ``fn``; raises if it cannot be pickled."""
+        if isinstance(fn, types.MethodType):
+            return ONE_OFF, encode_function(fn)
         try:
             hash(fn)
         except TypeError:
-            return next(self._ids), encode_function(fn)
+            return ONE_OFF, encode_function(fn)
         with self._lock:
             entry = self._cache.get(fn)
             if entry is not None:

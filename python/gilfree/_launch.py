@@ -16,12 +16,15 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 from gilfree import _core, _zygote
 
 START_METHODS = ("zygote", "spawn", "fork")
+#: ``(initializer, initargs)``.
+Initializer = tuple[Callable[..., Any] | None, tuple[Any, ...]]
 
 
 def default_start_method() -> str:
@@ -60,22 +63,54 @@ class WorkerProcess:
     def poll(self) -> int | None:
         """The exit code if the worker has ended (negative: killed by that signal), else None."""
         if self.exit_code is None and self._reaped_by_us:
-            self.exit_code = _core.try_wait(self.pid)
+            try:
+                self.exit_code = _core.try_wait(self.pid)
+            except ChildProcessError:
+                # Reaped by someone else (SIGCHLD ignored, a stray waitpid(-1)): it has ended,
+                # but how is lost.
+                self.exit_code = -signal.SIGKILL
         return self.exit_code
 
     def kill(self) -> None:
         """Sends SIGKILL (no effect once it has ended)."""
+        self._signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """Sends SIGTERM (no effect once it has ended)."""
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, number: int) -> None:
         self._pid_known.wait(5.0)
-        if self.exit_code is None and self.pid:
-            _core.kill(self.pid, signal.SIGKILL)
+        if self.poll() is None and self.pid:
+            _core.kill(self.pid, number)
+
+    # multiprocessing.Process-like views, for code that reads ``executor._processes``.
+
+    @property
+    def exitcode(self) -> int | None:
+        """As ``multiprocessing.Process.exitcode``."""
+        return self.poll()
+
+    def is_alive(self) -> bool:
+        """As ``multiprocessing.Process.is_alive``."""
+        return self.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits until the worker has ended, at most ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.001)
 
 
 class Launcher:
     """Starts workers for one executor with one start method."""
 
-    def __init__(self, method: str, preload: tuple[str, ...]) -> None:
+    def __init__(
+        self, method: str, preload: tuple[str, ...], inherited: Initializer = (None, ())
+    ) -> None:
         self.method = method
         self._preload = preload
+        self._inherited = inherited  # the initializer, for workers that get it by fork
         #: Called (from any thread) when a zygote-forked worker is known to have ended.
         self.on_exit: Callable[[], None] = lambda: None
 
@@ -92,7 +127,7 @@ class Launcher:
             code = "from gilfree._worker import main; main()"
             argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]
             return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)
-        return self._fork(fd, slot, epoch)
+        return self._fork(fd, slot, epoch, self._inherited)
 
     def _start_from_zygote(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
         handle = WorkerProcess()
@@ -101,7 +136,7 @@ class Launcher:
         return handle
 
     @staticmethod
-    def _fork(fd: int, slot: int, epoch: int) -> WorkerProcess:
+    def _fork(fd: int, slot: int, epoch: int, inherited: Initializer) -> WorkerProcess:
         child_fd = os.dup(fd)
         with warnings.catch_warnings():
             # The user chose "fork" knowing it copies a threaded process (see the module doc);
@@ -113,7 +148,7 @@ class Launcher:
             try:
                 from gilfree._worker import serve
 
-                code = serve(child_fd, slot, epoch)
+                code = serve(child_fd, slot, epoch, inherited)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -13,7 +13,7 @@ from typing import Any
 
 # Parent -> worker.
 SETUP = 1  #: payload: cloudpickled WorkerSetup
-DEFINE = 2  #: arg: function id; payload: the function (by reference or by value)
+DEFINE = 2  #: arg: function id; task_id: an id to forget (0: none); payload: the function
 CALL = 3  #: arg: function id; payload: (args, kwargs)
 CHUNK = 4  #: arg: function id; payload: (items, star): call fn(x) or fn(*x) per item
 EXIT = 5  #: finish and exit with code 0
@@ -24,6 +24,9 @@ INIT_FAILED = 12  #: payload: (exception, traceback text)
 RESULT = 13  #: arg: busy ns; payload: the return value
 ERROR = 14  #: arg: busy ns; payload: (exception, traceback text)
 CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, (exception, traceback) or None)
+
+#: The function id of a function sent with the one call that uses it, then forgotten.
+ONE_OFF = 0
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 

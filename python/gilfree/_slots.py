@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from gilfree._launch import WorkerProcess
+from gilfree._protocol import ONE_OFF
+
+#: Functions a worker keeps at most; the parent tells it which to drop.
+WORKER_FUNCTION_CACHE = 256
 
 #: Tasks queued per worker when its messages take less than this (pipelining); 1 otherwise,
 #: so long tasks are handed out one at a time to whichever worker is free (balance).
@@ -22,7 +27,7 @@ class Slot:
         self.ready = False
         self.retiring = False
         self.inflight: dict[int, Any] = {}
-        self.functions: set[int] = set()
+        self.functions: OrderedDict[int, None] = OrderedDict()
         self.quota: int | None = None
         self.busy_seconds: float | None = None
         self.last_reply = 0.0
@@ -37,6 +42,19 @@ class Slot:
             return 0
         fast = self.busy_seconds is not None and self.busy_seconds < PIPELINE_BELOW_SECONDS
         return (2 if fast else 1) - len(self.inflight)
+
+    def remember_function(self, function_id: int) -> tuple[bool, int]:
+        """Notes that ``function_id`` is about to be used here. Returns whether its body must be
+        sent, and the id the worker should forget to stay within its cache (0: none)."""
+        if function_id == ONE_OFF:
+            return True, 0
+        if function_id in self.functions:
+            self.functions.move_to_end(function_id)
+            return False, 0
+        self.functions[function_id] = None
+        if len(self.functions) > WORKER_FUNCTION_CACHE:
+            return True, self.functions.popitem(last=False)[0]
+        return True, 0
 
     def record_busy(self, seconds: float) -> None:
         """Updates the moving estimate of seconds per message."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-from concurrent.futures.process import _RemoteTraceback
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any, Callable, Sequence
 
 from gilfree import _protocol as protocol
@@ -20,6 +20,16 @@ def rebuild_exception(payload: bytes) -> BaseException:
     error, text = protocol.loads(payload)
     error.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
     return error
+
+
+def unpickling_failed(fn: Callable[..., Any], error: BaseException) -> BaseException:
+    """The error for a reply that cannot be unpickled here: ``BrokenProcessPool``, as in
+    concurrent.futures, chained to the real cause (which may even be SystemExit)."""
+    broken = BrokenProcessPool(
+        f"the result of {function_name(fn)} could not be unpickled: {error!r}"
+    )
+    broken.__cause__ = error
+    return broken
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -55,8 +65,8 @@ class Call:
                 self.future.set_exception(rebuild_exception(payload))
         except concurrent.futures.InvalidStateError:
             pass
-        except Exception as error:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
-            self.future.set_exception(error)
+        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
+            self.future.set_exception(unpickling_failed(self.fn, error))
 
     def fail(self, error: BaseException) -> None:
         """Fails the future (worker lost, pool broken)."""
@@ -97,8 +107,8 @@ class Chunk:
                 self.error = None if error is None else rebuild_exception(error)
             else:
                 self.error = rebuild_exception(payload)
-        except Exception as error:  # noqa: BLE001 - results that cannot be unpickled here
-            self.error = error
+        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
+            self.error = unpickling_failed(self.fn, error)
         self.done = True
 
     def fail(self, error: BaseException) -> None:

@@ -33,7 +33,10 @@ class WorkerSetup:
     sys_argv: list[str] = field(default_factory=list)
     cwd: str | None = None
     main_path: str | None = None
-    #: ``(initializer, initargs)`` pickled by value, loaded once ``sys_path`` is in place.
+    #: ``multiprocessing.current_process().authkey`` of the parent, as multiprocessing sends.
+    authkey: bytes = b""
+    #: ``(initializer, initargs)``, pickled (see ``_pickling``), loaded once ``sys_path`` is in
+    #: place; empty when the worker inherited them through fork.
     initializer: bytes = b""
 
 
@@ -47,28 +50,56 @@ def _import_main(path: str) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
-def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup) -> bool:
+def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: Initializer) -> bool:
     try:
         if setup.sys_path:
             sys.path[:] = setup.sys_path
         if setup.sys_argv:
             sys.argv[:] = setup.sys_argv
+        if setup.authkey:
+            import multiprocessing
+
+            multiprocessing.current_process().authkey = setup.authkey
         if setup.cwd is not None:
             os.chdir(setup.cwd)
         if setup.main_path:
             _import_main(setup.main_path)
-        initializer, initargs = protocol.loads(setup.initializer)
+        initializer, initargs = protocol.loads(setup.initializer) if setup.initializer else inherited
         if initializer is not None:
             initializer(*initargs)
     except BaseException as error:  # noqa: BLE001 - reported to the parent
+        import logging
+
+        # As concurrent.futures' workers do, then flush what the initializer queued.
+        logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+        _flush_multiprocessing()
         channel.send(protocol.INIT_FAILED, epoch, 0, 0, protocol.dump_exception(error))
         return False
     channel.send(protocol.READY, epoch, 0, os.getpid(), b"")
     return True
 
 
+def _flush_multiprocessing() -> None:
+    """Runs multiprocessing's exit hooks (queue feeders, finalizers), as a multiprocessing
+    process does before it exits; a no-op if multiprocessing was never used here."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._exit_function()  # noqa: SLF001 - what Process._bootstrap calls
+
+
+def _load_arguments(payload: bytes) -> Any:
+    """Unpickles a task's arguments; a failure there is the pool's, not the task's (as in
+    concurrent.futures, where the worker dies and the future gets BrokenProcessPool)."""
+    try:
+        return protocol.loads(payload)
+    except BaseException as error:  # noqa: BLE001 - even SystemExit raised by __setstate__
+        from concurrent.futures.process import BrokenProcessPool
+
+        raise BrokenProcessPool(f"could not unpickle the task's arguments: {error!r}") from error
+
+
 def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes | None]:
-    items, star = protocol.loads(payload)
+    items, star = _load_arguments(payload)
     results: list[Any] = []
     try:
         # list.extend keeps what was appended before an exception: the results up to the
@@ -91,18 +122,23 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
         kind, _, task_id, arg, payload = message
         started = time.perf_counter_ns()
         if kind == protocol.CALL:
+            fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
             try:
-                args, kwargs = loads(payload)
-                reply_kind, reply = protocol.RESULT, dumps(functions[arg](*args, **kwargs))
+                args, kwargs = _load_arguments(payload)
+                reply_kind, reply = protocol.RESULT, dumps(fn(*args, **kwargs))
             except BaseException as error:  # noqa: BLE001 - reported to the parent
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
+            fn = args = kwargs = None  # release them now, not at the next task
         elif kind == protocol.CHUNK:
+            fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
             try:
-                results, error = _run_chunk(functions[arg], payload)
+                results, error = _run_chunk(fn, payload)
                 reply_kind, reply = protocol.CHUNK_RESULT, dumps((results, error))
             except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable result
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
+            fn = results = None
         elif kind == protocol.DEFINE:
+            functions.pop(task_id, None)  # the parent's cache dropped it
             try:
                 functions[arg] = loads(payload)
             except BaseException as error:  # noqa: BLE001 - the calls that use it will fail
@@ -125,8 +161,19 @@ class _Unloadable:
         raise self.error
 
 
-def serve(fd: int, slot: int, epoch: int) -> int:
+#: ``(initializer, initargs)`` handed over in memory (fork), or ``(None, ())``.
+Initializer = tuple[Callable[..., Any] | None, tuple[Any, ...]]
+
+
+def serve(fd: int, slot: int, epoch: int, inherited: Initializer = (None, ())) -> int:
     """Runs a worker on slot ``slot`` of the segment behind ``fd``; returns the exit code."""
+    try:
+        return _serve(fd, slot, epoch, inherited)
+    finally:
+        _flush_multiprocessing()
+
+
+def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = WorkerChannel(fd, slot)
     os.close(fd)
@@ -138,7 +185,7 @@ def serve(fd: int, slot: int, epoch: int) -> int:
     kind, epoch_seen, _, _, payload = message
     if kind != protocol.SETUP or epoch_seen != epoch:
         return 2
-    if not _setup(channel, epoch, protocol.loads(payload)):
+    if not _setup(channel, epoch, protocol.loads(payload), inherited):
         return 3
     _loop(channel, epoch)
     return 0

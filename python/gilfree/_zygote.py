@@ -177,7 +177,10 @@ class Zygote:
     def alive(self) -> bool:
         """Whether the zygote process is still running (reaps it if not)."""
         if self._exit_code is None:
-            self._exit_code = _core.try_wait(self.pid)
+            try:
+                self._exit_code = _core.try_wait(self.pid)
+            except ChildProcessError:  # reaped by someone else
+                self._exit_code = -signal.SIGKILL
         return self._exit_code is None
 
     def close(self) -> None:
@@ -193,7 +196,10 @@ class Zygote:
             pass
         self._socket.close()
         if self._exit_code is None:
-            self._exit_code = _core.wait(self.pid)
+            try:
+                self._exit_code = _core.wait(self.pid)
+            except ChildProcessError:  # reaped by someone else
+                self._exit_code = -signal.SIGKILL
 
 
 _zygotes: dict[tuple[str, ...], Zygote] = {}

@@ -15,15 +15,15 @@ import sys
 import time
 import weakref
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
-import cloudpickle
-
+from gilfree import _mapping
 from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
 from gilfree._engine import Engine
 from gilfree._future import Future
-from gilfree._launch import START_METHODS, Launcher, default_start_method
+from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
+from gilfree._pickling import dumps_for_worker
 from gilfree._work import Call, MapJob
 from gilfree._worker import WorkerSetup
 
@@ -97,22 +97,46 @@ class ProcessPoolExecutor(_StdExecutor):
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
         method = _resolve_start_method(mp_context, start_method)
-        preload = tuple(preload)
+        if method == "fork" and max_tasks_per_child is not None:
+            raise ValueError(
+                "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
+                " method; supply a different mp_context."
+            )
+        initializer_and_args = (initializer, tuple(initargs))
+        inherits = method == "fork"  # a forked worker has the initializer in its memory
         setup = WorkerSetup(
-            sys_path=list(sys.path) if method != "fork" else [],
-            sys_argv=list(sys.argv) if method != "fork" else [],
-            cwd=os.getcwd() if method != "fork" else None,
+            sys_path=[] if inherits else list(sys.path),
+            sys_argv=[] if inherits else list(sys.argv),
+            cwd=None if inherits else os.getcwd(),
             main_path=_main_path(method),
-            initializer=cloudpickle.dumps((initializer, tuple(initargs)), protocol.PROTOCOL),
+            authkey=bytes(multiprocessing.current_process().authkey),
         )
+
+        def make_setup() -> bytes:
+            if not inherits:
+                setup.initializer = dumps_for_worker(initializer_and_args)
+            return protocol.dumps(setup)
+
         self._max_workers = max_workers
         self._engine = Engine(
             max_workers,
-            Launcher(method, preload),
-            protocol.dumps(setup),
+            Launcher(method, tuple(preload), initializer_and_args if inherits else (None, ())),
+            make_setup,
             max_tasks_per_child,
         )
         self._finalizer = weakref.finalize(self, self._engine.lifecycle.shutdown, False, False)
+
+    @property
+    def _broken(self) -> str | bool:
+        """concurrent.futures' private flag: False, or why the pool is broken."""
+        return self._engine.broken or False
+
+    @property
+    def _processes(self) -> dict[int, WorkerProcess]:
+        """concurrent.futures' private ``{pid: process}`` of the live workers (some code and
+        tests poke at it); each value has ``pid``, ``exitcode``, ``is_alive()``, ``join()``,
+        ``terminate()`` and ``kill()``."""
+        return {process.pid: process for process in self._engine.worker_processes()}
 
     @property
     def start_method(self) -> str:
@@ -149,54 +173,18 @@ class ProcessPoolExecutor(_StdExecutor):
             raise ValueError("chunksize must be >= 1.")
         deadline = None if timeout is None else time.monotonic() + timeout
         if len(iterables) == 1:
-            items, star = _snapshot(iterables[0]), False
+            items, star = _mapping.snapshot(iterables[0]), False
         else:
             items, star = list(zip(*iterables)), True
         function = self._engine.functions.lookup(fn)
         job = MapJob(fn, function, items, star, ChunkSizer(chunksize, self._max_workers))
         self._engine.submit_map(job)
-        return _map_results(self._engine, job, deadline)
+        return _mapping.results(self._engine, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops accepting work; with ``wait``, returns once pending work is done and the
         workers have exited. ``cancel_futures`` cancels what has not started."""
         self._engine.lifecycle.shutdown(wait, cancel_futures)
-
-
-def _snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
-    """The items of ``iterable``, taken now as the stdlib's ``map`` does. Immutable sequences
-    are kept as they are: a ``range`` is cut into sub-ranges, so its numbers are never built in
-    the parent nor pickled one by one."""
-    if type(iterable) in (range, tuple, str, bytes):
-        return iterable  # type: ignore[return-value]
-    return list(iterable)
-
-
-def _map_results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any]:
-    index = 0
-    try:
-        while index < len(job.chunks) or not job.exhausted():
-            if not (index < len(job.chunks) and job.chunks[index].done):
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                position = index
-                ready = lambda: position < len(job.chunks) and job.chunks[position].done  # noqa: E731
-                if not engine.wait_until(lambda: ready() or job.failure is not None, timeout):
-                    raise TimeoutError()
-                if not ready():
-                    assert job.failure is not None
-                    raise job.failure
-            chunk = job.chunks[index]
-            results, chunk.results = chunk.results, []
-            yield from results
-            if chunk.error is not None:
-                raise chunk.error
-            index += 1
-    finally:
-        job.stop(_Abandoned())
-
-
-class _Abandoned(Exception):
-    """Stops a map job whose reader went away."""
 
 
 Executor = ProcessPoolExecutor

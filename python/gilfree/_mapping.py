@@ -1,0 +1,65 @@
+"""``Executor.map``'s two ends: taking the input, and handing back the results in order."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from gilfree._engine import Engine
+    from gilfree._work import MapJob
+
+_END = object()
+
+
+def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
+    """The items of ``iterable``, taken now as the stdlib's ``map`` does. Immutable sequences
+    are kept as they are: a ``range`` is cut into sub-ranges, so its numbers are never built in
+    the parent nor pickled one by one."""
+    if type(iterable) in (range, tuple, str, bytes):
+        return iterable  # type: ignore[return-value]
+    return list(iterable)
+
+
+def results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any]:
+    """The results of ``job`` in input order.
+
+    Each chunk's list is drained by ``list.pop`` from a C-level iterator, so a result is
+    released as soon as the caller has taken it, and the per-item cost stays out of Python.
+    """
+    return itertools.chain.from_iterable(_chunks(engine, job, deadline))
+
+
+def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Iterator[Any]]:
+    index = 0
+    try:
+        while index < len(job.chunks) or not job.exhausted():
+            if not (index < len(job.chunks) and job.chunks[index].done):
+                _wait_for_chunk(engine, job, index, deadline)
+            chunk = job.chunks[index]
+            items, chunk.results = chunk.results, []
+            items.reverse()
+            items.insert(0, _END)
+            yield iter(items.pop, _END)
+            if chunk.error is not None:
+                raise chunk.error
+            index += 1
+    finally:
+        job.stop(Abandoned())
+
+
+def _wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> None:
+    def ready() -> bool:
+        return index < len(job.chunks) and job.chunks[index].done
+
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not engine.wait_until(lambda: ready() or job.failure is not None, timeout):
+        raise TimeoutError()
+    if not ready():
+        assert job.failure is not None
+        raise job.failure
+
+
+class Abandoned(Exception):
+    """Stops a map job whose reader went away."""

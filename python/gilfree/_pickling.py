@@ -1,0 +1,55 @@
+"""Pickling what a worker needs at start: the initializer and its arguments.
+
+``initargs`` often carry multiprocessing objects (a ``Queue`` for logging, a ``Lock``, an
+``Event``), which refuse plain pickling outside a process start. This pickler adds
+multiprocessing's own reducers and pretends, while it runs, that a process is being spawned:
+semaphores then travel by name and file descriptors through multiprocessing's resource sharer,
+exactly as they would in ``multiprocessing.Process(args=...)``. A payload made this way is good
+for one worker, so it is made again for every worker started.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+from multiprocessing import context
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+import cloudpickle
+
+from gilfree._protocol import PROTOCOL
+
+
+class _Pickler(cloudpickle.Pickler):
+    # The C pickler reads dispatch_table when it is created, so it is set on the class.
+    dispatch_table = collections.ChainMap(
+        ForkingPickler._extra_reducers,  # noqa: SLF001 - multiprocessing's registered reducers
+        cloudpickle.Pickler.dispatch_table,
+    )
+
+
+class _SpawningPopen:
+    """What multiprocessing's reducers ask of the process being spawned."""
+
+    @staticmethod
+    def duplicate_for_child(fd: int) -> int:
+        return fd
+
+    @staticmethod
+    def DupFd(fd: int) -> Any:  # noqa: N802 - multiprocessing's name
+        from multiprocessing.resource_sharer import DupFd
+
+        return DupFd(fd)
+
+
+def dumps_for_worker(value: Any) -> bytes:
+    """Pickles ``value`` (by value where needed) as multiprocessing would for a new process."""
+    buffer = io.BytesIO()
+    previous = context.get_spawning_popen()
+    context.set_spawning_popen(_SpawningPopen())
+    try:
+        _Pickler(buffer, PROTOCOL).dump(value)
+    finally:
+        context.set_spawning_popen(previous)
+    return buffer.getvalue()

@@ -1,0 +1,81 @@
+"""Details of concurrent.futures' behaviour that code written for it relies on."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import weakref
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+import helpers
+from conftest import IS_STDLIB, create_executor
+
+RESULT_TIMEOUT = 30
+
+
+def test_a_multiprocessing_queue_can_be_an_initializer_argument(start_method):
+    queue = multiprocessing.get_context("spawn").Queue()
+    executor = create_executor(
+        max_workers=1,
+        start_method=start_method,
+        initializer=helpers.put_in_queue,
+        initargs=(queue, "ready"),
+    )
+    with executor:
+        assert executor.submit(helpers.square, 4).result(timeout=RESULT_TIMEOUT) == 16
+        assert queue.get(timeout=RESULT_TIMEOUT) == "ready"
+    queue.close()
+    queue.join_thread()
+
+
+def test_a_submitted_bound_method_does_not_keep_its_object_alive(shared_executor):
+    holder = helpers.Holder()
+    alive = weakref.ref(holder)
+    assert shared_executor.submit(holder.method).result(timeout=RESULT_TIMEOUT) == 42
+    del holder
+    gc.collect()
+    assert alive() is None
+
+
+def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
+    future = executor.submit(helpers.square, helpers.BreaksWhenUnpickled())
+    with pytest.raises(BrokenProcessPool):
+        future.result(timeout=RESULT_TIMEOUT)
+
+
+@pytest.mark.gilfree_only
+def test_the_pool_keeps_working_after_arguments_fail_to_unpickle(executor):
+    with pytest.raises(BrokenProcessPool):
+        executor.submit(helpers.square, helpers.BreaksWhenUnpickled()).result(timeout=RESULT_TIMEOUT)
+    assert executor.submit(helpers.square, 5).result(timeout=RESULT_TIMEOUT) == 25
+
+
+def test_max_tasks_per_child_is_refused_with_fork():
+    with pytest.raises(ValueError, match="max_tasks_per_child is incompatible"):
+        create_executor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork"), max_tasks_per_child=1
+        )
+
+
+def test_processes_lists_the_live_workers(executor):
+    pid = executor.submit(helpers.get_pid).result(timeout=RESULT_TIMEOUT)
+    processes = executor._processes
+    assert pid in processes
+    assert processes[pid].is_alive()
+
+
+@pytest.mark.gilfree_only
+def test_many_distinct_functions_through_one_worker_stay_correct(start_method):
+    # More distinct functions than a worker caches: the parent makes it forget the oldest.
+    functions = [(lambda value, offset=offset: value + offset) for offset in range(300)]
+    with create_executor(max_workers=1, start_method=start_method) as executor:
+        for _ in range(2):
+            results = [executor.submit(fn, 1000).result(timeout=RESULT_TIMEOUT) for fn in functions]
+            assert results == [1000 + offset for offset in range(300)]
+
+
+@pytest.mark.skipif(IS_STDLIB, reason="the stdlib's repr differs")
+def test_broken_flag_is_false_while_the_pool_works(executor):
+    assert executor._broken is False
