@@ -10,13 +10,11 @@ future.result() / map iterator ──pump──< doorbell + response rings <─�
 Dispatch puts at most one or two units in flight per worker (two while its messages are short),
 so long tasks go to whichever worker frees up first and pending futures stay cancellable.
 
-Collection has one "pumper" at a time: a thread that drains the response rings (GIL released
-while it waits), completes futures and refills the workers. A caller waiting for a result pumps
-itself; the collector thread pumps only when work is outstanding and no caller does. A caller
-that finds the collector pumping kicks it and takes over.
+Collection has one "pumper" at a time (see ``_pump_role``): a thread that drains the response
+rings (GIL released while it waits), completes futures and refills the workers.
 
-Locks: ``_lock`` guards the scheduling state (pending, slots); ``_progress`` guards the pumper
-role. Never take ``_lock`` while holding ``_progress``.
+Locks: ``_lock`` guards the scheduling state (pending, slots); ``pump_role.progress`` guards the
+pumper role. Never take ``_lock`` while holding ``pump_role.progress``.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from gilfree import _protocol as protocol
 from gilfree._functions import FunctionRegistry
 from gilfree._launch import Launcher, WorkerProcess
 from gilfree._lifecycle import Lifecycle
+from gilfree._pump_role import SLICE_SECONDS, PumpRole
 from gilfree._slots import Slot
 from gilfree._work import Call, Chunk, MapJob, function_name, rebuild_exception
 from gilfree.errors import BrokenProcessPool, WorkerCrashedError
@@ -40,10 +39,6 @@ from gilfree.errors import BrokenProcessPool, WorkerCrashedError
 RING_CAPACITY = 4 << 20
 #: How long a pumper busy-waits for a reply before sleeping on the doorbell.
 PUMP_SPIN_MICROSECONDS = 50.0
-#: Longest single wait; waiters re-check their deadline, dead workers and signals this often.
-PUMP_SLICE_SECONDS = 0.05
-#: The collector's poll while work is outstanding but a caller holds the pumper role.
-COLLECTOR_POLL_SECONDS = 0.005
 
 
 class Engine:
@@ -69,10 +64,7 @@ class Engine:
         self._outstanding = 0
         self._broken: str | None = None
         self._lock = threading.RLock()
-        self._progress = threading.Condition(threading.Lock())
-        self._pumper: int | None = None
-        self._collector_pumping = False
-        self._callers_waiting = 0
+        self.pump_role = PumpRole(self.pump_once, self._channel.kick)
         self._last_check = 0.0
         self.lifecycle = Lifecycle(self)
 
@@ -198,55 +190,13 @@ class Engine:
 
     # -- collecting -------------------------------------------------------------------------
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Drives the pool until ``predicate()`` holds or ``timeout`` seconds pass."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        me = threading.get_ident()
-        if self._pumper == me:  # re-entered from a done-callback: keep pumping, keep the role
-            self._pump_until(predicate, deadline)
-            return predicate()
-        while not predicate():
-            remaining = PUMP_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with self._progress:
-                if self._pumper is not None:
-                    self._callers_waiting += 1
-                    if self._collector_pumping:
-                        self._channel.kick()
-                    self._progress.wait(min(remaining, PUMP_SLICE_SECONDS))
-                    self._callers_waiting -= 1
-                    continue
-                self._pumper = me
-            try:
-                self._pump_until(predicate, deadline)
-            finally:
-                self._release_pumper()
-        return True
-
-    def _release_pumper(self) -> None:
-        with self._progress:
-            self._pumper = None
-            self._collector_pumping = False
-            self._progress.notify_all()
-
-    def _pump_until(self, predicate: Callable[[], bool], deadline: float | None) -> None:
-        while not predicate():
-            if deadline is None:
-                slice_seconds = PUMP_SLICE_SECONDS
-            else:
-                slice_seconds = min(PUMP_SLICE_SECONDS, deadline - time.monotonic())
-                if slice_seconds <= 0:
-                    return
-            self.pump_once(slice_seconds)
-
     def pump_once(self, timeout: float) -> None:
         """Waits up to ``timeout`` for replies and handles them; checks workers when idle."""
         responses = self._channel.pump(timeout, PUMP_SPIN_MICROSECONDS)
         if responses:
             self._handle(responses)
         now = time.monotonic()
-        if not responses or now - self._last_check > PUMP_SLICE_SECONDS:
+        if not responses or now - self._last_check > SLICE_SECONDS:
             self._last_check = now
             self.check_workers()
 
@@ -280,9 +230,7 @@ class Engine:
             self._dispatch()
         for work, kind, payload in finished:
             work.complete(kind, payload)
-        if self._callers_waiting:
-            with self._progress:
-                self._progress.notify_all()
+        self.pump_role.notify_progress()
 
     def check_workers(self) -> None:
         """Notices ended workers: fails what they were running, frees their slots."""
@@ -337,28 +285,9 @@ class Engine:
             else:
                 work.stop(error)
 
-    # -- collector hand-off (used by Lifecycle) ---------------------------------------------
-
     def wake_collector(self) -> None:
         """Asks the collector thread to take over pumping if nobody else pumps."""
         self.lifecycle.wake()
-
-    def try_become_collector_pumper(self) -> bool:
-        """Takes the pumper role for the collector if it is free and nobody waits for it."""
-        with self._progress:
-            if self._pumper is not None or self._callers_waiting:
-                return False
-            self._pumper = threading.get_ident()
-            self._collector_pumping = True
-            return True
-
-    def collector_should_yield(self) -> bool:
-        """Whether a caller wants the pumper role back."""
-        return self._callers_waiting > 0
-
-    def release_pumper(self) -> None:
-        """Gives the pumper role up."""
-        self._release_pumper()
 
     # -- shutting down ----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The executor's Future: a ``concurrent.futures.Future`` whose waits drive the pool.
 
 A caller blocked in ``result()`` or ``exception()`` does not sleep on a condition variable while
-another thread collects results: it drains the response rings itself (``Engine.wait_until``),
+another thread collects results: it drains the response rings itself (``PumpRole.wait_until``),
 which saves a thread hand-off per task. Waits that concurrent.futures performs on its own
 (``wait``, ``as_completed``) and done-callbacks wake the engine's collector thread instead.
 """
@@ -40,13 +40,13 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     def result(self, timeout: float | None = None) -> Any:
         """As ``concurrent.futures.Future.result``."""
         if not self.done():
-            self._engine.wait_until(self.done, timeout)
+            self._engine.pump_role.wait_until(self.done, timeout)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures.Future.exception``."""
         if not self.done():
-            self._engine.wait_until(self.done, timeout)
+            self._engine.pump_role.wait_until(self.done, timeout)
         return super().exception(timeout=0)
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]

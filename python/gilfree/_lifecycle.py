@@ -16,12 +16,16 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from gilfree._pump_role import SLICE_SECONDS
+
 if TYPE_CHECKING:
     from gilfree._engine import Engine
 
 _OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
 _live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 WORKER_EXIT_TIMEOUT = 5.0
+#: The collector's poll while work is outstanding but a caller holds the pumper role.
+COLLECTOR_POLL_SECONDS = 0.005
 
 
 class Lifecycle:
@@ -61,8 +65,6 @@ class Lifecycle:
 
     def _collect(self) -> None:
         engine = self._engine
-        from gilfree._engine import COLLECTOR_POLL_SECONDS, PUMP_SLICE_SECONDS
-
         while True:
             with self._wake:
                 if self._state == _CLOSED:
@@ -73,12 +75,13 @@ class Lifecycle:
                     self._idle = True
                     self._wake.wait()
                     continue
-            if engine.try_become_collector_pumper():
+            role = engine.pump_role
+            if role.try_take_for_collector():
                 try:
-                    while engine.outstanding() > 0 and not engine.collector_should_yield():
-                        engine.pump_once(PUMP_SLICE_SECONDS)
+                    while engine.outstanding() > 0 and not role.callers_waiting:
+                        engine.pump_once(SLICE_SECONDS)
                 finally:
-                    engine.release_pumper()
+                    role.release()
             else:
                 with self._wake:
                     self._wake.wait(COLLECTOR_POLL_SECONDS)
@@ -97,7 +100,7 @@ class Lifecycle:
             else:
                 self.wake()
             return
-        self._engine.wait_until(lambda: self._engine.outstanding() == 0, None)
+        self._engine.pump_role.wait_until(lambda: self._engine.outstanding() == 0, None)
         self._finalize()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

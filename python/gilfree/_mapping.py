@@ -54,7 +54,7 @@ def _wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | N
         return index < len(job.chunks) and job.chunks[index].done
 
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not engine.wait_until(lambda: ready() or job.failure is not None, timeout):
+    if not engine.pump_role.wait_until(lambda: ready() or job.failure is not None, timeout):
         raise TimeoutError()
     if not ready():
         assert job.failure is not None
