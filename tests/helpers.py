@@ -222,3 +222,8 @@ class Holder:
 
     def method(self):
         return 42
+
+
+def fib(n):
+    """Naive Fibonacci: a task whose cost rises steeply with its argument."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)

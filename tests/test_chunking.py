@@ -29,7 +29,7 @@ def test_cheap_items_grow_chunks_geometrically_towards_the_target(sizer_class):
     sizes = []
     size = 1
     for _ in range(5):
-        sizer.record(size, size * 1e-7)  # 0.1 µs per item
+        sizer.record(0, size, size * 1e-7)  # 0.1 µs per item
         size = sizer.next_size(10_000_000)
         sizes.append(size)
     assert sizes[0] == 64  # growth is capped per step
@@ -39,25 +39,50 @@ def test_cheap_items_grow_chunks_geometrically_towards_the_target(sizer_class):
 
 def test_expensive_items_at_the_end_of_the_input_go_one_by_one(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
-    sizer.record(4, 4 * 0.05)  # 50 ms per item
+    sizer.record(0, 4, 4 * 0.05)  # 50 ms per item
     assert sizer.next_size(8) == 1
 
 
 def test_cheap_items_keep_a_floor_of_half_a_millisecond_at_the_end(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
     for size in (1, 64, 4096, 20_000):
-        sizer.record(size, size * 1e-7)
+        sizer.record(0, size, size * 1e-7)
     assert sizer.next_size(20_000) == 5_000  # balance alone would say 2 500
     assert sizer.next_size(100) == 50  # the last items still go to both workers
 
 
 def test_the_floor_never_takes_more_than_a_fair_share(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
-    sizer.record(1_000, 2e-3)  # cheap early items of an input whose costs may grow
+    sizer.record(0, 1_000, 2e-3)  # cheap early items of an input whose costs may grow
     assert sizer.next_size(31) == 16  # not all 31: later items may cost far more
 
 
 def test_a_few_cheap_items_do_not_justify_a_floor(sizer_class):
     sizer = sizer_class(fixed=None, worker_count=2)
-    sizer.record(1, 1e-6)  # the first item of map(fib, range(32)) takes a microsecond
+    sizer.record(0, 1, 1e-6)  # the first item of map(fib, range(32)) takes a microsecond
     assert sizer.next_size(31) == 4  # a quarter of a worker's share, not a floor of 500 items
+
+
+def test_a_tail_of_rising_costs_is_handed_out_last_first(sizer_class):
+    sizer = sizer_class(fixed=None, worker_count=2)
+    for start, seconds in [(20, 0.004), (21, 0.007), (22, 0.011)]:  # fib-like growth
+        sizer.record(start, 1, seconds)
+    assert not sizer.expensive_tail(5)  # more than two items per worker are left
+    assert sizer.expensive_tail(4)
+
+
+def test_equal_or_falling_costs_keep_input_order(sizer_class):
+    equal = sizer_class(fixed=None, worker_count=2)
+    falling = sizer_class(fixed=None, worker_count=2)
+    for start in range(3):
+        equal.record(start, 1, 0.01)
+        falling.record(start, 1, 0.01 / (start + 1))
+    assert not equal.expensive_tail(4)
+    assert not falling.expensive_tail(4)
+
+
+def test_a_fixed_chunksize_keeps_input_order(sizer_class):
+    sizer = sizer_class(fixed=1, worker_count=2)
+    for start, seconds in [(0, 0.004), (1, 0.007), (2, 0.011)]:
+        sizer.record(start, 1, seconds)
+    assert not sizer.expensive_tail(4)

@@ -66,3 +66,9 @@ def test_a_worker_that_cannot_start_breaks_the_pool_instead_of_hanging(monkeypat
             future.result(timeout=RESULT_TIMEOUT)
         with pytest.raises(BrokenProcessPool):
             executor.submit(helpers.square, 3)
+
+
+def test_map_with_rising_costs_returns_results_in_input_order(shared_executor):
+    # fib's cost rises along the input, so gilfree hands the last items out last-first.
+    numbers = list(range(26))
+    assert list(shared_executor.map(helpers.fib, numbers)) == [helpers.fib(n) for n in numbers]

@@ -6,13 +6,15 @@ latest measured chunk (not an average: costs that grow along the input, as in ``
 range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk measured, and does
 not exceed a quarter of a worker's fair share of what is left (so the tail is cut into small
 pieces) unless that would make chunks of less than half a millisecond of work (a floor itself
-capped at a worker's fair share of what is left, and applied only once a millisecond of work has
-been measured).
+capped at a worker's fair share of what is left, applied only once a millisecond of work has
+been measured, and never while costs rise along the input). When the last few items go one by
+one and their costs rise, they are handed out last-first (see ``expensive_tail``).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 TARGET_SECONDS = 0.002
 #: Chunks worth less work than this are not worth a message, even at the end of the input...
@@ -21,6 +23,8 @@ FLOOR_SECONDS = 0.0005
 #: the rest of the input to justify big chunks near its end.
 FLOOR_TRUST_SECONDS = 0.001
 GROWTH = 64
+#: Chunks whose costs must rise along the input before its tail is handed out last-first.
+RISING_EVIDENCE = 3
 
 
 class ChunkSizer:
@@ -32,6 +36,7 @@ class ChunkSizer:
         self._seconds_per_item: float | None = None
         self._largest_measured = 0
         self._measured_seconds = 0.0
+        self._recent: deque[tuple[int, float]] = deque(maxlen=RISING_EVIDENCE)
 
     def next_size(self, remaining: int) -> int:
         """The size of the next chunk, given ``remaining`` items not yet cut."""
@@ -46,13 +51,32 @@ class ChunkSizer:
         # items say little about later ones when costs grow along the input.
         fair_share = math.ceil(remaining / self._worker_count)
         floor = 0
-        if self._measured_seconds >= FLOOR_TRUST_SECONDS:
+        if self._measured_seconds >= FLOOR_TRUST_SECONDS and not self._costs_rising():
             floor = min(int(FLOOR_SECONDS / seconds_per_item), fair_share)
         return max(1, min(size, max(balance, floor), remaining))
 
-    def record(self, item_count: int, busy_seconds: float) -> None:
-        """Learns from a finished chunk of ``item_count`` items that took ``busy_seconds``."""
+    def record(self, start: int, item_count: int, busy_seconds: float) -> None:
+        """Learns from a finished chunk of ``item_count`` items from input position ``start``
+        that took ``busy_seconds``."""
         if item_count > 0:
             self._seconds_per_item = busy_seconds / item_count
             self._largest_measured = max(self._largest_measured, item_count)
             self._measured_seconds += busy_seconds
+            self._recent.append((start, self._seconds_per_item))
+
+    def expensive_tail(self, remaining: int) -> bool:
+        """Whether the last ``remaining`` items should be handed out last-first: they go one by
+        one, they are few (two per worker at most), and the cost per item has been rising along
+        the input, so the last items are probably the longest. Starting the longest first
+        keeps one of them from starting last and running alone (longest-processing-time
+        first); results still come back in input order."""
+        if self._fixed is not None or remaining > 2 * self._worker_count:
+            return False
+        return self.next_size(remaining) == 1 and self._costs_rising()
+
+    def _costs_rising(self) -> bool:
+        """Whether the cost per item rose across the last chunks, taken in input order."""
+        if len(self._recent) < RISING_EVIDENCE:
+            return False
+        costs = [cost for _, cost in sorted(self._recent)]
+        return all(earlier < later for earlier, later in zip(costs, costs[1:]))

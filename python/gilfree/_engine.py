@@ -224,7 +224,7 @@ class Engine:
                 slot.record_busy(busy)
                 slot.last_reply = now
                 if isinstance(work, Chunk):
-                    work.job.sizer.record(work.count, busy)  # before the refill below cuts more
+                    work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 self._outstanding -= 1
                 finished.append((work, kind, payload))
             self._dispatch()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:
     from gilfree._engine import Engine
-    from gilfree._work import MapJob
+    from gilfree._work import Chunk, MapJob
 
 _END = object()
 
@@ -34,10 +34,8 @@ def results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any
 def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Iterator[Any]]:
     index = 0
     try:
-        while index < len(job.chunks) or not job.exhausted():
-            if not (index < len(job.chunks) and job.chunks[index].done):
-                _wait_for_chunk(engine, job, index, deadline)
-            chunk = job.chunks[index]
+        while index != job.chunk_count():
+            chunk = _wait_for_chunk(engine, job, index, deadline)
             items, chunk.results = chunk.results, []
             items.reverse()
             items.insert(0, _END)
@@ -49,16 +47,19 @@ def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Ite
         job.stop(Abandoned())
 
 
-def _wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> None:
+def _wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> Chunk:
     def ready() -> bool:
-        return index < len(job.chunks) and job.chunks[index].done
+        if job.failure is not None and index >= len(job.chunks):
+            return True
+        chunk = job.ordered(index)
+        return chunk is not None and chunk.done
 
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not engine.pump_role.wait_until(lambda: ready() or job.failure is not None, timeout):
+    if not engine.pump_role.wait_until(ready, timeout):
         raise TimeoutError()
-    if not ready():
-        assert job.failure is not None
-        raise job.failure
+    chunk = job.ordered(index)  # raises the job's failure where it left a gap
+    assert chunk is not None
+    return chunk
 
 
 class Abandoned(Exception):

@@ -118,7 +118,12 @@ class Chunk:
 
 
 class MapJob:
-    """One ``map`` call: its items, cut into chunks as workers become free."""
+    """One ``map`` call: its items, cut into chunks as workers become free.
+
+    Chunks are normally cut from the front. When the sizer says the tail is expensive and
+    growing (see ``ChunkSizer.expensive_tail``), the last items are cut from the back instead;
+    ``ordered`` still gives the chunks in input order.
+    """
 
     def __init__(
         self,
@@ -133,23 +138,48 @@ class MapJob:
         self.items = items
         self.star = star
         self.sizer = sizer
-        self.chunks: list[Chunk] = []
+        self.chunks: list[Chunk] = []  # cut from the front, in input order
+        self.tail_chunks: list[Chunk] = []  # cut from the back, in reverse input order
         self.next_start = 0
+        self.next_end = len(items)
         self.failure: BaseException | None = None
 
     def exhausted(self) -> bool:
         """Whether every item has been cut into a chunk, or the job was stopped."""
-        return self.next_start >= len(self.items) or self.failure is not None
+        return self.next_start >= self.next_end or self.failure is not None
 
     def cut(self, limit: int | None) -> Chunk:
         """Cuts the next chunk, of at most ``limit`` items if given."""
-        size = self.sizer.next_size(len(self.items) - self.next_start)
+        remaining = self.next_end - self.next_start
+        if self.sizer.expensive_tail(remaining):
+            self.next_end -= 1
+            chunk = Chunk(self, self.next_end, 1)
+            self.tail_chunks.append(chunk)
+            return chunk
+        size = self.sizer.next_size(remaining)
         if limit is not None:
             size = min(size, limit)
         chunk = Chunk(self, self.next_start, size)
         self.next_start += size
         self.chunks.append(chunk)
         return chunk
+
+    def ordered(self, index: int) -> Chunk | None:
+        """The ``index``-th chunk in input order; None if it is not cut yet. Raises
+        ``IndexError`` past the last chunk, and the job's failure where a stop left a gap."""
+        if index < len(self.chunks):
+            return self.chunks[index]
+        if self.failure is not None:
+            raise self.failure
+        if self.next_start < self.next_end:
+            return None
+        return self.tail_chunks[len(self.chunks) + len(self.tail_chunks) - 1 - index]
+
+    def chunk_count(self) -> int | None:
+        """How many chunks there are in all, once every item is cut; else None."""
+        if self.next_start < self.next_end:
+            return None
+        return len(self.chunks) + len(self.tail_chunks)
 
     def stop(self, error: BaseException) -> None:
         """Cuts no more chunks; readers past the last chunk get ``error``."""
