@@ -308,8 +308,9 @@ class Engine:
                 if time.monotonic() > deadline:
                     process.kill()
                     deadline = float("inf")
+                # Replies are dropped (nothing waits for them now); draining lets a worker that
+                # is stuck writing a reply reach its EXIT. A zygote worker's exit kicks the wait.
                 self._channel.pump(0.001, 0.0)
-                time.sleep(0.0005)
 
     def worker_processes(self) -> list[WorkerProcess]:
         """The live workers' process handles."""

@@ -47,6 +47,8 @@ def serve(sock_fd: int, preload: list[str]) -> None:
 
     import runpy  # noqa: F401 - used by workers that import the parent's main script
 
+    import multiprocessing  # noqa: F401 - workers take the parent's authkey into it
+
     import cloudpickle  # noqa: F401 - unpickles functions sent by value
 
     import gilfree._worker  # noqa: F401 - imported once here, inherited by every worker
