@@ -18,7 +18,11 @@ help: ## list the targets
 	.venv-$*/bin/python -m pip install -q '.[test]'
 	touch $@
 
-demo: .venv-$(DEMO_PYTHON)/installed ## build, run the seed workloads, then the benchmark table against the stdlib
+.venv-%/bench-installed: .venv-%/installed
+	.venv-$*/bin/python -m pip install -q '.[bench]'
+	touch $@
+
+demo: .venv-$(DEMO_PYTHON)/bench-installed ## build, run the seed workloads, then the benchmark table (and bench.png) against the stdlib
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --plot bench.png
 
@@ -33,8 +37,8 @@ test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## py
 		.venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
 	done
 
-bench: .venv-$(DEMO_PYTHON)/installed ## only the benchmark table
-	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench
+bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too
+	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --contenders gilfree,ppe,pool,loky,mpire --plot bench.png
 
 lint: ## clippy (pedantic, as configured in Cargo.toml), warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
