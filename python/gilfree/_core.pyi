@@ -61,3 +61,16 @@ def exit_code_from_status(status: int) -> int | None:
 
 def describe_exit(exit_code: int) -> str:
     """``"exit code 3"`` or ``"signal SIGKILL"``."""
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid gilfree message."""
+
+def encode(value: object) -> bytes:
+    """Encodes ``value`` in gilfree's codec: exact builtin types (None, bool, int, float,
+    complex, str, bytes, bytearray, list, tuple, dict, set, frozenset) natively, anything else
+    as pickle (protocol 5) inside the message; values with shared or cyclic containers are
+    pickled whole."""
+
+def decode(data: bytes, *, allow_pickle: bool = True) -> object:
+    """Decodes what ``encode`` made; ``allow_pickle=False`` refuses embedded pickles. Raises
+    ``DecodeError`` on invalid input."""

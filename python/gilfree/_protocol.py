@@ -1,15 +1,18 @@
 """Message kinds exchanged over the rings, and the payload encodings.
 
-Every message is ``Header(kind, epoch, task_id, arg)`` + payload (see ``gilfree._core``). The
-payloads are pickles (protocol 5) until the native codec lands; functions are sent once per
-worker in a ``DEFINE`` message and named by id afterwards.
+Every message is ``Header(kind, epoch, task_id, arg)`` + payload (see ``gilfree._core``).
+Arguments and results travel in gilfree's codec (``_core.encode``: builtin values natively,
+anything else as pickle inside the same payload). Function bodies and initializers are plain
+pickles; a function is sent once per worker in a ``DEFINE`` message and named by id afterwards.
 """
 
 from __future__ import annotations
 
 import pickle
 import traceback
-from typing import Any
+from typing import Any, Callable
+
+from gilfree._core import decode, encode
 
 # Parent -> worker.
 SETUP = 1  #: payload: cloudpickled WorkerSetup
@@ -31,12 +34,12 @@ ONE_OFF = 0
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def dumps(value: Any) -> bytes:
-    """Encodes a payload."""
-    return pickle.dumps(value, PROTOCOL)
-
-
-loads = pickle.loads
+#: Encodes an argument or result payload.
+dumps: Callable[[Any], bytes] = encode
+#: Decodes what ``dumps`` made.
+loads: Callable[[bytes], Any] = decode
+#: Decodes a function body or an initializer.
+unpickle = pickle.loads
 
 
 def dump_exception(error: BaseException) -> bytes:

@@ -64,7 +64,7 @@ def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: In
             os.chdir(setup.cwd)
         if setup.main_path:
             _import_main(setup.main_path)
-        initializer, initargs = protocol.loads(setup.initializer) if setup.initializer else inherited
+        initializer, initargs = protocol.unpickle(setup.initializer) if setup.initializer else inherited
         if initializer is not None:
             initializer(*initargs)
     except BaseException as error:  # noqa: BLE001 - reported to the parent
@@ -112,7 +112,7 @@ def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes
 
 def _loop(channel: WorkerChannel, epoch: int) -> None:
     functions: dict[int, Callable[..., Any]] = {}
-    receive, send, loads, dumps = channel.receive, channel.send, protocol.loads, protocol.dumps
+    receive, send, dumps = channel.receive, channel.send, protocol.dumps
     while True:
         message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
         if message is None:
@@ -140,7 +140,7 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
         elif kind == protocol.DEFINE:
             functions.pop(task_id, None)  # the parent's cache dropped it
             try:
-                functions[arg] = loads(payload)
+                functions[arg] = protocol.unpickle(payload)
             except BaseException as error:  # noqa: BLE001 - the calls that use it will fail
                 functions[arg] = _Unloadable(error)
             continue

@@ -19,6 +19,9 @@ pub enum CoreError {
     /// A caller passed an argument outside the allowed range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Encoded input that is not a valid message.
+    #[error("cannot decode: {0}")]
+    Decode(String),
     /// A wait ran out of time.
     #[error("timed out")]
     TimedOut,

@@ -8,6 +8,7 @@
 //!  pump: doorbell <── frames ─ slot(i).response <── send (rings the segment doorbell)
 //! ```
 //!
+//! * [`codec`]: the wire format of the value codec and its bounds-checked reader.
 //! * [`shm`]: an anonymous shared mapping that cannot leak.
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
@@ -17,6 +18,7 @@
 //! * [`supervisor`]: starting, reaping and describing worker processes.
 #![allow(unsafe_code)] // the crate's purpose; each block carries a SAFETY comment.
 
+pub mod codec;
 pub mod error;
 pub mod message;
 pub mod notify;

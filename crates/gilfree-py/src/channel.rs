@@ -24,7 +24,14 @@ fn message_tuple<'py>(py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, Py
         pyo3::exceptions::PyValueError::new_err("message shorter than its header")
     })?;
     let payload = PyBytes::new(py, payload);
-    (header.kind, header.epoch, header.task_id, header.arg, payload).into_pyobject(py)
+    (
+        header.kind,
+        header.epoch,
+        header.task_id,
+        header.arg,
+        payload,
+    )
+        .into_pyobject(py)
 }
 
 fn policy(timeout: f64, spin_microseconds: f64) -> PyResult<WaitPolicy> {
@@ -52,7 +59,9 @@ impl ParentChannel {
     /// Creates a segment with `slot_count` slots whose rings hold `ring_capacity` bytes each.
     #[new]
     fn new(slot_count: usize, ring_capacity: usize) -> Result<Self> {
-        Ok(Self { port: ParentPort::new(Segment::create(slot_count, ring_capacity)?) })
+        Ok(Self {
+            port: ParentPort::new(Segment::create(slot_count, ring_capacity)?),
+        })
     }
 
     /// The segment's file descriptor, to hand to workers (close-on-exec in this process).
@@ -79,7 +88,13 @@ impl ParentChannel {
         payload: &[u8],
     ) -> PyResult<bool> {
         self.check_slot(slot)?;
-        let header = Header { kind, epoch, task_id, arg }.encode();
+        let header = Header {
+            kind,
+            epoch,
+            task_id,
+            arg,
+        }
+        .encode();
         Ok(self.port.send(slot, &[&header, payload]))
     }
 
@@ -134,8 +149,9 @@ impl ParentChannel {
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let mut responses = Vec::new();
         for slot in 0..self.port.segment().slot_count() {
-            while let Some(message) =
-                self.port.receive(slot, |message| message_tuple(py, message))
+            while let Some(message) = self
+                .port
+                .receive(slot, |message| message_tuple(py, message))
             {
                 let message = message?;
                 let mut items: Vec<Bound<'py, PyAny>> = vec![slot.into_pyobject(py)?.into_any()];
@@ -161,7 +177,10 @@ impl WorkerChannel {
     #[new]
     fn new(fd: i32, slot: usize) -> Result<Self> {
         let port = WorkerPort::new(Segment::open(duplicate_fd(fd)?)?, slot)?;
-        Ok(Self { port, parent_pid: parent_pid() })
+        Ok(Self {
+            port,
+            parent_pid: parent_pid(),
+        })
     }
 
     /// The next request as `(kind, epoch, task_id, arg, payload)`, or None if `timeout` seconds
@@ -175,7 +194,9 @@ impl WorkerChannel {
         let policy = policy(timeout, spin_us)?;
         let port = &mut self.port;
         let message: Option<Vec<u8>> = py.detach(|| port.receive(policy, <[u8]>::to_vec));
-        message.map(|message| message_tuple(py, &message)).transpose()
+        message
+            .map(|message| message_tuple(py, &message))
+            .transpose()
     }
 
     /// Sends a response; blocks (GIL released) while the ring is full, and fails with
@@ -189,12 +210,23 @@ impl WorkerChannel {
         arg: u64,
         payload: &[u8],
     ) -> Result<()> {
-        let header = Header { kind, epoch, task_id, arg }.encode();
-        let policy = WaitPolicy { spin: Duration::from_micros(20), timeout: Duration::from_millis(100) };
+        let header = Header {
+            kind,
+            epoch,
+            task_id,
+            arg,
+        }
+        .encode();
+        let policy = WaitPolicy {
+            spin: Duration::from_micros(20),
+            timeout: Duration::from_millis(100),
+        };
         let original_parent = self.parent_pid;
         let port = &self.port;
         py.detach(|| {
-            port.send(&[&header, payload], policy, || parent_pid() == original_parent)
+            port.send(&[&header, payload], policy, || {
+                parent_pid() == original_parent
+            })
         })
         .map_err(Error::from)
     }

@@ -27,6 +27,7 @@ impl From<Error> for PyErr {
                 PyValueError::new_err(error.to_string())
             }
             CoreError::TimedOut => PyTimeoutError::new_err(error.to_string()),
+            CoreError::Decode(_) => crate::codec::DecodeError::new_err(error.to_string()),
         }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! * [`channel`]: the parent's and the worker's ends of a shared segment, framing messages with
 //!   a fixed `gilfree_core::message::Header` and releasing the GIL around every wait.
+//! * [`codec`]: the value codec (builtin values natively, anything else as pickle).
 //! * [`process`]: starting, reaping, signalling and describing worker processes.
 //! * [`errors`]: the one mapping from `CoreError` to Python exceptions.
 use pyo3::prelude::*;
 
 mod channel;
+mod codec;
 mod errors;
 mod process;
 
@@ -17,5 +19,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<channel::WorkerChannel>()?;
     module.add("HEADER_SIZE", gilfree_core::message::HEADER_SIZE)?;
     process::register(module)?;
+    codec::register(module)?;
     Ok(())
 }

@@ -1,0 +1,189 @@
+//! The decoder: checks every read against the input (see `gilfree_core::codec::Reader`),
+//! refuses counts the input cannot back, and limits nesting, so garbage input raises
+//! `DecodeError` instead of crashing or allocating without bound.
+#![allow(unsafe_code)] // raw CPython constructors on the hot path; each block says why it holds
+#![allow(clippy::cast_possible_wrap)] // counts are bounded by the input length (< isize::MAX)
+
+use gilfree_core::codec::{self, tag, Reader, MAX_DEPTH};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PySet};
+
+use super::{pickle_function, DecodeError, PICKLE_LOADS};
+
+/// Decodes what `encode` made. `allow_pickle=False` refuses messages that carry pickles (for
+/// input that is not trusted: unpickling runs code). Raises `DecodeError` on invalid input.
+#[pyfunction]
+#[pyo3(signature = (data, *, allow_pickle = true))]
+pub fn decode<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    allow_pickle: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut reader = Reader::new(data).map_err(decode_error)?;
+    let value = Decoder { py, allow_pickle }.value(&mut reader, 0)?;
+    if !reader.at_end() {
+        return Err(DecodeError::new_err(format!(
+            "{} bytes after the value",
+            reader.remaining()
+        )));
+    }
+    Ok(value)
+}
+
+#[cold]
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
+fn decode_error(error: gilfree_core::CoreError) -> PyErr {
+    DecodeError::new_err(error.to_string())
+}
+
+struct Decoder<'py> {
+    py: Python<'py>,
+    allow_pickle: bool,
+}
+
+impl<'py> Decoder<'py> {
+    fn value(&self, reader: &mut Reader<'_>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+        if depth > MAX_DEPTH {
+            return Err(decode_error(codec::too_deep()));
+        }
+        let py = self.py;
+        let tag = reader.byte().map_err(decode_error)?;
+        Ok(match tag {
+            tag::NONE => py.None().into_bound(py),
+            tag::FALSE => false.into_pyobject(py)?.to_owned().into_any(),
+            tag::TRUE => true.into_pyobject(py)?.to_owned().into_any(),
+            tag::INT => {
+                let value = codec::unzigzag(reader.varint().map_err(decode_error)?);
+                // SAFETY: plain constructor call with the GIL held; a null result raises.
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(value))? }
+            }
+            tag::BIGINT => {
+                let bytes = reader.blob().map_err(decode_error)?;
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("signed", true)?;
+                py.get_type::<pyo3::types::PyInt>().call_method(
+                    "from_bytes",
+                    (PyBytes::new(py, bytes), "little"),
+                    Some(&kwargs),
+                )?
+            }
+            tag::FLOAT => {
+                let value = reader.float().map_err(decode_error)?;
+                // SAFETY: plain constructor call with the GIL held; a null result raises.
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value))? }
+            }
+            tag::COMPLEX => {
+                let real = reader.float().map_err(decode_error)?;
+                let imaginary = reader.float().map_err(decode_error)?;
+                // SAFETY: plain constructor call with the GIL held; a null result raises.
+                unsafe {
+                    Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary))?
+                }
+            }
+            tag::STR => {
+                let bytes = reader.blob().map_err(decode_error)?;
+                // SAFETY: CPython validates the UTF-8 itself and raises on invalid input.
+                unsafe {
+                    Bound::from_owned_ptr_or_err(
+                        py,
+                        ffi::PyUnicode_DecodeUTF8(
+                            bytes.as_ptr().cast(),
+                            bytes.len() as ffi::Py_ssize_t,
+                            c"strict".as_ptr(),
+                        ),
+                    )
+                    .map_err(|error| DecodeError::new_err(format!("invalid UTF-8: {error}")))?
+                }
+            }
+            tag::BYTES => PyBytes::new(py, reader.blob().map_err(decode_error)?).into_any(),
+            tag::BYTEARRAY => {
+                pyo3::types::PyByteArray::new(py, reader.blob().map_err(decode_error)?).into_any()
+            }
+            tag::LIST => {
+                let count = reader.count(1).map_err(decode_error)?;
+                new_list(py, count, |_| self.value(reader, depth + 1))?
+            }
+            tag::INTS => {
+                let count = reader.count(1).map_err(decode_error)?;
+                new_list(py, count, |_| {
+                    let value = codec::unzigzag(reader.varint().map_err(decode_error)?);
+                    // SAFETY: a plain constructor call with the GIL held; null raises.
+                    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(value)) }
+                })?
+            }
+            tag::FLOATS => {
+                let count = reader.count(8).map_err(decode_error)?;
+                new_list(py, count, |_| {
+                    let value = reader.float().map_err(decode_error)?;
+                    // SAFETY: a plain constructor call with the GIL held; null raises.
+                    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value)) }
+                })?
+            }
+            tag::TUPLE => {
+                let count = reader.count(1).map_err(decode_error)?;
+                let tuple = new_list(py, count, |_| self.value(reader, depth + 1))?;
+                // SAFETY: converts a new, exact list into a tuple, GIL held; null raises.
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_AsTuple(tuple.as_ptr()))? }
+            }
+            tag::DICT => {
+                let count = reader.count(2).map_err(decode_error)?;
+                let dict = PyDict::new(py);
+                for _ in 0..count {
+                    let key = self.value(reader, depth + 1)?;
+                    let value = self.value(reader, depth + 1)?;
+                    dict.set_item(key, value)?;
+                }
+                dict.into_any()
+            }
+            tag::SET => {
+                let count = reader.count(1).map_err(decode_error)?;
+                PySet::new(py, self.values(reader, count, depth)?)?.into_any()
+            }
+            tag::FROZENSET => {
+                let count = reader.count(1).map_err(decode_error)?;
+                PyFrozenSet::new(py, self.values(reader, count, depth)?)?.into_any()
+            }
+            tag::PICKLE => {
+                let bytes = reader.blob().map_err(decode_error)?;
+                if !self.allow_pickle {
+                    return Err(DecodeError::new_err("the message carries a pickle"));
+                }
+                pickle_function(py, &PICKLE_LOADS, "loads")?.call1((PyBytes::new(py, bytes),))?
+            }
+            other => return Err(decode_error(codec::unknown_tag(other))),
+        })
+    }
+
+    fn values(
+        &self,
+        reader: &mut Reader<'_>,
+        count: usize,
+        depth: usize,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            items.push(self.value(reader, depth + 1)?);
+        }
+        Ok(items)
+    }
+}
+
+/// A new list of `count` items made by `make_item(index)`, filled in place.
+fn new_list<'py>(
+    py: Python<'py>,
+    count: usize,
+    mut make_item: impl FnMut(usize) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: a new list of `count` empty slots; each slot is filled once with an owned
+    // reference (PyList_SET_ITEM steals it). If making an item fails, the list is released with
+    // NULL slots left, which list deallocation skips.
+    unsafe {
+        let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(count as ffi::Py_ssize_t))?;
+        for index in 0..count {
+            let item = make_item(index)?;
+            ffi::PyList_SET_ITEM(list.as_ptr(), index as ffi::Py_ssize_t, item.into_ptr());
+        }
+        Ok(list)
+    }
+}

@@ -1,0 +1,333 @@
+//! The encoder. The whole value goes to pickle instead when the codec cannot keep its meaning
+//! or would be slower:
+//! * a mutable container (list, dict, set, bytearray) reached twice, which covers cycles and
+//!   shared references (pickle keeps identity; the codec would copy);
+//! * nesting deeper than `ENCODE_DEPTH`;
+//! * more than `MAX_FALLBACKS` values that need pickle (one pickle call beats many).
+#![allow(unsafe_code)] // raw CPython calls on the hot path; each block says why it holds
+#![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)] // Py_ssize_t <-> usize: sizes of live
+                                                              // objects are never negative
+
+use std::collections::HashSet;
+
+use gilfree_core::codec::{self, tag, MAGIC};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PySet};
+
+use super::{pickle_function, PICKLE_DUMPS};
+
+/// Values needing pickle before the whole message is pickled instead.
+const MAX_FALLBACKS: usize = 64;
+/// Nesting the encoder handles itself (the decoder accepts up to `MAX_DEPTH`).
+const ENCODE_DEPTH: usize = 256;
+
+enum Stop {
+    /// A Python error to raise.
+    Error(PyErr),
+    /// Give the whole value to pickle.
+    Whole,
+}
+
+impl From<PyErr> for Stop {
+    fn from(error: PyErr) -> Self {
+        Self::Error(error)
+    }
+}
+
+struct Encoder<'py> {
+    py: Python<'py>,
+    out: Vec<u8>,
+    containers: HashSet<usize>,
+    fallbacks: usize,
+}
+
+/// Encodes `value` (see the module documentation).
+#[pyfunction]
+pub fn encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut encoder = Encoder {
+        py,
+        out: vec![MAGIC],
+        containers: HashSet::new(),
+        fallbacks: 0,
+    };
+    match encoder.value(value.as_ptr(), 0) {
+        Ok(()) => Ok(PyBytes::new(py, &encoder.out)),
+        Err(Stop::Error(error)) => Err(error),
+        Err(Stop::Whole) => {
+            let pickled = pickle_function(py, &PICKLE_DUMPS, "dumps")?.call1((value, 5))?;
+            let mut out = vec![MAGIC];
+            codec::write_blob(&mut out, tag::PICKLE, pickled.cast::<PyBytes>()?.as_bytes());
+            Ok(PyBytes::new(py, &out))
+        }
+    }
+}
+
+impl Encoder<'_> {
+    fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
+        if depth > ENCODE_DEPTH {
+            return Err(Stop::Whole);
+        }
+        // SAFETY: `object` is a live object: the caller holds a reference to it (the argument,
+        // or an item whose reference the container loop holds), and the GIL is held.
+        let kind = unsafe { ffi::Py_TYPE(object) };
+        // SAFETY: comparing type pointers with the addresses of CPython's static type objects.
+        unsafe {
+            if object == ffi::Py_None() {
+                self.out.push(tag::NONE);
+            } else if kind == &raw mut ffi::PyBool_Type {
+                self.out.push(if object == ffi::Py_True() {
+                    tag::TRUE
+                } else {
+                    tag::FALSE
+                });
+            } else if kind == &raw mut ffi::PyLong_Type {
+                self.int(object)?;
+            } else if kind == &raw mut ffi::PyFloat_Type {
+                self.out.push(tag::FLOAT);
+                self.out
+                    .extend_from_slice(&ffi::PyFloat_AS_DOUBLE(object).to_le_bytes());
+            } else if kind == &raw mut ffi::PyComplex_Type {
+                self.out.push(tag::COMPLEX);
+                let real = ffi::PyComplex_RealAsDouble(object);
+                let imaginary = ffi::PyComplex_ImagAsDouble(object);
+                self.out.extend_from_slice(&real.to_le_bytes());
+                self.out.extend_from_slice(&imaginary.to_le_bytes());
+            } else if kind == &raw mut ffi::PyUnicode_Type {
+                self.string(object)?;
+            } else if kind == &raw mut ffi::PyBytes_Type {
+                let data = ffi::PyBytes_AsString(object).cast::<u8>();
+                let length = ffi::PyBytes_Size(object) as usize;
+                codec::write_blob(
+                    &mut self.out,
+                    tag::BYTES,
+                    std::slice::from_raw_parts(data, length),
+                );
+            } else if kind == &raw mut ffi::PyByteArray_Type {
+                self.enter(object)?;
+                let data = ffi::PyByteArray_AsString(object).cast::<u8>();
+                let length = ffi::PyByteArray_Size(object) as usize;
+                let bytes = if length == 0 {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(data, length)
+                };
+                codec::write_blob(&mut self.out, tag::BYTEARRAY, bytes);
+            } else if kind == &raw mut ffi::PyList_Type {
+                self.enter(object)?;
+                self.list(object, depth)?;
+            } else if kind == &raw mut ffi::PyTuple_Type {
+                self.tuple(object, depth)?;
+            } else if kind == &raw mut ffi::PyDict_Type {
+                self.enter(object)?;
+                self.dict(object, depth)?;
+            } else if kind == &raw mut ffi::PySet_Type || kind == &raw mut ffi::PyFrozenSet_Type {
+                if kind == &raw mut ffi::PySet_Type {
+                    self.enter(object)?;
+                }
+                self.set(object, kind == &raw mut ffi::PySet_Type, depth)?;
+            } else {
+                self.pickled(object)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a mutable container; seeing one twice means shared references or a cycle.
+    fn enter(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+        if self.containers.insert(object as usize) {
+            Ok(())
+        } else {
+            Err(Stop::Whole)
+        }
+    }
+
+    unsafe fn int(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+        let mut overflow = 0;
+        // SAFETY: `object` is an exact int (checked by the caller), the GIL is held.
+        let value = unsafe { ffi::PyLong_AsLongLongAndOverflow(object, &raw mut overflow) };
+        if overflow == 0 {
+            if value == -1 && !unsafe { ffi::PyErr_Occurred() }.is_null() {
+                return Err(PyErr::fetch(self.py).into());
+            }
+            self.out.push(tag::INT);
+            codec::write_varint(&mut self.out, codec::zigzag(value));
+            return Ok(());
+        }
+        // SAFETY: a borrowed reference to a live object, made into a bound one for a method call.
+        let number = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let bits: usize = number.call_method0("bit_length")?.extract()?;
+        let signed = PyDict::new(self.py);
+        signed.set_item("signed", true)?;
+        // bit_length leaves out the sign: one more bit, rounded up to whole bytes.
+        let bytes = number.call_method("to_bytes", (bits / 8 + 1, "little"), Some(&signed))?;
+        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+        codec::write_blob(&mut self.out, tag::BIGINT, bytes.as_bytes());
+        Ok(())
+    }
+
+    unsafe fn string(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+        let mut length: ffi::Py_ssize_t = 0;
+        // SAFETY: `object` is an exact str; the returned buffer lives as long as the string.
+        let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(object, &raw mut length) };
+        if data.is_null() {
+            // Lone surrogates have no UTF-8 form: pickle keeps them.
+            // SAFETY: clears the UnicodeEncodeError just raised, GIL held.
+            unsafe { ffi::PyErr_Clear() };
+            return self.pickled(object);
+        }
+        // SAFETY: CPython guarantees `length` valid bytes at `data`.
+        let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), length as usize) };
+        codec::write_blob(&mut self.out, tag::STR, bytes);
+        Ok(())
+    }
+
+    unsafe fn list(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
+        // SAFETY: `object` is an exact list, GIL held.
+        let count = unsafe { ffi::PyList_GET_SIZE(object) };
+        // SAFETY: as above.
+        if count > 0 && unsafe { self.homogeneous(object, count) } {
+            return Ok(());
+        }
+        self.out.push(tag::LIST);
+        codec::write_varint(&mut self.out, count as u64);
+        for index in 0..count {
+            // The list can change under us only if a pickled item's __reduce__ mutates it.
+            // SAFETY: as above; the size is re-read before each access.
+            if unsafe { ffi::PyList_GET_SIZE(object) } != count {
+                return Err(PyRuntimeError::new_err("list changed size during encoding").into());
+            }
+            // SAFETY: index < size; we own a new reference for the time the item is encoded.
+            let item =
+                unsafe { Bound::from_borrowed_ptr(self.py, ffi::PyList_GET_ITEM(object, index)) };
+            self.value(item.as_ptr(), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the list as INTS or FLOATS if all its items allow; false if they do not (nothing
+    /// written then).
+    unsafe fn homogeneous(&mut self, list: *mut ffi::PyObject, count: isize) -> bool {
+        // SAFETY: `list` is an exact list of `count` items and nothing runs Python code here,
+        // so it cannot change while we read it.
+        let items = unsafe {
+            std::slice::from_raw_parts((*list.cast::<ffi::PyListObject>()).ob_item, count as usize)
+        };
+        // SAFETY: each item is a live object owned by the list.
+        let first = unsafe { ffi::Py_TYPE(items[0]) };
+        if first == &raw mut ffi::PyFloat_Type {
+            // SAFETY: type pointers compared to CPython's static float type.
+            if !items
+                .iter()
+                .all(|&item| unsafe { ffi::Py_TYPE(item) } == first)
+            {
+                return false;
+            }
+            self.out.push(tag::FLOATS);
+            codec::write_varint(&mut self.out, count as u64);
+            self.out.reserve(items.len() * 8);
+            for &item in items {
+                // SAFETY: an exact float.
+                self.out
+                    .extend_from_slice(&unsafe { ffi::PyFloat_AS_DOUBLE(item) }.to_le_bytes());
+            }
+            return true;
+        }
+        if first != &raw mut ffi::PyLong_Type {
+            return false;
+        }
+        let start = self.out.len();
+        self.out.push(tag::INTS);
+        codec::write_varint(&mut self.out, count as u64);
+        for &item in items {
+            let mut overflow = 0;
+            // SAFETY: the type is checked before the conversion, which cannot run Python code.
+            let fits = unsafe { ffi::Py_TYPE(item) } == first && {
+                let value = unsafe { ffi::PyLong_AsLongLongAndOverflow(item, &raw mut overflow) };
+                overflow == 0 && {
+                    codec::write_varint(&mut self.out, codec::zigzag(value));
+                    true
+                }
+            };
+            if !fits {
+                self.out.truncate(start);
+                return false;
+            }
+        }
+        true
+    }
+
+    unsafe fn tuple(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
+        // SAFETY: `object` is an exact tuple (immutable), GIL held.
+        let count = unsafe { ffi::PyTuple_GET_SIZE(object) };
+        self.out.push(tag::TUPLE);
+        codec::write_varint(&mut self.out, count as u64);
+        for index in 0..count {
+            // SAFETY: index < size of an immutable tuple that the caller keeps alive.
+            let item = unsafe { ffi::PyTuple_GET_ITEM(object, index) };
+            self.value(item, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    unsafe fn dict(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
+        // SAFETY: `object` is an exact dict that the caller keeps alive.
+        let dict = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let dict = dict.cast::<PyDict>().map_err(PyErr::from)?;
+        let count = dict.len();
+        self.out.push(tag::DICT);
+        codec::write_varint(&mut self.out, count as u64);
+        let mut written = 0;
+        for (key, value) in dict.iter() {
+            self.value(key.as_ptr(), depth + 1)?;
+            self.value(value.as_ptr(), depth + 1)?;
+            written += 1;
+        }
+        if written != count {
+            return Err(PyRuntimeError::new_err("dict changed size during encoding").into());
+        }
+        Ok(())
+    }
+
+    unsafe fn set(
+        &mut self,
+        object: *mut ffi::PyObject,
+        mutable: bool,
+        depth: usize,
+    ) -> Result<(), Stop> {
+        // SAFETY: `object` is an exact set or frozenset that the caller keeps alive.
+        let set = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let items: Vec<Bound<'_, PyAny>> = if mutable {
+            set.cast::<PySet>().map_err(PyErr::from)?.iter().collect()
+        } else {
+            set.cast::<PyFrozenSet>()
+                .map_err(PyErr::from)?
+                .iter()
+                .collect()
+        };
+        self.out
+            .push(if mutable { tag::SET } else { tag::FROZENSET });
+        codec::write_varint(&mut self.out, items.len() as u64);
+        for item in &items {
+            self.value(item.as_ptr(), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn pickled(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+        self.fallbacks += 1;
+        if self.fallbacks > MAX_FALLBACKS {
+            return Err(Stop::Whole);
+        }
+        // SAFETY: a live object the caller keeps alive, GIL held.
+        let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let pickled = pickle_function(self.py, &PICKLE_DUMPS, "dumps")?.call1((value, 5))?;
+        codec::write_blob(
+            &mut self.out,
+            tag::PICKLE,
+            pickled.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes(),
+        );
+        Ok(())
+    }
+}

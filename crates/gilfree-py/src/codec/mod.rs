@@ -1,0 +1,43 @@
+//! gilfree's value codec: builtin values in a compact binary form, everything else as pickle.
+//!
+//! The format is described in `gilfree_core::codec`. Exact builtin types are encoded natively
+//! (subclasses such as `OrderedDict` or int enums are not exact and go to pickle, so types
+//! survive a round trip). Anything else is pickled (protocol 5) in place, inside the same
+//! message. See `encode` for when the whole value goes to pickle instead.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+mod decoder;
+mod encoder;
+
+pub use decoder::decode;
+pub use encoder::encode;
+
+pyo3::create_exception!(
+    gilfree._core,
+    DecodeError,
+    PyValueError,
+    "Bytes that are not a valid gilfree message."
+);
+
+static PICKLE_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static PICKLE_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn pickle_function<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || Ok(py.import("pickle")?.getattr(name)?.unbind()))
+        .map(|function| function.bind(py))
+}
+
+/// Makes `_core.encode`, `_core.decode` and `_core.DecodeError` available.
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(encode, module)?)?;
+    module.add_function(wrap_pyfunction!(decode, module)?)?;
+    module.add("DecodeError", module.py().get_type::<DecodeError>())?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+"""gilfree's value codec (``gilfree._core.encode`` / ``decode``), alone: exact round trips,
+fallback to pickle, and a decoder that refuses garbage instead of crashing."""
+
+from __future__ import annotations
+
+import collections
+import fractions
+import math
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.gilfree_only
+
+
+
+@pytest.fixture(scope="module")
+def codec():
+    from gilfree import _core
+
+    return _core
+
+
+def same(left, right):
+    """Equal values of identical types, all the way down (NaN equals NaN, -0.0 is not 0.0)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, float):
+        return (math.isnan(left) and math.isnan(right)) or (
+            left == right and math.copysign(1, left) == math.copysign(1, right)
+        )
+    if isinstance(left, complex):
+        return same(left.real, right.real) and same(left.imag, right.imag)
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(same, left, right))
+    if isinstance(left, dict):
+        return list(left) == list(right) and all(same(left[key], right[key]) for key in left)
+    return left == right
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.complex_numbers(allow_nan=True, allow_infinity=True)
+    | st.text()
+    | st.binary()
+    | st.binary().map(bytearray)
+)
+hashables = st.none() | st.booleans() | st.integers() | st.text() | st.binary()
+values = st.recursive(
+    scalars,
+    lambda children: st.lists(children)
+    | st.lists(children).map(tuple)
+    | st.dictionaries(hashables, children)
+    | st.sets(hashables)
+    | st.frozensets(hashables),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values)
+def test_builtin_values_round_trip_exactly(codec, value):
+    assert same(codec.decode(codec.encode(value)), value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_never_crashes_the_decoder(codec, garbage):
+    for data in (garbage, bytes([0xC1]) + garbage):
+        try:
+            codec.decode(data, allow_pickle=False)
+        except codec.DecodeError:
+            pass
+        except (TypeError, OverflowError):
+            pass  # e.g. an unhashable key or a float count: refused, never a crash
+
+
+@pytest.mark.parametrize(
+    "value",
+    [-0.0, float("nan"), 2**63, -(2**63) - 1, 2**1000, -(2**1000), "\ud800", [1, "a", 2.5]],
+    ids=repr,
+)
+def test_edge_values_keep_type_and_value(codec, value):
+    assert same(codec.decode(codec.encode(value)), value)
+
+
+def test_dict_order_is_kept(codec):
+    value = {key: index for index, key in enumerate("zyxwvu")}
+    assert list(codec.decode(codec.encode(value))) == list("zyxwvu")
+
+
+def test_homogeneous_lists_round_trip(codec):
+    for value in ([1, 2, 3], [2**70, 1], [1, True], [0.5, -0.0, float("inf")], [0.5, 1]):
+        assert same(codec.decode(codec.encode(value)), value)
+
+
+def test_other_types_travel_as_pickle_inside_the_message(codec):
+    value = [1, fractions.Fraction(1, 3), collections.OrderedDict(a=1), {"k": collections.Counter("ab")}]
+    decoded = codec.decode(codec.encode(value))
+    assert decoded == value
+    assert type(decoded[2]) is collections.OrderedDict
+
+
+def test_shared_references_and_cycles_are_preserved(codec):
+    inner = [1, 2]
+    shared = codec.decode(codec.encode([inner, inner]))
+    assert shared[0] is shared[1]
+    cycle = []
+    cycle.append(cycle)
+    decoded = codec.decode(codec.encode(cycle))
+    assert decoded[0] is decoded
+
+
+def test_nesting_deeper_than_the_codec_goes_is_handed_to_pickle(codec):
+    value = []
+    for _ in range(300):  # deeper than the codec's own limit (256), within pickle's
+        value = [value]
+    decoded = codec.decode(codec.encode(value))
+    for _ in range(300):
+        decoded = decoded[0]
+    assert decoded == []
+
+
+def test_truncated_and_trailing_input_is_refused(codec):
+    data = codec.encode([1, 2, 3, "abc"])
+    for end in range(len(data)):
+        with pytest.raises(codec.DecodeError):
+            codec.decode(data[:end])
+    with pytest.raises(codec.DecodeError, match="after the value"):
+        codec.decode(data + b"\x00")
+
+
+def test_a_forged_count_does_not_allocate(codec):
+    # LIST with a count of 2**62 items and nothing after it.
+    forged = bytes([0xC1, 0x0A]) + bytes([0xFF] * 8) + bytes([0x3F])
+    with pytest.raises(codec.DecodeError, match="needs more than"):
+        codec.decode(forged)
+
+
+def test_pickles_can_be_refused(codec):
+    data = codec.encode(fractions.Fraction(1, 2))
+    with pytest.raises(codec.DecodeError, match="pickle"):
+        codec.decode(data, allow_pickle=False)
+    assert codec.decode(data) == fractions.Fraction(1, 2)
+
+
+def test_unpicklable_values_raise_pickling_errors(codec):
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        codec.encode([1, lambda: None])
