@@ -227,3 +227,17 @@ class Holder:
 def fib(n):
     """Naive Fibonacci: a task whose cost rises steeply with its argument."""
     return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def call_with(function, value):
+    """Calls a function received as an argument."""
+    return function(value)
+
+
+def make_adder(amount):
+    """Returns a closure, which has to travel back by value."""
+
+    def add_amount(value):
+        return value + amount
+
+    return add_amount

@@ -13,15 +13,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree.errors import BrokenProcessPool, WorkerCrashedError
+    from gilfree.errors import BrokenProcessPool, SerializationError, WorkerCrashedError
     from gilfree.executor import Executor, ProcessPoolExecutor
 
-__all__ = ["BrokenProcessPool", "Executor", "ProcessPoolExecutor", "WorkerCrashedError"]
+__all__ = [
+    "BrokenProcessPool",
+    "Executor",
+    "ProcessPoolExecutor",
+    "SerializationError",
+    "WorkerCrashedError",
+]
 __version__ = "0.1.0"
 
 _HOMES = {
     "BrokenProcessPool": "gilfree.errors",
     "WorkerCrashedError": "gilfree.errors",
+    "SerializationError": "gilfree.errors",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
 }

@@ -31,6 +31,7 @@ from gilfree._functions import FunctionRegistry
 from gilfree._launch import Launcher, WorkerProcess
 from gilfree._lifecycle import Lifecycle
 from gilfree._pump_role import SLICE_SECONDS, PumpRole
+from gilfree._serialization import explain
 from gilfree._slots import Slot
 from gilfree._work import Call, Chunk, MapJob, function_name, rebuild_exception
 from gilfree.errors import BrokenProcessPool, WorkerCrashedError
@@ -131,9 +132,10 @@ class Engine:
                     self._outstanding -= 1
                 try:
                     payload = chunk.encode()
-                except Exception as error:  # noqa: BLE001 - an item that cannot be pickled
-                    chunk.fail(error)
-                    work.stop(error)
+                except Exception as error:  # noqa: BLE001 - an item that cannot be sent
+                    explained = explain(chunk.named_items(), error)
+                    chunk.fail(explained)
+                    work.stop(explained)
                     continue
                 self._outstanding += 1
                 self._send(slot, chunk, protocol.CHUNK, payload)

@@ -34,6 +34,21 @@ ONE_OFF = 0
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+def pickle_value(value: Any) -> bytes:
+    """How the codec pickles what it does not encode natively: pickle, or cloudpickle (by
+    value) for what pickle refuses, so lambdas and closures can be arguments and results too.
+    Raises pickle's own error when both fail."""
+    try:
+        return pickle.dumps(value, PROTOCOL)
+    except Exception as error:
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(value, PROTOCOL)
+        except Exception:  # noqa: BLE001 - pickle's message is the one to show
+            raise error from None
+
+
 #: Encodes an argument or result payload.
 dumps: Callable[[Any], bytes] = encode
 #: Decodes what ``dumps`` made.

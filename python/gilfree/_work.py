@@ -99,6 +99,11 @@ class Chunk:
         """The CHUNK payload."""
         return protocol.dumps((self.job.items[self.start : self.start + self.count], self.job.star))
 
+    def named_items(self) -> dict[str, Any]:
+        """The chunk's items under names for error messages (``map item 7``)."""
+        items = self.job.items[self.start : self.start + self.count]
+        return {f"map item {self.start + index}": item for index, item in enumerate(items)}
+
     def complete(self, kind: int, payload: bytes) -> None:
         """Stores the results (and the error that stopped the chunk, if any)."""
         try:

@@ -24,6 +24,7 @@ from gilfree._engine import Engine
 from gilfree._future import Future
 from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
 from gilfree._pickling import dumps_for_worker
+from gilfree._serialization import explain
 from gilfree._work import Call, MapJob
 from gilfree._worker import WorkerSetup
 
@@ -148,10 +149,15 @@ class ProcessPoolExecutor(_StdExecutor):
         future = Future(self._engine)
         try:
             function = self._engine.functions.lookup(fn)
+        except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
+            self._engine.lifecycle.check_open()
+            future.set_exception(explain({"fn": fn}, error))
+            return future
+        try:
             payload = protocol.dumps((args, kwargs))
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.lifecycle.check_open()
-            future.set_exception(error)
+            future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             return future
         self._engine.submit(Call(future, fn, function, payload))
         return future

@@ -50,56 +50,6 @@ impl<'py> Decoder<'py> {
         let py = self.py;
         let tag = reader.byte().map_err(decode_error)?;
         Ok(match tag {
-            tag::NONE => py.None().into_bound(py),
-            tag::FALSE => false.into_pyobject(py)?.to_owned().into_any(),
-            tag::TRUE => true.into_pyobject(py)?.to_owned().into_any(),
-            tag::INT => {
-                let value = codec::unzigzag(reader.varint().map_err(decode_error)?);
-                // SAFETY: plain constructor call with the GIL held; a null result raises.
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(value))? }
-            }
-            tag::BIGINT => {
-                let bytes = reader.blob().map_err(decode_error)?;
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("signed", true)?;
-                py.get_type::<pyo3::types::PyInt>().call_method(
-                    "from_bytes",
-                    (PyBytes::new(py, bytes), "little"),
-                    Some(&kwargs),
-                )?
-            }
-            tag::FLOAT => {
-                let value = reader.float().map_err(decode_error)?;
-                // SAFETY: plain constructor call with the GIL held; a null result raises.
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value))? }
-            }
-            tag::COMPLEX => {
-                let real = reader.float().map_err(decode_error)?;
-                let imaginary = reader.float().map_err(decode_error)?;
-                // SAFETY: plain constructor call with the GIL held; a null result raises.
-                unsafe {
-                    Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary))?
-                }
-            }
-            tag::STR => {
-                let bytes = reader.blob().map_err(decode_error)?;
-                // SAFETY: CPython validates the UTF-8 itself and raises on invalid input.
-                unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        ffi::PyUnicode_DecodeUTF8(
-                            bytes.as_ptr().cast(),
-                            bytes.len() as ffi::Py_ssize_t,
-                            c"strict".as_ptr(),
-                        ),
-                    )
-                    .map_err(|error| DecodeError::new_err(format!("invalid UTF-8: {error}")))?
-                }
-            }
-            tag::BYTES => PyBytes::new(py, reader.blob().map_err(decode_error)?).into_any(),
-            tag::BYTEARRAY => {
-                pyo3::types::PyByteArray::new(py, reader.blob().map_err(decode_error)?).into_any()
-            }
             tag::LIST => {
                 let count = reader.count(1).map_err(decode_error)?;
                 new_list(py, count, |_| self.value(reader, depth + 1))?
@@ -149,9 +99,10 @@ impl<'py> Decoder<'py> {
                 if !self.allow_pickle {
                     return Err(DecodeError::new_err("the message carries a pickle"));
                 }
-                pickle_function(py, &PICKLE_LOADS, "loads")?.call1((PyBytes::new(py, bytes),))?
+                pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
+                    .call1((PyBytes::new(py, bytes),))?
             }
-            other => return Err(decode_error(codec::unknown_tag(other))),
+            other => return scalar(py, other, reader),
         })
     }
 
@@ -186,4 +137,61 @@ fn new_list<'py>(
         }
         Ok(list)
     }
+}
+
+/// Decodes a value without nested values (numbers, strings, bytes).
+fn scalar<'py>(py: Python<'py>, tag: u8, reader: &mut Reader<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match tag {
+        tag::NONE => py.None().into_bound(py),
+        tag::FALSE => false.into_pyobject(py)?.to_owned().into_any(),
+        tag::TRUE => true.into_pyobject(py)?.to_owned().into_any(),
+        tag::INT => {
+            let value = codec::unzigzag(reader.varint().map_err(decode_error)?);
+            // SAFETY: plain constructor call with the GIL held; a null result raises.
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(value))? }
+        }
+        tag::BIGINT => {
+            let bytes = reader.blob().map_err(decode_error)?;
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("signed", true)?;
+            py.get_type::<pyo3::types::PyInt>().call_method(
+                "from_bytes",
+                (PyBytes::new(py, bytes), "little"),
+                Some(&kwargs),
+            )?
+        }
+        tag::FLOAT => {
+            let value = reader.float().map_err(decode_error)?;
+            // SAFETY: plain constructor call with the GIL held; a null result raises.
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value))? }
+        }
+        tag::COMPLEX => {
+            let real = reader.float().map_err(decode_error)?;
+            let imaginary = reader.float().map_err(decode_error)?;
+            // SAFETY: plain constructor call with the GIL held; a null result raises.
+            unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary))?
+            }
+        }
+        tag::STR => {
+            let bytes = reader.blob().map_err(decode_error)?;
+            // SAFETY: CPython validates the UTF-8 itself and raises on invalid input.
+            unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyUnicode_DecodeUTF8(
+                        bytes.as_ptr().cast(),
+                        bytes.len() as ffi::Py_ssize_t,
+                        c"strict".as_ptr(),
+                    ),
+                )
+                .map_err(|error| DecodeError::new_err(format!("invalid UTF-8: {error}")))?
+            }
+        }
+        tag::BYTES => PyBytes::new(py, reader.blob().map_err(decode_error)?).into_any(),
+        tag::BYTEARRAY => {
+            pyo3::types::PyByteArray::new(py, reader.blob().map_err(decode_error)?).into_any()
+        }
+        other => return Err(decode_error(codec::unknown_tag(other))),
+    })
 }

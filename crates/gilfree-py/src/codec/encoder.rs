@@ -16,7 +16,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PySet};
 
-use super::{pickle_function, PICKLE_DUMPS};
+use super::pickle_value;
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -56,7 +56,7 @@ pub fn encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound
         Ok(()) => Ok(PyBytes::new(py, &encoder.out)),
         Err(Stop::Error(error)) => Err(error),
         Err(Stop::Whole) => {
-            let pickled = pickle_function(py, &PICKLE_DUMPS, "dumps")?.call1((value, 5))?;
+            let pickled = pickle_value(value)?;
             let mut out = vec![MAGIC];
             codec::write_blob(&mut out, tag::PICKLE, pickled.cast::<PyBytes>()?.as_bytes());
             Ok(PyBytes::new(py, &out))
@@ -322,7 +322,7 @@ impl Encoder<'_> {
         }
         // SAFETY: a live object the caller keeps alive, GIL held.
         let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let pickled = pickle_function(self.py, &PICKLE_DUMPS, "dumps")?.call1((value, 5))?;
+        let pickled = pickle_value(&value)?;
         codec::write_blob(
             &mut self.out,
             tag::PICKLE,

@@ -22,16 +22,29 @@ pyo3::create_exception!(
     "Bytes that are not a valid gilfree message."
 );
 
+/// `gilfree._protocol.pickle_value`: pickle, or cloudpickle for what pickle refuses (so a
+/// lambda can be an argument too). The policy lives in Python; the codec only calls it.
 static PICKLE_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static PICKLE_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn pickle_function<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || Ok(py.import("pickle")?.getattr(name)?.unbind()))
+    cell.get_or_try_init(py, || Ok(py.import(module)?.getattr(name)?.unbind()))
         .map(|function| function.bind(py))
+}
+
+fn pickle_value<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    pickle_function(
+        value.py(),
+        &PICKLE_DUMPS,
+        "gilfree._protocol",
+        "pickle_value",
+    )?
+    .call1((value,))
 }
 
 /// Makes `_core.encode`, `_core.decode` and `_core.DecodeError` available.

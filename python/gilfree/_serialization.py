@@ -1,0 +1,82 @@
+"""Explaining why a value cannot be sent: where it sits, and what it is.
+
+The codec reports only pickle's own error. When sending fails, ``explain`` walks the value
+again (this path is rare, so its cost does not matter), finds the first part that no pickler
+accepts, and builds a ``SerializationError`` such as
+``args[1]['fh']: cannot send an open file object to another process``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from gilfree._protocol import pickle_value
+from gilfree.errors import SerializationError
+
+_DESCRIPTIONS = {
+    "_io.TextIOWrapper": "an open file object",
+    "_io.BufferedReader": "an open file object",
+    "_io.BufferedWriter": "an open file object",
+    "_io.BufferedRandom": "an open file object",
+    "_io.FileIO": "an open file object",
+    "_thread.lock": "a thread lock",
+    "_thread.RLock": "a thread lock",
+    "socket.socket": "a socket",
+    "builtins.generator": "a generator",
+    "builtins.coroutine": "a coroutine",
+    "sqlite3.Connection": "a database connection",
+}
+
+
+def describe(value: Any) -> str:
+    """Says what ``value`` is, in words a user recognises."""
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    return _DESCRIPTIONS.get(name, f"a {kind.__qualname__} object")
+
+
+def _children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            yield f"{path}[{index}]", item
+    elif type(value) is dict:
+        for key, item in value.items():
+            yield f"{path}[{key!r}]", key
+            yield f"{path}[{key!r}]", item
+    elif type(value) in (set, frozenset):
+        for item in value:
+            yield f"{path}{{{item!r}}}", item
+
+
+def _locate(value: Any, path: str, depth: int = 0) -> tuple[str, Any, BaseException] | None:
+    children = list(_children(value, path))
+    if not children or depth > 100:
+        try:
+            pickle_value(value)
+        except Exception as error:  # noqa: BLE001 - this is what is being looked for
+            return path, value, error
+        return None
+    for child_path, child in children:
+        found = _locate(child, child_path, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
+    """The error to raise for ``roots`` (name -> value sent under that name) that failed to
+    encode with ``error``."""
+    for name, value in roots.items():
+        found = _locate(value, name)
+        if found is not None:
+            path, culprit, cause = found
+            message = (
+                f"{path}: cannot send {describe(culprit)} to another process "
+                f"({type(cause).__name__}: {cause})"
+            )
+            serialization_error = SerializationError(message, path)
+            serialization_error.__cause__ = cause
+            return serialization_error
+    fallback = SerializationError(f"cannot send the value to another process: {error}")
+    fallback.__cause__ = error
+    return fallback
