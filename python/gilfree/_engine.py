@@ -203,7 +203,8 @@ class Engine:
             self.check_workers()
 
     def _handle(self, responses: list[tuple[int, int, int, int, int, bytes]]) -> None:
-        finished: list[tuple[Any, int, bytes, float]] = []
+        finished: list[tuple[Any, int, bytes]] = []
+        releases: list[tuple[Slot, int, int]] = []
         with self._lock:
             now = time.monotonic()
             for slot_index, kind, epoch, task_id, arg, payload in responses:
@@ -222,6 +223,9 @@ class Engine:
                 work = slot.inflight.pop(task_id, None)
                 if work is None:
                     continue
+                if kind & protocol.SHARED_FLAG:
+                    kind &= ~protocol.SHARED_FLAG
+                    releases.append((slot, epoch, task_id))
                 busy = arg / 1e9
                 slot.record_busy(busy)
                 slot.last_reply = now
@@ -232,7 +236,18 @@ class Engine:
             self._dispatch()
         for work, kind, payload in finished:
             work.complete(kind, payload)
+        if releases:
+            self._release(releases)
         self.pump_role.notify_progress()
+
+    def _release(self, releases: list[tuple[Slot, int, int]]) -> None:
+        """Tells workers their replies were decoded, so they can drop the shared buffers those
+        replies referred to (skipped for a worker replaced meanwhile: its buffers went with
+        it)."""
+        with self._lock:
+            for slot, epoch, task_id in releases:
+                if slot.epoch == epoch:
+                    self._channel.send(slot.index, protocol.RELEASE, epoch, task_id, 0, b"")
 
     def check_workers(self) -> None:
         """Notices ended workers: fails what they were running, frees their slots."""

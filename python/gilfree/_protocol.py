@@ -12,7 +12,7 @@ import pickle
 import traceback
 from typing import Any, Callable
 
-from gilfree._core import decode, encode
+from gilfree._core import SHARE_THRESHOLD, SharedBuffer, decode, encode, export
 
 # Parent -> worker.
 SETUP = 1  #: payload: cloudpickled WorkerSetup
@@ -20,6 +20,7 @@ DEFINE = 2  #: arg: function id; task_id: an id to forget (0: none); payload: th
 CALL = 3  #: arg: function id; payload: (args, kwargs)
 CHUNK = 4  #: arg: function id; payload: (items, star): call fn(x) or fn(*x) per item
 EXIT = 5  #: finish and exit with code 0
+RELEASE = 6  #: task_id: the parent has decoded that task's reply; drop its shared buffers
 
 # Worker -> parent.
 READY = 11  #: arg: pid; the initializer succeeded
@@ -27,6 +28,9 @@ INIT_FAILED = 12  #: payload: (exception, traceback text)
 RESULT = 13  #: arg: busy ns; payload: the return value
 ERROR = 14  #: arg: busy ns; payload: (exception, traceback text)
 CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, (exception, traceback) or None)
+#: Or-ed into a reply's kind when its payload refers to shared buffers the worker keeps until
+#: the parent answers RELEASE.
+SHARED_FLAG = 0x100
 
 #: The function id of a function sent with the one call that uses it, then forgotten.
 ONE_OFF = 0
@@ -34,23 +38,38 @@ ONE_OFF = 0
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def pickle_value(value: Any) -> bytes:
-    """How the codec pickles what it does not encode natively: pickle, or cloudpickle (by
-    value) for what pickle refuses, so lambdas and closures can be arguments and results too.
-    Raises pickle's own error when both fail."""
+def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[SharedBuffer]]:
+    """How the codec pickles what it does not encode natively: pickle (protocol 5), or
+    cloudpickle (by value) for what pickle refuses, so lambdas and closures can be arguments
+    and results too. With ``share``, out-of-band buffers (numpy arrays, ``PickleBuffer``) that
+    are large or already in shared memory go to shared buffers, returned beside the pickle;
+    the rest stays in the pickle. Raises pickle's own error when both picklers fail."""
+    shared: list[SharedBuffer] = []
+
+    def place(buffer: pickle.PickleBuffer) -> bool:
+        exported = export(buffer, SHARE_THRESHOLD)
+        if exported is None:
+            return True  # in-band
+        shared.append(exported)
+        return False
+
+    callback = place if share else None
     try:
-        return pickle.dumps(value, PROTOCOL)
+        return pickle.dumps(value, PROTOCOL, buffer_callback=callback), shared
     except Exception as error:
         import cloudpickle
 
+        shared.clear()
         try:
-            return cloudpickle.dumps(value, PROTOCOL)
+            return cloudpickle.dumps(value, PROTOCOL, buffer_callback=callback), shared
         except Exception:  # noqa: BLE001 - pickle's message is the one to show
             raise error from None
 
 
-#: Encodes an argument or result payload.
-dumps: Callable[[Any], bytes] = encode
+#: Encodes an argument or result payload: ``dumps(value, shared)`` puts large buffers in
+#: shared memory and appends them to the list ``shared`` (to keep until the receiver decoded);
+#: ``dumps(value)`` keeps everything in the payload.
+dumps: Callable[..., bytes] = encode
 #: Decodes what ``dumps`` made.
 loads: Callable[[bytes], Any] = decode
 #: Decodes a function body or an initializer.

@@ -42,15 +42,22 @@ def function_name(fn: Callable[..., Any]) -> str:
 class Call:
     """One ``submit``: a function call with its future. The arguments are encoded at submit."""
 
-    __slots__ = ("fn", "function", "future", "payload")
+    __slots__ = ("fn", "function", "future", "payload", "shared")
 
     def __init__(
-        self, future: Future, fn: Callable[..., Any], function: EncodedFunction, payload: bytes
+        self,
+        future: Future,
+        fn: Callable[..., Any],
+        function: EncodedFunction,
+        payload: bytes,
+        shared: list[Any],
     ) -> None:
         self.future = future
         self.fn = fn
         self.function = function
         self.payload = payload
+        #: Shared buffers the payload refers to, kept until the task has ended.
+        self.shared: list[Any] | None = shared
 
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
@@ -58,6 +65,7 @@ class Call:
 
     def complete(self, kind: int, payload: bytes) -> None:
         """Sets the future from a worker's reply."""
+        self.shared = None
         try:
             if kind == protocol.RESULT:
                 self.future.set_result(protocol.loads(payload))
@@ -70,6 +78,7 @@ class Call:
 
     def fail(self, error: BaseException) -> None:
         """Fails the future (worker lost, pool broken)."""
+        self.shared = None
         try:
             self.future.set_exception(error)
         except concurrent.futures.InvalidStateError:
@@ -79,7 +88,7 @@ class Call:
 class Chunk:
     """A slice ``items[start:start + count]`` of a map job, sent as one message."""
 
-    __slots__ = ("count", "done", "error", "fn", "function", "job", "results", "start")
+    __slots__ = ("count", "done", "error", "fn", "function", "job", "results", "shared", "start")
 
     def __init__(self, job: MapJob, start: int, count: int) -> None:
         self.job = job
@@ -90,14 +99,17 @@ class Chunk:
         self.done = False
         self.results: list[Any] = []
         self.error: BaseException | None = None
+        self.shared: list[Any] | None = None
 
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
         return self.count
 
     def encode(self) -> bytes:
-        """The CHUNK payload."""
-        return protocol.dumps((self.job.items[self.start : self.start + self.count], self.job.star))
+        """The CHUNK payload; the shared buffers it refers to are kept until the chunk ends."""
+        self.shared = []
+        items = self.job.items[self.start : self.start + self.count]
+        return protocol.dumps((items, self.job.star), self.shared)
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
@@ -106,6 +118,7 @@ class Chunk:
 
     def complete(self, kind: int, payload: bytes) -> None:
         """Stores the results (and the error that stopped the chunk, if any)."""
+        self.shared = None
         try:
             if kind == protocol.CHUNK_RESULT:
                 self.results, error = protocol.loads(payload)
@@ -118,6 +131,7 @@ class Chunk:
 
     def fail(self, error: BaseException) -> None:
         """Marks the chunk failed (worker lost, pool broken)."""
+        self.shared = None
         self.error = error
         self.done = True
 

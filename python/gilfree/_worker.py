@@ -112,6 +112,7 @@ def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes
 
 def _loop(channel: WorkerChannel, epoch: int) -> None:
     functions: dict[int, Callable[..., Any]] = {}
+    held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
     receive, send, dumps = channel.receive, channel.send, protocol.dumps
     while True:
         message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
@@ -123,17 +124,19 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
         started = time.perf_counter_ns()
         if kind == protocol.CALL:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
+            shared: list[Any] = []
             try:
                 args, kwargs = _load_arguments(payload)
-                reply_kind, reply = protocol.RESULT, dumps(fn(*args, **kwargs))
+                reply_kind, reply = protocol.RESULT, dumps(fn(*args, **kwargs), shared)
             except BaseException as error:  # noqa: BLE001 - reported to the parent
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
             fn = args = kwargs = None  # release them now, not at the next task
         elif kind == protocol.CHUNK:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
+            shared = []
             try:
                 results, error = _run_chunk(fn, payload)
-                reply_kind, reply = protocol.CHUNK_RESULT, dumps((results, error))
+                reply_kind, reply = protocol.CHUNK_RESULT, dumps((results, error), shared)
             except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable result
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
             fn = results = None
@@ -144,10 +147,17 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             except BaseException as error:  # noqa: BLE001 - the calls that use it will fail
                 functions[arg] = _Unloadable(error)
             continue
+        elif kind == protocol.RELEASE:
+            held.pop(task_id, None)
+            continue
         elif kind == protocol.EXIT:
             return
         else:
             continue
+        if shared:
+            held[task_id] = shared
+            reply_kind |= protocol.SHARED_FLAG
+        shared = []
         send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
 
 

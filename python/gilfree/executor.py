@@ -153,13 +153,14 @@ class ProcessPoolExecutor(_StdExecutor):
             self._engine.lifecycle.check_open()
             future.set_exception(explain({"fn": fn}, error))
             return future
+        shared: list[Any] = []
         try:
-            payload = protocol.dumps((args, kwargs))
+            payload = protocol.dumps((args, kwargs), shared)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.lifecycle.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             return future
-        self._engine.submit(Call(future, fn, function, payload))
+        self._engine.submit(Call(future, fn, function, payload, shared))
         return future
 
     def map(

@@ -23,8 +23,14 @@
 //! PICKLE   0x0F varint n, n bytes        (pickle protocol 5, for anything else)
 //! INTS     0x10 varint count, zigzag-varints   (a list whose items are all INT-sized ints)
 //! FLOATS   0x11 varint count, count f64s       (a list whose items are all floats)
+//! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
+//! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
+//!                                         2 memoryview; handle = varint pid, fd, offset, length)
+//! PICKLE5  0x14 varint count, count handles, varint n, n bytes
+//!                                        (pickle 5 whose out-of-band buffers are shared)
 //! ```
-//! INTS and FLOATS are the common homogeneous lists, decoded without a tag per item.
+//! INTS and FLOATS are the common homogeneous lists, decoded without a tag per item. SHARED and
+//! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes.
 //! Varints are LEB128 (7 bits a byte, low first, at most 10 bytes). A count is only accepted
 //! if the input has at least that many bytes left (every value takes one byte or more), so a
 //! forged count cannot make the decoder allocate beyond the input's size.
@@ -54,7 +60,21 @@ pub mod tag {
     pub const PICKLE: u8 = 0x0F;
     pub const INTS: u8 = 0x10;
     pub const FLOATS: u8 = 0x11;
+    pub const MEMORYVIEW: u8 = 0x12;
+    pub const SHARED: u8 = 0x13;
+    pub const PICKLE5: u8 = 0x14;
 }
+
+/// What a SHARED value was.
+#[allow(missing_docs)]
+pub mod shared_kind {
+    pub const BYTES: u8 = 0;
+    pub const BYTEARRAY: u8 = 1;
+    pub const MEMORYVIEW: u8 = 2;
+}
+
+/// Buffers of at least this many bytes go through shared memory instead of the message.
+pub const SHARE_THRESHOLD: usize = 1 << 20;
 
 /// Deepest nesting the decoder accepts (the encoder hands deeper values to pickle).
 pub const MAX_DEPTH: usize = 512;

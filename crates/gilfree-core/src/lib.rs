@@ -14,6 +14,7 @@
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
 //!   split into fragments when they do not fit.
 //! * [`message`]: the fixed header framing each message's payload.
+//! * [`region`]: one memory file per large buffer, opened by other processes via `/proc`.
 //! * [`segment`]: the layout of one executor's segment: a doorbell and per-worker ring pairs.
 //! * [`supervisor`]: starting, reaping and describing worker processes.
 #![allow(unsafe_code)] // the crate's purpose; each block carries a SAFETY comment.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod message;
 pub mod notify;
 pub mod port;
+pub mod region;
 pub mod ring;
 pub mod segment;
 pub mod shm;

@@ -36,6 +36,16 @@ impl SharedMemory {
         Self::map(fd, len)
     }
 
+    /// As `create`, with every page allocated up front (for memory about to be filled).
+    pub fn create_populated(name: &str, len: usize) -> Result<Self> {
+        if len == 0 {
+            return Err(CoreError::InvalidArgument("shared memory length must be > 0".into()));
+        }
+        let fd = create_anonymous_file(name)?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| CoreError::os("ftruncate", e))?;
+        Self::map_with(fd, len, populate_flag())
+    }
+
     /// Maps an inherited segment; its length is read from the file.
     pub fn open(fd: OwnedFd) -> Result<Self> {
         let stat = rustix::fs::fstat(&fd).map_err(|e| CoreError::os("fstat", e))?;
@@ -48,6 +58,10 @@ impl SharedMemory {
     }
 
     fn map(fd: OwnedFd, len: usize) -> Result<Self> {
+        Self::map_with(fd, len, MapFlags::empty())
+    }
+
+    fn map_with(fd: OwnedFd, len: usize, extra: MapFlags) -> Result<Self> {
         // SAFETY: a fresh shared mapping of a file we own, at an address the kernel picks; it
         // aliases no Rust object.
         let address = unsafe {
@@ -55,7 +69,7 @@ impl SharedMemory {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
+                MapFlags::SHARED | extra,
                 &fd,
                 0,
             )
@@ -132,4 +146,14 @@ pub fn duplicate_fd(fd: std::os::fd::RawFd) -> Result<OwnedFd> {
     // descriptor makes dup fail with EBADF rather than touching anything else.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     borrowed.try_clone_to_owned().map_err(|e| CoreError::os("dup", e))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn populate_flag() -> MapFlags {
+    MapFlags::POPULATE
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn populate_flag() -> MapFlags {
+    MapFlags::empty()
 }

@@ -2,11 +2,13 @@
 //!
 //! * [`channel`]: the parent's and the worker's ends of a shared segment, framing messages with
 //!   a fixed `gilfree_core::message::Header` and releasing the GIL around every wait.
+//! * [`buffers`]: large buffers in shared memory, sent by handle instead of by copy.
 //! * [`codec`]: the value codec (builtin values natively, anything else as pickle).
 //! * [`process`]: starting, reaping, signalling and describing worker processes.
 //! * [`errors`]: the one mapping from `CoreError` to Python exceptions.
 use pyo3::prelude::*;
 
+mod buffers;
 mod channel;
 mod codec;
 mod errors;
@@ -20,5 +22,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("HEADER_SIZE", gilfree_core::message::HEADER_SIZE)?;
     process::register(module)?;
     codec::register(module)?;
+    buffers::register(module)?;
     Ok(())
 }

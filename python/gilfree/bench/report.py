@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gilfree.bench.workloads import Settings, Target, Workload
 
-REFERENCE_NAMES = {"ppe": "PPE", "pool": "Pool", "sequential": "sequential"}
+REFERENCE_NAMES = {"ppe": "PPE", "pool": "Pool", "sequential": "sequential", "pickle": "pickle"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,19 @@ def ratio_to(rows: list[Row], row: Row, key: str) -> float | None:
     return reference / row.seconds
 
 
+def baseline_seconds(rows: list[Row], workload: Workload) -> float | None:
+    """Return the time of ``workload``'s baseline row (sequential loop, pickle), if any."""
+    if workload.baseline is None:
+        return None
+    return reference_seconds(rows, workload, workload.baseline.key)
+
+
+def is_baseline(row: Row) -> bool:
+    """Whether ``row`` is its workload's baseline, timed in this process rather than a pool."""
+    baseline = row.workload.baseline
+    return baseline is not None and row.contender_key == baseline.key
+
+
 def check_target(rows: list[Row], row: Row, target: Target) -> tuple[bool | None, str]:
     """Return (passed, text) for ``target`` on gilfree's ``row``; passed is None when unknown."""
     if row.seconds is None:
@@ -83,10 +96,10 @@ def check_target(rows: list[Row], row: Row, target: Target) -> tuple[bool | None
 
 
 def format_table(rows: list[Row], settings: Settings) -> str:
-    """Return the results table, with the issue 2 targets beside the gilfree rows."""
-    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target (issue 2)")
+    """Return the results table, with the targets of issues 2 and 3 beside the gilfree rows."""
+    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target")
     lines: list[tuple[str, ...]] = [header]
-    verdicts: list[bool | None] = []
+    verdicts: list[tuple[int, bool | None]] = []
     footnotes: list[str] = []
     previous_workload: Workload | None = None
     for row in rows:
@@ -96,14 +109,15 @@ def format_table(rows: list[Row], settings: Settings) -> str:
                 f"[{len(footnotes) + 1}] {row.contender_name}, {row.workload.title}: {row.error}"
             )
             time_text = f"failed [{len(footnotes)}]"
-        sequential = reference_seconds(rows, row.workload, "sequential")
         figure = ""
         if row.seconds is not None:
-            figure = row.workload.figure(row.seconds, sequential, settings)
+            baseline = baseline_seconds(rows, row.workload)
+            figure = row.workload.figure(row.seconds, baseline, settings)
         targets = ""
         if row.contender_key == "gilfree":
             checks = [check_target(rows, row, target) for target in row.workload.targets]
-            verdicts += [passed for passed, _ in checks]
+            issues = [target.issue for target in row.workload.targets]
+            verdicts += [(issue, passed) for issue, (passed, _) in zip(issues, checks, strict=True)]
             targets = "; ".join(text for _, text in checks)
         title = row.workload.title if row.workload is not previous_workload else ""
         previous_workload = row.workload
@@ -127,18 +141,29 @@ def format_table(rows: list[Row], settings: Settings) -> str:
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs; ratios are reference time / contender time (>1 is faster)"
     )
+    capped = [
+        f"{workload.title} (best of {workload.peer_repetitions})"
+        for workload in dict.fromkeys(row.workload for row in rows)
+        if (workload.peer_repetitions or settings.repetitions) < settings.repetitions
+    ]
+    if capped:
+        footnotes.append(f"contenders other than gilfree timed fewer times on: {', '.join(capped)}")
     summary = summarize_targets(verdicts)
     return "\n".join([title, "", *text, "", *footnotes, summary])
 
 
-def summarize_targets(verdicts: list[bool | None]) -> str:
-    """Return one line counting the targets passed, failed and not measurable."""
+def summarize_targets(verdicts: list[tuple[int, bool | None]]) -> str:
+    """Return one line counting, per issue, the targets passed, failed and not measurable."""
     if not verdicts:
-        return "targets (issue 2): gilfree not measured"
-    passed = sum(verdict is True for verdict in verdicts)
-    failed = sum(verdict is False for verdict in verdicts)
-    unknown = sum(verdict is None for verdict in verdicts)
-    return f"targets (issue 2): {passed} PASS, {failed} FAIL, {unknown} n/a"
+        return "targets: gilfree not measured"
+    counts = []
+    for issue in sorted({issue for issue, _ in verdicts}):
+        mine = [verdict for number, verdict in verdicts if number == issue]
+        passed = sum(verdict is True for verdict in mine)
+        failed = sum(verdict is False for verdict in mine)
+        unknown = sum(verdict is None for verdict in mine)
+        counts.append(f"issue {issue}: {passed} PASS, {failed} FAIL, {unknown} n/a")
+    return "targets: " + "; ".join(counts)
 
 
 def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
@@ -150,8 +175,9 @@ def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
         from matplotlib import pyplot
     except ImportError:
         return f"plot: matplotlib is not importable, {path} not written"
-    workloads = list(dict.fromkeys(row.workload for row in rows))
-    contender_rows = [row for row in rows if row.contender_key != "sequential"]
+    compared = [row.workload for row in rows if row.contender_key == "ppe"]
+    workloads = list(dict.fromkeys(compared))
+    contender_rows = [row for row in rows if not is_baseline(row) and row.workload in workloads]
     names = list(dict.fromkeys(row.contender_name for row in contender_rows))
     figure, axes = pyplot.subplots(figsize=(max(8.0, 1.8 * len(workloads)), 5.0))
     bar_width = 0.8 / max(1, len(names))

@@ -1,14 +1,16 @@
 """Command line and measurement loop of ``python -m gilfree bench``.
 
-For each workload: time the sequential loop in this process (if the workload has one), then for
-each contender create a pool outside the timed region, warm it up, time a few repetitions and keep
-the best. Anything a contender raises, or a hang past ``--timeout``, becomes an error row.
+For each workload: time its baseline in this process (the sequential loop, pickle), if it has one,
+then for each contender create a pool outside the timed region, warm it up, time a few repetitions
+and keep the best. Anything a contender raises, or a hang past ``--timeout``, becomes an error row.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib.util
 import signal
 import sys
 import threading
@@ -19,8 +21,11 @@ from typing import Any
 from gilfree.bench import contenders as contender_registry
 from gilfree.bench import report
 from gilfree.bench.contenders import Contender
+from gilfree.bench.data_workloads import DATA_WORKLOADS
 from gilfree.bench.tasks import noop
-from gilfree.bench.workloads import WORKLOADS, Settings, Workload
+from gilfree.bench.workloads import WORKLOADS, Baseline, Settings, Workload
+
+SUITE: tuple[Workload, ...] = (*WORKLOADS, *DATA_WORKLOADS)
 
 # Stop repeating a measurement once its repetitions have taken this long in total.
 CELL_BUDGET_SECONDS = 15.0
@@ -74,6 +79,9 @@ def best_of(measure: Callable[[], float], repetitions: int) -> float:
 
 def measure_contender(workload: Workload, contender: Contender, settings: Settings) -> report.Row:
     """Measure one workload against one contender; failures become an error row."""
+    repetitions = settings.repetitions
+    if contender.key != "gilfree" and workload.peer_repetitions is not None:
+        repetitions = min(repetitions, workload.peer_repetitions)
     pool: Any = None
     try:
         with deadline(settings.timeout_seconds):
@@ -81,9 +89,7 @@ def measure_contender(workload: Workload, contender: Contender, settings: Settin
                 pool = contender.create(settings.workers)
                 contender.map(pool, noop, range(settings.workers * 4))
                 contender.call(pool, noop, None)
-            seconds = best_of(
-                lambda: workload.measure(contender, pool, settings), settings.repetitions
-            )
+            seconds = best_of(lambda: workload.measure(contender, pool, settings), repetitions)
             if pool is not None:
                 contender.close(pool, graceful=True)
                 pool = None
@@ -95,18 +101,13 @@ def measure_contender(workload: Workload, contender: Contender, settings: Settin
     return report.Row(workload, contender.key, contender.name, seconds, None)
 
 
-def measure_sequential(
-    workload: Workload, run_loop: Callable[[Settings], None], settings: Settings
-) -> report.Row:
-    """Time the workload's sequential loop ``run_loop`` in this process."""
-
-    def measure() -> float:
-        started = time.perf_counter()
-        run_loop(settings)
-        return time.perf_counter() - started
-
-    seconds = best_of(measure, settings.repetitions)
-    return report.Row(workload, "sequential", "sequential (parent)", seconds, None)
+def measure_baseline(workload: Workload, baseline: Baseline, settings: Settings) -> report.Row:
+    """Time the workload's ``baseline`` in this process; a failure becomes an error row."""
+    try:
+        seconds = best_of(lambda: baseline.measure(settings), settings.repetitions)
+    except Exception as error:  # every failure is reported, none stops the bench
+        return report.Row(workload, baseline.key, baseline.name, None, describe_error(error))
+    return report.Row(workload, baseline.key, baseline.name, seconds, None)
 
 
 def split_names(text: str | None) -> list[str]:
@@ -123,8 +124,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one repetition, fewer round trips")
     parser.add_argument("--plot", metavar="FILE", help="write a PNG bar chart (needs matplotlib)")
     parser.add_argument("--workers", type=int, default=2, help="workers per pool (default 2)")
-    workload_keys = ",".join(workload.key for workload in WORKLOADS)
-    parser.add_argument("--only", metavar="NAME[,NAME]", help=f"workloads among {workload_keys}")
+    workload_keys = ",".join(workload.key for workload in SUITE)
+    parser.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        help=f"workloads among {workload_keys} (a prefix such as 'echo' or 'codec' picks a group)",
+    )
     contender_keys = ",".join(entry.key for entry in contender_registry.REGISTRY)
     parser.add_argument(
         "--contenders", metavar="NAME[,NAME]", help=f"contenders among {contender_keys}"
@@ -138,15 +143,35 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
+def matches(workload: Workload, name: str) -> bool:
+    """Whether ``name`` ('-' or '_') is the key of ``workload`` or its group, such as ``echo``."""
+    wanted = name.replace("-", "_").lower()
+    return workload.key == wanted or workload.key.startswith(wanted + "_")
+
+
 def select_workloads(names: list[str]) -> list[Workload]:
-    """Return the workloads named (keys, '-' or '_'), or all of them; raise on an unknown name."""
+    """Return the workloads named (keys or groups), or all of them; raise on an unknown name."""
     if not names:
-        return list(WORKLOADS)
-    by_key = {workload.key: workload for workload in WORKLOADS}
-    unknown = [name for name in names if name.replace("-", "_").lower() not in by_key]
+        return list(SUITE)
+    unknown = [name for name in names if not any(matches(workload, name) for workload in SUITE)]
     if unknown:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; choose among {', '.join(by_key)}")
-    return [by_key[name.replace("-", "_").lower()] for name in names]
+        keys = ", ".join(workload.key for workload in SUITE)
+        raise ValueError(f"unknown workload {', '.join(unknown)}; choose among {keys}")
+    chosen = [workload for name in names for workload in SUITE if matches(workload, name)]
+    return list(dict.fromkeys(chosen))
+
+
+def prepare_workloads(workloads: list[Workload], settings: Settings) -> list[Workload]:
+    """Title the workloads for this run's sizes; skip, with a note, those missing a module."""
+    prepared: list[Workload] = []
+    for workload in workloads:
+        if workload.sized_title is not None:
+            workload = dataclasses.replace(workload, title=workload.sized_title(settings))
+        if workload.requires is not None and importlib.util.find_spec(workload.requires) is None:
+            print(f"{workload.title}: skipped, {workload.requires} is not importable")
+            continue
+        prepared.append(workload)
+    return prepared
 
 
 def select_entries(names: list[str]) -> list[contender_registry.Entry]:
@@ -163,13 +188,18 @@ def select_entries(names: list[str]) -> list[contender_registry.Entry]:
 
 def build_settings(arguments: argparse.Namespace) -> Settings:
     """Return the sizes of this run: the full suite, or a shorter one with ``--quick``."""
+    quick = arguments.quick
     return Settings(
         workers=arguments.workers,
-        repetitions=1 if arguments.quick else 3,
-        round_trips=500 if arguments.quick else 2000,
+        repetitions=1 if quick else 3,
+        round_trips=500 if quick else 2000,
         tiny_task_count=100_000,
-        startup_cycles=5 if arguments.quick else 10,
+        startup_cycles=5 if quick else 10,
         timeout_seconds=arguments.timeout,
+        quick=quick,
+        echo_items=1_000_000 if quick else 3_000_000,
+        array_items=6_250_000 if quick else 25_000_000,
+        codec_items=1_000_000,
     )
 
 
@@ -188,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     settings = build_settings(arguments)
+    workloads = prepare_workloads(workloads, settings)
     rows: list[report.Row] = []
 
     def record(row: report.Row) -> None:
@@ -196,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(progress, file=sys.stderr, flush=True)
 
     for workload in workloads:
-        if workload.sequential is not None:
-            record(measure_sequential(workload, workload.sequential, settings))
+        if workload.baseline is not None:
+            record(measure_baseline(workload, workload.baseline, settings))
         for contender in contenders:
-            record(measure_contender(workload, contender, settings))
+            if workload.contenders is None or contender.key in workload.contenders:
+                record(measure_contender(workload, contender, settings))
     print(report.format_table(rows, settings))
     if arguments.plot:
         print(report.write_plot(rows, arguments.plot, settings))

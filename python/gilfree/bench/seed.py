@@ -1,7 +1,10 @@
-"""The seed workloads of issue 2, run with gilfree: ``python -m gilfree seed [--n N]``.
+"""The seed workloads, run with gilfree: ``python -m gilfree seed [--n N] [--echo N]``.
 
 1. ``list(executor.map(fib, range(N)))`` with ``gilfree.ProcessPoolExecutor(os.cpu_count())``;
-2. one process per core, each running ``fib(N)``.
+2. one process per core, each running ``fib(N)``;
+3. issue 3's ``submit(echo, [complex(i, i) for i in range(N)]).result()``, 15 M by default. The
+   stdlib is not run there (it would take most of a minute); its figure from DESIGN.md is printed
+   as a reference instead.
 
 Each parallel time is printed beside an estimate of the sequential time: the cost of one call of
 the naive fib, measured on a small argument, times the number of calls the workload makes
@@ -17,9 +20,12 @@ import os
 import time
 from typing import Any
 
-from gilfree.bench.tasks import fib, fibonacci_fast
+from gilfree.bench.data_workloads import check_echo
+from gilfree.bench.tasks import echo, fib, fibonacci_fast
 
 CALIBRATION_ARGUMENT = 25
+DEFAULT_ECHO_ITEMS = 15_000_000
+STDLIB_ECHO_REFERENCE = "ProcessPoolExecutor takes ~8.5 s for 3 M here (DESIGN.md)"
 
 
 def process_class() -> type[Any]:
@@ -73,6 +79,18 @@ def run_processes(number: int, count: int) -> float:
     return elapsed
 
 
+def run_echo(executor_class: type[Any], count: int, workers: int) -> float:
+    """Time ``submit(echo, data).result()`` of ``count`` complex numbers; check the result."""
+    data = [complex(number, number) for number in range(count)]
+    with executor_class(max_workers=workers) as executor:
+        executor.submit(fibonacci_fast, 1).result()
+        started = time.perf_counter()
+        result = executor.submit(echo, data).result()
+        elapsed = time.perf_counter() - started
+    check_echo(data, result)
+    return elapsed
+
+
 def format_line(label: str, parallel: float, sequential: float) -> str:
     """Format one result line: parallel time, sequential estimate and speed-up."""
     return (
@@ -87,7 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m gilfree seed", description="Run issue 2's seed workloads with gilfree."
     )
     parser.add_argument("--n", type=int, default=35, help="fib argument and map range (35)")
+    parser.add_argument(
+        "--echo",
+        type=int,
+        default=DEFAULT_ECHO_ITEMS,
+        metavar="N",
+        help=f"complex numbers to echo ({DEFAULT_ECHO_ITEMS:_}; 0 skips the echo)",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.echo < 0:
+        parser.error("--echo must be 0 or more")
     try:
         executor_class = importlib.import_module("gilfree").ProcessPoolExecutor
     except (ImportError, AttributeError) as error:
@@ -100,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         map_time = run_map(executor_class, number, cores)
         process_time = run_processes(number, cores)
+        echo_time = run_echo(executor_class, arguments.echo, cores) if arguments.echo else None
     except Exception as error:  # a failed seed run is reported, not raised
         print(f"seed: error: {type(error).__name__}: {error}")
         return 1
@@ -108,4 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = process_class()
     process_label = f"{cores} × {chosen.__module__.split('.')[0]}.Process(fib({number}))"
     print(format_line(process_label, process_time, cores * call_count(number) * per_call))
+    if echo_time is not None:
+        echo_label = f"submit(echo, {arguments.echo / 1e6:g} M complex)"
+        print(f"{echo_label:<38} gilfree  {echo_time:6.2f} s   stdlib: {STDLIB_ECHO_REFERENCE}")
     return 0

@@ -19,3 +19,8 @@ def fibonacci_fast(number: int) -> int:
     for _ in range(number):
         previous, current = current, previous + current
     return previous
+
+
+def echo(value: object) -> object:
+    """Return ``value`` unchanged: the task used to measure the cost of moving data."""
+    return value

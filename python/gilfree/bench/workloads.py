@@ -1,8 +1,10 @@
-"""The benchmark workloads.
+"""The benchmark workloads: the model, and the pool workloads of issue 2.
 
 The task functions live in `gilfree.bench.tasks`, a module that imports nothing, so a worker that
-must import it (zygote, spawn, forkserver) pays no more than one that inherits it (fork). Each `Workload` says how to time one repetition against one contender, which
-sequential loop (if any) it is compared with, and which targets from issue 2 gilfree must reach.
+must import it (zygote, spawn, forkserver) pays no more than one that inherits it (fork). Each
+`Workload` says how to time one repetition against one contender, which reference timed in this
+process (the sequential loop, if any) it is compared with, and which targets gilfree must reach.
+The data workloads of issue 3 live in `gilfree.bench.data_workloads`.
 """
 
 from __future__ import annotations
@@ -34,18 +36,46 @@ class Settings:
     tiny_task_count: int
     startup_cycles: int
     timeout_seconds: float
+    quick: bool = False
+    echo_items: int = 3_000_000
+    array_items: int = 25_000_000
+    codec_items: int = 1_000_000
 
 
 @dataclass(frozen=True)
 class Target:
-    """A goal from issue 2: gilfree at least ``minimum`` times faster than ``reference``."""
+    """A goal of issue ``issue``: gilfree at least ``minimum`` times faster than ``reference``."""
 
     reference: str
     minimum: float
     label: str
+    issue: int = 2
 
 
 Measure = Callable[[Contender, object, Settings], float]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference row timed in this process rather than in a pool (the sequential loop, pickle).
+
+    ``measure`` times one repetition and returns seconds; ``key`` is what targets refer to.
+    """
+
+    key: str
+    name: str
+    measure: Callable[[Settings], float]
+
+
+def sequential(loop: Callable[[Settings], None]) -> Baseline:
+    """Return the baseline that times ``loop`` in this process, as the "sequential" row."""
+
+    def measure(settings: Settings) -> float:
+        started = time.perf_counter()
+        loop(settings)
+        return time.perf_counter() - started
+
+    return Baseline("sequential", "sequential (parent)", measure)
 
 
 @dataclass(frozen=True)
@@ -54,7 +84,11 @@ class Workload:
 
     ``measure`` times one repetition and returns seconds; it receives the pool created (and warmed
     up) by the runner, or ``None`` when ``uses_pool`` is false and it creates pools itself.
-    ``figure`` turns those seconds (and the sequential time, if any) into a per-unit figure.
+    ``figure`` turns those seconds (and the baseline's time, if any) into a per-unit figure.
+    ``contenders`` limits the contenders that run it (all when ``None``); ``peer_repetitions``
+    caps the repetitions of every contender but gilfree (for slow ones); a workload whose
+    ``requires`` module is not importable is skipped; ``sized_title`` gives the title for the
+    sizes of a run when they vary.
     """
 
     key: str
@@ -63,7 +97,11 @@ class Workload:
     figure: Callable[[float, float | None, Settings], str]
     targets: tuple[Target, ...]
     uses_pool: bool = True
-    sequential: Callable[[Settings], None] | None = None
+    baseline: Baseline | None = None
+    contenders: tuple[str, ...] | None = None
+    peer_repetitions: int | None = None
+    requires: str | None = None
+    sized_title: Callable[[Settings], str] | None = None
 
 
 def measure_round_trip(contender: Contender, pool: object, settings: Settings) -> float:
@@ -185,7 +223,7 @@ WORKLOADS: tuple[Workload, ...] = (
         measure=measure_equal_cpu,
         figure=speed_up,
         targets=(Target("sequential", 1.85, "≥1.85× sequential"),),
-        sequential=run_equal_cpu_sequentially,
+        baseline=sequential(run_equal_cpu_sequentially),
     ),
     Workload(
         key="imbalanced",
@@ -193,7 +231,7 @@ WORKLOADS: tuple[Workload, ...] = (
         measure=measure_imbalanced,
         figure=speed_up,
         targets=(Target("ppe", 1.0, "≤ PPE time"),),
-        sequential=run_imbalanced_sequentially,
+        baseline=sequential(run_imbalanced_sequentially),
     ),
     Workload(
         key="startup",

@@ -4,24 +4,22 @@
 #![allow(unsafe_code)] // raw CPython constructors on the hot path; each block says why it holds
 #![allow(clippy::cast_possible_wrap)] // counts are bounded by the input length (< isize::MAX)
 
-use gilfree_core::codec::{self, tag, Reader, MAX_DEPTH};
+use gilfree_core::codec::{self, shared_kind, tag, Reader, MAX_DEPTH};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PySet};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PyMemoryView, PySet};
 
 use super::{pickle_function, DecodeError, PICKLE_LOADS};
+use crate::buffers::{open_buffer, SharedBuffer};
 
-/// Decodes what `encode` made. `allow_pickle=False` refuses messages that carry pickles (for
-/// input that is not trusted: unpickling runs code). Raises `DecodeError` on invalid input.
+/// Decodes what `encode` made. `trusted=False` refuses messages that carry pickles or shared
+/// buffer handles (unpickling runs code; a handle opens memory of another process): for input
+/// that does not come from gilfree's own processes. Raises `DecodeError` on invalid input.
 #[pyfunction]
-#[pyo3(signature = (data, *, allow_pickle = true))]
-pub fn decode<'py>(
-    py: Python<'py>,
-    data: &[u8],
-    allow_pickle: bool,
-) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (data, *, trusted = true))]
+pub fn decode<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
     let mut reader = Reader::new(data).map_err(decode_error)?;
-    let value = Decoder { py, allow_pickle }.value(&mut reader, 0)?;
+    let value = Decoder { py, trusted }.value(&mut reader, 0)?;
     if !reader.at_end() {
         return Err(DecodeError::new_err(format!(
             "{} bytes after the value",
@@ -39,7 +37,7 @@ fn decode_error(error: gilfree_core::CoreError) -> PyErr {
 
 struct Decoder<'py> {
     py: Python<'py>,
-    allow_pickle: bool,
+    trusted: bool,
 }
 
 impl<'py> Decoder<'py> {
@@ -96,14 +94,48 @@ impl<'py> Decoder<'py> {
             }
             tag::PICKLE => {
                 let bytes = reader.blob().map_err(decode_error)?;
-                if !self.allow_pickle {
-                    return Err(DecodeError::new_err("the message carries a pickle"));
-                }
+                self.check_trusted("a pickle")?;
                 pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
                     .call1((PyBytes::new(py, bytes),))?
             }
+            tag::SHARED => {
+                let kind = reader.byte().map_err(decode_error)?;
+                self.check_trusted("a shared buffer")?;
+                let buffer = open_handle(reader)?;
+                match kind {
+                    shared_kind::BYTES => PyBytes::new(py, buffer.bytes()).into_any(),
+                    shared_kind::BYTEARRAY => PyByteArray::new(py, buffer.bytes()).into_any(),
+                    shared_kind::MEMORYVIEW => {
+                        PyMemoryView::from(&Bound::new(py, buffer)?.into_any())?.into_any()
+                    }
+                    other => {
+                        return Err(DecodeError::new_err(format!("unknown shared kind {other}")));
+                    }
+                }
+            }
+            tag::PICKLE5 => {
+                let count = reader.count(4).map_err(decode_error)?;
+                self.check_trusted("a pickle")?;
+                let buffers = PyList::empty(py);
+                for _ in 0..count {
+                    buffers.append(Bound::new(py, open_handle(reader)?)?)?;
+                }
+                let bytes = reader.blob().map_err(decode_error)?;
+                let keywords = PyDict::new(py);
+                keywords.set_item("buffers", buffers)?;
+                pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
+                    .call((PyBytes::new(py, bytes),), Some(&keywords))?
+            }
             other => return scalar(py, other, reader),
         })
+    }
+
+    fn check_trusted(&self, what: &str) -> PyResult<()> {
+        if self.trusted {
+            Ok(())
+        } else {
+            Err(DecodeError::new_err(format!("the message carries {what}")))
+        }
     }
 
     fn values(
@@ -189,9 +221,27 @@ fn scalar<'py>(py: Python<'py>, tag: u8, reader: &mut Reader<'_>) -> PyResult<Bo
             }
         }
         tag::BYTES => PyBytes::new(py, reader.blob().map_err(decode_error)?).into_any(),
-        tag::BYTEARRAY => {
-            pyo3::types::PyByteArray::new(py, reader.blob().map_err(decode_error)?).into_any()
+        tag::BYTEARRAY => PyByteArray::new(py, reader.blob().map_err(decode_error)?).into_any(),
+        tag::MEMORYVIEW => {
+            let bytes = PyBytes::new(py, reader.blob().map_err(decode_error)?);
+            PyMemoryView::from(&bytes.into_any())?.into_any()
         }
         other => return Err(decode_error(codec::unknown_tag(other))),
     })
+}
+
+/// Reads a shared buffer's handle and opens it.
+fn open_handle(reader: &mut Reader<'_>) -> PyResult<SharedBuffer> {
+    let mut numbers = [0u64; 4];
+    for number in &mut numbers {
+        *number = reader.varint().map_err(decode_error)?;
+    }
+    let [pid, fd, offset, length] = numbers;
+    let invalid = || DecodeError::new_err("a shared buffer handle out of range");
+    open_buffer(
+        u32::try_from(pid).map_err(|_| invalid())?,
+        i32::try_from(fd).map_err(|_| invalid())?,
+        usize::try_from(offset).map_err(|_| invalid())?,
+        usize::try_from(length).map_err(|_| invalid())?,
+    )
 }

@@ -10,13 +10,14 @@
 
 use std::collections::HashSet;
 
-use gilfree_core::codec::{self, tag, MAGIC};
+use gilfree_core::codec::{self, shared_kind, tag, MAGIC, SHARE_THRESHOLD};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PySet};
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
 use super::pickle_value;
+use crate::buffers::{export, SharedBuffer};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -41,27 +42,32 @@ struct Encoder<'py> {
     out: Vec<u8>,
     containers: HashSet<usize>,
     fallbacks: usize,
+    /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
+    /// every buffer inline.
+    sink: Option<Bound<'py, PyList>>,
 }
 
-/// Encodes `value` (see the module documentation).
+/// Encodes `value` (see the module documentation). With a `sink` list, buffers of at least
+/// `SHARE_THRESHOLD` bytes (and any buffer already in shared memory) travel as handles of
+/// shared buffers, which are appended to `sink`: keep them until the receiver has decoded.
 #[pyfunction]
-pub fn encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut encoder = Encoder {
-        py,
-        out: vec![MAGIC],
-        containers: HashSet::new(),
-        fallbacks: 0,
-    };
+#[pyo3(signature = (value, sink = None))]
+pub fn encode<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    sink: Option<Bound<'py, PyList>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut encoder =
+        Encoder { py, out: vec![MAGIC], containers: HashSet::new(), fallbacks: 0, sink };
     match encoder.value(value.as_ptr(), 0) {
-        Ok(()) => Ok(PyBytes::new(py, &encoder.out)),
-        Err(Stop::Error(error)) => Err(error),
+        Ok(()) => {}
+        Err(Stop::Error(error)) => return Err(error),
         Err(Stop::Whole) => {
-            let pickled = pickle_value(value)?;
-            let mut out = vec![MAGIC];
-            codec::write_blob(&mut out, tag::PICKLE, pickled.cast::<PyBytes>()?.as_bytes());
-            Ok(PyBytes::new(py, &out))
+            encoder.out.truncate(1);
+            encoder.pickle(value)?;
         }
     }
+    Ok(PyBytes::new(py, &encoder.out))
 }
 
 impl Encoder<'_> {
@@ -96,6 +102,8 @@ impl Encoder<'_> {
                 self.out.extend_from_slice(&imaginary.to_le_bytes());
             } else if kind == &raw mut ffi::PyUnicode_Type {
                 self.string(object)?;
+            } else if kind == &raw mut ffi::PyBytes_Type && self.shared(object, shared_kind::BYTES)? {
+                // sent as a shared buffer
             } else if kind == &raw mut ffi::PyBytes_Type {
                 let data = ffi::PyBytes_AsString(object).cast::<u8>();
                 let length = ffi::PyBytes_Size(object) as usize;
@@ -104,8 +112,13 @@ impl Encoder<'_> {
                     tag::BYTES,
                     std::slice::from_raw_parts(data, length),
                 );
+            } else if kind == &raw mut ffi::PyMemoryView_Type {
+                self.memoryview(object)?;
             } else if kind == &raw mut ffi::PyByteArray_Type {
                 self.enter(object)?;
+                if self.shared(object, shared_kind::BYTEARRAY)? {
+                    return Ok(());
+                }
                 let data = ffi::PyByteArray_AsString(object).cast::<u8>();
                 let length = ffi::PyByteArray_Size(object) as usize;
                 let bytes = if length == 0 {
@@ -322,12 +335,67 @@ impl Encoder<'_> {
         }
         // SAFETY: a live object the caller keeps alive, GIL held.
         let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let pickled = pickle_value(&value)?;
-        codec::write_blob(
-            &mut self.out,
-            tag::PICKLE,
-            pickled.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes(),
-        );
+        Ok(self.pickle(&value)?)
+    }
+
+    /// Writes `value` as PICKLE, or as PICKLE5 when its large buffers went to shared memory.
+    fn pickle(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let pickled = pickle_value(value, self.sink.is_some())?;
+        let (data, buffers) =
+            pickled.extract::<(Bound<'_, PyBytes>, Vec<Bound<'_, SharedBuffer>>)>()?;
+        if buffers.is_empty() {
+            codec::write_blob(&mut self.out, tag::PICKLE, data.as_bytes());
+            return Ok(());
+        }
+        self.out.push(tag::PICKLE5);
+        codec::write_varint(&mut self.out, buffers.len() as u64);
+        for buffer in &buffers {
+            self.handle(buffer)?;
+        }
+        codec::write_varint(&mut self.out, data.as_bytes().len() as u64);
+        self.out.extend_from_slice(data.as_bytes());
+        Ok(())
+    }
+
+    /// Writes a buffer's handle and keeps the buffer in the sink.
+    fn handle(&mut self, buffer: &Bound<'_, SharedBuffer>) -> PyResult<()> {
+        let (pid, fd, offset, length) = buffer.get().handle();
+        for number in [u64::from(pid), fd as u64, offset as u64, length as u64] {
+            codec::write_varint(&mut self.out, number);
+        }
+        if let Some(sink) = &self.sink {
+            sink.append(buffer)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `object`'s bytes as a SHARED value if there is a sink and the buffer is large or
+    /// already shared; false if it must go inline.
+    fn shared(&mut self, object: *mut ffi::PyObject, kind: u8) -> Result<bool, Stop> {
+        if self.sink.is_none() {
+            return Ok(false);
+        }
+        // SAFETY: a live object the caller keeps alive, GIL held.
+        let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let Some(buffer) = export(self.py, &value, SHARE_THRESHOLD)? else {
+            return Ok(false);
+        };
+        self.out.push(tag::SHARED);
+        self.out.push(kind);
+        self.handle(&Bound::new(self.py, buffer)?)?;
+        Ok(true)
+    }
+
+    /// A memoryview: shared when large (or already shared), else its bytes inline.
+    fn memoryview(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+        if self.shared(object, shared_kind::MEMORYVIEW)? {
+            return Ok(());
+        }
+        // SAFETY: a live memoryview the caller keeps alive, GIL held.
+        let view = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let bytes = view.call_method0("tobytes")?;
+        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+        codec::write_blob(&mut self.out, tag::MEMORYVIEW, bytes.as_bytes());
         Ok(())
     }
 }

@@ -37,14 +37,10 @@ fn pickle_function<'py>(
         .map(|function| function.bind(py))
 }
 
-fn pickle_value<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    pickle_function(
-        value.py(),
-        &PICKLE_DUMPS,
-        "gilfree._protocol",
-        "pickle_value",
-    )?
-    .call1((value,))
+/// `(pickle bytes, [SharedBuffer])`: the buffers are the out-of-band ones (only when `share`).
+fn pickle_value<'py>(value: &Bound<'py, PyAny>, share: bool) -> PyResult<Bound<'py, PyAny>> {
+    pickle_function(value.py(), &PICKLE_DUMPS, "gilfree._protocol", "pickle_value")?
+        .call1((value, share))
 }
 
 /// Makes `_core.encode`, `_core.decode` and `_core.DecodeError` available.
@@ -52,5 +48,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(encode, module)?)?;
     module.add_function(wrap_pyfunction!(decode, module)?)?;
     module.add("DecodeError", module.py().get_type::<DecodeError>())?;
+    module.add("SHARE_THRESHOLD", gilfree_core::codec::SHARE_THRESHOLD)?;
     Ok(())
 }

@@ -1,0 +1,151 @@
+//! `SharedBuffer`: a buffer in a shared region (see `gilfree_core::region`), exposed to Python
+//! through the buffer protocol, and the two ways to get one: `export` (send a buffer) and
+//! `open_buffer` (receive one).
+#![allow(unsafe_code)] // the buffer protocol and raw buffer access; each block says why it holds
+
+use std::os::raw::{c_int, c_void};
+use std::sync::Arc;
+
+use gilfree_core::region::{Origin, Region};
+use gilfree_core::CoreError;
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::errors::Error;
+
+/// Where a shared buffer can be opened from: ``(pid, fd, offset, length)``.
+pub type Handle = (u32, i32, usize, usize);
+
+/// A writable window on shared memory that other processes can map too.
+#[pyclass(module = "gilfree._core", frozen)]
+pub struct SharedBuffer {
+    region: Arc<Region>,
+    offset: usize,
+    length: usize,
+}
+
+impl SharedBuffer {
+    /// The handle to send to another process.
+    #[must_use]
+    pub fn handle(&self) -> Handle {
+        let Origin { pid, fd } = self.region.origin();
+        (pid, fd, self.offset, self.length)
+    }
+
+    /// The bytes (shared memory: another process may write them concurrently).
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: offset + length lies inside the region (checked where the buffer was made)
+        // and the region stays mapped while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.region.as_ptr().add(self.offset), self.length) }
+    }
+}
+
+#[pymethods]
+impl SharedBuffer {
+    /// A new zero-filled shared buffer of ``length`` bytes.
+    #[staticmethod]
+    fn allocate(length: usize) -> PyResult<Self> {
+        if length == 0 {
+            return Err(PyValueError::new_err("a shared buffer needs a length of at least 1 byte"));
+        }
+        let region = Region::create(length).map_err(Error::from)?;
+        Ok(Self { region, offset: 0, length })
+    }
+
+    /// ``(pid, fd, offset, length)``: what another process passes to ``open_buffer``.
+    #[getter(handle)]
+    fn py_handle(&self) -> Handle {
+        self.handle()
+    }
+
+    fn __len__(&self) -> usize {
+        self.length
+    }
+
+    #[allow(clippy::needless_pass_by_value)] // the signature PyO3 requires
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let buffer = slf.get();
+        let start = buffer.bytes().as_ptr().cast_mut().cast::<c_void>();
+        let length = ffi::Py_ssize_t::try_from(buffer.length)
+            .map_err(|_| PyBufferError::new_err("buffer too large"))?;
+        // SAFETY: `view` is the caller's Py_buffer; the memory stays valid while the exporter
+        // (`slf`, referenced by the view) lives; writable shared memory (readonly = 0).
+        if unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), start, length, 0, flags) } == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::unused_self)] // nothing to release: the view holds the exporter alive
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+}
+
+/// Makes ``obj``'s bytes reachable from another process. A buffer that already lies in shared
+/// memory is shared as it is (no copy, whatever its size); another is copied into a new shared
+/// buffer if it holds at least ``minimum`` bytes. Returns the buffer to keep alive until the
+/// receiver has opened it (its ``handle`` is what to send), or None (send it inline). Buffers
+/// that are not contiguous give None too.
+#[pyfunction]
+pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResult<Option<SharedBuffer>> {
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: asks for a simple (contiguous, unformatted) buffer into our local view.
+    if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } != 0 {
+        // SAFETY: clears the error just raised (not contiguous, or no buffer at all).
+        unsafe { ffi::PyErr_Clear() };
+        return Ok(None);
+    }
+    // SAFETY: PyObject_GetBuffer succeeded and filled the view.
+    let mut view = unsafe { view.assume_init() };
+    let address = view.buf as usize;
+    let length = usize::try_from(view.len).unwrap_or(0);
+    let result = if let Some((region, offset)) = Region::containing(address, length) {
+        Ok(Some(SharedBuffer { region, offset, length }))
+    } else if length == 0 || length < minimum {
+        Ok(None)
+    } else {
+        copy_into_new_region(py, address, length).map(Some)
+    };
+    // SAFETY: releases the view acquired above, exactly once.
+    unsafe { ffi::PyBuffer_Release(&raw mut view) };
+    result
+}
+
+fn copy_into_new_region(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
+    let region = Region::create(length).map_err(Error::from)?;
+    let target = region.as_ptr() as usize;
+    // SAFETY: the source is pinned by the caller's Py_buffer for the whole copy; the target is
+    // a fresh region of `length` bytes; they cannot overlap. The GIL is released meanwhile:
+    // only the memory is touched.
+    py.detach(|| unsafe {
+        std::ptr::copy_nonoverlapping(address as *const u8, target as *mut u8, length);
+    });
+    Ok(SharedBuffer { region, offset: 0, length })
+}
+
+/// Opens a buffer another process exported (its ``handle``).
+#[pyfunction]
+pub fn open_buffer(pid: u32, fd: i32, offset: usize, length: usize) -> PyResult<SharedBuffer> {
+    let region = Region::open(Origin { pid, fd }).map_err(Error::from)?;
+    if offset.checked_add(length).is_none_or(|end| end > region.len()) {
+        return Err(Error::from(CoreError::Decode(format!(
+            "a shared buffer of {} bytes has no bytes {offset}..{offset}+{length}",
+            region.len()
+        )))
+        .into());
+    }
+    Ok(SharedBuffer { region, offset, length })
+}
+
+/// Makes `SharedBuffer`, `export` and `open_buffer` available.
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<SharedBuffer>()?;
+    module.add_function(wrap_pyfunction!(export, module)?)?;
+    module.add_function(wrap_pyfunction!(open_buffer, module)?)?;
+    Ok(())
+}
