@@ -23,13 +23,14 @@
 //! PICKLE   0x0F varint n, n bytes        (pickle protocol 5, for anything else)
 //! INTS     0x10 varint count, zigzag-varints   (a list whose items are all INT-sized ints)
 //! FLOATS   0x11 varint count, count f64s       (a list whose items are all floats)
+//! COMPLEXES 0x15 varint count, count f64 pairs (a list whose items are all complex)
 //! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
 //! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
 //!                                         2 memoryview; handle = varint pid, fd, offset, length)
 //! PICKLE5  0x14 varint count, count handles, varint n, n bytes
 //!                                        (pickle 5 whose out-of-band buffers are shared)
 //! ```
-//! INTS and FLOATS are the common homogeneous lists, decoded without a tag per item. SHARED and
+//! INTS, FLOATS and COMPLEXES are the common homogeneous lists, decoded without a tag per item. SHARED and
 //! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes.
 //! Varints are LEB128 (7 bits a byte, low first, at most 10 bytes). A count is only accepted
 //! if the input has at least that many bytes left (every value takes one byte or more), so a
@@ -63,6 +64,7 @@ pub mod tag {
     pub const MEMORYVIEW: u8 = 0x12;
     pub const SHARED: u8 = 0x13;
     pub const PICKLE5: u8 = 0x14;
+    pub const COMPLEXES: u8 = 0x15;
 }
 
 /// What a SHARED value was.

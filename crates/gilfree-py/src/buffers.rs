@@ -109,15 +109,15 @@ pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResul
     } else if length == 0 || length < minimum {
         Ok(None)
     } else {
-        copy_into_new_region(py, address, length).map(Some)
+        copy_into_region(py, address, length).map(Some)
     };
     // SAFETY: releases the view acquired above, exactly once.
     unsafe { ffi::PyBuffer_Release(&raw mut view) };
     result
 }
 
-fn copy_into_new_region(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
-    let region = Region::create(length).map_err(Error::from)?;
+fn copy_into_region(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
+    let region = Region::acquire(length).map_err(Error::from)?;
     let target = region.as_ptr() as usize;
     // SAFETY: the source is pinned by the caller's Py_buffer for the whole copy; the target is
     // a fresh region of `length` bytes; they cannot overlap. The GIL is released meanwhile:

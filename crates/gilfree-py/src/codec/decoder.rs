@@ -17,7 +17,29 @@ use crate::buffers::{open_buffer, SharedBuffer};
 /// that does not come from gilfree's own processes. Raises `DecodeError` on invalid input.
 #[pyfunction]
 #[pyo3(signature = (data, *, trusted = true))]
-pub fn decode<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
+pub fn decode<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    trusted: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: asks `data` for a simple contiguous buffer (bytes, memoryview, SharedBuffer...).
+    if unsafe { ffi::PyObject_GetBuffer(data.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: PyObject_GetBuffer succeeded and filled the view.
+    let mut view = unsafe { view.assume_init() };
+    // SAFETY: the view pins `len` readable bytes at `buf` until it is released below.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(view.buf.cast::<u8>(), usize::try_from(view.len).unwrap_or(0))
+    };
+    let result = decode_bytes(py, bytes, trusted);
+    // SAFETY: releases the view acquired above, exactly once.
+    unsafe { ffi::PyBuffer_Release(&raw mut view) };
+    result
+}
+
+fn decode_bytes<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
     let mut reader = Reader::new(data).map_err(decode_error)?;
     let value = Decoder { py, trusted }.value(&mut reader, 0)?;
     if !reader.at_end() {
@@ -66,6 +88,17 @@ impl<'py> Decoder<'py> {
                     let value = reader.float().map_err(decode_error)?;
                     // SAFETY: a plain constructor call with the GIL held; null raises.
                     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value)) }
+                })?
+            }
+            tag::COMPLEXES => {
+                let count = reader.count(16).map_err(decode_error)?;
+                new_list(py, count, |_| {
+                    let real = reader.float().map_err(decode_error)?;
+                    let imaginary = reader.float().map_err(decode_error)?;
+                    // SAFETY: a plain constructor call with the GIL held; null raises.
+                    unsafe {
+                        Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary))
+                    }
                 })?
             }
             tag::TUPLE => {

@@ -229,21 +229,26 @@ impl Encoder<'_> {
         };
         // SAFETY: each item is a live object owned by the list.
         let first = unsafe { ffi::Py_TYPE(items[0]) };
-        if first == &raw mut ffi::PyFloat_Type {
-            // SAFETY: type pointers compared to CPython's static float type.
-            if !items
-                .iter()
-                .all(|&item| unsafe { ffi::Py_TYPE(item) } == first)
-            {
+        if first == &raw mut ffi::PyFloat_Type || first == &raw mut ffi::PyComplex_Type {
+            // SAFETY: type pointers compared to CPython's static types.
+            if !items.iter().all(|&item| unsafe { ffi::Py_TYPE(item) } == first) {
                 return false;
             }
-            self.out.push(tag::FLOATS);
+            let complex = first == &raw mut ffi::PyComplex_Type;
+            self.out.push(if complex { tag::COMPLEXES } else { tag::FLOATS });
             codec::write_varint(&mut self.out, count as u64);
-            self.out.reserve(items.len() * 8);
+            self.out.reserve(items.len() * if complex { 16 } else { 8 });
             for &item in items {
-                // SAFETY: an exact float.
-                self.out
-                    .extend_from_slice(&unsafe { ffi::PyFloat_AS_DOUBLE(item) }.to_le_bytes());
+                // SAFETY: every item is an exact float, or an exact complex (checked above).
+                unsafe {
+                    if complex {
+                        let value = (*item.cast::<ffi::PyComplexObject>()).cval;
+                        self.out.extend_from_slice(&value.real.to_le_bytes());
+                        self.out.extend_from_slice(&value.imag.to_le_bytes());
+                    } else {
+                        self.out.extend_from_slice(&ffi::PyFloat_AS_DOUBLE(item).to_le_bytes());
+                    }
+                }
             }
             return true;
         }
