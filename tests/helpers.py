@@ -241,3 +241,22 @@ def make_adder(amount):
         return value + amount
 
     return add_amount
+
+
+def kill_self_holding(array):
+    """Dies with SIGKILL while the argument (a shared buffer view) is mapped here."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(5)
+
+
+def fill_range(array, start, stop, value):
+    """Writes ``value`` into ``array[start:stop]`` in place (a shared array)."""
+    array[start:stop] = value
+    return stop - start
+
+
+def double_array(array):
+    """A new array made in the worker: the result is a buffer the worker owns."""
+    return array * 2

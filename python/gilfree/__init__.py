@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gilfree.errors import BrokenProcessPool, SerializationError, WorkerCrashedError
     from gilfree.executor import Executor, ProcessPoolExecutor
+    from gilfree.shared import shared_ndarray
 
 __all__ = [
     "BrokenProcessPool",
@@ -22,6 +23,7 @@ __all__ = [
     "ProcessPoolExecutor",
     "SerializationError",
     "WorkerCrashedError",
+    "shared_ndarray",
 ]
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ _HOMES = {
     "BrokenProcessPool": "gilfree.errors",
     "WorkerCrashedError": "gilfree.errors",
     "SerializationError": "gilfree.errors",
+    "shared_ndarray": "gilfree.shared",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
 }

@@ -12,12 +12,14 @@
 //! other processes, keyed by (pid, fd, inode): a handle received twice is mapped once.
 //!
 //! Creating a region costs the kernel a page allocation per 4 KiB (about 0.6 ms per MiB here),
-//! more than copying the data. So regions made for copies are recycled: each region starts with
-//! a header counting the processes that map it (each mapping adds one, each unmapping takes one
-//! away), and a region this process created, no longer uses, and that no other process maps
-//! any more is reused by the next `acquire`. A process that dies while mapping a region never
-//! takes its one away: the region then only looks busy (never reused wrongly) until the pool
-//! drops it, and the kernel frees it with the last mapping.
+//! more than copying the data. So regions made for copies are recycled. Each region starts with
+//! a header listing the pid of every mapping of it (a mapping claims a free entry when made
+//! and clears it when unmapped; past `MAPPING_ENTRIES`, an overflow count). A region this
+//! process created, no longer uses, and that no live process maps any more is reused by the
+//! next `acquire`. A process that dies while mapping a region leaves its entry behind; the pid
+//! no longer exists, so the entry no longer counts (a recycled pid only makes the region look
+//! busy, never free). The pool keeps at most `POOL_BYTES`; the kernel frees a dropped region
+//! with its last mapping.
 //!
 //! Linux only (`/proc`); elsewhere `open` fails and callers send buffers inline.
 use std::collections::{BTreeMap, HashMap};
@@ -37,8 +39,64 @@ pub struct Origin {
     pub fd: i32,
 }
 
-/// Bytes before a region's data: the count of mappings, on its own cache line.
+/// Bytes before a region's data: the mapping table, on its own cache line.
 const HEADER: usize = 64;
+/// Mappings listed by pid in the header; more are only counted.
+const MAPPING_ENTRIES: usize = 15;
+const _: () = assert!(std::mem::size_of::<Mappings>() <= HEADER);
+
+/// The header: who maps the region. Zeroed memory is an empty table.
+#[repr(C)]
+struct Mappings {
+    pids: [AtomicU32; MAPPING_ENTRIES],
+    overflow: AtomicU32,
+}
+
+impl Mappings {
+    /// Records a mapping by this process.
+    fn add(&self) {
+        let me = std::process::id();
+        let claimed = self.pids.iter().any(|entry| {
+            entry.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        });
+        if !claimed {
+            self.overflow.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets one mapping by this process.
+    fn remove(&self) {
+        let me = std::process::id();
+        let released = self.pids.iter().any(|entry| {
+            entry.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        });
+        if !released {
+            self.overflow.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether this process's one mapping is the only mapping by a live process.
+    fn only_mine(&self) -> bool {
+        let me = std::process::id();
+        let mut mine = 0;
+        for entry in &self.pids {
+            match entry.load(Ordering::SeqCst) {
+                0 => {}
+                pid if pid == me => mine += 1,
+                pid if process_alive(pid) => return false,
+                _ => {}
+            }
+        }
+        mine == 1 && self.overflow.load(Ordering::SeqCst) == 0
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
 /// Idle regions kept for reuse, in bytes.
 const POOL_BYTES: usize = 1 << 30;
 
@@ -57,7 +115,7 @@ impl Region {
         })?;
         let memory = SharedMemory::create_populated("gilfree-buffer", size)?;
         let region = Self { memory };
-        region.mappings().store(1, Ordering::SeqCst);
+        region.mappings().add();
         Ok(register(region))
     }
 
@@ -89,15 +147,15 @@ impl Region {
     /// Idle (only the pool holds it, only this process maps it) and of a fitting size.
     fn reusable_for(self: &Arc<Self>, length: usize) -> bool {
         Arc::strong_count(self) == 1
-            && self.mappings().load(Ordering::SeqCst) == 1
+            && self.mappings().only_mine()
             && self.len() >= length
             && self.len() / 4 <= length.max(1 << 20)
     }
 
-    fn mappings(&self) -> &AtomicU32 {
-        // SAFETY: every region starts with HEADER bytes, the first four of which are the
-        // mapping count, only ever accessed atomically; the mapping outlives `self`.
-        unsafe { &*self.memory.base().as_ptr().cast::<AtomicU32>() }
+    fn mappings(&self) -> &Mappings {
+        // SAFETY: every region starts with HEADER (>= size_of::<Mappings>()) bytes holding the
+        // table, only ever accessed atomically; the mapping outlives `self`.
+        unsafe { &*self.memory.base().as_ptr().cast::<Mappings>() }
     }
 
     /// Opens the region another process exported as `origin` (or this process: a handle can
@@ -130,7 +188,7 @@ impl Region {
             return Err(CoreError::InvalidSegment(format!("{path} is too short")));
         }
         let region = Self { memory };
-        region.mappings().fetch_add(1, Ordering::SeqCst);
+        region.mappings().add();
         let region = register(region);
         let mut opened = lock(&OPENED);
         opened.retain(|_, region| region.strong_count() > 0);
@@ -178,7 +236,7 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         lock(&REGIONS).remove(&(self.as_ptr() as usize));
-        self.mappings().fetch_sub(1, Ordering::SeqCst);
+        self.mappings().remove();
     }
 }
 
@@ -247,6 +305,17 @@ mod tests {
         assert_ne!(other.as_ptr() as usize, address, "a region still mapped is not reused");
         drop(mapped_elsewhere);
         drop((busy, other));
+    }
+
+    #[test]
+    fn a_mapping_left_by_a_dead_process_does_not_keep_a_region_busy() {
+        let region = Region::create(4096).unwrap();
+        let entries = &region.mappings().pids;
+        entries[1].store(u32::MAX - 7, Ordering::SeqCst); // no such process
+        assert!(region.mappings().only_mine());
+        entries[1].store(1, Ordering::SeqCst); // init: alive
+        assert!(!region.mappings().only_mine());
+        entries[1].store(0, Ordering::SeqCst);
     }
 
     #[test]

@@ -1,0 +1,134 @@
+"""Large data: buffers through shared memory, shared arrays, and nothing lost or leaked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import helpers
+from conftest import create_executor
+
+pytestmark = pytest.mark.gilfree_only
+numpy = pytest.importorskip("numpy")
+RESULT_TIMEOUT = 60
+MIB = 1 << 20
+
+
+def gilfree_mappings() -> int:
+    """How many shared buffers this process maps now."""
+    with open("/proc/self/maps") as maps:
+        return sum("gilfree-buffer" in line for line in maps)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("size", [10, 3 * MIB], ids=["small", "large"])
+def test_bytes_like_values_keep_their_type_and_content(shared_executor, size):
+    data = bytes(range(256)) * (size // 256 + 1)
+    for value in (data, bytearray(data), memoryview(data)):
+        echoed = shared_executor.submit(helpers.echo, value).result(timeout=RESULT_TIMEOUT)[0][0]
+        assert type(echoed) is type(value)
+        assert bytes(echoed) == data
+
+
+@pytest.mark.parametrize("shape", [(7,), (1000, 300), (3 * MIB,)])
+def test_numpy_arrays_round_trip(shared_executor, shape):
+    array = numpy.arange(numpy.prod(shape), dtype=numpy.float64).reshape(shape)
+    doubled = shared_executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+    assert doubled.dtype == array.dtype and doubled.shape == array.shape
+    assert numpy.array_equal(doubled, array * 2)
+
+
+def test_a_shared_array_is_written_in_place_by_the_workers(shared_executor):
+    import gilfree
+
+    array = gilfree.shared_ndarray(1_000_000, dtype=numpy.int64)
+    quarters = [(index * 250_000, (index + 1) * 250_000) for index in range(4)]
+    futures = [
+        shared_executor.submit(helpers.fill_range, array, start, stop, start // 250_000 + 1)
+        for start, stop in quarters
+    ]
+    assert [future.result(timeout=RESULT_TIMEOUT) for future in futures] == [250_000] * 4
+    assert numpy.array_equal(array, numpy.repeat(numpy.arange(1, 5), 250_000))
+
+
+def test_a_slice_of_a_shared_array_is_shared_too(shared_executor):
+    import gilfree
+
+    array = gilfree.shared_ndarray((4, 1000), dtype=numpy.float32)
+    shared_executor.submit(helpers.fill_range, array[2], 10, 20, 5.0).result(timeout=RESULT_TIMEOUT)
+    assert array[2, 10:20].tolist() == [5.0] * 10
+    assert array.sum() == 50.0
+
+
+def test_shared_ndarray_checks_its_arguments():
+    import gilfree
+
+    with pytest.raises(ValueError, match="shape"):
+        gilfree.shared_ndarray((3, -1))
+    with pytest.raises(ValueError, match="order"):
+        gilfree.shared_ndarray(3, order="X")
+    assert gilfree.shared_ndarray((2, 3), order="F").flags.f_contiguous
+
+
+def test_a_thousand_round_trips_of_10_mib_do_not_grow_the_parent():
+    array = numpy.ones(10 * MIB // 8)
+    with create_executor(max_workers=2) as executor:
+        for _ in range(50):
+            executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+        before = resident_bytes()
+        for _ in range(1000):
+            result = executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+            del result
+        growth = resident_bytes() - before
+    assert growth < 64 * MIB, f"the parent grew by {growth / MIB:.0f} MiB"
+    assert gilfree_mappings() < 16
+
+
+def test_a_worker_killed_while_mapping_buffers_does_not_pin_them():
+    from gilfree import WorkerCrashedError
+
+    array = numpy.ones(20 * MIB // 8)
+    with create_executor(max_workers=1) as executor:
+        for _ in range(5):
+            with pytest.raises(WorkerCrashedError):
+                executor.submit(helpers.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+        # The dead workers' mappings no longer count: the same buffer keeps being reused.
+        assert gilfree_mappings() <= 2
+        assert executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
+
+
+def test_everything_works_without_numpy(tmp_path):
+    script = tmp_path / "no_numpy.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            sys.modules["numpy"] = None  # importing numpy now fails
+            import gilfree
+
+            def echo(value):
+                return value
+
+            if __name__ == "__main__":
+                with gilfree.ProcessPoolExecutor(2) as executor:
+                    big = bytes(3 << 20)
+                    assert executor.submit(echo, big).result(timeout=60) == big
+                    assert executor.submit(echo, [1.5, "x", {1: 2}]).result(timeout=60) == [1.5, "x", {1: 2}]
+                    assert list(executor.map(abs, range(-5, 5))) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+                print("ok")
+            """
+        )
+    )
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"
