@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from gilfree.bench.contenders import Contender
-from gilfree.bench.tasks import echo
+from gilfree.bench.tasks import echo, shape_of
 from gilfree.bench.workloads import Baseline, Measure, Settings, Target, Workload, WrongResult
 
 # The stdlib takes ~8 s to echo 3 M complex numbers: one repetition of it is enough.
@@ -101,6 +101,44 @@ def pickle_baseline(kind: str) -> Baseline:
     return Baseline("pickle", "pickle dumps+loads (protocol 5)", measure)
 
 
+# The shared array passed around: 400 MB, far above any size that could be copied in 1 ms.
+SHARED_ARRAY_ITEMS = 50_000_000
+SHARED_ARRAY_TRIPS = 200
+SHARED_ARRAY_BUDGET_SECONDS = 0.001
+
+
+@functools.lru_cache(maxsize=1)
+def shared_array() -> Any:
+    """The 400 MB shared array (made once)."""
+    gilfree = importlib.import_module("gilfree")
+    return gilfree.shared_ndarray(SHARED_ARRAY_ITEMS)
+
+
+def measure_shared_array(contender: Contender, pool: object, _settings: Settings) -> float:
+    """Time round trips of a task that receives the 400 MB shared array."""
+    array = shared_array()
+    contender.call(pool, shape_of, array)  # the worker maps it once
+    started = time.perf_counter()
+    for _ in range(SHARED_ARRAY_TRIPS):
+        if contender.call(pool, shape_of, array) != array.shape:
+            raise WrongResult("the worker saw another array")
+    return time.perf_counter() - started
+
+
+def shared_array_budget() -> Baseline:
+    """The reference row: the issue's budget of 1 ms per round trip (a figure, not a run)."""
+    return Baseline(
+        "budget",
+        "budget: 1 ms per round trip",
+        lambda _settings: SHARED_ARRAY_BUDGET_SECONDS * SHARED_ARRAY_TRIPS,
+    )
+
+
+def microseconds_per_trip(seconds: float, _baseline: float | None, _settings: Settings) -> str:
+    """Format the shared array's figure."""
+    return f"{seconds / SHARED_ARRAY_TRIPS * 1e6:.0f} µs/trip"
+
+
 def millions(count: int) -> str:
     """Format an item count such as ``3M`` or ``0.5M``."""
     return f"{count / 1e6:g}M"
@@ -175,6 +213,16 @@ DATA_WORKLOADS: tuple[Workload, ...] = (
         measure=measure_echo_ndarray,
         figure=megabytes_per_second,
         targets=(Target("ppe", 15.0, "≥15× PPE (issue 3)", issue=3),),
+        requires="numpy",
+    ),
+    Workload(
+        key="shared_array",
+        title="pass a 400 MB shared array",
+        measure=measure_shared_array,
+        figure=microseconds_per_trip,
+        targets=(Target("budget", 1.0, "≤1 ms/trip (issue 3)", issue=3),),
+        baseline=shared_array_budget(),
+        contenders=("gilfree",),
         requires="numpy",
     ),
     *(codec_workload(kind) for kind in LIST_BUILDERS),
