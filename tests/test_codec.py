@@ -158,3 +158,23 @@ def test_values_no_pickler_accepts_raise_pickles_error(codec):
 def test_lambdas_fall_back_to_cloudpickle(codec):
     double = codec.decode(codec.encode([1, lambda value: value * 2]))[1]
     assert double(21) == 42
+
+
+def test_a_large_message_moves_to_shared_memory_when_a_sink_is_given(codec):
+    value = list(range(300_000))  # encodes to more than a mebibyte
+    sink = []
+    data = codec.encode(value, sink)
+    assert len(data) < 100 and len(sink) == 1
+    assert codec.decode(data) == value
+    with pytest.raises(codec.DecodeError, match="shared buffer"):
+        codec.decode(data, trusted=False)
+    assert len(codec.encode(value)) > codec.SHARE_THRESHOLD  # no sink: all inline
+
+
+def test_large_buffers_are_shared_and_small_ones_inline(codec):
+    big, small = bytes(codec.SHARE_THRESHOLD), b"x" * 100
+    sink = []
+    decoded = codec.decode(codec.encode([big, small, bytearray(big)], sink))
+    assert len(sink) == 2
+    assert decoded == [big, small, bytearray(big)]
+    assert [type(item) for item in decoded] == [bytes, bytes, bytearray]

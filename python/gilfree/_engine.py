@@ -183,9 +183,7 @@ class Engine:
             )
         task_id = next(self._task_ids)
         slot.inflight[task_id] = work
-        assert work.shared is not None, "a unit of work is sent once"
-        large, payload = protocol.wrap_large(payload, work.shared)
-        self._channel.send(slot.index, kind | large, slot.epoch, task_id, function_id, payload)
+        self._channel.send(slot.index, kind, slot.epoch, task_id, function_id, payload)
         if slot.quota is not None:
             slot.quota -= work.item_count()
             if slot.quota <= 0:
@@ -228,7 +226,6 @@ class Engine:
                 if kind & protocol.SHARED_FLAG:
                     kind &= ~protocol.SHARED_FLAG
                     releases.append((slot, epoch, task_id))
-                kind, payload = protocol.unwrap_large(kind, payload)
                 busy = arg / 1e9
                 slot.record_busy(busy)
                 slot.last_reply = now

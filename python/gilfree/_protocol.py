@@ -9,11 +9,10 @@ pickles; a function is sent once per worker in a ``DEFINE`` message and named by
 from __future__ import annotations
 
 import pickle
-import struct
 import traceback
 from typing import Any, Callable
 
-from gilfree._core import SHARE_THRESHOLD, SharedBuffer, decode, encode, export, open_buffer
+from gilfree._core import SHARE_THRESHOLD, SharedBuffer, decode, encode, export
 
 # Parent -> worker.
 SETUP = 1  #: payload: cloudpickled WorkerSetup
@@ -32,31 +31,6 @@ CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, (exception, traceback) or
 #: Or-ed into a reply's kind when its payload refers to shared buffers the worker keeps until
 #: the parent answers RELEASE.
 SHARED_FLAG = 0x100
-#: Or-ed into a message's kind when the payload itself went to a shared buffer (it was large):
-#: the message then carries only that buffer's handle.
-LARGE_FLAG = 0x200
-#: Payloads at least this large travel in a shared buffer instead of through the ring.
-LARGE_PAYLOAD = SHARE_THRESHOLD
-_HANDLE = struct.Struct("<IiQQ")
-
-
-def wrap_large(payload: bytes, shared: list[Any]) -> tuple[int, bytes]:
-    """``(flag, payload)`` to send: a large payload is moved to a shared buffer (kept in
-    ``shared`` until the receiver has decoded) and replaced by its handle."""
-    if len(payload) < LARGE_PAYLOAD:
-        return 0, payload
-    buffer = export(payload, 0)
-    if buffer is None:
-        return 0, payload
-    shared.append(buffer)
-    return LARGE_FLAG, _HANDLE.pack(*buffer.handle)
-
-
-def unwrap_large(kind: int, payload: bytes) -> tuple[int, Any]:
-    """The inverse of ``wrap_large`` on the receiving side: ``(kind, payload buffer)``."""
-    if not kind & LARGE_FLAG:
-        return kind, payload
-    return kind & ~LARGE_FLAG, open_buffer(*_HANDLE.unpack(payload))
 
 #: The function id of a function sent with the one call that uses it, then forgotten.
 ONE_OFF = 0
@@ -92,9 +66,9 @@ def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[SharedBuf
             raise error from None
 
 
-#: Encodes an argument or result payload: ``dumps(value, shared)`` puts large buffers in
-#: shared memory and appends them to the list ``shared`` (to keep until the receiver decoded);
-#: ``dumps(value)`` keeps everything in the payload.
+#: Encodes an argument or result payload: ``dumps(value, shared)`` puts large buffers, and the
+#: whole payload when it is large, in shared memory and appends those buffers to the list
+#: ``shared`` (to keep until the receiver decoded); ``dumps(value)`` keeps everything inline.
 dumps: Callable[..., bytes] = encode
 #: Decodes what ``dumps`` made.
 loads: Callable[[bytes], Any] = decode

@@ -121,7 +121,6 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
                 return
             continue
         kind, _, task_id, arg, payload = message
-        kind, payload = protocol.unwrap_large(kind, payload)
         started = time.perf_counter_ns()
         if kind == protocol.CALL:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
@@ -155,10 +154,9 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             return
         else:
             continue
-        large, reply = protocol.wrap_large(reply, shared)
         if shared:
             held[task_id] = shared
-            reply_kind |= protocol.SHARED_FLAG | large
+            reply_kind |= protocol.SHARED_FLAG
         shared = []
         send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
 

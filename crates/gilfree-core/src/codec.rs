@@ -24,6 +24,8 @@
 //! INTS     0x10 varint count, zigzag-varints   (a list whose items are all INT-sized ints)
 //! FLOATS   0x11 varint count, count f64s       (a list whose items are all floats)
 //! COMPLEXES 0x15 varint count, count f64 pairs (a list whose items are all complex)
+//! INDIRECT 0x16 handle                   (the whole message is in that shared buffer; only as
+//!                                         the top value, for messages of SHARE_THRESHOLD or more)
 //! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
 //! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
 //!                                         2 memoryview; handle = varint pid, fd, offset, length)
@@ -65,6 +67,7 @@ pub mod tag {
     pub const SHARED: u8 = 0x13;
     pub const PICKLE5: u8 = 0x14;
     pub const COMPLEXES: u8 = 0x15;
+    pub const INDIRECT: u8 = 0x16;
 }
 
 /// What a SHARED value was.

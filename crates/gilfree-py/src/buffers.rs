@@ -109,14 +109,19 @@ pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResul
     } else if length == 0 || length < minimum {
         Ok(None)
     } else {
-        copy_into_region(py, address, length).map(Some)
+        copy_from_address(py, address, length).map(Some)
     };
     // SAFETY: releases the view acquired above, exactly once.
     unsafe { ffi::PyBuffer_Release(&raw mut view) };
     result
 }
 
-fn copy_into_region(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
+/// A shared buffer holding a copy of `bytes` (GIL released during the copy).
+pub fn copy_into_region(py: Python<'_>, bytes: &[u8]) -> PyResult<SharedBuffer> {
+    copy_from_address(py, bytes.as_ptr() as usize, bytes.len())
+}
+
+fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
     let region = Region::acquire(length).map_err(Error::from)?;
     let target = region.as_ptr() as usize;
     // SAFETY: the source is pinned by the caller's Py_buffer for the whole copy; the target is

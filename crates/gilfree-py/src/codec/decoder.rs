@@ -40,6 +40,22 @@ pub fn decode<'py>(
 }
 
 fn decode_bytes<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
+    if data.get(1) == Some(&tag::INDIRECT) {
+        let mut reader = Reader::new(data).map_err(decode_error)?;
+        reader.byte().map_err(decode_error)?;
+        if !trusted {
+            return Err(DecodeError::new_err("the message carries a shared buffer"));
+        }
+        let buffer = open_handle(&mut reader)?;
+        if !reader.at_end() {
+            return Err(DecodeError::new_err("bytes after an indirect message"));
+        }
+        let inner = buffer.bytes();
+        if inner.get(1) == Some(&tag::INDIRECT) {
+            return Err(DecodeError::new_err("an indirect message points to another"));
+        }
+        return decode_bytes(py, inner, trusted);
+    }
     let mut reader = Reader::new(data).map_err(decode_error)?;
     let value = Decoder { py, trusted }.value(&mut reader, 0)?;
     if !reader.at_end() {

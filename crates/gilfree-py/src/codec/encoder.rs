@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
 use super::pickle_value;
-use crate::buffers::{export, SharedBuffer};
+use crate::buffers::{copy_into_region, export, SharedBuffer};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -67,10 +67,13 @@ pub fn encode<'py>(
             encoder.pickle(value)?;
         }
     }
+    if encoder.sink.is_some() && encoder.out.len() >= SHARE_THRESHOLD {
+        return encoder.indirect();
+    }
     Ok(PyBytes::new(py, &encoder.out))
 }
 
-impl Encoder<'_> {
+impl<'py> Encoder<'py> {
     fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
         if depth > ENCODE_DEPTH {
             return Err(Stop::Whole);
@@ -360,6 +363,16 @@ impl Encoder<'_> {
         codec::write_varint(&mut self.out, data.as_bytes().len() as u64);
         self.out.extend_from_slice(data.as_bytes());
         Ok(())
+    }
+
+    /// Moves the finished message into a shared buffer and returns a message naming it (a
+    /// large message then never goes through the ring, nor through a `bytes` copy).
+    fn indirect(mut self) -> PyResult<Bound<'py, PyBytes>> {
+        let buffer = Bound::new(self.py, copy_into_region(self.py, &self.out)?)?;
+        self.out.clear();
+        self.out.extend_from_slice(&[MAGIC, tag::INDIRECT]);
+        self.handle(&buffer)?;
+        Ok(PyBytes::new(self.py, &self.out))
     }
 
     /// Writes a buffer's handle and keeps the buffer in the sink.
