@@ -161,7 +161,7 @@ def test_lambdas_fall_back_to_cloudpickle(codec):
 
 
 def test_a_large_message_moves_to_shared_memory_when_a_sink_is_given(codec):
-    value = list(range(300_000))  # encodes to more than a mebibyte
+    value = list(range(1_000_000))  # encodes to about 3 MB
     sink = []
     data = codec.encode(value, sink)
     assert len(data) < 100 and len(sink) == 1
