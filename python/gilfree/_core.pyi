@@ -65,12 +65,36 @@ def describe_exit(exit_code: int) -> str:
 class DecodeError(ValueError):
     """Bytes that are not a valid gilfree message."""
 
-def encode(value: object) -> bytes:
-    """Encodes ``value`` in gilfree's codec: exact builtin types (None, bool, int, float,
-    complex, str, bytes, bytearray, list, tuple, dict, set, frozenset) natively, anything else
-    as pickle (protocol 5) inside the message; values with shared or cyclic containers are
-    pickled whole."""
+#: Buffers (and whole messages) of at least this many bytes go through shared memory.
+SHARE_THRESHOLD: int
 
-def decode(data: bytes, *, allow_pickle: bool = True) -> object:
-    """Decodes what ``encode`` made; ``allow_pickle=False`` refuses embedded pickles. Raises
-    ``DecodeError`` on invalid input."""
+def encode(value: object, sink: list[SharedBuffer] | None = None) -> bytes:
+    """Encodes ``value`` in gilfree's codec: exact builtin types (None, bool, int, float,
+    complex, str, bytes, bytearray, memoryview, list, tuple, dict, set, frozenset) natively,
+    anything else as pickle (protocol 5, cloudpickle for what pickle refuses) inside the
+    message; values with shared or cyclic containers are pickled whole. With a ``sink``, large
+    buffers, buffers already in shared memory, and the whole message when it is large travel as
+    shared buffers, appended to ``sink``: keep them until the receiver has decoded."""
+
+def decode(data: object, *, trusted: bool = True) -> object:
+    """Decodes what ``encode`` made, from any buffer. ``trusted=False`` refuses messages that
+    carry pickles or shared-buffer handles. Raises ``DecodeError`` on invalid input."""
+
+class SharedBuffer:
+    """A writable window on shared memory that other processes can map too (buffer protocol)."""
+
+    @staticmethod
+    def allocate(length: int) -> SharedBuffer:
+        """A new zero-filled shared buffer of ``length`` bytes."""
+    @property
+    def handle(self) -> tuple[int, int, int, int]:
+        """``(pid, fd, offset, length)``: what another process passes to ``open_buffer``."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+def export(obj: object, minimum: int) -> SharedBuffer | None:
+    """``obj``'s bytes as a shared buffer: by reference if already in shared memory, else a copy
+    if at least ``minimum`` bytes; None to send it inline (or if it is not contiguous)."""
+
+def open_buffer(pid: int, fd: int, offset: int, length: int) -> SharedBuffer:
+    """Opens a buffer another process exported (its ``handle``), through ``/proc``."""
