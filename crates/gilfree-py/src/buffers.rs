@@ -14,6 +14,9 @@ use pyo3::prelude::*;
 
 use crate::errors::Error;
 
+/// Whether other processes can open this process's buffers (`/proc/<pid>/fd`: Linux).
+pub const SHARING_SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// Where a shared buffer can be opened from: ``(pid, fd, offset, length)``.
 pub type Handle = (u32, i32, usize, usize);
 
@@ -93,6 +96,9 @@ impl SharedBuffer {
 /// that are not contiguous give None too.
 #[pyfunction]
 pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResult<Option<SharedBuffer>> {
+    if !SHARING_SUPPORTED {
+        return Ok(None);
+    }
     let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
     // SAFETY: asks for a simple (contiguous, unformatted) buffer into our local view.
     if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } != 0 {

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
 use super::pickle_value;
-use crate::buffers::{copy_into_region, export, SharedBuffer};
+use crate::buffers::{copy_into_region, export, SharedBuffer, SHARING_SUPPORTED};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -67,7 +67,7 @@ pub fn encode<'py>(
             encoder.pickle(value)?;
         }
     }
-    if encoder.sink.is_some() && encoder.out.len() >= SHARE_THRESHOLD {
+    if SHARING_SUPPORTED && encoder.sink.is_some() && encoder.out.len() >= SHARE_THRESHOLD {
         return encoder.indirect();
     }
     Ok(PyBytes::new(py, &encoder.out))
