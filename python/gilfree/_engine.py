@@ -71,22 +71,14 @@ class Engine:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, call: Call) -> None:
-        """Queues a call and hands it to a worker if one is free."""
-        with self._lock:
-            self._check_usable()
-            self._pending.append(call)
-            self._outstanding += 1
-            self._dispatch()
-        self.lifecycle.note_submit()
-
-    def submit_map(self, job: MapJob) -> None:
-        """Queues a map job; it is cut into chunks as workers free up."""
-        if not job.items:
+    def submit(self, work: Call | MapJob) -> None:
+        """Queues a call, or a map job (cut into chunks as workers free up), and hands work to
+        the workers that are free."""
+        if isinstance(work, MapJob) and not work.items:
             return
         with self._lock:
             self._check_usable()
-            self._pending.append(job)
+            self._pending.append(work)
             self._outstanding += 1
             self._dispatch()
         self.lifecycle.note_submit()

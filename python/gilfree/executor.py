@@ -185,7 +185,7 @@ class ProcessPoolExecutor(_StdExecutor):
             items, star = list(zip(*iterables)), True
         function = self._engine.functions.lookup(fn)
         job = MapJob(fn, function, items, star, ChunkSizer(chunksize, self._max_workers))
-        self._engine.submit_map(job)
+        self._engine.submit(job)
         return _mapping.results(self._engine, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
