@@ -260,3 +260,102 @@ def fill_range(array, start, stop, value):
 def double_array(array):
     """A new array made in the worker: the result is a buffer the worker owns."""
     return array * 2
+
+
+# --- shared-memory stress (test_shared_stress) --------------------------------------
+
+#: Bytes per item of a "many" value: each below the sharing threshold, so the items stay
+#: inline and only the whole (large) message goes to shared memory.
+STRESS_ITEM_BYTES = 64 << 10
+
+
+class StressCorruption(Exception):
+    """A value received by a task does not hold the content its seed says."""
+
+
+def stress_pattern(seed, length):
+    """``length`` bytes (a uint8 array) determined by ``seed``: every 8-byte word differs
+    between two seeds, so stale content from any other message is noticed."""
+    import numpy
+
+    words = numpy.arange((length + 7) // 8, dtype=numpy.uint64)
+    words *= numpy.uint64(0x9E3779B1)
+    words += numpy.uint64(seed * 0x100000001 + 1)
+    return words.view(numpy.uint8)[:length]
+
+
+def make_stress_value(kind, seed, length):
+    """A value of ``kind`` holding ``length`` bytes (about) derived from ``seed``."""
+    if kind == "array":
+        return stress_pattern(seed, length).view("<u8").copy()  # length is a multiple of 8
+    if kind == "bytes":
+        return stress_pattern(seed, length).tobytes()
+    if kind == "bytearray":
+        return bytearray(stress_pattern(seed, length).tobytes())
+    if kind == "pair":
+        return {"array": make_stress_value("array", seed, length), "bytes": seed}
+    if kind == "many":
+        data = stress_pattern(seed, length).tobytes()
+        step = STRESS_ITEM_BYTES
+        return [data[start : start + step] for start in range(0, length, step)]
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _first_difference(expected, actual):
+    import numpy
+
+    expected = numpy.frombuffer(expected, dtype=numpy.uint8)
+    actual = numpy.frombuffer(actual, dtype=numpy.uint8)
+    if len(expected) != len(actual):
+        return f"length {len(actual)} instead of {len(expected)}"
+    differing = numpy.flatnonzero(expected != actual)
+    return (
+        f"{len(differing)} of {len(expected)} bytes differ, first at offset {differing[0]}"
+        f" (got {bytes(actual[differing[0] : differing[0] + 8]).hex()},"
+        f" expected {bytes(expected[differing[0] : differing[0] + 8]).hex()})"
+    )
+
+
+def check_stress_value(kind, seed, length, value):
+    """None if ``value`` is what ``make_stress_value(kind, seed, length)`` made, else why not."""
+    import numpy
+
+    expected_type = {"array": numpy.ndarray, "bytes": bytes, "bytearray": bytearray,
+                     "pair": dict, "many": list}[kind]
+    if type(value) is not expected_type:
+        return f"type {type(value).__name__} instead of {expected_type.__name__}"
+    if kind == "pair":
+        if value.get("bytes") != seed:
+            return f"pair tag {value.get('bytes')!r} instead of {seed}"
+        return check_stress_value("array", seed, length, value["array"])
+    if kind == "many":
+        if any(type(item) is not bytes for item in value):
+            return "an item of a 'many' value is not bytes"
+        data = b"".join(value)
+    elif kind == "array":
+        if value.dtype != numpy.dtype("<u8") or value.ndim != 1:
+            return f"array of {value.dtype} / {value.ndim} dimensions"
+        data = memoryview(value).cast("B")
+    else:
+        data = memoryview(value)
+    expected = stress_pattern(seed, length)
+    if len(data) == length and numpy.array_equal(numpy.frombuffer(data, numpy.uint8), expected):
+        return None
+    return _first_difference(expected, data)
+
+
+def stress_task(kind, seed, length, value, reply_seed, reply_length, sleep_seconds):
+    """Checks the argument on arrival and again after a short sleep (a buffer reused under
+    the task would show then), then returns it (``reply_seed`` None) or a fresh value."""
+    problem = check_stress_value(kind, seed, length, value)
+    if problem is None:
+        time.sleep(sleep_seconds)
+        problem = check_stress_value(kind, seed, length, value)
+        when = "after sleeping"
+    else:
+        when = "on arrival"
+    if problem is not None:
+        raise StressCorruption(f"pid {os.getpid()}: argument {kind} seed {seed} {when}: {problem}")
+    if reply_seed is None:
+        return value
+    return make_stress_value(kind, reply_seed, reply_length)

@@ -23,11 +23,19 @@ def rebuild_exception(payload: bytes) -> BaseException:
 
 
 def unpickling_failed(fn: Callable[..., Any], error: BaseException) -> BaseException:
-    """The error for a reply that cannot be unpickled here: ``BrokenProcessPool``, as in
-    concurrent.futures, chained to the real cause (which may even be SystemExit)."""
-    broken = BrokenProcessPool(
-        f"the result of {function_name(fn)} could not be unpickled: {error!r}"
-    )
+    """The error for a reply that cannot be decoded here: ``BrokenProcessPool``, as in
+    concurrent.futures, chained to the real cause (which may even be SystemExit). A reply whose
+    shared buffer is gone means its worker died before the reply was read: that is a crash."""
+    if isinstance(error, FileNotFoundError):
+        from gilfree.errors import WorkerCrashedError
+
+        broken: BaseException = WorkerCrashedError(
+            f"the worker that ran {function_name(fn)} ended before its result could be read"
+        )
+    else:
+        broken = BrokenProcessPool(
+            f"the result of {function_name(fn)} could not be unpickled: {error!r}"
+        )
     broken.__cause__ = error
     return broken
 
@@ -65,7 +73,6 @@ class Call:
 
     def complete(self, kind: int, payload: bytes) -> None:
         """Sets the future from a worker's reply."""
-        self.shared = None
         try:
             if kind == protocol.RESULT:
                 self.future.set_result(protocol.loads(payload))
@@ -75,6 +82,9 @@ class Call:
             pass
         except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
             self.future.set_exception(unpickling_failed(self.fn, error))
+        # Only now: the reply may refer to buffers of the request (an echo), which must not be
+        # recycled before it has been read.
+        self.shared = None
 
     def fail(self, error: BaseException) -> None:
         """Fails the future (worker lost, pool broken)."""
@@ -118,7 +128,6 @@ class Chunk:
 
     def complete(self, kind: int, payload: bytes) -> None:
         """Stores the results (and the error that stopped the chunk, if any)."""
-        self.shared = None
         try:
             if kind == protocol.CHUNK_RESULT:
                 self.results, error = protocol.loads(payload)
@@ -127,6 +136,7 @@ class Chunk:
                 self.error = rebuild_exception(payload)
         except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
             self.error = unpickling_failed(self.fn, error)
+        self.shared = None  # after decoding, as in Call.complete
         self.done = True
 
     def fail(self, error: BaseException) -> None:

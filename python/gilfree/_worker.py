@@ -23,6 +23,8 @@ from gilfree._core import WorkerChannel
 SPIN_MICROSECONDS = 100.0
 #: How often a sleeping worker wakes to check that its parent is alive.
 POLL_SECONDS = 0.1
+#: Longest an exiting worker waits for the parent to read its last shared replies.
+RELEASE_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -151,6 +153,7 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             held.pop(task_id, None)
             continue
         elif kind == protocol.EXIT:
+            _await_releases(channel, held)
             return
         else:
             continue
@@ -159,6 +162,17 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             reply_kind |= protocol.SHARED_FLAG
         shared = []
         send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
+
+
+def _await_releases(channel: WorkerChannel, held: dict[int, list[Any]]) -> None:
+    """Before exiting, waits until the parent has read the replies whose shared buffers this
+    worker still holds: they live in this process's memory files, which vanish with it. Gives up
+    after RELEASE_WAIT_SECONDS or when the parent is gone."""
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while held and time.monotonic() < deadline and channel.parent_alive():
+        message = channel.receive(POLL_SECONDS, 0.0)
+        if message is not None and message[0] == protocol.RELEASE:
+            held.pop(message[2], None)
 
 
 class _Unloadable:
