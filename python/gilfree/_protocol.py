@@ -8,11 +8,20 @@ pickles; a function is sent once per worker in a ``DEFINE`` message and named by
 
 from __future__ import annotations
 
+import os
 import pickle
 import traceback
 from typing import Any, Callable
 
+from gilfree import _core
 from gilfree._core import SHARE_THRESHOLD, SharedBuffer, decode, encode, export
+
+# A forked child must not inherit a shared-buffer registry lock held by another thread.
+os.register_at_fork(
+    before=_core.before_fork,
+    after_in_parent=_core.after_fork_in_parent,
+    after_in_child=_core.after_fork_in_child,
+)
 
 # Parent -> worker.
 SETUP = 1  #: payload: cloudpickled WorkerSetup

@@ -246,6 +246,41 @@ static POOL: Mutex<Vec<Arc<Region>>> = Mutex::new(Vec::new());
 type OpenedRegions = HashMap<(Origin, u64), Weak<Region>>;
 static OPENED: std::sync::LazyLock<Mutex<OpenedRegions>> = std::sync::LazyLock::new(Mutex::default);
 
+thread_local! {
+    /// The registries' guards, held across a `fork` by the thread that forks.
+    static FORK_GUARDS: std::cell::RefCell<Option<ForkGuards>> = const { std::cell::RefCell::new(None) };
+}
+
+type ForkGuards = (
+    std::sync::MutexGuard<'static, Vec<Arc<Region>>>,
+    std::sync::MutexGuard<'static, BTreeMap<usize, Weak<Region>>>,
+    std::sync::MutexGuard<'static, OpenedRegions>,
+);
+
+/// Call just before `fork`: takes the registries' locks, so the child does not inherit one
+/// held by a thread that does not exist there. Lock order: POOL, then REGIONS (as `acquire`,
+/// which registers new regions while holding the pool), then OPENED (never nested).
+pub fn before_fork() {
+    let guards = (lock(&POOL), lock(&REGIONS), lock(&OPENED));
+    FORK_GUARDS.with(|held| *held.borrow_mut() = Some(guards));
+}
+
+/// Call in the parent just after `fork`.
+pub fn after_fork_in_parent() {
+    FORK_GUARDS.with(|held| held.borrow_mut().take());
+}
+
+/// Call in the child just after `fork`: releases the locks.
+///
+/// The child inherits the parent's mappings without being listed in their tables, so a region
+/// the parent recycles can change under an object the child inherited. gilfree's own worker
+/// loop never reads inherited objects; user code run in a forked worker that reads a large
+/// result or argument the parent held at fork time may (listing the child instead would keep
+/// every pooled region busy for the child's whole life).
+pub fn after_fork_in_child() {
+    FORK_GUARDS.with(|held| held.borrow_mut().take());
+}
+
 fn register(region: Region) -> Arc<Region> {
     let region = Arc::new(region);
     lock(&REGIONS).insert(region.as_ptr() as usize, Arc::downgrade(&region));

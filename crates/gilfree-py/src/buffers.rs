@@ -153,9 +153,30 @@ pub fn open_buffer(pid: u32, fd: i32, offset: usize, length: usize) -> PyResult<
     Ok(SharedBuffer { region, offset, length })
 }
 
+/// Takes the shared-buffer registries' locks before `os.fork()` (see `os.register_at_fork`).
+#[pyfunction]
+fn before_fork() {
+    gilfree_core::region::before_fork();
+}
+
+/// Releases them in the parent after `os.fork()`.
+#[pyfunction]
+fn after_fork_in_parent() {
+    gilfree_core::region::after_fork_in_parent();
+}
+
+/// Releases them in the child after `os.fork()`.
+#[pyfunction]
+fn after_fork_in_child() {
+    gilfree_core::region::after_fork_in_child();
+}
+
 /// Makes `SharedBuffer`, `export` and `open_buffer` available.
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<SharedBuffer>()?;
+    module.add_function(wrap_pyfunction!(before_fork, module)?)?;
+    module.add_function(wrap_pyfunction!(after_fork_in_parent, module)?)?;
+    module.add_function(wrap_pyfunction!(after_fork_in_child, module)?)?;
     module.add_function(wrap_pyfunction!(export, module)?)?;
     module.add_function(wrap_pyfunction!(open_buffer, module)?)?;
     Ok(())
