@@ -23,7 +23,7 @@ help: ## list the targets
 	touch $@
 
 demo: .venv-$(DEMO_PYTHON)/bench-installed ## build, run the seed workloads, then the benchmark table (and bench.png) against the stdlib
-	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed
+	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed --stdlib-echo
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --plot bench.png
 
 test: test-rust test-python ## every test: cargo tests (with the multi-process stress test) and pytest on each Python
