@@ -1,7 +1,8 @@
 """gilfree: real parallelism for CPU-bound Python.
 
 A process pool whose messages travel through shared-memory rings with a Rust core, drop-in for
-``concurrent.futures.ProcessPoolExecutor``. Lambdas and closures can be sent; workers are forked
+``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing.Pool``/``Process`` (or the whole
+``multiprocessing`` module: ``import gilfree.multiprocessing as multiprocessing``). Lambdas and closures can be sent; workers are forked
 from a pre-warmed template process (the zygote).
 
 The public names are loaded on first access, so that worker processes, which import only
@@ -15,11 +16,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gilfree.errors import BrokenProcessPool, SerializationError, WorkerCrashedError
     from gilfree.executor import Executor, ProcessPoolExecutor
+    from gilfree.pool import Pool
+    from gilfree.process import Process
     from gilfree.shared import shared_ndarray
 
 __all__ = [
     "BrokenProcessPool",
     "Executor",
+    "Pool",
+    "Process",
     "ProcessPoolExecutor",
     "SerializationError",
     "WorkerCrashedError",
@@ -34,6 +39,8 @@ _HOMES = {
     "shared_ndarray": "gilfree.shared",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
+    "Pool": "gilfree.pool",
+    "Process": "gilfree.process",
 }
 
 

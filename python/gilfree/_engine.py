@@ -62,6 +62,8 @@ class Engine:
         self.functions = FunctionRegistry()
         self._task_ids = itertools.count(1)
         self._pending: deque[Call | MapJob] = deque()
+        #: Map jobs waiting for their reader to catch up (see ``MapJob.window``).
+        self._parked: list[MapJob] = []
         self._outstanding = 0
         self._broken: str | None = None
         self._lock = threading.RLock()
@@ -74,8 +76,8 @@ class Engine:
     def submit(self, work: Call | MapJob) -> None:
         """Queues a call, or a map job (cut into chunks as workers free up), and hands work to
         the workers that are free."""
-        if isinstance(work, MapJob) and not work.items:
-            return
+        if isinstance(work, MapJob) and work.exhausted():
+            return  # an empty input, or one whose first item failed: nothing to run
         with self._lock:
             self._check_usable()
             self._pending.append(work)
@@ -92,9 +94,31 @@ class Engine:
         """Units of work pending or in flight."""
         return self._outstanding
 
+    def resume(self, job: MapJob) -> None:
+        """Called by a map job's reader after it took results: a parked job may go on."""
+        with self._lock:
+            if job in self._parked and not job.blocked():
+                self._parked.remove(job)
+                self._pending.append(job)
+                self._outstanding += 1
+                self._dispatch()
+
+    def unpark_all(self) -> None:
+        """Lets every parked job run to its end without waiting for its reader (shutdown)."""
+        with self._lock:
+            for job in self._parked:
+                job.window = None
+                self._pending.append(job)
+                self._outstanding += 1
+            self._parked.clear()
+            self._dispatch()
+
     def cancel_pending(self) -> None:
         """Cancels every call not yet handed to a worker and stops every map job."""
         with self._lock:
+            for job in self._parked:
+                job.stop(concurrent_cancelled())
+            self._parked.clear()
             while self._pending:
                 work = self._pending.popleft()
                 self._outstanding -= 1
@@ -117,6 +141,10 @@ class Engine:
                     self._outstanding -= 1
                     continue
                 self._send(slot, work, protocol.CALL, work.payload)
+            elif work.blocked():
+                self._pending.popleft()
+                self._outstanding -= 1
+                self._parked.append(work)
             else:
                 chunk = work.cut(slot.quota)
                 if work.exhausted():
@@ -299,6 +327,22 @@ class Engine:
         self.lifecycle.wake()
 
     # -- shutting down ----------------------------------------------------------------------
+
+    def kill_workers(self, error: BaseException) -> None:
+        """Kills every worker now; the work they were running fails with ``error``. Nothing
+        new starts: call after ``cancel_pending``, once no more work is accepted."""
+        with self._lock:
+            self._make_setup = None
+            for slot in self._slots:
+                if slot.process is None:
+                    continue
+                slot.process.kill()
+                slot.retiring = True  # takes no more work
+                lost = list(slot.inflight.values())
+                slot.inflight.clear()
+                self._outstanding -= len(lost)
+                for work in lost:
+                    work.fail(error)
 
     def stop_workers(self, timeout: float) -> None:
         """Tells every worker to exit and waits for them (killing stragglers after timeout)."""

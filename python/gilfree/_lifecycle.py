@@ -94,6 +94,8 @@ class Lifecycle:
                 self._state = _CLOSING
         if cancel_futures:
             self._engine.cancel_pending()
+        else:
+            self._engine.unpark_all()
         if not wait:
             if self._thread is None:
                 self._finalize()  # nothing was ever submitted: no worker to wait for
@@ -104,6 +106,20 @@ class Lifecycle:
         self._finalize()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def terminate(self, error: BaseException) -> None:
+        """Stops now: pending work is cancelled, running work fails with ``error``, the
+        workers are killed and reaped."""
+        with self._wake:
+            if self._state == _OPEN:
+                self._state = _CLOSING
+        self._engine.cancel_pending()
+        self._engine.kill_workers(error)
+        self._finalize()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self.wake()
             thread.join()
 
     def _finalize(self) -> None:

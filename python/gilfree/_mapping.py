@@ -35,19 +35,22 @@ def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Ite
     index = 0
     try:
         while index != job.chunk_count():
-            chunk = _wait_for_chunk(engine, job, index, deadline)
+            chunk = wait_for_chunk(engine, job, index, deadline)
             items, chunk.results = chunk.results, []
+            failure = chunk.first_failure()
+            if failure is not None:
+                del items[failure[0] :]
             items.reverse()
             items.insert(0, _END)
             yield iter(items.pop, _END)
-            if chunk.error is not None:
-                raise chunk.error
+            if failure is not None:
+                raise failure[1]
             index += 1
     finally:
         job.stop(Abandoned())
 
 
-def _wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> Chunk:
+def wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> Chunk:
     def ready() -> bool:
         if job.failure is not None and index >= len(job.chunks):
             return True

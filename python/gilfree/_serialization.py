@@ -13,6 +13,9 @@ from typing import Any, Iterator
 from gilfree._protocol import pickle_value
 from gilfree.errors import SerializationError
 
+#: The root name of a result that cannot be sent back (``result[2]: cannot send ...``).
+RESULT = "result"
+
 _DESCRIPTIONS = {
     "_io.TextIOWrapper": "an open file object",
     "_io.BufferedReader": "an open file object",
@@ -63,6 +66,11 @@ def _locate(value: Any, path: str, depth: int = 0) -> tuple[str, Any, BaseExcept
     return None
 
 
+def is_result_error(error: BaseException) -> bool:
+    """Whether ``error`` says a worker could not send its result back."""
+    return isinstance(error, SerializationError) and error.path.startswith(RESULT)
+
+
 def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
     """The error to raise for ``roots`` (name -> value sent under that name) that failed to
     encode with ``error``."""
@@ -77,6 +85,8 @@ def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
             serialization_error = SerializationError(message, path)
             serialization_error.__cause__ = cause
             return serialization_error
-    fallback = SerializationError(f"cannot send the value to another process: {error}")
+    fallback = SerializationError(
+        f"cannot send the value to another process: {error}", next(iter(roots), "")
+    )
     fallback.__cause__ = error
     return fallback

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import sys
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
@@ -96,20 +98,31 @@ class Call:
 
 
 class Chunk:
-    """A slice ``items[start:start + count]`` of a map job, sent as one message."""
+    """Items ``start .. start + len(items)`` of a map job, sent as one message."""
 
-    __slots__ = ("count", "done", "error", "fn", "function", "job", "results", "shared", "start")
+    __slots__ = (
+        "count", "done", "failures", "fn", "function", "items", "job", "results", "shared", "start"
+    )
 
-    def __init__(self, job: MapJob, start: int, count: int) -> None:
+    def __init__(self, job: MapJob, start: int, items: Sequence[Any]) -> None:
         self.job = job
         self.fn = job.fn
         self.function = job.function
         self.start = start
-        self.count = count
+        self.count = len(items)
+        #: The items until the chunk is sent.
+        self.items: Sequence[Any] | None = items
         self.done = False
+        #: The items' results; a failed item leaves None at its index.
         self.results: list[Any] = []
-        self.error: BaseException | None = None
+        #: ``(index, exception)`` of each failed item, by index; a chunk that failed as a whole
+        #: (its worker died, its reply could not be read) has no results and one failure at 0.
+        self.failures: list[tuple[int, BaseException]] = []
         self.shared: list[Any] | None = None
+
+    def first_failure(self) -> tuple[int, BaseException] | None:
+        """``(index, exception)`` of the first failed item, or None."""
+        return self.failures[0] if self.failures else None
 
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
@@ -118,77 +131,143 @@ class Chunk:
     def encode(self) -> bytes:
         """The CHUNK payload; the shared buffers it refers to are kept until the chunk ends."""
         self.shared = []
-        items = self.job.items[self.start : self.start + self.count]
-        return protocol.dumps((items, self.job.star), self.shared)
+        items, self.items = self.items, None
+        try:
+            return protocol.dumps((items, self.job.star), self.shared)
+        except Exception:
+            self.items = items  # for named_items
+            raise
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
-        items = self.job.items[self.start : self.start + self.count]
-        return {f"map item {self.start + index}": item for index, item in enumerate(items)}
+        return {f"map item {self.start + index}": item for index, item in enumerate(self.items or ())}
 
     def complete(self, kind: int, payload: bytes) -> None:
-        """Stores the results (and the error that stopped the chunk, if any)."""
+        """Stores the results and the items' failures."""
         try:
             if kind == protocol.CHUNK_RESULT:
-                self.results, error = protocol.loads(payload)
-                self.error = None if error is None else rebuild_exception(error)
+                self.results, failures = protocol.loads(payload)
+                self.failures = [(index, rebuild_exception(error)) for index, error in failures]
             else:
-                self.error = rebuild_exception(payload)
+                self.results, self.failures = [], [(0, rebuild_exception(payload))]
         except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-            self.error = unpickling_failed(self.fn, error)
+            self.results, self.failures = [], [(0, unpickling_failed(self.fn, error))]
         self.shared = None  # after decoding, as in Call.complete
         self.done = True
+        self.job.chunk_done(self)
 
     def fail(self, error: BaseException) -> None:
-        """Marks the chunk failed (worker lost, pool broken)."""
+        """Marks the chunk failed as a whole (worker lost, pool broken)."""
         self.shared = None
-        self.error = error
+        self.results, self.failures = [], [(0, error)]
         self.done = True
+        self.job.chunk_done(self)
 
 
 class MapJob:
     """One ``map`` call: its items, cut into chunks as workers become free.
 
-    Chunks are normally cut from the front. When the sizer says the tail is expensive and
-    growing (see ``ChunkSizer.expensive_tail``), the last items are cut from the back instead;
-    ``ordered`` still gives the chunks in input order.
+    The items are a sequence (taken whole when the map started) or an iterator, read only as
+    chunks are cut (``imap``: an endless generator works). With a ``window``, at most that many
+    chunks are cut beyond the reader's position (``consumed``): the engine parks the job until
+    the reader moves on, so neither the input nor the results pile up.
+
+    Chunks are normally cut from the front. When the sizer says the tail of a sequence is
+    expensive and growing (see ``ChunkSizer.expensive_tail``), the last items are cut from the
+    back instead; ``ordered`` still gives the chunks in input order.
+
+    ``on_progress`` is called with each chunk that ends (in the thread collecting results), and
+    with None when the job is stopped.
     """
 
     def __init__(
         self,
         fn: Callable[..., Any],
         function: EncodedFunction,
-        items: Sequence[Any],
+        items: Sequence[Any] | Iterator[Any],
         star: bool,
         sizer: ChunkSizer,
+        window: int | None = None,
     ) -> None:
         self.fn = fn
         self.function = function
-        self.items = items
         self.star = star
         self.sizer = sizer
+        self.window = window
+        self.consumed = 0
         self.chunks: list[Chunk] = []  # cut from the front, in input order
         self.tail_chunks: list[Chunk] = []  # cut from the back, in reverse input order
         self.next_start = 0
-        self.next_end = len(items)
         self.failure: BaseException | None = None
+        self.on_progress: Callable[[Chunk | None], None] | None = None
+        self.items: Sequence[Any] | None
+        self._iterator: Iterator[Any] | None
+        if isinstance(items, Iterator):
+            self.items, self._iterator = None, items
+            self._lookahead: list[Any] = []
+            self.next_end: int | None = None  # unknown until the iterator ends
+            self._pull(0)  # one item in hand: an empty input is known at once
+        else:
+            self.items, self._iterator = items, None
+            self.next_end = len(items)
+
+    def _pull(self, count: int) -> list[Any]:
+        """Takes up to ``count`` more items from the iterator, keeping one in hand so the end is
+        known as soon as the last item is cut. An error from the iterator ends the input there:
+        the reader gets it after the items before it."""
+        assert self._iterator is not None
+        wanted = count + 1 - len(self._lookahead)
+        taken = self._lookahead
+        try:
+            taken.extend(itertools.islice(self._iterator, wanted))
+        except Exception as error:  # noqa: BLE001 - the input's own error, for the reader
+            self._iterator = None
+            self.failure = error
+            self._lookahead = []
+            return taken
+        if len(taken) < count + 1:
+            self._iterator = None
+            self.next_end = self.next_start + len(taken)
+        self._lookahead = taken[count:]
+        return taken[:count]
+
+    def is_empty(self) -> bool:
+        """Whether there is nothing at all to run."""
+        return self.next_end == 0 and self.failure is None
 
     def exhausted(self) -> bool:
         """Whether every item has been cut into a chunk, or the job was stopped."""
-        return self.next_start >= self.next_end or self.failure is not None
+        return self.failure is not None or (
+            self.next_end is not None and self.next_start >= self.next_end
+        )
+
+    def blocked(self) -> bool:
+        """Whether the reader is a whole window behind: cut nothing until it moves on."""
+        cut = len(self.chunks) + len(self.tail_chunks)
+        return self.window is not None and cut - self.consumed >= self.window
 
     def cut(self, limit: int | None) -> Chunk:
         """Cuts the next chunk, of at most ``limit`` items if given."""
+        if self.next_end is None:
+            size = self.sizer.next_size(sys.maxsize)
+            if limit is not None:
+                size = min(size, limit)
+            chunk = Chunk(self, self.next_start, self._pull(size))
+            self.next_start += chunk.count
+            self.chunks.append(chunk)
+            return chunk
         remaining = self.next_end - self.next_start
         if self.sizer.expensive_tail(remaining):
             self.next_end -= 1
-            chunk = Chunk(self, self.next_end, 1)
+            assert self.items is not None
+            chunk = Chunk(self, self.next_end, self.items[self.next_end : self.next_end + 1])
             self.tail_chunks.append(chunk)
             return chunk
         size = self.sizer.next_size(remaining)
         if limit is not None:
             size = min(size, limit)
-        chunk = Chunk(self, self.next_start, size)
+        assert self.items is not None  # an iterator's end is known only once all is cut
+        chunk = Chunk(self, self.next_start, self.items[self.next_start : self.next_start + size])
         self.next_start += size
         self.chunks.append(chunk)
         return chunk
@@ -200,17 +279,33 @@ class MapJob:
             return self.chunks[index]
         if self.failure is not None:
             raise self.failure
-        if self.next_start < self.next_end:
+        if not self.exhausted():
             return None
-        return self.tail_chunks[len(self.chunks) + len(self.tail_chunks) - 1 - index]
+        from_end = len(self.chunks) + len(self.tail_chunks) - 1 - index
+        if from_end < 0:
+            raise IndexError(f"map job has no chunk {index}")
+        return self.tail_chunks[from_end]
 
     def chunk_count(self) -> int | None:
         """How many chunks there are in all, once every item is cut; else None."""
-        if self.next_start < self.next_end:
+        if self.failure is not None or not self.exhausted():
             return None
         return len(self.chunks) + len(self.tail_chunks)
+
+    def finished(self) -> bool:
+        """Whether no chunk will be cut any more and every cut chunk has ended."""
+        return self.exhausted() and all(chunk.done for chunk in self.chunks) and all(
+            chunk.done for chunk in self.tail_chunks
+        )
+
+    def chunk_done(self, chunk: Chunk) -> None:
+        """Called by a chunk that has ended."""
+        if self.on_progress is not None:
+            self.on_progress(chunk)
 
     def stop(self, error: BaseException) -> None:
         """Cuts no more chunks; readers past the last chunk get ``error``."""
         if self.failure is None:
             self.failure = error
+            if self.on_progress is not None:
+                self.on_progress(None)

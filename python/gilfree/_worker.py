@@ -100,22 +100,44 @@ def _load_arguments(payload: bytes) -> Any:
         raise BrokenProcessPool(f"could not unpickle the task's arguments: {error!r}") from error
 
 
-def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], bytes | None]:
+def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], list[tuple[int, bytes]]]:
+    """Runs a chunk's calls: ``(results, failures)``, where each failure is ``(index, encoded
+    exception)`` and leaves a None at its index in ``results``; the calls after a failure run
+    too, as they would one by one."""
     items, star = _load_arguments(payload)
     results: list[Any] = []
+    failures: list[tuple[int, bytes]] = []
+    calls = itertools.starmap(fn, items) if star else map(fn, items)
+    while True:
+        try:
+            # list.extend keeps what was appended before an exception, and a map iterator goes
+            # on after one: the loop runs at C speed between failures.
+            results.extend(calls)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            failures.append((len(results), protocol.dump_exception(error)))
+            results.append(None)
+        else:
+            return results, failures
+
+
+def _encode_result(kind: int, value: Any, shared: list[Any]) -> tuple[int, bytes]:
+    """``(kind, payload)`` of the reply carrying ``value`` (a call's result, or a chunk's
+    ``(results, failures)``); ERROR with a ``SerializationError`` naming the part of the result
+    that cannot be sent, if any."""
     try:
-        # list.extend keeps what was appended before an exception: the results up to the
-        # failing item survive, and the loop runs at C speed.
-        results.extend(itertools.starmap(fn, items) if star else map(fn, items))
-    except BaseException as error:  # noqa: BLE001 - reported to the parent
-        return results, protocol.dump_exception(error)
-    return results, None
+        return kind, protocol.dumps(value, shared)
+    except Exception as error:  # noqa: BLE001 - explained to the parent
+        from gilfree._serialization import RESULT, explain
+
+        shared.clear()
+        root = value[0] if kind == protocol.CHUNK_RESULT else value
+        return protocol.ERROR, protocol.dump_exception(explain({RESULT: root}, error))
 
 
 def _loop(channel: WorkerChannel, epoch: int) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
-    receive, send, dumps = channel.receive, channel.send, protocol.dumps
+    receive, send = channel.receive, channel.send
     while True:
         message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
         if message is None:
@@ -129,18 +151,21 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             shared: list[Any] = []
             try:
                 args, kwargs = _load_arguments(payload)
-                reply_kind, reply = protocol.RESULT, dumps(fn(*args, **kwargs), shared)
+                value = fn(*args, **kwargs)
             except BaseException as error:  # noqa: BLE001 - reported to the parent
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
-            fn = args = kwargs = None  # release them now, not at the next task
+            else:
+                reply_kind, reply = _encode_result(protocol.RESULT, value, shared)
+            fn = args = kwargs = value = None  # release them now, not at the next task
         elif kind == protocol.CHUNK:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
             shared = []
             try:
-                results, error = _run_chunk(fn, payload)
-                reply_kind, reply = protocol.CHUNK_RESULT, dumps((results, error), shared)
-            except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable result
+                results, failures = _run_chunk(fn, payload)
+            except BaseException as error:  # noqa: BLE001 - the arguments could not be loaded
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
+            else:
+                reply_kind, reply = _encode_result(protocol.CHUNK_RESULT, (results, failures), shared)
             fn = results = None
         elif kind == protocol.DEFINE:
             functions.pop(task_id, None)  # the parent's cache dropped it

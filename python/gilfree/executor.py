@@ -31,7 +31,7 @@ from gilfree._worker import WorkerSetup
 __all__ = ["Executor", "ProcessPoolExecutor"]
 
 
-def _resolve_start_method(mp_context: Any, start_method: str | None) -> str:
+def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
     if start_method is None and mp_context is not None:
         start_method = mp_context if isinstance(mp_context, str) else mp_context.get_start_method()
         if start_method == "forkserver":
@@ -97,13 +97,26 @@ class ProcessPoolExecutor(_StdExecutor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
-        method = _resolve_start_method(mp_context, start_method)
+        method = resolve_start_method(mp_context, start_method)
         if method == "fork" and max_tasks_per_child is not None:
             raise ValueError(
                 "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
                 " method; supply a different mp_context."
             )
-        initializer_and_args = (initializer, tuple(initargs))
+        self._start(max_workers, method, initializer, tuple(initargs), max_tasks_per_child, preload)
+
+    def _start(
+        self,
+        max_workers: int,
+        method: str,
+        initializer: Callable[..., Any] | None,
+        initargs: tuple[Any, ...],
+        max_tasks_per_child: int | None,
+        preload: Iterable[str],
+    ) -> None:
+        """Builds the engine from checked arguments (``gilfree.Pool`` calls this directly:
+        unlike this executor, multiprocessing.Pool allows recycling forked workers)."""
+        initializer_and_args = (initializer, initargs)
         inherits = method == "fork"  # a forked worker has the initializer in its memory
         setup = WorkerSetup(
             sys_path=[] if inherits else list(sys.path),

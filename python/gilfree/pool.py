@@ -1,0 +1,492 @@
+"""``gilfree.Pool``: ``multiprocessing.Pool``'s API and semantics on gilfree's engine.
+
+Same constructor, methods, result objects and exceptions as ``multiprocessing.Pool``; what
+differs is underneath (see ``gilfree.executor``): shared-memory rings instead of pipes and three
+handler threads, functions sent once per worker and by value when they cannot be imported
+(lambdas and closures work), workers forked from the zygote, and ``chunksize=None`` meaning
+chunks sized from measured task durations.
+
+Where gilfree does better than the stdlib, on purpose:
+
+* a worker that dies fails only the tasks it was running, with ``WorkerCrashedError``, and is
+  replaced (the stdlib's results never become ready);
+* ``imap``/``imap_unordered`` read their input only as workers need it and stop reading while
+  the caller is a window of chunks behind: an endless generator runs in bounded memory;
+* ``terminate()`` fails the results still outstanding with ``CancelledError`` instead of
+  leaving them unready forever;
+* an exception in a callback is printed and the pool keeps going (it stops the stdlib's result
+  thread).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+import types
+import warnings
+from concurrent.futures import CancelledError
+from concurrent.futures.process import _RemoteTraceback
+from multiprocessing import TimeoutError as MultiprocessingTimeoutError
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from gilfree import _mapping
+from gilfree._chunking import ChunkSizer
+from gilfree._serialization import is_result_error
+from gilfree._work import Chunk, MapJob
+from gilfree.executor import ProcessPoolExecutor, resolve_start_method
+
+if TYPE_CHECKING:
+    from gilfree._engine import Engine
+    from gilfree._future import Future
+
+__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult", "Pool"]
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+#: Chunks an ``imap`` may have cut beyond the caller's position, per worker.
+IMAP_WINDOW_PER_WORKER = 4
+
+
+def _pool_error(error: BaseException) -> BaseException:
+    """A worker's exception as ``multiprocessing.Pool`` raises it: a result that could not be
+    sent becomes ``MaybeEncodingError``, and the remote traceback is multiprocessing's type."""
+    if is_result_error(error):
+        return MaybeEncodingError(error, getattr(error, "path", "result"))
+    cause = error.__cause__
+    if type(cause) is _RemoteTraceback:
+        error.__cause__ = RemoteTraceback(cause.tb)
+    return error
+
+
+def _report_callback_error(kind: str) -> None:
+    sys.stderr.write(f"Exception in a gilfree.Pool {kind}:\n")
+    traceback.print_exc()
+
+
+class ApplyResult:
+    """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``.
+
+    ``callback`` (with the result) or ``error_callback`` (with the exception) runs in the
+    thread that collects results, before ``ready()`` turns true.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._engine = engine
+        self._callback = callback
+        self._error_callback = error_callback
+        self._event = threading.Event()
+        self._success: bool | None = None
+        self._value: Any = None
+
+    def _watch(self, future: Future) -> None:
+        future.add_done_callback(self._future_done)
+
+    def _future_done(self, future: Future) -> None:
+        if future.cancelled():
+            self._set(False, CancelledError("the pool was terminated before the task ran"))
+            return
+        error = future.exception(timeout=0)
+        if error is None:
+            self._set(True, future.result(timeout=0))
+        else:
+            self._set(False, _pool_error(error))
+
+    def _set(self, success: bool, value: Any) -> None:
+        self._success, self._value = success, value
+        try:
+            if success and self._callback is not None:
+                self._callback(value)
+            elif not success and self._error_callback is not None:
+                self._error_callback(value)
+        except Exception:  # noqa: BLE001 - a callback's error must not stop the pool
+            _report_callback_error("callback" if success else "error_callback")
+        finally:
+            self._event.set()
+
+    def ready(self) -> bool:
+        """Whether the call has completed (its callback has run)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising; ValueError if it is not ready."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return bool(self._success)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits until the result is ready, or ``timeout`` seconds."""
+        if not self._event.is_set():
+            self._engine.pump_role.wait_until(self._event.is_set, timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; raises the call's exception, or ``multiprocessing.TimeoutError`` if it
+        is not ready within ``timeout`` seconds."""
+        self.wait(timeout)
+        if not self.ready():
+            raise MultiprocessingTimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The result of ``map_async``/``starmap_async``: ready when every item has run; the
+    result is the list of results in input order, or the first failing item's exception."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job: MapJob,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(engine, callback, error_callback)
+        self._job = job
+        self._lock = threading.Lock()
+        self._chunks_done = 0
+        self._decided = False
+        job.on_progress = self._job_progressed
+
+    def _start(self) -> None:
+        """Called once the job is queued (or found to have nothing to run)."""
+        self._job_progressed(None)
+
+    def _job_progressed(self, chunk: Chunk | None) -> None:
+        job = self._job
+        with self._lock:
+            if chunk is not None:
+                self._chunks_done += 1
+            cut = len(job.chunks) + len(job.tail_chunks)
+            if self._decided or not job.exhausted() or self._chunks_done < cut:
+                return
+            self._decided = True
+        chunks = job.chunks + job.tail_chunks[::-1]  # input order
+        for chunk_in_order in chunks:
+            failure = chunk_in_order.first_failure()
+            if failure is not None:
+                self._set(False, _pool_error(failure[1]))
+                return
+        if job.failure is not None:
+            self._set(False, job.failure)
+            return
+        results: list[Any] = []
+        for chunk_in_order in chunks:
+            results.extend(chunk_in_order.results)
+            chunk_in_order.results = []
+        self._set(True, results)
+
+
+class IMapIterator:
+    """The iterator ``imap`` returns: results in input order. ``next(timeout)`` raises
+    ``multiprocessing.TimeoutError`` if the next result is not ready in time. An item whose call
+    raised raises that exception in its turn; iteration then goes on with the next item."""
+
+    def __init__(self, engine: Engine, job: MapJob) -> None:
+        self._engine = engine
+        self._job = job
+        self._chunk: Chunk | None = None
+        self._chunk_index = 0
+        self._offset = 0
+        self._failures: list[tuple[int, BaseException]] = []
+        self._finished = False
+
+    def __iter__(self) -> IMapIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result (see the class docstring)."""
+        while True:
+            if self._finished:
+                raise StopIteration
+            if self._chunk is None:
+                self._take_chunk(timeout)
+                continue
+            chunk = self._chunk
+            if self._failures and self._failures[0][0] == self._offset:
+                _, error = self._failures.pop(0)
+                if self._offset < len(chunk.results):
+                    self._offset += 1  # the failed item's place holder
+                raise _pool_error(error)
+            if self._offset < len(chunk.results):
+                value = chunk.results[self._offset]
+                chunk.results[self._offset] = None  # released once taken
+                self._offset += 1
+                return value
+            self._next_chunk()
+
+    def _take_chunk(self, timeout: float | None) -> None:
+        job = self._job
+        if job.chunk_count() == self._chunk_index:
+            self._finished = True
+            return
+        try:
+            chunk = self._wait(timeout)
+        except MultiprocessingTimeoutError:
+            raise
+        except BaseException:
+            self._finished = True  # the input's own error, after the items before it
+            raise
+        self._chunk, self._offset, self._failures = chunk, 0, list(chunk.failures)
+
+    def _wait(self, timeout: float | None) -> Chunk:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return _mapping.wait_for_chunk(self._engine, self._job, self._chunk_index, deadline)
+        except TimeoutError:
+            raise MultiprocessingTimeoutError from None
+
+    def _next_chunk(self) -> None:
+        self._chunk = None
+        self._chunk_index += 1
+        self._job.consumed = self._chunk_index
+        self._engine.resume(self._job)
+
+    def __del__(self) -> None:
+        job = getattr(self, "_job", None)
+        if job is not None and not self._finished and not job.exhausted():
+            job.stop(CancelledError("the imap iterator was dropped"))
+            self._engine.resume(job)
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """The iterator ``imap_unordered`` returns: results as they complete (a chunk's results
+    together, in their input order)."""
+
+    def __init__(self, engine: Engine, job: MapJob) -> None:
+        super().__init__(engine, job)
+        self._completed: list[Chunk] = []
+        self._lock = threading.Lock()
+        job.on_progress = self._job_progressed
+
+    def _job_progressed(self, chunk: Chunk | None) -> None:
+        if chunk is not None:
+            with self._lock:
+                self._completed.append(chunk)
+
+    def _wait(self, timeout: float | None) -> Chunk:
+        def ready() -> bool:
+            return bool(self._completed) or (
+                self._job.failure is not None and self._job.finished()
+            )
+
+        if not self._engine.pump_role.wait_until(ready, timeout):
+            raise MultiprocessingTimeoutError
+        with self._lock:
+            if self._completed:
+                return self._completed.pop(0)
+        assert self._job.failure is not None
+        raise self._job.failure
+
+
+class Pool:
+    """A pool of worker processes with ``multiprocessing.Pool``'s API (see the module
+    docstring).
+
+    Args:
+        processes: number of workers; default ``os.cpu_count()``.
+        initializer: called in each worker with ``*initargs`` before its first task.
+        initargs: arguments for ``initializer``.
+        maxtasksperchild: a worker exits after this many tasks and is replaced.
+        context: a multiprocessing context (or start-method name) choosing how workers start:
+            ``"fork"`` and ``"spawn"`` as in multiprocessing; ``"forkserver"`` and the default
+            use gilfree's zygote, so workers do not inherit the parent's memory (pass what
+            they need as arguments or ``initargs``).
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+    ) -> None:
+        self._state = RUN  # first: __del__ reads it even if the checks below raise
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._processes = processes
+        self._ctx = context
+        executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
+        executor._start(  # noqa: SLF001 - the executor is Pool's engine room
+            processes,
+            resolve_start_method(context, None),
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+            (),
+        )
+        self._executor = executor
+        self._engine: Engine = executor._engine  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+
+    @property
+    def _pool(self) -> list[Any]:
+        """multiprocessing's private list of worker processes (some code reads their pids)."""
+        return self._engine.worker_processes()
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    # -- single calls -----------------------------------------------------------------------
+
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+        """``func(*args, **kwds)`` in a worker; waits for and returns its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult:
+        """Schedules ``func(*args, **kwds)``; returns an ``AsyncResult``."""
+        self._check_running()
+        result = ApplyResult(self._engine, callback, error_callback)
+        result._watch(self._executor.submit(func, *args, **(kwds or {})))  # noqa: SLF001
+        return result
+
+    # -- maps -------------------------------------------------------------------------------
+
+    def _job(
+        self,
+        func: Callable[..., Any],
+        items: Any,
+        star: bool,
+        chunksize: int | None,
+        window: int | None = None,
+    ) -> MapJob:
+        self._check_running()
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        function = self._engine.functions.lookup(func)
+        sizer = ChunkSizer(chunksize, self._processes)
+        return MapJob(func, function, items, star, sizer, window)
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        star: bool,
+        chunksize: int | None,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> MapResult:
+        self._check_running()
+        job = self._job(func, _mapping.snapshot(iterable), star, chunksize)
+        result = MapResult(self._engine, job, callback, error_callback)
+        self._engine.submit(job)
+        result._start()  # noqa: SLF001
+        return result
+
+    def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+        """``[func(x) for x in iterable]``, run in the workers. ``chunksize=None`` sizes chunks
+        from measured task durations."""
+        return self._map_async(func, iterable, False, chunksize, None, None).get()
+
+    def map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Like ``map``, returning a ``MapResult`` at once."""
+        return self._map_async(func, iterable, False, chunksize, callback, error_callback)
+
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[Any]:
+        """``[func(*args) for args in iterable]``, run in the workers."""
+        return self._map_async(func, iterable, True, chunksize, None, None).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Like ``starmap``, returning a ``MapResult`` at once."""
+        return self._map_async(func, iterable, True, chunksize, callback, error_callback)
+
+    def _imap(self, iterator_class: type[IMapIterator], func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None) -> IMapIterator:
+        self._check_running()
+        window = IMAP_WINDOW_PER_WORKER * self._processes
+        job = self._job(func, iter(iterable), False, chunksize, window)
+        results = iterator_class(self._engine, job)
+        self._engine.submit(job)
+        return results
+
+    def imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator:
+        """Lazy ``map``: an iterator of results in input order. The input is read as workers
+        need it, so it may be endless. ``chunksize=None`` sizes chunks adaptively."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator:
+        """Like ``imap``, but results come in the order they complete."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accepts no more work; the workers exit once the outstanding work is done."""
+        if self._state == RUN:
+            self._state = CLOSE
+            self._engine.lifecycle.shutdown(wait=False, cancel_futures=False)
+
+    def terminate(self) -> None:
+        """Stops the workers now: outstanding results fail with ``CancelledError``."""
+        self._state = TERMINATE
+        self._engine.lifecycle.terminate(CancelledError("the pool was terminated"))
+
+    def join(self) -> None:
+        """Waits for the workers to exit; call ``close()`` or ``terminate()`` first."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        self._engine.lifecycle.shutdown(wait=True, cancel_futures=False)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN and hasattr(self, "_engine"):
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
