@@ -359,3 +359,56 @@ def stress_task(kind, seed, length, value, reply_seed, reply_length, sleep_secon
     if reply_seed is None:
         return value
     return make_stress_value(kind, reply_seed, reply_length)
+
+
+# --- multiprocessing.Pool / Process conformance (test_pool, test_process) ----------------
+
+
+def block_then_call(gate_path, started_path, function, *args):
+    """Mark ``started_path``, wait for the gate, then return ``function(*args)``.
+
+    Returns ``"gate-timeout"`` when the gate was never opened, like
+    ``block_until_released``.
+    """
+    _touch(started_path)
+    if not wait_for_file(gate_path):
+        return "gate-timeout"
+    return function(*args)
+
+
+def block_on_zero(gate_path, value):
+    """Return ``value`` at once, except 0, which waits for the gate first."""
+    if value == 0 and not wait_for_file(gate_path):
+        return "gate-timeout"
+    return value
+
+
+def record_call(path, *args, **kwargs):
+    """A Process target: write ``repr((args, kwargs))`` to ``path`` (atomically)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(repr((args, kwargs)))
+    os.replace(tmp, path)
+
+
+def exit_with(code):
+    """End the process with ``SystemExit(code)``, as ``sys.exit(code)`` does."""
+    raise SystemExit(code)
+
+
+def exit_abruptly(code):
+    """End the process at once, skipping every cleanup (a crash, for the parent)."""
+    os._exit(code)
+
+
+def pipe_double(connection):
+    """Receive one value on a multiprocessing connection, send it back doubled, close."""
+    value = connection.recv()
+    connection.send(value * 2)
+    connection.close()
+
+
+def sleep_then_touch(path, seconds):
+    """Sleep ``seconds`` (keep it short), then create ``path``."""
+    time.sleep(seconds)
+    _touch(path)

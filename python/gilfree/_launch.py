@@ -46,6 +46,7 @@ class WorkerProcess:
         if pid:
             self._pid_known.set()
         self.exit_code: int | None = None
+        self._ended = threading.Event()
         #: Called (from any thread) when a zygote-forked worker is known to have ended.
         self.on_exit: Callable[[], None] = lambda: None
 
@@ -58,6 +59,7 @@ class WorkerProcess:
         """Records the exit code (zygote client)."""
         self.exit_code = exit_code
         self._pid_known.set()
+        self._ended.set()
         self.on_exit()
 
     def poll(self) -> int | None:
@@ -95,8 +97,16 @@ class WorkerProcess:
         """As ``multiprocessing.Process.is_alive``."""
         return self.poll() is None
 
+    def wait_for_pid(self, timeout: float | None = None) -> int:
+        """The pid, once known (0 if it is not known within ``timeout``)."""
+        self._pid_known.wait(timeout)
+        return self.pid
+
     def join(self, timeout: float | None = None) -> None:
         """Waits until the worker has ended, at most ``timeout`` seconds."""
+        if not self._reaped_by_us:
+            self._ended.wait(timeout)
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.001)

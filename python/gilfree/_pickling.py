@@ -43,11 +43,14 @@ class _SpawningPopen:
         return DupFd(fd)
 
 
-def dumps_for_worker(value: Any) -> bytes:
-    """Pickles ``value`` (by value where needed) as multiprocessing would for a new process."""
+def dumps_for_worker(value: Any, popen: Any = None) -> bytes:
+    """Pickles ``value`` (by value where needed) as multiprocessing would for a new process.
+    ``popen`` is the process being started, if it can carry file descriptors itself (it has
+    multiprocessing's ``duplicate_for_child`` and ``DupFd``); else they go through
+    multiprocessing's resource sharer."""
     buffer = io.BytesIO()
     previous = context.get_spawning_popen()
-    context.set_spawning_popen(_SpawningPopen())
+    context.set_spawning_popen(popen if popen is not None else _SpawningPopen())
     try:
         _Pickler(buffer, PROTOCOL).dump(value)
     finally:

@@ -52,20 +52,26 @@ def _import_main(path: str) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
+def apply_setup(setup: WorkerSetup) -> None:
+    """Takes the parent's paths, arguments, directory, authkey and main module (everything in
+    ``setup`` but the initializer)."""
+    if setup.sys_path:
+        sys.path[:] = setup.sys_path
+    if setup.sys_argv:
+        sys.argv[:] = setup.sys_argv
+    if setup.authkey:
+        import multiprocessing
+
+        multiprocessing.current_process().authkey = setup.authkey
+    if setup.cwd is not None:
+        os.chdir(setup.cwd)
+    if setup.main_path:
+        _import_main(setup.main_path)
+
+
 def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: Initializer) -> bool:
     try:
-        if setup.sys_path:
-            sys.path[:] = setup.sys_path
-        if setup.sys_argv:
-            sys.argv[:] = setup.sys_argv
-        if setup.authkey:
-            import multiprocessing
-
-            multiprocessing.current_process().authkey = setup.authkey
-        if setup.cwd is not None:
-            os.chdir(setup.cwd)
-        if setup.main_path:
-            _import_main(setup.main_path)
+        apply_setup(setup)
         initializer, initargs = protocol.unpickle(setup.initializer) if setup.initializer else inherited
         if initializer is not None:
             initializer(*initargs)

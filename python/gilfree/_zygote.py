@@ -6,8 +6,12 @@ Unix socket for fork requests; each request carries the executor's segment descr
 (``SCM_RIGHTS``). It reaps its children and reports each exit status. Forking from it is safe
 because it never has threads, and fast because the imports are already done.
 
+It also starts ``gilfree.Process`` children, which run a pickled process object instead of the
+worker loop (see ``_process_child``).
+
 Protocol (SOCK_SEQPACKET, one pickle per packet):
     parent -> zygote   ("fork", request_id, slot, epoch)  + the segment fd
+    parent -> zygote   ("process", request_id)  + the process's fds (see ``_process_child``)
     zygote -> parent   ("forked", request_id, pid)
     zygote -> parent   ("exited", pid, raw_wait_status)
 The zygote exits (killing its children) when the socket reaches EOF: the parent is gone.
@@ -24,11 +28,13 @@ import signal
 import socket
 import sys
 import threading
-from typing import Protocol
+from typing import Callable, Protocol
 
 from gilfree import _core
 
 _PACKET = 4096
+#: Most descriptors one request carries (a process's arguments may hold connections).
+MAX_FDS = 64
 
 
 class WorkerHandle(Protocol):
@@ -68,19 +74,20 @@ def serve(sock_fd: int, preload: list[str]) -> None:
             os.read(wake_read, 4096)
             _reap(control, children)
         if control in readable:
-            message, fds, _, _ = socket.recv_fds(control, _PACKET, 1)
+            message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS)
             if not message:
                 break
-            _, request_id, slot, epoch = pickle.loads(message)
+            request = pickle.loads(message)
             pid = os.fork()
             if pid == 0:
                 control.close()
                 os.close(wake_read)
                 os.close(wake_write)
-                _run_child(fds[0], slot, epoch)
-            os.close(fds[0])
+                _run_child(request, fds)
+            for fd in fds:
+                os.close(fd)
             children.add(pid)
-            control.send(pickle.dumps(("forked", request_id, pid)))
+            control.send(pickle.dumps(("forked", request[1], pid)))
     for pid in children:
         _core.kill(pid, signal.SIGKILL)
 
@@ -97,16 +104,23 @@ def _reap(control: socket.socket, children: set[int]) -> None:
         control.send(pickle.dumps(("exited", pid, status)))
 
 
-def _run_child(fd: int, slot: int, epoch: int) -> None:
+def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     code = 1
     try:
         # Die with the zygote: it is single-threaded, so its thread's end is its death.
         _core.set_parent_death_signal(signal.SIGKILL)
-        from gilfree._worker import serve as serve_worker
+        if request[0] == "fork":
+            from gilfree._worker import serve as serve_worker
 
-        code = serve_worker(fd, slot, epoch)
+            _, _, slot, epoch = request
+            code = serve_worker(fds[0], slot, epoch)  # type: ignore[arg-type]
+        else:
+            from gilfree._process_child import run
+
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as any Python process
+            code = run(fds)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -145,11 +159,21 @@ class Zygote:
     def fork(self, fd: int, slot: int, epoch: int, handle: WorkerHandle) -> None:
         """Asks for a worker on ``slot`` of segment ``fd``; ``handle`` learns its pid, then its
         exit code (calling ``handle.ended``)."""
+        self._request(("fork", slot, epoch), [fd], handle)
+
+    def start_process(self, fds: list[int], handle: WorkerHandle) -> None:
+        """Asks for a ``gilfree.Process`` child that reads its process object and descriptors
+        from ``fds`` (see ``_process_child``); ``handle`` as in ``fork``."""
+        if len(fds) > MAX_FDS:
+            raise ValueError(f"a process can inherit at most {MAX_FDS} descriptors, not {len(fds)}")
+        self._request(("process",), fds, handle)
+
+    def _request(self, request: tuple[object, ...], fds: list[int], handle: WorkerHandle) -> None:
         with self._lock:
             request_id = next(self._request_ids)
             self._forking[request_id] = handle
-            message = pickle.dumps(("fork", request_id, slot, epoch))
-            socket.send_fds(self._socket, [message], [fd])
+            message = pickle.dumps((request[0], request_id, *request[1:]))
+            socket.send_fds(self._socket, [message], fds)
 
     def _read(self) -> None:
         while True:
@@ -223,8 +247,14 @@ def pids() -> list[int]:
     return [zygote.pid for zygote in _zygotes.values() if zygote.owner == os.getpid()]
 
 
+#: Called at exit before the zygotes close (``gilfree.process`` joins its children there).
+before_close: list[Callable[[], None]] = []
+
+
 @atexit.register
 def _close_all() -> None:
+    for hook in before_close:
+        hook()
     with _zygotes_lock:
         for zygote in _zygotes.values():
             zygote.close()

@@ -46,6 +46,19 @@ def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
     return start_method
 
 
+def parent_setup(method: str) -> WorkerSetup:
+    """What a worker started with ``method`` must take from this process (nothing but the
+    authkey when it is forked from it)."""
+    inherits = method == "fork"
+    return WorkerSetup(
+        sys_path=[] if inherits else list(sys.path),
+        sys_argv=[] if inherits else list(sys.argv),
+        cwd=None if inherits else os.getcwd(),
+        main_path=_main_path(method),
+        authkey=bytes(multiprocessing.current_process().authkey),
+    )
+
+
 def _main_path(start_method: str) -> str | None:
     """The parent's main script, for workers that do not inherit it (as multiprocessing does)."""
     if start_method == "fork":
@@ -118,13 +131,7 @@ class ProcessPoolExecutor(_StdExecutor):
         unlike this executor, multiprocessing.Pool allows recycling forked workers)."""
         initializer_and_args = (initializer, initargs)
         inherits = method == "fork"  # a forked worker has the initializer in its memory
-        setup = WorkerSetup(
-            sys_path=[] if inherits else list(sys.path),
-            sys_argv=[] if inherits else list(sys.argv),
-            cwd=None if inherits else os.getcwd(),
-            main_path=_main_path(method),
-            authkey=bytes(multiprocessing.current_process().authkey),
-        )
+        setup = parent_setup(method)
 
         def make_setup() -> bytes:
             if not inherits:

@@ -1,0 +1,62 @@
+"""The child side of ``gilfree.Process`` started by the zygote.
+
+The zygote forks the child with the descriptors the parent sent (``Zygote.start_process``):
+
+    fds[0]   a memory file holding ``pickle((WorkerSetup, process object pickled by
+             dumps_for_worker))``
+    fds[1]   the write end of the process's sentinel pipe: held until the child exits
+    fds[2]   the read end of the parent's pipe (``parent_process().is_alive()``)
+    fds[3:]  descriptors the process object's arguments carry (connections, queues): their
+             pickles name them by index (``InheritedFd``)
+
+The child takes the parent's paths and main module, unpickles the process object and runs
+``BaseProcess._bootstrap``, exactly as a multiprocessing child does (it prints the traceback
+of an exception in ``run`` and exits with 1).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+#: Leading descriptors of a request before the inherited ones.
+PAYLOAD, SENTINEL, PARENT_SENTINEL, FIRST_INHERITED = range(4)
+
+_inherited: list[int] = []
+
+
+class InheritedFd:
+    """multiprocessing's ``DupFd`` for a gilfree child: a descriptor sent with the request."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        """The descriptor, in the child."""
+        return _inherited[self.index]
+
+
+def read_payload(fd: int) -> bytes:
+    """All bytes of the memory file ``fd``, which is closed."""
+    with os.fdopen(fd, "rb") as payload:
+        payload.seek(0)
+        return payload.read()
+
+
+def run(fds: list[int]) -> int:
+    """Runs the process object; returns its exit code."""
+    from gilfree._worker import apply_setup
+
+    _inherited[:] = fds[FIRST_INHERITED:]
+    try:
+        setup, process = pickle.loads(read_payload(fds[PAYLOAD]))
+        apply_setup(setup)
+        process_object = pickle.loads(process)
+    except BaseException:  # noqa: BLE001 - reported as multiprocessing's children do
+        import sys
+        import traceback
+
+        sys.stderr.write("gilfree: the process could not be started in the child:\n")
+        traceback.print_exc()
+        return 1
+    return process_object._bootstrap(parent_sentinel=fds[PARENT_SENTINEL])  # noqa: SLF001

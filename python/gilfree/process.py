@@ -1,0 +1,158 @@
+"""``gilfree.Process``: ``multiprocessing.Process``, started from the zygote.
+
+It is a ``multiprocessing.Process`` (same constructor, attributes and methods: ``start``,
+``join(timeout)``, ``is_alive``, ``exitcode``, ``pid``, ``terminate``, ``kill``, ``close``,
+``daemon``, ``name``, ``sentinel``; subclasses may override ``run``) whose child is forked from
+gilfree's zygote instead of from the calling process or a fresh interpreter:
+
+* it starts in about a millisecond, and is safe to start from a threaded parent;
+* the process object is pickled by value where needed, so ``target`` may be a lambda or a
+  closure; its arguments may carry multiprocessing objects made for spawning (connections,
+  and queues, locks, values from ``get_context("spawn")`` or ``"forkserver"``);
+* like a spawned child, it does not inherit the parent's memory: it re-imports the main module.
+
+When the process object cannot be sent that way (an argument made by the default ``fork``
+context, such as a plain ``multiprocessing.Queue()`` on Linux, or no zygote on this platform),
+``start`` falls back to what ``multiprocessing.Process`` does here, so code that works with the
+stdlib keeps working. An exception in ``run`` prints its traceback and exits with code 1.
+Children of the zygote die with it, so they end if the parent is killed (the stdlib's live on).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from multiprocessing import context, util
+from typing import Any
+
+from gilfree import _launch, _process_child, _zygote
+from gilfree._pickling import dumps_for_worker
+
+__all__ = ["Process"]
+
+_started_any = False
+
+
+class ZygotePopen:
+    """multiprocessing's ``Popen`` interface for a child forked by the zygote."""
+
+    method = "zygote"
+    DupFd = _process_child.InheritedFd
+
+    def __init__(self, process_obj: Any, payload: bytes, fds: list[int]) -> None:
+        self.returncode: int | None = None
+        self._handle = _launch.WorkerProcess()
+        sentinel_read, sentinel_write = os.pipe()
+        parent_read, parent_write = os.pipe()
+        memory = _memory_file(payload)
+        try:
+            _zygote.get(()).start_process([memory, sentinel_write, parent_read, *fds], self._handle)
+        finally:
+            for fd in (memory, sentinel_write, parent_read):
+                os.close(fd)
+        self.sentinel = sentinel_read
+        self.finalizer = util.Finalize(self, util.close_fds, (sentinel_read, parent_write))
+        self.pid = self._handle.wait_for_pid()
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        """The exit code if the child has ended (waits for it when ``flag`` is 0)."""
+        if self.returncode is None:
+            if flag == 0:
+                self._handle.join()
+            self.returncode = self._handle.exit_code
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Waits up to ``timeout`` seconds for the child to end; its exit code or None."""
+        if self.returncode is None:
+            self._handle.join(timeout)
+        return self.poll()
+
+    def terminate(self) -> None:
+        """Sends SIGTERM."""
+        if self.poll() is None:
+            self._handle.terminate()
+
+    def kill(self) -> None:
+        """Sends SIGKILL."""
+        if self.poll() is None:
+            self._handle.kill()
+
+    def close(self) -> None:
+        """Closes the sentinel (once the child has ended)."""
+        self.finalizer()
+
+
+class _Carrier:
+    """The spawning popen while the process object is pickled: collects the descriptors its
+    arguments carry, which then travel with the request."""
+
+    DupFd = _process_child.InheritedFd
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.fds.append(fd)
+        return len(self.fds) - 1
+
+
+def _memory_file(payload: bytes) -> int:
+    """A descriptor of an unnamed file holding ``payload``."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("gilfree-process", os.MFD_CLOEXEC)
+    else:
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    _write_all(fd, payload)
+    return fd
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _popen(process_obj: Any) -> Any:
+    """Starts ``process_obj``'s child: from the zygote if its object can be sent there, else
+    as multiprocessing would by default."""
+    global _started_any
+    if hasattr(os, "fork"):
+        from gilfree.executor import parent_setup
+
+        carrier = _Carrier()
+        try:
+            process = dumps_for_worker(process_obj, carrier)
+        except Exception:  # noqa: BLE001 - not sendable to the zygote: multiprocessing's way
+            process = None
+        if process is not None:
+            import pickle
+
+            setup = parent_setup("zygote")
+            setup.authkey = bytes(process_obj.authkey)
+            payload = pickle.dumps((setup, process), pickle.HIGHEST_PROTOCOL)
+            _started_any = True
+            return ZygotePopen(process_obj, payload, carrier.fds)
+    return context._default_context.get_context().Process._Popen(process_obj)  # noqa: SLF001
+
+
+class Process(context.Process):  # type: ignore[misc]
+    """``multiprocessing.Process`` started from gilfree's zygote (see the module docstring)."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        return _popen(process_obj)
+
+
+def _before_zygotes_close() -> None:
+    """At exit, before the zygote (and its children with it) goes: multiprocessing's own exit
+    steps: daemonic children are terminated, the others joined."""
+    if _started_any and threading.current_thread() is threading.main_thread():
+        util._exit_function()  # noqa: SLF001 - what multiprocessing runs at exit
+
+
+_zygote.before_close.append(_before_zygotes_close)
