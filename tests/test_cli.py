@@ -34,3 +34,68 @@ def test_seed_rejects_a_negative_echo_count():
     completed = run_module("seed", "--echo", "-1")
     assert completed.returncode == 2
     assert "--echo must be 0 or more" in completed.stderr
+
+
+# --- python -m gilfree run ------------------------------------------------------------------
+
+SCRIPT_NAMES = ("seed_pool", "seed_process")
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_seed_scripts_give_the_same_results_three_ways(name):
+    from gilfree.bench.scripts import run_three_ways
+
+    stdlib, import_changed, gilfree_run = run_three_ways(name, 18)
+    assert stdlib.results == import_changed.results == gilfree_run.results
+    assert stdlib.results and all(line for line in stdlib.results)
+
+
+def write_script(tmp_path, source):
+    path = tmp_path / "script.py"
+    path.write_text(source)
+    return path
+
+
+def test_run_replaces_the_stdlib_pools_and_passes_the_arguments(tmp_path):
+    script = write_script(
+        tmp_path,
+        """
+import concurrent.futures, multiprocessing, multiprocessing.pool, os, sys
+from multiprocessing import Pool, Process
+from concurrent.futures import ProcessPoolExecutor
+
+def double(x):
+    return 2 * x
+
+if __name__ == "__main__":
+    print(Pool.__module__, Process.__module__, ProcessPoolExecutor.__module__)
+    print(multiprocessing.pool.Pool.__module__, concurrent.futures.process.ProcessPoolExecutor.__module__)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        print(type(pool).__module__, pool.map(double, [1, 2]))
+    with ProcessPoolExecutor(1) as executor:
+        print(list(executor.map(double, [3])))
+    print(sys.argv[1:], os.path.basename(sys.argv[0]), os.path.dirname(os.path.abspath(sys.argv[0])) == sys.path[0])
+""",
+    )
+    completed = run_module("run", str(script), "a", "--b")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "gilfree.pool gilfree.process gilfree.executor",
+        "gilfree.pool gilfree.executor",
+        "gilfree.pool [2, 4]",
+        "[6]",
+        "['a', '--b'] script.py True",
+    ]
+
+
+def test_run_returns_the_scripts_exit_status(tmp_path):
+    assert run_module("run", str(write_script(tmp_path, "raise SystemExit(7)"))).returncode == 7
+    failing = run_module("run", str(write_script(tmp_path, "raise ValueError('no')")))
+    assert failing.returncode == 1 and "ValueError: no" in failing.stderr
+
+
+def test_run_without_a_script_explains_itself(tmp_path):
+    missing = run_module("run", str(tmp_path / "missing.py"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    usage = run_module("run")
+    assert usage.returncode == 2 and "usage: python -m gilfree run" in usage.stdout

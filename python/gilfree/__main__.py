@@ -1,4 +1,5 @@
-"""``python -m gilfree bench|seed``: the benchmark table and the seed workloads."""
+"""``python -m gilfree bench|seed|run``: the benchmark table, the seed workloads, and running an
+unchanged script on gilfree (see ``gilfree._run``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import sys
 
 def main(argv: list[str]) -> int:
     """Dispatches the sub-command."""
-    if not argv or argv[0] not in ("bench", "seed"):
-        print("usage: python -m gilfree {bench,seed} [options]  (--help after a command)")
+    if not argv or argv[0] not in ("bench", "seed", "run"):
+        print("usage: python -m gilfree {bench,seed,run} [options]  (--help after a command)")
         return 2
+    if argv[0] == "run":
+        from gilfree._run import main as run
+
+        return run(argv[1:])
     if argv[0] == "bench":
         from gilfree.bench import main as bench
     else:

@@ -2,7 +2,10 @@
 
 1. ``list(executor.map(fib, range(N)))`` with ``gilfree.ProcessPoolExecutor(os.cpu_count())``;
 2. one process per core, each running ``fib(N)``;
-3. issue 3's ``submit(echo, [complex(i, i) for i in range(N)]).result()``, 15 M by default, on
+3. the seed's two scripts (``gilfree/bench/scripts``), written for the stdlib, run three ways:
+   with the stdlib, with only their import changed to ``gilfree.multiprocessing``, and unchanged
+   under ``python -m gilfree run``; their results must agree;
+4. issue 3's ``submit(echo, [complex(i, i) for i in range(N)]).result()``, 15 M by default, on
    a fresh executor (its first large message). With ``--stdlib-echo`` the stdlib's
    ProcessPoolExecutor echoes the same list in the same run (most of a minute for 15 M) and the
    ratio is printed; without it, the stdlib's figure from DESIGN.md is shown as a reference.
@@ -23,6 +26,7 @@ import time
 from typing import Any
 
 from gilfree.bench.data_workloads import check_echo
+from gilfree.bench.scripts import SCRIPTS, run_three_ways
 from gilfree.bench.tasks import echo, fib, fibonacci_fast
 
 CALIBRATION_ARGUMENT = 25
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         map_time = run_map(executor_class, number, cores)
         process_time = run_processes(number, cores)
+        script_runs = {name: run_three_ways(name, number) for name in SCRIPTS}
         echo_time = run_echo(executor_class, arguments.echo, cores) if arguments.echo else None
         stdlib_echo_time = (
             run_echo(concurrent.futures.ProcessPoolExecutor, arguments.echo, cores)
@@ -148,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = process_class()
     process_label = f"{cores} × {chosen.__module__.split('.')[0]}.Process(fib({number}))"
     print(format_line(process_label, process_time, cores * call_count(number) * per_call))
+    for name, runs in script_runs.items():
+        stdlib = runs[0]
+        agree = all(run.results == stdlib.results for run in runs)
+        timings = "   ".join(
+            f"{run.how} {run.seconds:5.2f} s ({stdlib.seconds / run.seconds:.2f}×)" for run in runs
+        )
+        print(f"{name + '.py ' + str(number):<38} {timings}   same results: {'yes' if agree else 'NO'}")
+        if not agree:
+            print("\n".join(f"  {run.how}: {run.results}" for run in runs))
+            return 1
     if echo_time is not None:
         echo_label = f"submit(echo, {arguments.echo / 1e6:g} M complex)"
         if stdlib_echo_time is None:
