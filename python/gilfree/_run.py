@@ -18,8 +18,9 @@ module that did ``from multiprocessing import Pool`` at import time and was impo
 ``sitecustomize`` keeps the stdlib's), subclasses of the stdlib's classes (they stay the
 stdlib's), contexts' ``Process`` classes (``get_context().Process``, ``Manager`` servers), and
 code that reads the stdlib pools' private attributes. Workers start from gilfree's zygote, so
-they do not inherit state the script builds at run time under ``if __name__ == "__main__":``
-(as with the ``spawn`` start method); a pool made from ``get_context("fork")`` still forks.
+they do not inherit the parent's memory: functions defined in the script travel by value with
+the globals they refer to, but state kept elsewhere (another module's globals set by the
+script) is not seen; a pool made from ``get_context("fork")`` still forks.
 """
 
 from __future__ import annotations
