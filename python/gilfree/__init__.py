@@ -14,7 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree.errors import BrokenProcessPool, SerializationError, WorkerCrashedError
+    from gilfree.errors import (
+        BrokenProcessPool,
+        SerializationError,
+        TaskTimeoutError,
+        WorkerCrashedError,
+    )
+    from gilfree._slots import WorkerStats
     from gilfree.executor import Executor, ProcessPoolExecutor
     from gilfree.pool import Pool
     from gilfree.process import Process
@@ -27,7 +33,9 @@ __all__ = [
     "Process",
     "ProcessPoolExecutor",
     "SerializationError",
+    "TaskTimeoutError",
     "WorkerCrashedError",
+    "WorkerStats",
     "shared_ndarray",
 ]
 __version__ = "0.1.0"
@@ -36,9 +44,11 @@ _HOMES = {
     "BrokenProcessPool": "gilfree.errors",
     "WorkerCrashedError": "gilfree.errors",
     "SerializationError": "gilfree.errors",
+    "TaskTimeoutError": "gilfree.errors",
     "shared_ndarray": "gilfree.shared",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
+    "WorkerStats": "gilfree._slots",
     "Pool": "gilfree.pool",
     "Process": "gilfree.process",
 }

@@ -56,6 +56,9 @@ def kill(pid: int, signal: int) -> None:
 def set_parent_death_signal(signal: int) -> bool:
     """Asks for ``signal`` when the parent thread exits (Linux); False where unsupported."""
 
+def exit_with_parent(parent: int, interval_seconds: float) -> None:
+    """Kills this process (from a native thread) once its parent is no longer ``parent``."""
+
 def exit_code_from_status(status: int) -> int | None:
     """Decodes a raw ``waitpid`` status into an exit code; None if the process has not ended."""
 

@@ -32,9 +32,10 @@ from gilfree._launch import Launcher, WorkerProcess
 from gilfree._lifecycle import Lifecycle
 from gilfree._pump_role import SLICE_SECONDS, PumpRole
 from gilfree._serialization import explain
-from gilfree._slots import Slot
-from gilfree._work import Call, Chunk, MapJob, function_name, rebuild_exception
-from gilfree.errors import BrokenProcessPool, WorkerCrashedError
+from gilfree._recovery import Ending, settle
+from gilfree._slots import Slot, WorkerStats
+from gilfree._work import Call, Chunk, MapJob, rebuild_exception
+from gilfree.errors import BrokenProcessPool
 
 #: Bytes per ring; pages are only backed when touched.
 RING_CAPACITY = 4 << 20
@@ -62,12 +63,14 @@ class Engine:
         self.functions = FunctionRegistry()
         self._task_ids = itertools.count(1)
         self._pending: deque[Call | MapJob] = deque()
+        #: Units to send again (their worker died before running them, or retries): first.
+        self._resend: deque[Call | Chunk] = deque()
         #: Map jobs waiting for their reader to catch up (see ``MapJob.window``).
         self._parked: list[MapJob] = []
         self._outstanding = 0
         self._broken: str | None = None
         self._lock = threading.RLock()
-        self.pump_role = PumpRole(self.pump_once, self._channel.kick)
+        self.pump_role = PumpRole(self.pump_once, self._channel.kick, self.interrupt)
         self._last_check = 0.0
         self.lifecycle = Lifecycle(self)
 
@@ -130,17 +133,20 @@ class Engine:
     # -- dispatching (under _lock) ----------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while self._pending and self._broken is None:
+        while (self._resend or self._pending) and self._broken is None:
             slot = self._free_slot()
             if slot is None:
                 return
+            if self._resend:
+                self._send(slot, self._resend.popleft())
+                continue
             work = self._pending[0]
             if isinstance(work, Call):
                 self._pending.popleft()
                 if not work.future.set_running_or_notify_cancel():
                     self._outstanding -= 1
                     continue
-                self._send(slot, work, protocol.CALL, work.payload)
+                self._send(slot, work)
             elif work.blocked():
                 self._pending.popleft()
                 self._outstanding -= 1
@@ -151,14 +157,14 @@ class Engine:
                     self._pending.popleft()
                     self._outstanding -= 1
                 try:
-                    payload = chunk.encode()
+                    chunk.encode()
                 except Exception as error:  # noqa: BLE001 - an item that cannot be sent
                     explained = explain(chunk.named_items(), error)
                     chunk.fail(explained)
                     work.stop(explained)
                     continue
                 self._outstanding += 1
-                self._send(slot, chunk, protocol.CHUNK, payload)
+                self._send(slot, chunk)
 
     def _free_slot(self) -> Slot | None:
         best: Slot | None = None
@@ -184,6 +190,7 @@ class Engine:
         queued could ever run."""
         self._channel.reset_slot(slot.index)
         slot.quota = self._max_tasks_per_child
+        slot.starts += 1
         try:
             assert self._make_setup is not None, "no worker starts after stop_workers"
             setup = self._make_setup()  # per worker: see gilfree._pickling
@@ -194,7 +201,7 @@ class Engine:
             return False
         return True
 
-    def _send(self, slot: Slot, work: Call | Chunk, kind: int, payload: bytes) -> None:
+    def _send(self, slot: Slot, work: Call | Chunk) -> None:
         function_id, encoded = work.function
         must_define, forget = slot.remember_function(function_id)
         if must_define:
@@ -202,8 +209,8 @@ class Engine:
                 slot.index, protocol.DEFINE, slot.epoch, forget, function_id, encoded
             )
         task_id = next(self._task_ids)
-        slot.inflight[task_id] = work
-        self._channel.send(slot.index, kind, slot.epoch, task_id, function_id, payload)
+        slot.sent(task_id, work, time.monotonic())
+        self._channel.send(slot.index, work.kind, slot.epoch, task_id, function_id, work.payload)
         if slot.quota is not None:
             slot.quota -= work.item_count()
             if slot.quota <= 0:
@@ -233,6 +240,8 @@ class Engine:
                     continue  # a late reply from a worker that has since been replaced
                 if kind == protocol.READY:
                     slot.ready = True
+                elif kind == protocol.RETIRE:
+                    self._retire(slot)
                 elif kind == protocol.INIT_FAILED:
                     self._break(
                         "A process in the process pool was terminated abruptly while the future"
@@ -247,8 +256,7 @@ class Engine:
                     kind &= ~protocol.SHARED_FLAG
                     releases.append((slot, epoch, task_id))
                 busy = arg / 1e9
-                slot.record_busy(busy)
-                slot.last_reply = now
+                slot.record_reply(busy, work.item_count(), now)
                 if isinstance(work, Chunk):
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 self._outstanding -= 1
@@ -270,7 +278,16 @@ class Engine:
                     self._channel.send(slot.index, protocol.RELEASE, epoch, task_id, 0, b"")
 
     def check_workers(self) -> None:
-        """Notices ended workers: fails what they were running, frees their slots."""
+        """Notices ended workers (settling the work they had, freeing their slots) and kills
+        workers whose running task is past its timeout."""
+        now = time.monotonic()
+        with self._lock:
+            for slot in self._slots:
+                task_id = slot.expired(now)
+                if task_id is not None and slot.process is not None:
+                    slot.timed_out_task = task_id
+                    slot.retiring = True  # takes no more work
+                    slot.process.kill()
         ended = [slot for slot in self._slots if slot.process and slot.process.poll() is not None]
         if not ended:
             return
@@ -285,19 +302,33 @@ class Engine:
             self._dispatch()
 
     def _forget_worker(self, slot: Slot) -> None:
-        """Clears the slot of an ended (reaped) worker; fails the work it had in flight."""
+        """Clears the slot of an ended (reaped) worker and settles the work it had in flight
+        (see ``_recovery``)."""
         process = slot.process
         assert process is not None and process.exit_code is not None
+        ending = Ending(process.pid, process.exit_code, slot.timed_out_task)
+        if ending.timed_out_task is not None:
+            slot.timeouts += 1
+        elif not slot.stopped and (process.exit_code != 0 or not slot.retiring):
+            slot.crashes += 1
         lost = slot.clear()
         self._channel.reset_slot(slot.index)
-        self._outstanding -= len(lost)
-        for work in lost:
-            work.fail(
-                WorkerCrashedError(
-                    f"worker pid {process.pid} ended ({_core.describe_exit(process.exit_code)})"
-                    f" while running {function_name(work.fn)}"
-                )
-            )
+        settlement = settle(lost, ending)
+        self._resend.extendleft(reversed(settlement.resend))
+        self._outstanding -= len(settlement.failed)
+        for work, error in settlement.failed:
+            work.fail(error)
+
+    def _retire(self, slot: Slot) -> None:
+        """The worker asked to be replaced (memory): it gets no more work, then EXIT."""
+        if not slot.retiring:
+            slot.retiring = True
+            self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+
+    def stats(self) -> list[WorkerStats]:
+        """Each slot's counters."""
+        with self._lock:
+            return [slot.stats() for slot in self._slots]
 
     def on_worker_exit(self) -> None:
         """Called (from any thread) when a worker is known to have ended."""
@@ -314,6 +345,12 @@ class Engine:
                 work.fail(error)
             self._outstanding -= len(slot.inflight)
             slot.inflight.clear()
+        while self._resend:
+            self._outstanding -= 1
+            self._resend.popleft().fail(error)
+        for job in self._parked:
+            job.stop(error)
+        self._parked.clear()
         while self._pending:
             work = self._pending.popleft()
             self._outstanding -= 1
@@ -322,22 +359,38 @@ class Engine:
             else:
                 work.stop(error)
 
+    def interrupt(self) -> None:
+        """Ctrl-C in a waiting caller: cancels what has not started, kills the workers and fails
+        the tasks they were running with CancelledError. The executor stays usable: workers
+        start again when work comes."""
+        from concurrent.futures import CancelledError
+
+        self.cancel_pending()
+        self.kill_workers(CancelledError("interrupted by KeyboardInterrupt"), final=False)
+
     def wake_collector(self) -> None:
         """Asks the collector thread to take over pumping if nobody else pumps."""
         self.lifecycle.wake()
 
     # -- shutting down ----------------------------------------------------------------------
 
-    def kill_workers(self, error: BaseException) -> None:
-        """Kills every worker now; the work they were running fails with ``error``. Nothing
-        new starts: call after ``cancel_pending``, once no more work is accepted."""
+    def kill_workers(self, error: BaseException, final: bool) -> None:
+        """Kills every worker now; the work they were running, and work waiting to be sent
+        again, fails with ``error``. With ``final`` no worker starts again (the pool is being
+        terminated); otherwise new workers start when work comes. Call after
+        ``cancel_pending``."""
         with self._lock:
-            self._make_setup = None
+            if final:
+                self._make_setup = None
+            while self._resend:
+                self._outstanding -= 1
+                self._resend.popleft().fail(error)
             for slot in self._slots:
                 if slot.process is None:
                     continue
                 slot.process.kill()
                 slot.retiring = True  # takes no more work
+                slot.stopped = True
                 lost = list(slot.inflight.values())
                 slot.inflight.clear()
                 self._outstanding -= len(lost)

@@ -115,7 +115,7 @@ class Lifecycle:
             if self._state == _OPEN:
                 self._state = _CLOSING
         self._engine.cancel_pending()
-        self._engine.kill_workers(error)
+        self._engine.kill_workers(error, final=True)
         self._finalize()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

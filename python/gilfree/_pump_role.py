@@ -5,6 +5,7 @@ collector thread pumps only when work is outstanding and no caller does; a calle
 the collector pumping kicks it out of its wait and takes over. Callers that find another caller
 pumping wait on ``progress``, which the pumper notifies after each batch and when it leaves.
 A pumper re-entering from a done-callback keeps the role and pumps inline.
+Every wait is cut into slices of at most SLICE_SECONDS, so Ctrl-C is noticed promptly.
 """
 
 from __future__ import annotations
@@ -21,16 +22,32 @@ class PumpRole:
     """The pumper role of one engine. ``pump_once(timeout)`` drains and handles replies;
     ``kick()`` interrupts a ``pump_once`` waiting in another thread."""
 
-    def __init__(self, pump_once: Callable[[float], None], kick: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pump_once: Callable[[float], None],
+        kick: Callable[[], None],
+        on_interrupt: Callable[[], None],
+    ) -> None:
         self._pump_once = pump_once
         self._kick = kick
+        self._on_interrupt = on_interrupt
         self.progress = threading.Condition(threading.Lock())
         self._holder: int | None = None
         self._collector_holds = False
         self.callers_waiting = 0
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Pumps, or waits for the pumper, until ``predicate()`` holds or ``timeout`` passes."""
+        """Pumps, or waits for the pumper, until ``predicate()`` holds or ``timeout`` passes.
+
+        A KeyboardInterrupt (Ctrl-C) raised meanwhile calls ``on_interrupt`` (which stops the
+        running tasks) and propagates; waits are sliced so it arrives within SLICE_SECONDS."""
+        try:
+            return self._wait_until(predicate, timeout)
+        except KeyboardInterrupt:
+            self._on_interrupt()
+            raise
+
+    def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         me = threading.get_ident()
         if self._holder == me:  # re-entered from a done-callback

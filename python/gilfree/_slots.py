@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from gilfree._launch import WorkerProcess
@@ -14,6 +15,29 @@ WORKER_FUNCTION_CACHE = 256
 #: Tasks queued per worker when its messages take less than this (pipelining); 1 otherwise,
 #: so long tasks are handed out one at a time to whichever worker is free (balance).
 PIPELINE_BELOW_SECONDS = 0.005
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Counters of one worker slot (``executor.stats()``): the slot keeps them across the
+    workers that serve it in turn."""
+
+    #: The slot's index, 0 .. max_workers - 1.
+    slot: int
+    #: The current worker's pid (0 if none is running now).
+    pid: int
+    #: Whether a worker is running on the slot now.
+    alive: bool
+    #: Tasks completed (a map item counts one), by every worker of the slot.
+    tasks_done: int
+    #: Workers of the slot that died unasked (killed, crashed, ``os._exit``, OOM).
+    crashes: int
+    #: Workers of the slot killed because a task ran past its timeout.
+    timeouts: int
+    #: Workers started on the slot after its first (after crashes, timeouts, recycling).
+    restarts: int
+    #: Seconds the slot's workers spent running tasks.
+    busy_seconds: float
 
 
 class Slot:
@@ -31,6 +55,17 @@ class Slot:
         self.quota: int | None = None
         self.busy_seconds: float | None = None
         self.last_reply = 0.0
+        #: When the oldest unit in flight started running (monotonic seconds).
+        self.running_since = 0.0
+        #: The task whose timeout made us kill the worker (its exit is not seen yet).
+        self.timed_out_task: int | None = None
+        #: The parent killed the worker on purpose (terminate, Ctrl-C): not a crash.
+        self.stopped = False
+        self.tasks_done = 0
+        self.crashes = 0
+        self.timeouts = 0
+        self.starts = 0
+        self.busy_total = 0.0
 
     def live(self) -> bool:
         """Whether a worker has been started here and not yet seen to end."""
@@ -56,14 +91,50 @@ class Slot:
             return True, self.functions.popitem(last=False)[0]
         return True, 0
 
-    def record_busy(self, seconds: float) -> None:
-        """Updates the moving estimate of seconds per message."""
+    def record_reply(self, seconds: float, items: int, now: float) -> None:
+        """Notes a reply to a unit of ``items`` tasks that ran ``seconds``: updates the moving
+        estimate of seconds per message and the counters; the next unit in flight starts now."""
         previous = self.busy_seconds
         self.busy_seconds = seconds if previous is None else 0.5 * (previous + seconds)
+        self.busy_total += seconds
+        self.tasks_done += items
+        self.last_reply = now
+        self.running_since = now
 
-    def clear(self) -> list[Any]:
-        """Forgets the ended worker; returns the work it had in flight."""
-        lost = list(self.inflight.values())
+    def sent(self, task_id: int, unit: Any, now: float) -> None:
+        """Notes a unit handed to the worker (it starts now if nothing else is in flight)."""
+        if not self.inflight:
+            self.running_since = now
+        self.inflight[task_id] = unit
+
+    def expired(self, now: float) -> int | None:
+        """The task id of the running unit if it has run past its timeout, else None."""
+        if not self.inflight or self.timed_out_task is not None:
+            return None
+        task_id, unit = next(iter(self.inflight.items()))
+        if unit.timeout is not None and now - self.running_since > unit.timeout:
+            return task_id
+        return None
+
+    def stats(self) -> WorkerStats:
+        """The slot's counters now."""
+        process = self.process
+        alive = process is not None and process.exit_code is None
+        return WorkerStats(
+            slot=self.index,
+            pid=process.pid if alive and process is not None else 0,
+            alive=alive,
+            tasks_done=self.tasks_done,
+            crashes=self.crashes,
+            timeouts=self.timeouts,
+            restarts=max(0, self.starts - 1),
+            busy_seconds=self.busy_total,
+        )
+
+    def clear(self) -> list[tuple[int, Any]]:
+        """Forgets the ended worker; returns the ``(task id, unit)`` it had in flight, oldest
+        first."""
+        lost = list(self.inflight.items())
         self.inflight.clear()
         self.functions.clear()
         self.process = None
@@ -71,5 +142,7 @@ class Slot:
         self.retiring = False
         self.quota = None
         self.busy_seconds = None
+        self.timed_out_task = None
+        self.stopped = False
         self.epoch += 1
         return lost

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+from dataclasses import dataclass
 import sys
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any, Callable, Iterator, Sequence
@@ -49,10 +50,24 @@ def function_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if qualname and module else repr(fn)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long a task may run and how often it is re-run after its worker crashed."""
+
+    #: Seconds a task may run before its worker is killed (None: no limit).
+    timeout: float | None = None
+    #: Times a task is started again on a fresh worker after its worker died under it.
+    retries: int = 0
+
+
+NO_LIMITS = Limits()
+
+
 class Call:
     """One ``submit``: a function call with its future. The arguments are encoded at submit."""
 
-    __slots__ = ("fn", "function", "future", "payload", "shared")
+    __slots__ = ("attempts", "fn", "function", "future", "payload", "retries", "shared", "timeout")
+    kind = protocol.CALL
 
     def __init__(
         self,
@@ -61,6 +76,7 @@ class Call:
         function: EncodedFunction,
         payload: bytes,
         shared: list[Any],
+        limits: Limits = NO_LIMITS,
     ) -> None:
         self.future = future
         self.fn = fn
@@ -68,6 +84,10 @@ class Call:
         self.payload = payload
         #: Shared buffers the payload refers to, kept until the task has ended.
         self.shared: list[Any] | None = shared
+        self.timeout = limits.timeout
+        #: Re-runs left after a crash, and runs started so far.
+        self.retries = limits.retries
+        self.attempts = 1
 
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
@@ -101,8 +121,10 @@ class Chunk:
     """Items ``start .. start + len(items)`` of a map job, sent as one message."""
 
     __slots__ = (
-        "count", "done", "failures", "fn", "function", "items", "job", "results", "shared", "start"
+        "attempts", "count", "done", "failures", "fn", "function", "items", "job", "payload",
+        "results", "retries", "shared", "start", "timeout",
     )
+    kind = protocol.CHUNK
 
     def __init__(self, job: MapJob, start: int, items: Sequence[Any]) -> None:
         self.job = job
@@ -110,8 +132,15 @@ class Chunk:
         self.function = job.function
         self.start = start
         self.count = len(items)
-        #: The items until the chunk is sent.
+        #: The items until the chunk is encoded.
         self.items: Sequence[Any] | None = items
+        #: The CHUNK message's payload, kept until the chunk ends (it may be sent again).
+        self.payload = b""
+        limits = job.limits
+        #: The chunk's items run one after another: each may take the task timeout.
+        self.timeout = None if limits.timeout is None else limits.timeout * max(1, self.count)
+        self.retries = limits.retries
+        self.attempts = 1
         self.done = False
         #: The items' results; a failed item leaves None at its index.
         self.results: list[Any] = []
@@ -131,12 +160,9 @@ class Chunk:
     def encode(self) -> bytes:
         """The CHUNK payload; the shared buffers it refers to are kept until the chunk ends."""
         self.shared = []
-        items, self.items = self.items, None
-        try:
-            return protocol.dumps((items, self.job.star), self.shared)
-        except Exception:
-            self.items = items  # for named_items
-            raise
+        self.payload = protocol.dumps((self.items, self.job.star), self.shared)
+        self.items = None  # kept only if encoding failed, for named_items
+        return self.payload
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
@@ -153,12 +179,14 @@ class Chunk:
         except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
             self.results, self.failures = [], [(0, unpickling_failed(self.fn, error))]
         self.shared = None  # after decoding, as in Call.complete
+        self.payload = b""
         self.done = True
         self.job.chunk_done(self)
 
     def fail(self, error: BaseException) -> None:
         """Marks the chunk failed as a whole (worker lost, pool broken)."""
         self.shared = None
+        self.payload = b""
         self.results, self.failures = [], [(0, error)]
         self.done = True
         self.job.chunk_done(self)
@@ -188,8 +216,10 @@ class MapJob:
         star: bool,
         sizer: ChunkSizer,
         window: int | None = None,
+        limits: Limits = NO_LIMITS,
     ) -> None:
         self.fn = fn
+        self.limits = limits
         self.function = function
         self.star = star
         self.sizer = sizer

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from gilfree import _core
 from gilfree import _protocol as protocol
 from gilfree._core import WorkerChannel
 
@@ -23,6 +24,8 @@ from gilfree._core import WorkerChannel
 SPIN_MICROSECONDS = 100.0
 #: How often a sleeping worker wakes to check that its parent is alive.
 POLL_SECONDS = 0.1
+#: How often a native thread checks that the parent is alive (a busy worker dies with it too).
+PARENT_WATCH_SECONDS = 0.1
 #: Longest an exiting worker waits for the parent to read its last shared replies.
 RELEASE_WAIT_SECONDS = 30.0
 
@@ -37,6 +40,8 @@ class WorkerSetup:
     main_path: str | None = None
     #: ``multiprocessing.current_process().authkey`` of the parent, as multiprocessing sends.
     authkey: bytes = b""
+    #: Resident bytes past which the worker asks to be replaced (``max_memory_per_child``).
+    max_memory: int | None = None
     #: ``(initializer, initargs)``, pickled (see ``_pickling``), loaded once ``sys_path`` is in
     #: place; empty when the worker inherited them through fork.
     initializer: bytes = b""
@@ -140,7 +145,20 @@ def _encode_result(kind: int, value: Any, shared: list[Any]) -> tuple[int, bytes
         return protocol.ERROR, protocol.dump_exception(explain({RESULT: root}, error))
 
 
-def _loop(channel: WorkerChannel, epoch: int) -> None:
+def resident_bytes() -> int:
+    """This process's resident memory: current (``/proc/self/statm``) where the system tells
+    it, else the peak so far (``getrusage``), which can only overstate it."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB else
+
+
+def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
     receive, send = channel.receive, channel.send
@@ -192,6 +210,10 @@ def _loop(channel: WorkerChannel, epoch: int) -> None:
             held[task_id] = shared
             reply_kind |= protocol.SHARED_FLAG
         shared = []
+        if max_memory is not None and resident_bytes() > max_memory:
+            # Before the reply: the parent then sends nothing new once it has the result.
+            send(protocol.RETIRE, epoch, 0, 0, b"")
+            max_memory = None  # asked once; EXIT follows the work already queued
         send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
 
 
@@ -229,7 +251,9 @@ def serve(fd: int, slot: int, epoch: int, inherited: Initializer = (None, ())) -
 
 
 def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
+    # Ctrl-C is the parent's to handle: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _core.exit_with_parent(os.getppid(), PARENT_WATCH_SECONDS)
     channel = WorkerChannel(fd, slot)
     os.close(fd)
     message = None
@@ -240,9 +264,10 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     kind, epoch_seen, _, _, payload = message
     if kind != protocol.SETUP or epoch_seen != epoch:
         return 2
-    if not _setup(channel, epoch, protocol.loads(payload), inherited):
+    setup = protocol.loads(payload)
+    if not _setup(channel, epoch, setup, inherited):
         return 3
-    _loop(channel, epoch)
+    _loop(channel, epoch, setup.max_memory)
     return 0
 
 

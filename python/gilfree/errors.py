@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 from concurrent.futures.process import BrokenProcessPool
 
-__all__ = ["BrokenProcessPool", "SerializationError", "WorkerCrashedError"]
+__all__ = ["BrokenProcessPool", "SerializationError", "TaskTimeoutError", "WorkerCrashedError"]
 
 
 class WorkerCrashedError(BrokenProcessPool):
@@ -14,6 +14,14 @@ class WorkerCrashedError(BrokenProcessPool):
 
     The message names the worker's pid, how it ended (``signal SIGKILL`` or ``exit code 3``) and
     the task's function. The executor replaces the worker and stays usable.
+    """
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its timeout (``task_timeout``, or ``submit_with(timeout=...)``).
+
+    Its worker was killed and is replaced; the message names the function, the timeout and the
+    worker's pid. Other tasks are not affected.
     """
 
 

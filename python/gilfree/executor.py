@@ -25,10 +25,42 @@ from gilfree._future import Future
 from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
 from gilfree._pickling import dumps_for_worker
 from gilfree._serialization import explain
-from gilfree._work import Call, MapJob
+from gilfree._slots import WorkerStats
+from gilfree._work import NO_LIMITS, Call, Limits, MapJob
 from gilfree._worker import WorkerSetup
 
 __all__ = ["Executor", "ProcessPoolExecutor"]
+
+
+class _Default:
+    """The type of ``DEFAULT``."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: "The executor's setting", for ``submit_with``'s keyword arguments.
+DEFAULT = _Default()
+
+
+def check_timeout(name: str, value: Any) -> float | None:
+    """``value`` if it is None or a positive number of seconds; else a clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
+    return float(value)
+
+
+def check_retries(name: str, value: Any) -> int:
+    """``value`` if it is an int of at least 0; else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {value}")
+    return value
 
 
 def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
@@ -86,6 +118,15 @@ class ProcessPoolExecutor(_StdExecutor):
         max_tasks_per_child: a worker exits after this many tasks and is replaced.
         start_method: ``"zygote"`` (default where fork exists), ``"spawn"`` or ``"fork"``.
         preload: modules the zygote imports once, so forked workers start with them loaded.
+        task_timeout: seconds a task may run; past that its worker is killed (and replaced)
+            and its future fails with ``TaskTimeoutError``. In ``map`` each item may take this
+            long. None (default): no limit. ``submit_with`` overrides it per call.
+        retries: times a task whose worker died under it is run again on a fresh worker
+            before it fails with ``WorkerCrashedError`` (default 0). ``submit_with`` overrides
+            it per call.
+        max_memory_per_child: resident bytes past which a worker is replaced once its current
+            task is done (read from ``/proc/self/statm`` on Linux; elsewhere the peak resident
+            size, which can only overstate it).
     """
 
     def __init__(
@@ -98,6 +139,9 @@ class ProcessPoolExecutor(_StdExecutor):
         max_tasks_per_child: int | None = None,
         start_method: str | None = None,
         preload: Iterable[str] = (),
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -116,7 +160,26 @@ class ProcessPoolExecutor(_StdExecutor):
                 "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
                 " method; supply a different mp_context."
             )
-        self._start(max_workers, method, initializer, tuple(initargs), max_tasks_per_child, preload)
+        limits = Limits(check_timeout("task_timeout", task_timeout), check_retries("retries", retries))
+        if max_memory_per_child is not None and (
+            isinstance(max_memory_per_child, bool)
+            or not isinstance(max_memory_per_child, int)
+            or max_memory_per_child <= 0
+        ):
+            raise ValueError(
+                f"max_memory_per_child must be a positive number of bytes or None, got"
+                f" {max_memory_per_child!r}"
+            )
+        self._start(
+            max_workers,
+            method,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+            preload,
+            limits,
+            max_memory_per_child,
+        )
 
     def _start(
         self,
@@ -126,12 +189,16 @@ class ProcessPoolExecutor(_StdExecutor):
         initargs: tuple[Any, ...],
         max_tasks_per_child: int | None,
         preload: Iterable[str],
+        limits: Limits = NO_LIMITS,
+        max_memory: int | None = None,
     ) -> None:
         """Builds the engine from checked arguments (``gilfree.Pool`` calls this directly:
         unlike this executor, multiprocessing.Pool allows recycling forked workers)."""
         initializer_and_args = (initializer, initargs)
         inherits = method == "fork"  # a forked worker has the initializer in its memory
         setup = parent_setup(method)
+        setup.max_memory = max_memory
+        self._limits = limits
 
         def make_setup() -> bytes:
             if not inherits:
@@ -166,6 +233,31 @@ class ProcessPoolExecutor(_StdExecutor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Schedules ``fn(*args, **kwargs)``; returns a Future for its result."""
+        return self._submit(fn, args, kwargs, self._limits)
+
+    def submit_with(
+        self,
+        fn: Callable[..., Any],
+        /,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None | _Default = DEFAULT,
+        retries: int | _Default = DEFAULT,
+    ) -> Future:
+        """Schedules ``fn(*args, **kwargs)`` with its own ``timeout`` (seconds it may run, or
+        None for no limit) and ``retries`` (runs again after its worker crashed); each left
+        out takes the executor's ``task_timeout`` / ``retries``. ``fn``'s own keyword arguments
+        go in ``kwargs``, so none of its names is taken."""
+        limits = Limits(
+            self._limits.timeout if timeout is DEFAULT else check_timeout("timeout", timeout),
+            self._limits.retries if retries is DEFAULT else check_retries("retries", retries),
+        )
+        return self._submit(fn, tuple(args), dict(kwargs or {}), limits)
+
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
+    ) -> Future:
         future = Future(self._engine)
         try:
             function = self._engine.functions.lookup(fn)
@@ -180,8 +272,13 @@ class ProcessPoolExecutor(_StdExecutor):
             self._engine.lifecycle.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             return future
-        self._engine.submit(Call(future, fn, function, payload, shared))
+        self._engine.submit(Call(future, fn, function, payload, shared, limits))
         return future
+
+    def stats(self) -> list[WorkerStats]:
+        """Per-worker counters, one ``WorkerStats`` per worker slot: tasks done, crashes,
+        timeouts, restarts, busy seconds, and the current worker's pid."""
+        return self._engine.stats()
 
     def map(
         self,
@@ -204,9 +301,15 @@ class ProcessPoolExecutor(_StdExecutor):
         else:
             items, star = list(zip(*iterables)), True
         function = self._engine.functions.lookup(fn)
-        job = MapJob(fn, function, items, star, ChunkSizer(chunksize, self._max_workers))
+        sizer = ChunkSizer(chunksize, self._max_workers)
+        job = MapJob(fn, function, items, star, sizer, limits=self._limits)
         self._engine.submit(job)
         return _mapping.results(self._engine, job, deadline)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool | None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._engine.interrupt()  # Ctrl-C: do not wait for the running tasks
+        return super().__exit__(exc_type, exc_val, exc_tb)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops accepting work; with ``wait``, returns once pending work is done and the

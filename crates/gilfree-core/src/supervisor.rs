@@ -179,3 +179,21 @@ pub fn set_parent_death_signal(signal: i32) -> Result<bool> {
         Ok(false)
     }
 }
+
+/// Starts a thread that kills this process (SIGKILL) as soon as its parent is no longer
+/// `parent`: the parent died and this process was re-parented. It polls every `interval`, and
+/// needs no cooperation from the rest of the process (a worker busy in a long task, holding the
+/// GIL, still dies). For processes whose parent may be multi-threaded, where
+/// `set_parent_death_signal` would fire when the creating thread ends.
+pub fn exit_with_parent(parent: u32, interval: std::time::Duration) -> Result<()> {
+    std::thread::Builder::new()
+        .name("gilfree-parent-watch".into())
+        .spawn(move || loop {
+            if parent_pid() != Some(parent) {
+                let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+            }
+            std::thread::sleep(interval);
+        })
+        .map(drop)
+        .map_err(|error| CoreError::os("spawning the parent-watch thread", error))
+}

@@ -45,6 +45,16 @@ fn set_parent_death_signal(signal: i32) -> Result<bool> {
     Ok(supervisor::set_parent_death_signal(signal)?)
 }
 
+/// Kills this process as soon as its parent is no longer `parent` (checked by a native thread
+/// every `interval_seconds`, so a worker busy holding the GIL still dies with its parent).
+#[pyfunction]
+fn exit_with_parent(parent: u32, interval_seconds: f64) -> Result<()> {
+    Ok(supervisor::exit_with_parent(
+        parent,
+        std::time::Duration::from_secs_f64(interval_seconds.max(0.001)),
+    )?)
+}
+
 /// Decodes a raw `waitpid` status into an exit code; None if the process has not ended.
 #[pyfunction]
 fn exit_code_from_status(status: i32) -> Option<i32> {
@@ -69,6 +79,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(kill, module)?)?;
     module.add_function(wrap_pyfunction!(exit_code_from_status, module)?)?;
     module.add_function(wrap_pyfunction!(set_parent_death_signal, module)?)?;
+    module.add_function(wrap_pyfunction!(exit_with_parent, module)?)?;
     module.add_function(wrap_pyfunction!(describe_exit, module)?)?;
     Ok(())
 }

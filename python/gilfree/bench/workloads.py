@@ -9,13 +9,15 @@ The data workloads of issue 3 live in `gilfree.bench.data_workloads`.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gilfree.bench.contenders import Contender
-from gilfree.bench.tasks import fib, fibonacci_fast, noop
+from gilfree.bench.tasks import fib, fibonacci_fast, noop, process_id
 
 EQUAL_CPU_ARGUMENT = 27
 EQUAL_CPU_TASK_COUNT = 40
@@ -161,6 +163,29 @@ def measure_startup(contender: Contender, _pool: object, settings: Settings) -> 
     return statistics.median(cycle() for _ in range(settings.startup_cycles))
 
 
+def measure_crash_recovery(contender: Contender, _pool: object, settings: Settings) -> float:
+    """Return the median time from SIGKILL of a one-worker pool's worker until a task has run on
+    its replacement (death noticed, replacement started and ready, one round trip)."""
+    pool = contender.create(1)
+    try:
+        durations = []
+        for _ in range(settings.startup_cycles):
+            victim = contender.call(pool, process_id, None)
+            started = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+            while True:  # a task sent before the death is seen fails with WorkerCrashedError
+                try:
+                    replacement = contender.call(pool, process_id, None)
+                except Exception:  # noqa: BLE001 - the crash being recovered from
+                    continue
+                if replacement != victim:
+                    break
+            durations.append(time.perf_counter() - started)
+    finally:
+        contender.close(pool, graceful=True)
+    return statistics.median(durations)
+
+
 def run_equal_cpu_sequentially(_settings: Settings) -> None:
     """Run the equal CPU-bound tasks in a loop in this process."""
     for _ in range(EQUAL_CPU_TASK_COUNT):
@@ -202,6 +227,13 @@ def milliseconds_per_start(
     return f"{seconds * 1e3:.1f} ms/start"
 
 
+def milliseconds_per_recovery(
+    seconds: float, _sequential_seconds: float | None, _settings: Settings
+) -> str:
+    """Format a crash-recovery figure."""
+    return f"{seconds * 1e3:.1f} ms/recovery"
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         key="round_trip",
@@ -240,5 +272,14 @@ WORKLOADS: tuple[Workload, ...] = (
         figure=milliseconds_per_start,
         targets=(Target("pool", 1.0, "≤ Pool(fork) time"),),
         uses_pool=False,
+    ),
+    Workload(
+        key="crash_recovery",
+        title="crash recovery (kill → replacement ran a task)",
+        measure=measure_crash_recovery,
+        figure=milliseconds_per_recovery,
+        targets=(),
+        uses_pool=False,
+        contenders=("gilfree",),
     ),
 )

@@ -1,0 +1,90 @@
+"""What becomes of the work a worker had when it ended unasked (crashed, killed, timed out).
+
+A worker runs the units sent to it in order, one at a time. When it ends while units are in
+flight, the oldest is the one it was running; the others never started, so they are sent again
+untouched (other tasks are never affected by a crash). The running one:
+
+* fails with ``TaskTimeoutError`` if the parent killed the worker because that unit ran past
+  its timeout (a timed-out task is not retried: it would most likely time out again);
+* else is sent again if it has retries left (``retries=N``), on whichever worker is free next
+  (a fresh one replaces the dead worker);
+* else fails with ``WorkerCrashedError``, naming the worker's pid, how it ended and the
+  function.
+
+A unit of a map job that was stopped meanwhile (its reader went away) is not sent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from gilfree import _core
+from gilfree._work import Call, Chunk, function_name
+from gilfree.errors import TaskTimeoutError, WorkerCrashedError
+
+Unit = Union[Call, Chunk]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a worker ended."""
+
+    pid: int
+    exit_code: int
+    #: The task id whose timeout made the parent kill the worker, if that is why it ended.
+    timed_out_task: int | None = None
+
+
+@dataclass
+class Settlement:
+    """What to do with a dead worker's units."""
+
+    #: Units to send again, in their original order.
+    resend: list[Unit]
+    #: Units that fail, with their errors.
+    failed: list[tuple[Unit, BaseException]]
+
+
+def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
+    """Decides the fate of ``lost``: ``(task id, unit)`` pairs, oldest first (see the module
+    docstring)."""
+    settlement = Settlement([], [])
+    for position, (task_id, unit) in enumerate(lost):
+        stopped = isinstance(unit, Chunk) and unit.job.failure
+        if stopped:
+            settlement.failed.append((unit, stopped))
+        elif ending.timed_out_task is not None:
+            if task_id == ending.timed_out_task:
+                settlement.failed.append((unit, timeout_error(unit, ending)))
+            else:
+                settlement.resend.append(unit)
+        elif position > 0:
+            settlement.resend.append(unit)
+        elif unit.retries > 0:
+            unit.retries -= 1
+            unit.attempts += 1
+            settlement.resend.append(unit)
+        else:
+            settlement.failed.append((unit, crash_error(unit, ending)))
+    return settlement
+
+
+def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:
+    """The error of a unit whose worker died under it."""
+    tries = f" (tried {unit.attempts} times)" if unit.attempts > 1 else ""
+    return WorkerCrashedError(
+        f"worker pid {ending.pid} ended ({_core.describe_exit(ending.exit_code)}) while running"
+        f" {function_name(unit.fn)}{tries}"
+    )
+
+
+def timeout_error(unit: Unit, ending: Ending) -> TaskTimeoutError:
+    """The error of a unit that ran past its timeout."""
+    what = function_name(unit.fn)
+    if isinstance(unit, Chunk):
+        what = f"a chunk of {unit.count} {what} calls (map items {unit.start}..{unit.start + unit.count - 1})"
+    return TaskTimeoutError(
+        f"{what} ran longer than its timeout of {unit.timeout:g} s; worker pid {ending.pid} was"
+        " killed and is replaced"
+    )
