@@ -412,3 +412,100 @@ def sleep_then_touch(path, seconds):
     """Sleep ``seconds`` (keep it short), then create ``path``."""
     time.sleep(seconds)
     _touch(path)
+
+
+# --- faults and lifecycle (test_faults, test_soak) ----------------------------------------
+
+#: Memory a task keeps alive in its worker (``allocate_and_keep``), per process.
+_kept_alive = []
+
+
+def crash(how):
+    """End this worker as a crash would: ``"SIGKILL"``, ``"SIGSEGV"`` (a real invalid memory
+    access) or ``"exit3"`` (``os._exit(3)``). No core file is written."""
+    import resource
+    import signal
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if how == "SIGKILL":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "SIGSEGV":
+        import ctypes
+        import faulthandler
+
+        faulthandler.disable()  # die of the signal itself, with no traceback on stderr
+        ctypes.string_at(0)
+    elif how == "exit3":
+        os._exit(3)
+    time.sleep(5)
+    raise AssertionError(f"crash({how!r}) did not end the worker")
+
+
+def crash_if(x, bad, how="SIGKILL"):
+    """``x * x``, except that the worker crashes (see ``crash``) when ``x == bad``."""
+    if x == bad:
+        crash(how)
+    return x * x
+
+
+def crash_the_first_time(marker_path, value, how="SIGKILL"):
+    """Crash (see ``crash``) if ``marker_path`` does not exist yet, creating it first; return
+    ``value`` if it does: a task that succeeds when run again."""
+    if not os.path.exists(marker_path):
+        _touch(marker_path)
+        crash(how)
+    return value
+
+
+def count_attempt_then_crash(attempts_dir):
+    """Record one attempt (a file named after this worker's pid) in ``attempts_dir``, then die
+    with SIGKILL: every run of the task crashes."""
+    _touch(os.path.join(attempts_dir, f"attempt-{os.getpid()}"))
+    crash("SIGKILL")
+
+
+def sleep_and_return(seconds, value=None):
+    """Sleep ``seconds`` (keep it short), then return ``value``."""
+    time.sleep(seconds)
+    return value
+
+
+def sleep_and_get_pid(seconds):
+    """Sleep ``seconds`` (keep it short), then return this worker's pid."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def block_on_value(gate_path, started_dir, x, blocking):
+    """``x * x``; when ``x == blocking``, first mark ``started_dir/started-<x>`` and wait for
+    the gate (a map item that hangs until its worker is killed or the gate opens)."""
+    if x == blocking:
+        _touch(os.path.join(started_dir, f"started-{x}"))
+        if not wait_for_file(gate_path):
+            return "gate-timeout"
+    return x * x
+
+
+def allocate_and_keep(size):
+    """Allocate ``size`` bytes, touch every page, keep them alive in a global; return the pid."""
+    _kept_alive.append(b"\x01" * size)
+    return os.getpid()
+
+
+class RaisesMemoryErrorWhenPickled:
+    """A result that cannot be encoded for lack of memory (its ``__reduce__`` says so)."""
+
+    def __reduce__(self):
+        raise MemoryError("no memory left to encode this result")
+
+
+def return_unencodable_for_memory():
+    return RaisesMemoryErrorWhenPickled()
+
+
+def spin(seconds):
+    """Busy-loop (holding the GIL) for ``seconds``; return the pid."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return os.getpid()

@@ -1,0 +1,25 @@
+import time, os, tempfile, gilfree, helpers, concurrent.futures as cf
+for m in ["zygote","spawn","fork"]:
+    ex = gilfree.ProcessPoolExecutor(2, start_method=m)
+    for how in ["SIGKILL","SIGSEGV","exit3"]:
+        t=time.monotonic()
+        f = ex.submit(helpers.crash, how)
+        others = [ex.submit(helpers.square, i) for i in range(5)]
+        e = f.exception(10)
+        print(m, how, type(e).__name__, e, [o.result(10) for o in others], round(time.monotonic()-t,3))
+    print(ex.stats())
+    d = tempfile.mkdtemp()
+    f = ex.submit_with(helpers.crash_the_first_time, (d+"/m", 7), retries=1)
+    print(f.result(10))
+    f = ex.submit_with(helpers.crash_the_first_time, (d+"/m2", 7), retries=0)
+    print(f.exception(10))
+    os.mkdir(d+"/att")
+    f = ex.submit_with(helpers.count_attempt_then_crash, (d+"/att",), retries=2)
+    print(f.exception(10), os.listdir(d+"/att"))
+    t=time.monotonic()
+    f = ex.submit_with(helpers.sleep_and_return, (5,), timeout=0.3)
+    e=f.exception(10); print(type(e).__mro__, e, time.monotonic()-t)
+    print(ex.submit(helpers.return_lock).exception(10))
+    e = ex.submit(helpers.return_unencodable_for_memory).exception(10); print(type(e), repr(e), e.__cause__)
+    print(ex.stats())
+    ex.shutdown()
