@@ -51,9 +51,8 @@ def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
     docstring)."""
     settlement = Settlement([], [])
     for position, (task_id, unit) in enumerate(lost):
-        stopped = isinstance(unit, Chunk) and unit.job.failure
-        if stopped:
-            settlement.failed.append((unit, stopped))
+        if isinstance(unit, Chunk) and unit.job.stopped and unit.job.failure is not None:
+            settlement.failed.append((unit, unit.job.failure))
         elif ending.timed_out_task is not None:
             if task_id == ending.timed_out_task:
                 settlement.failed.append((unit, timeout_error(unit, ending)))

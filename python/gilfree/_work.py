@@ -229,6 +229,9 @@ class MapJob:
         self.tail_chunks: list[Chunk] = []  # cut from the back, in reverse input order
         self.next_start = 0
         self.failure: BaseException | None = None
+        #: Stopped by ``stop`` (its reader went away, the pool shut down): chunks in flight are
+        #: no longer wanted. An error of the input itself sets only ``failure``.
+        self.stopped = False
         self.on_progress: Callable[[Chunk | None], None] | None = None
         self.items: Sequence[Any] | None
         self._iterator: Iterator[Any] | None
@@ -335,6 +338,7 @@ class MapJob:
 
     def stop(self, error: BaseException) -> None:
         """Cuts no more chunks; readers past the last chunk get ``error``."""
+        self.stopped = True
         if self.failure is None:
             self.failure = error
             if self.on_progress is not None:
