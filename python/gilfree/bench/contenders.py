@@ -70,10 +70,16 @@ class ExecutorContender(Contender):
 
 
 class MultiprocessingPoolContender(Contender):
-    """`multiprocessing.Pool` with the fork start method."""
+    """`multiprocessing.Pool` with the fork start method, or another class with its API."""
+
+    def __init__(self, key: str, name: str, pool_class: Callable[[int], Any] | None = None) -> None:
+        super().__init__(key, name)
+        self._pool_class = pool_class
 
     def create(self, workers: int) -> Any:
-        """``get_context("fork").Pool(workers)``."""
+        """``get_context("fork").Pool(workers)``, or ``pool_class(workers)``."""
+        if self._pool_class is not None:
+            return self._pool_class(workers)
         return multiprocessing.get_context("fork").Pool(workers)
 
     def call(self, pool: Any, function: Function, argument: object) -> Any:
@@ -123,6 +129,12 @@ def load_gilfree() -> Contender:
     return ExecutorContender("gilfree", "gilfree", gilfree.ProcessPoolExecutor)
 
 
+def load_gilfree_pool() -> Contender:
+    """Return ``gilfree.Pool`` driven through multiprocessing.Pool's API."""
+    gilfree = importlib.import_module("gilfree")
+    return MultiprocessingPoolContender("gpool", "gilfree.Pool", gilfree.Pool)
+
+
 def load_process_pool_executor() -> Contender:
     """Return the stdlib `ProcessPoolExecutor` contender with its default start method."""
     return ExecutorContender("ppe", "ProcessPoolExecutor", concurrent.futures.ProcessPoolExecutor)
@@ -157,6 +169,7 @@ class Entry:
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("gilfree", "gilfree", load_gilfree, optional=False),
+    Entry("gpool", "gilfree.Pool", load_gilfree_pool, optional=False),
     Entry("ppe", "ProcessPoolExecutor", load_process_pool_executor, optional=False),
     Entry("pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False),
     Entry("loky", "loky", load_loky, optional=True),
