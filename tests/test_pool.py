@@ -583,3 +583,54 @@ def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
         the_pool.starmap(helpers.return_lock, [(), ()])
     assert the_pool.apply(helpers.square, (4,)) == 16
     assert the_pool.map(helpers.square, range(10)) == SQUARES[:10]
+
+
+# --- workers start with the pool; errors of arguments and inputs, as the stdlib raises them ----
+
+
+def touch_pid_file(directory):
+    """An initializer: leave a file named after this worker's pid in ``directory``."""
+    Path(directory, str(os.getpid())).touch()
+
+
+def test_every_worker_starts_with_the_pool_and_runs_its_initializer(new_pool, tmp_path):
+    new_pool(3, touch_pid_file, (str(tmp_path),))  # no task is ever submitted
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while len(list(tmp_path.iterdir())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_worker_that_exits_is_replaced_without_waiting_for_work(new_pool):
+    the_pool = new_pool(2, maxtasksperchild=1)
+    the_pool.apply(helpers.get_pid)
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while time.monotonic() < deadline:
+        live = [process for process in the_pool._pool if process.is_alive()]
+        if len(live) == 2 and all(process.pid for process in live):
+            break
+        time.sleep(0.01)
+    assert len([process for process in the_pool._pool if process.is_alive()]) == 2
+
+
+def test_an_argument_that_cannot_be_sent_raises_pickles_own_error(pool):
+    with pytest.raises(TypeError, match="lock"):
+        pool.map(helpers.square, [1, threading.Lock()])
+    with pytest.raises(TypeError, match="lock"):
+        pool.apply(helpers.square, (threading.Lock(),))
+    assert pool.map(helpers.square, range(3)) == [0, 1, 4]
+
+
+def numbers_then_error_at(count):
+    """An input iterable that fails after ``count`` items."""
+    yield from range(count)
+    raise ValueError("input failed")
+
+
+def test_an_input_error_inside_a_chunk_drops_that_chunks_items(pool):
+    # As the stdlib: the error comes at the start of the chunk being filled when it happened.
+    # (with chunksize > 1 the stdlib's imap returns a plain generator: no next(timeout))
+    iterator = pool.imap(helpers.square, numbers_then_error_at(7), chunksize=2)
+    assert [next(iterator) for _ in range(6)] == SQUARES[:6]
+    with pytest.raises(ValueError, match="^input failed$"):
+        next(iterator)

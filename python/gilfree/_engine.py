@@ -52,6 +52,7 @@ class Engine:
         launcher: Launcher,
         make_setup: Callable[[], bytes],
         max_tasks_per_child: int | None,
+        eager: bool = False,
     ) -> None:
         self._channel = _core.ParentChannel(worker_count, RING_CAPACITY)
         self._slots = [Slot(index) for index in range(worker_count)]
@@ -60,6 +61,9 @@ class Engine:
         launcher.prepare()
         self._make_setup: Callable[[], bytes] | None = make_setup
         self._max_tasks_per_child = max_tasks_per_child
+        #: Keep a worker on every slot (multiprocessing.Pool), rather than starting them as
+        #: work arrives (concurrent.futures).
+        self._eager = eager
         self.functions = FunctionRegistry()
         self._task_ids = itertools.count(1)
         self._pending: deque[Call | MapJob] = deque()
@@ -300,6 +304,17 @@ class Engine:
                 if slot.process is not None and slot.process.exit_code is not None:
                     self._forget_worker(slot)
             self._dispatch()
+            if self._eager:
+                self.fill()
+
+    def fill(self) -> None:
+        """Starts a worker on every slot that has none (while the pool is usable)."""
+        with self._lock:
+            for slot in self._slots:
+                if self._broken is not None or self._make_setup is None:
+                    return
+                if not slot.live():
+                    self._start_worker(slot)
 
     def _forget_worker(self, slot: Slot) -> None:
         """Clears the slot of an ended (reaped) worker and settles the work it had in flight

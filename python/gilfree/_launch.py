@@ -155,13 +155,11 @@ class Launcher:
             pid = os.fork()
         if pid == 0:
             code = 1
-            try:
-                from gilfree._worker import serve
+            from gilfree._worker import exit_process, serve
 
+            try:
                 code = serve(child_fd, slot, epoch, inherited)
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                exit_process(code)
         os.close(child_fd)
         return WorkerProcess(pid, reaped_by_us=True)

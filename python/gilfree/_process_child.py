@@ -59,4 +59,16 @@ def run(fds: list[int]) -> int:
         sys.stderr.write("gilfree: the process could not be started in the child:\n")
         traceback.print_exc()
         return 1
-    return process_object._bootstrap(parent_sentinel=fds[PARENT_SENTINEL])  # noqa: SLF001
+    # As multiprocessing's fork and forkserver children (popen_fork.Popen._launch): only
+    # multiprocessing's exit function is registered (not the zygote's handlers), and atexit
+    # handlers run before os._exit, which flushes queue feeder threads (Python 3.13's _bootstrap
+    # no longer calls util._exit_function itself; on 3.11 it runs twice, harmlessly).
+    import atexit
+    from multiprocessing import util
+
+    atexit._clear()  # noqa: SLF001
+    atexit.register(util._exit_function)  # noqa: SLF001
+    try:
+        return process_object._bootstrap(parent_sentinel=fds[PARENT_SENTINEL])  # noqa: SLF001
+    finally:
+        atexit._run_exitfuncs()  # noqa: SLF001

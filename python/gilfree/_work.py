@@ -247,7 +247,9 @@ class MapJob:
     def _pull(self, count: int) -> list[Any]:
         """Takes up to ``count`` more items from the iterator, keeping one in hand so the end is
         known as soon as the last item is cut. An error from the iterator ends the input there:
-        the reader gets it after the items before it."""
+        the reader gets it after the chunks before it; the items read for the chunk being
+        filled are dropped, so the error comes at that chunk's start (as in
+        multiprocessing.Pool.imap)."""
         assert self._iterator is not None
         wanted = count + 1 - len(self._lookahead)
         taken = self._lookahead
@@ -257,7 +259,7 @@ class MapJob:
             self._iterator = None
             self.failure = error
             self._lookahead = []
-            return taken
+            return taken if len(taken) >= count else []
         if len(taken) < count + 1:
             self._iterator = None
             self.next_end = self.next_start + len(taken)

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from gilfree import _core
 from gilfree import _protocol as protocol
@@ -274,7 +274,17 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
 def main() -> None:
     """Entry point of a spawned worker: ``python -c ... FD SLOT EPOCH``."""
     fd, slot, epoch = (int(value) for value in sys.argv[1:4])
-    code = serve(fd, slot, epoch)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_process(serve(fd, slot, epoch))
+
+
+def exit_process(code: int) -> NoReturn:
+    """Flushes stdout and stderr (the task may have closed or removed them, as
+    multiprocessing's ``util._flush_std_streams`` allows) and exits at once with ``code``."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+    finally:
+        os._exit(code)

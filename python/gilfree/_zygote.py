@@ -122,9 +122,9 @@ def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # as any Python process
             code = run(fds)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        from gilfree._worker import exit_process
+
+        exit_process(code)
 
 
 

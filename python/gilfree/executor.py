@@ -191,9 +191,11 @@ class ProcessPoolExecutor(_StdExecutor):
         preload: Iterable[str],
         limits: Limits = NO_LIMITS,
         max_memory: int | None = None,
+        eager: bool = False,
     ) -> None:
         """Builds the engine from checked arguments (``gilfree.Pool`` calls this directly:
-        unlike this executor, multiprocessing.Pool allows recycling forked workers)."""
+        unlike this executor, multiprocessing.Pool allows recycling forked workers, and starts
+        every worker at once and keeps them all running: ``eager``)."""
         initializer_and_args = (initializer, initargs)
         inherits = method == "fork"  # a forked worker has the initializer in its memory
         setup = parent_setup(method)
@@ -211,6 +213,7 @@ class ProcessPoolExecutor(_StdExecutor):
             Launcher(method, tuple(preload), initializer_and_args if inherits else (None, ())),
             make_setup,
             max_tasks_per_child,
+            eager,
         )
         self._finalizer = weakref.finalize(self, self._engine.lifecycle.shutdown, False, False)
 

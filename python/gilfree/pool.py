@@ -37,6 +37,7 @@ from gilfree import _mapping
 from gilfree._chunking import ChunkSizer
 from gilfree._serialization import is_result_error
 from gilfree._work import Chunk, MapJob
+from gilfree.errors import SerializationError
 from gilfree.executor import ProcessPoolExecutor, resolve_start_method
 
 if TYPE_CHECKING:
@@ -52,9 +53,15 @@ IMAP_WINDOW_PER_WORKER = 4
 
 def _pool_error(error: BaseException) -> BaseException:
     """A worker's exception as ``multiprocessing.Pool`` raises it: a result that could not be
-    sent becomes ``MaybeEncodingError``, and the remote traceback is multiprocessing's type."""
+    sent becomes ``MaybeEncodingError``, an argument that could not be sent raises pickle's own
+    error (with gilfree's explanation as a note), and the remote traceback is multiprocessing's
+    type."""
     if is_result_error(error):
         return MaybeEncodingError(error, getattr(error, "path", "result"))
+    if isinstance(error, SerializationError) and error.__cause__ is not None:
+        original = error.__cause__
+        original.add_note(str(error))
+        return original
     cause = error.__cause__
     if type(cause) is _RemoteTraceback:
         error.__cause__ = RemoteTraceback(cause.tb)
@@ -338,12 +345,19 @@ class Pool:
             tuple(initargs),
             maxtasksperchild,
             (),
+            eager=True,
         )
         self._executor = executor
         self._engine: Engine = executor._engine  # noqa: SLF001
+        self._engine.fill()
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+
+    def _repopulate_pool(self) -> None:
+        """multiprocessing's private method: starts workers on empty slots (gilfree does it
+        on its own as workers end)."""
+        self._engine.fill()
 
     @property
     def _pool(self) -> list[Any]:
