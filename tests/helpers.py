@@ -420,12 +420,15 @@ def sleep_then_touch(path, seconds):
 _kept_alive = []
 
 
-def crash(how):
+def crash(how, pid_path=None):
     """End this worker as a crash would: ``"SIGKILL"``, ``"SIGSEGV"`` (a real invalid memory
-    access) or ``"exit3"`` (``os._exit(3)``). No core file is written."""
+    access) or ``"exit3"`` (``os._exit(3)``), after writing its pid to ``pid_path`` if given.
+    No core file is written."""
     import resource
     import signal
 
+    if pid_path is not None:
+        _touch(pid_path)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if how == "SIGKILL":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -509,3 +512,24 @@ def spin(seconds):
     while time.monotonic() < end:
         pass
     return os.getpid()
+
+
+def record_start_and_block(started_dir, gate_path):
+    """Mark ``started_dir/started-<pid>`` (one file per run of the task), then wait for the
+    gate; return the pid (``"gate-timeout"`` if the gate never opened)."""
+    _touch(os.path.join(started_dir, f"started-{os.getpid()}"))
+    if not wait_for_file(gate_path):
+        return "gate-timeout"
+    return os.getpid()
+
+
+def touch_and_spin(started_path, seconds):
+    """Mark ``started_path`` (it holds the pid), then busy-loop for ``seconds`` holding the GIL."""
+    _touch(started_path)
+    return spin(seconds)
+
+
+def slow_square(x, seconds=0.001):
+    """``x * x`` after sleeping ``seconds``: a short task that still gives a soak time to act."""
+    time.sleep(seconds)
+    return x * x

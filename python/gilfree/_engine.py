@@ -244,8 +244,14 @@ class Engine:
                     continue  # a late reply from a worker that has since been replaced
                 if kind == protocol.READY:
                     slot.ready = True
+                    slot.running_since = now  # a task's time starts once its worker is ready
                 elif kind == protocol.RETIRE:
                     self._retire(slot)
+                elif kind == protocol.DECLINED:
+                    declined = slot.inflight.pop(task_id, None)
+                    if declined is not None:
+                        self._resend.append(declined)
+                    continue
                 elif kind == protocol.INIT_FAILED:
                     self._break(
                         "A process in the process pool was terminated abruptly while the future"

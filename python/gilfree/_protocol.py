@@ -38,6 +38,7 @@ RESULT = 13  #: arg: busy ns; payload: the return value
 ERROR = 14  #: arg: busy ns; payload: (exception, traceback text)
 CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, [(index, (exception, traceback))])
 RETIRE = 16  #: the worker's memory passed max_memory_per_child: send no more work, then EXIT
+DECLINED = 17  #: task_id: not run (the worker is retiring): send it to another worker
 #: Or-ed into a reply's kind when its payload refers to shared buffers the worker keeps until
 #: the parent answers RELEASE.
 SHARED_FLAG = 0x100

@@ -109,8 +109,8 @@ class Slot:
 
     def expired(self, now: float) -> int | None:
         """The task id of the running unit if it has run past its timeout, else None."""
-        if not self.inflight or self.timed_out_task is not None:
-            return None
+        if not self.inflight or self.timed_out_task is not None or not self.ready:
+            return None  # (a worker's start-up and initializer do not count)
         task_id, unit = next(iter(self.inflight.items()))
         if unit.timeout is not None and now - self.running_since > unit.timeout:
             return task_id

@@ -162,6 +162,7 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
     receive, send = channel.receive, channel.send
+    retiring = False  # past max_memory: decline queued work, wait for EXIT
     while True:
         message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
         if message is None:
@@ -170,6 +171,11 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
             continue
         kind, _, task_id, arg, payload = message
         started = time.perf_counter_ns()
+        if retiring and kind in (protocol.CALL, protocol.CHUNK):
+            if arg == protocol.ONE_OFF:
+                functions.pop(arg, None)
+            send(protocol.DECLINED, epoch, task_id, 0, b"")
+            continue
         if kind == protocol.CALL:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
             shared: list[Any] = []
@@ -211,9 +217,10 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
             reply_kind |= protocol.SHARED_FLAG
         shared = []
         if max_memory is not None and resident_bytes() > max_memory:
-            # Before the reply: the parent then sends nothing new once it has the result.
+            # Before the reply: the parent then sends nothing new once it has the result, and
+            # work already queued here is declined (the parent sends it to another worker).
             send(protocol.RETIRE, epoch, 0, 0, b"")
-            max_memory = None  # asked once; EXIT follows the work already queued
+            retiring, max_memory = True, None
         send(reply_kind, epoch, task_id, time.perf_counter_ns() - started, reply)
 
 

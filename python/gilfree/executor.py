@@ -227,7 +227,9 @@ class ProcessPoolExecutor(_StdExecutor):
         """concurrent.futures' private ``{pid: process}`` of the live workers (some code and
         tests poke at it); each value has ``pid``, ``exitcode``, ``is_alive()``, ``join()``,
         ``terminate()`` and ``kill()``."""
-        return {process.pid: process for process in self._engine.worker_processes()}
+        return {
+            process.pid: process for process in self._engine.worker_processes() if process.pid
+        }  # (a zygote worker's pid arrives a moment after it is asked for)
 
     @property
     def start_method(self) -> str:
