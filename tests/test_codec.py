@@ -178,3 +178,36 @@ def test_large_buffers_are_shared_and_small_ones_inline(codec):
     assert len(sink) == 2
     assert decoded == [big, small, bytearray(big)]
     assert [type(item) for item in decoded] == [bytes, bytes, bytearray]
+
+
+@pytest.mark.parametrize("kind", ["float", "complex"])
+def test_a_large_float_or_complex_list_is_written_straight_to_shared_memory(codec, kind):
+    edges = [-0.0, math.nan, math.inf, 5e-324]
+    values = edges + [index / 7 for index in range(codec.SHARE_THRESHOLD // 8)]
+    if kind == "complex":
+        values = [complex(value, -value) for value in values]
+    sink = []
+    data = codec.encode([values, "tail"], sink)
+    assert len(data) < 100 and len(sink) == 1  # only the list's body went to the buffer
+    width = 16 if kind == "complex" else 8
+    assert len(memoryview(sink[0])) == len(values) * width
+    assert same(codec.decode(data), [values, "tail"])
+    small = values[:10]
+    assert same(codec.decode(codec.encode(small, [])), small)  # small lists stay inline
+
+
+def test_a_shared_list_body_that_is_not_whole_items_is_refused(codec):
+    buffer = codec.SharedBuffer.allocate(20)  # 20 bytes: not a whole number of complexes
+    message = bytes([0xC1, 0x13, 4]) + b"".join(leb128(number) for number in buffer.handle)
+    with pytest.raises(codec.DecodeError, match="not a whole number of items"):
+        codec.decode(message)
+
+
+def leb128(number):
+    """``number`` as an unsigned LEB128 varint (the codec's integer encoding)."""
+    out = bytearray()
+    while True:
+        byte, number = number & 0x7F, number >> 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)

@@ -28,7 +28,9 @@
 //!                                         the top value, for messages of SHARE_THRESHOLD or more)
 //! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
 //! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
-//!                                         2 memoryview; handle = varint pid, fd, offset, length)
+//!                                         2 memoryview, 3 a FLOATS list's f64s, 4 a COMPLEXES
+//!                                         list's f64 pairs (the count is the length / 8 or 16);
+//!                                         handle = varint pid, fd, offset, length)
 //! PICKLE5  0x14 varint count, count handles, varint n, n bytes
 //!                                        (pickle 5 whose out-of-band buffers are shared)
 //! ```
@@ -76,6 +78,10 @@ pub mod shared_kind {
     pub const BYTES: u8 = 0;
     pub const BYTEARRAY: u8 = 1;
     pub const MEMORYVIEW: u8 = 2;
+    /// The body of a FLOATS list: its f64s, without a count.
+    pub const FLOATS: u8 = 3;
+    /// The body of a COMPLEXES list: its f64 pairs, without a count.
+    pub const COMPLEXES: u8 = 4;
 }
 
 /// Buffers of at least this many bytes go through shared memory instead of the message.
@@ -129,6 +135,13 @@ impl<'a> Reader<'a> {
             Some(&other) => Err(invalid(format!("unknown format byte 0x{other:02x}"))),
             None => Err(invalid("empty input".into())),
         }
+    }
+
+    /// Starts reading `input`, a part of a message with no magic byte (the body of a shared
+    /// FLOATS or COMPLEXES list).
+    #[must_use]
+    pub fn body(input: &'a [u8]) -> Self {
+        Self { input, position: 0 }
     }
 
     /// Bytes not read yet.
@@ -235,6 +248,15 @@ mod tests {
 
     fn reader(bytes: &[u8]) -> Reader<'_> {
         Reader { input: bytes, position: 0 }
+    }
+
+    #[test]
+    fn a_body_reader_needs_no_magic_and_stops_at_its_end() {
+        let mut body = Reader::body(&[0, 0, 0, 0, 0, 0, 0xF0, 0x3F]);
+        assert_eq!(body.float().unwrap().to_bits(), 1.0f64.to_bits());
+        assert!(body.at_end());
+        assert!(body.float().is_err());
+        assert!(Reader::body(&[1, 2, 3]).float().is_err());
     }
 
     #[test]

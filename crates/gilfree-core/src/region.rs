@@ -259,7 +259,9 @@ type ForkGuards = (
 
 /// Call just before `fork`: takes the registries' locks, so the child does not inherit one
 /// held by a thread that does not exist there. Lock order: POOL, then REGIONS (as `acquire`,
-/// which registers new regions while holding the pool), then OPENED (never nested).
+/// which registers new regions while holding the pool), then OPENED (never nested). Until
+/// `after_fork_in_parent`, other threads wait for these locks through `BLOCKING_WAIT` (GIL
+/// released): the forking thread runs other at-fork hooks, Python code, meanwhile.
 pub fn before_fork() {
     let guards = (lock(&POOL), lock(&REGIONS), lock(&OPENED));
     FORK_GUARDS.with(|held| *held.borrow_mut() = Some(guards));
@@ -287,8 +289,32 @@ fn register(region: Region) -> Arc<Region> {
     region
 }
 
+/// Runs a wait that may block (a contended registry lock). The bindings set it to release the
+/// GIL meanwhile: a thread forking holds every registry lock while Python at-fork hooks run, and
+/// those need the GIL, so a thread blocking on a registry lock with the GIL held would deadlock
+/// with it.
+static BLOCKING_WAIT: std::sync::OnceLock<fn(&mut dyn FnMut())> = std::sync::OnceLock::new();
+
+/// Sets how contended registry locks are waited for (see `BLOCKING_WAIT`); the first call wins.
+pub fn set_blocking_wait(wait: fn(&mut dyn FnMut())) {
+    let _ = BLOCKING_WAIT.set(wait);
+}
+
+/// Locks a registry: at once if it is free, else through `BLOCKING_WAIT`.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    match mutex.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            let mut guard = None;
+            let mut wait = || guard = Some(mutex.lock().unwrap_or_else(PoisonError::into_inner));
+            match BLOCKING_WAIT.get() {
+                Some(blocking_wait) => blocking_wait(&mut wait),
+                None => wait(),
+            }
+            guard.expect("the wait took the lock")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,15 @@ fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<
     Ok(SharedBuffer { region, offset: 0, length })
 }
 
+/// A shared buffer of `length` bytes written by `fill` (GIL held: it may read Python objects).
+pub fn filled_region(length: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<SharedBuffer> {
+    let region = Region::acquire(length).map_err(Error::from)?;
+    // SAFETY: a region of at least `length` bytes, acquired just now: no other process knows
+    // it yet and no other view of it exists in this one.
+    fill(unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), length) });
+    Ok(SharedBuffer { region, offset: 0, length })
+}
+
 /// Opens a buffer another process exported (its ``handle``).
 #[pyfunction]
 pub fn open_buffer(pid: u32, fd: i32, offset: usize, length: usize) -> PyResult<SharedBuffer> {
@@ -171,8 +180,26 @@ fn after_fork_in_child() {
     gilfree_core::region::after_fork_in_child();
 }
 
+/// Runs `wait` with the GIL released if this thread holds it (see
+/// `gilfree_core::region::set_blocking_wait`).
+fn wait_without_gil(wait: &mut dyn FnMut()) {
+    // SAFETY: PyGILState_Check only reads this thread's state; when it reports the GIL held,
+    // releasing and restoring it around a wait that runs no Python code is what
+    // Py_BEGIN_ALLOW_THREADS does.
+    unsafe {
+        if ffi::PyGILState_Check() == 1 {
+            let state = ffi::PyEval_SaveThread();
+            wait();
+            ffi::PyEval_RestoreThread(state);
+        } else {
+            wait();
+        }
+    }
+}
+
 /// Makes `SharedBuffer`, `export` and `open_buffer` available.
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    gilfree_core::region::set_blocking_wait(wait_without_gil);
     module.add_class::<SharedBuffer>()?;
     module.add_function(wrap_pyfunction!(before_fork, module)?)?;
     module.add_function(wrap_pyfunction!(after_fork_in_parent, module)?)?;

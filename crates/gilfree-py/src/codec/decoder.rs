@@ -100,22 +100,11 @@ impl<'py> Decoder<'py> {
             }
             tag::FLOATS => {
                 let count = reader.count(8).map_err(decode_error)?;
-                new_list(py, count, |_| {
-                    let value = reader.float().map_err(decode_error)?;
-                    // SAFETY: a plain constructor call with the GIL held; null raises.
-                    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value)) }
-                })?
+                floats(py, reader, count)?
             }
             tag::COMPLEXES => {
                 let count = reader.count(16).map_err(decode_error)?;
-                new_list(py, count, |_| {
-                    let real = reader.float().map_err(decode_error)?;
-                    let imaginary = reader.float().map_err(decode_error)?;
-                    // SAFETY: a plain constructor call with the GIL held; null raises.
-                    unsafe {
-                        Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary))
-                    }
-                })?
+                complexes(py, reader, count)?
             }
             tag::TUPLE => {
                 let count = reader.count(1).map_err(decode_error)?;
@@ -156,6 +145,22 @@ impl<'py> Decoder<'py> {
                     shared_kind::BYTEARRAY => PyByteArray::new(py, buffer.bytes()).into_any(),
                     shared_kind::MEMORYVIEW => {
                         PyMemoryView::from(&Bound::new(py, buffer)?.into_any())?.into_any()
+                    }
+                    shared_kind::FLOATS | shared_kind::COMPLEXES => {
+                        let width = if kind == shared_kind::FLOATS { 8 } else { 16 };
+                        let bytes = buffer.bytes();
+                        if bytes.len() % width != 0 {
+                            return Err(DecodeError::new_err(format!(
+                                "a shared list body of {} bytes is not a whole number of items",
+                                bytes.len()
+                            )));
+                        }
+                        let mut body = Reader::body(bytes);
+                        if width == 8 {
+                            floats(py, &mut body, bytes.len() / width)?
+                        } else {
+                            complexes(py, &mut body, bytes.len() / width)?
+                        }
                     }
                     other => {
                         return Err(DecodeError::new_err(format!("unknown shared kind {other}")));
@@ -202,6 +207,29 @@ impl<'py> Decoder<'py> {
 }
 
 /// A new list of `count` items made by `make_item(index)`, filled in place.
+/// A list of `count` floats read from `reader` (which holds at least `8 * count` bytes).
+fn floats<'py>(py: Python<'py>, reader: &mut Reader<'_>, count: usize) -> PyResult<Bound<'py, PyAny>> {
+    new_list(py, count, |_| {
+        let value = reader.float().map_err(decode_error)?;
+        // SAFETY: a plain constructor call with the GIL held; null raises.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(value)) }
+    })
+}
+
+/// A list of `count` complex numbers read from `reader` (at least `16 * count` bytes).
+fn complexes<'py>(
+    py: Python<'py>,
+    reader: &mut Reader<'_>,
+    count: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    new_list(py, count, |_| {
+        let real = reader.float().map_err(decode_error)?;
+        let imaginary = reader.float().map_err(decode_error)?;
+        // SAFETY: a plain constructor call with the GIL held; null raises.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyComplex_FromDoubles(real, imaginary)) }
+    })
+}
+
 fn new_list<'py>(
     py: Python<'py>,
     count: usize,

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
 use super::pickle_value;
-use crate::buffers::{copy_into_region, export, SharedBuffer, SHARING_SUPPORTED};
+use crate::buffers::{copy_into_region, export, filled_region, SharedBuffer, SHARING_SUPPORTED};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -203,7 +203,7 @@ impl<'py> Encoder<'py> {
         // SAFETY: `object` is an exact list, GIL held.
         let count = unsafe { ffi::PyList_GET_SIZE(object) };
         // SAFETY: as above.
-        if count > 0 && unsafe { self.homogeneous(object, count) } {
+        if count > 0 && unsafe { self.homogeneous(object, count) }? {
             return Ok(());
         }
         self.out.push(tag::LIST);
@@ -222,9 +222,10 @@ impl<'py> Encoder<'py> {
         Ok(())
     }
 
-    /// Writes the list as INTS or FLOATS if all its items allow; false if they do not (nothing
-    /// written then).
-    unsafe fn homogeneous(&mut self, list: *mut ffi::PyObject, count: isize) -> bool {
+    /// Writes the list as INTS, FLOATS or COMPLEXES if all its items allow; false if they do
+    /// not (nothing written then). A large FLOATS or COMPLEXES body goes straight into a shared
+    /// buffer when there is a sink: written once, where the receiver reads it.
+    unsafe fn homogeneous(&mut self, list: *mut ffi::PyObject, count: isize) -> Result<bool, Stop> {
         // SAFETY: `list` is an exact list of `count` items and nothing runs Python code here,
         // so it cannot change while we read it.
         let items = unsafe {
@@ -235,28 +236,31 @@ impl<'py> Encoder<'py> {
         if first == &raw mut ffi::PyFloat_Type || first == &raw mut ffi::PyComplex_Type {
             // SAFETY: type pointers compared to CPython's static types.
             if !items.iter().all(|&item| unsafe { ffi::Py_TYPE(item) } == first) {
-                return false;
+                return Ok(false);
             }
             let complex = first == &raw mut ffi::PyComplex_Type;
+            let size = items.len() * if complex { 16 } else { 8 };
+            if SHARING_SUPPORTED && self.sink.is_some() && size >= SHARE_THRESHOLD {
+                // SAFETY: the items were checked to be exact floats or complexes.
+                let fill = |body: &mut [u8]| unsafe { write_numbers(items, complex, body) };
+                if let Ok(buffer) = filled_region(size, fill) {
+                    self.out.push(tag::SHARED);
+                    self.out
+                        .push(if complex { shared_kind::COMPLEXES } else { shared_kind::FLOATS });
+                    self.handle(&Bound::new(self.py, buffer)?)?;
+                    return Ok(true);
+                } // no shared memory to be had: inline, below
+            }
             self.out.push(if complex { tag::COMPLEXES } else { tag::FLOATS });
             codec::write_varint(&mut self.out, count as u64);
-            self.out.reserve(items.len() * if complex { 16 } else { 8 });
-            for &item in items {
-                // SAFETY: every item is an exact float, or an exact complex (checked above).
-                unsafe {
-                    if complex {
-                        let value = (*item.cast::<ffi::PyComplexObject>()).cval;
-                        self.out.extend_from_slice(&value.real.to_le_bytes());
-                        self.out.extend_from_slice(&value.imag.to_le_bytes());
-                    } else {
-                        self.out.extend_from_slice(&ffi::PyFloat_AS_DOUBLE(item).to_le_bytes());
-                    }
-                }
-            }
-            return true;
+            let start = self.out.len();
+            self.out.resize(start + size, 0);
+            // SAFETY: as above.
+            unsafe { write_numbers(items, complex, &mut self.out[start..]) };
+            return Ok(true);
         }
         if first != &raw mut ffi::PyLong_Type {
-            return false;
+            return Ok(false);
         }
         let start = self.out.len();
         self.out.push(tag::INTS);
@@ -273,10 +277,10 @@ impl<'py> Encoder<'py> {
             };
             if !fits {
                 self.out.truncate(start);
-                return false;
+                return Ok(false);
             }
         }
-        true
+        Ok(true)
     }
 
     unsafe fn tuple(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
@@ -415,5 +419,26 @@ impl<'py> Encoder<'py> {
         let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
         codec::write_blob(&mut self.out, tag::MEMORYVIEW, bytes.as_bytes());
         Ok(())
+    }
+}
+
+/// Writes the values of `items` (all exact floats, or all exact complexes when `complex`) as
+/// little-endian f64s (pairs for complexes) into `out`, which holds exactly that many bytes.
+///
+/// # Safety
+/// Every item must be a live exact float (or exact complex when `complex`), GIL held.
+unsafe fn write_numbers(items: &[*mut ffi::PyObject], complex: bool, out: &mut [u8]) {
+    if complex {
+        for (&item, slot) in items.iter().zip(out.chunks_exact_mut(16)) {
+            // SAFETY: an exact complex (the caller's contract).
+            let value = unsafe { (*item.cast::<ffi::PyComplexObject>()).cval };
+            slot[..8].copy_from_slice(&value.real.to_le_bytes());
+            slot[8..].copy_from_slice(&value.imag.to_le_bytes());
+        }
+    } else {
+        for (&item, slot) in items.iter().zip(out.chunks_exact_mut(8)) {
+            // SAFETY: an exact float (the caller's contract).
+            slot.copy_from_slice(&unsafe { ffi::PyFloat_AS_DOUBLE(item) }.to_le_bytes());
+        }
     }
 }
