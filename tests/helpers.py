@@ -533,3 +533,14 @@ def slow_square(x, seconds=0.001):
     """``x * x`` after sleeping ``seconds``: a short task that still gives a soak time to act."""
     time.sleep(seconds)
     return x * x
+
+
+def kill_quietly(pids):
+    """SIGKILL each of ``pids`` that still exists (a test utility, not a task)."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

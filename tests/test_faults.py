@@ -683,14 +683,6 @@ def script_runner(tmp_path):
         script.stop()
 
 
-def kill_quietly(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 BUSY_PARENT_SCRIPT = """
 if __name__ == "__main__":
     start_method, started_dir = sys.argv[1], sys.argv[2]
@@ -726,7 +718,7 @@ def test_workers_zygote_and_processes_die_within_1s_of_the_parent_being_killed(
     remaining = max(0.0, 1.0 - (time.monotonic() - killed_at))
     leftover = wait_until_gone(pids, deadline=remaining, zombie_is_gone=True)
     waited = time.monotonic() - killed_at
-    kill_quietly(leftover)
+    helpers.kill_quietly(leftover)
     assert leftover == set(), f"still alive {waited:.2f} s after the parent was killed: {leftover}"
 
 
@@ -796,7 +788,7 @@ def test_ctrl_c_raises_keyboard_interrupt_within_half_a_second(
         # The interrupted tasks were stopped; none of them may have run to the end.
         assert set(report["states"]) <= {"cancelled", "CancelledError"}, report["states"]
     leftover = wait_until_gone(worker_pids, zombie_is_gone=True)
-    kill_quietly(leftover)
+    helpers.kill_quietly(leftover)
     assert leftover == set()
 
 
@@ -830,5 +822,5 @@ def test_a_script_exits_cleanly_without_shutdown_after_crashes_and_timeouts(
     if report["zygote"]:
         pids.add(report["zygote"])
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    kill_quietly(leftover)
+    helpers.kill_quietly(leftover)
     assert leftover == set()

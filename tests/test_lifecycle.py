@@ -32,14 +32,6 @@ def blocked_worker_pids(executor, gate, count):
     return futures, [int(Path(path).read_text()) for path in pid_paths]
 
 
-def kill_quietly(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 # --- shutdown reaps every worker ------------------------------------------------------
 
 
@@ -175,7 +167,7 @@ def test_workers_end_when_a_script_exits_without_shutdown(tmp_path, start_method
     pids = run_exiting_script(tmp_path, start_method, "return")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    kill_quietly(leftover)
+    helpers.kill_quietly(leftover)
     assert leftover == set()
 
 
@@ -184,5 +176,5 @@ def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):
     pids = run_exiting_script(tmp_path, start_method, "hard-exit")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    kill_quietly(leftover)
+    helpers.kill_quietly(leftover)
     assert leftover == set()
