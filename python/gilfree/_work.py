@@ -50,6 +50,11 @@ def function_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if qualname and module else repr(fn)
 
 
+#: Most items in a chunk read from an iterator: with the window, it bounds how far ahead of
+#: its reader an ``imap`` reads (a few thousand items per worker at most).
+ITERATOR_CHUNK_LIMIT = 4096
+
+
 @dataclass(frozen=True)
 class Limits:
     """How long a task may run and how often it is re-run after its worker crashed."""
@@ -197,8 +202,9 @@ class MapJob:
 
     The items are a sequence (taken whole when the map started) or an iterator, read only as
     chunks are cut (``imap``: an endless generator works). With a ``window``, at most that many
-    chunks are cut beyond the reader's position (``consumed``): the engine parks the job until
-    the reader moves on, so neither the input nor the results pile up.
+    chunks (of at most ITERATOR_CHUNK_LIMIT items) are cut beyond the reader's position
+    (``consumed``): the engine parks the job until the reader moves on, so neither the input nor
+    the results pile up.
 
     Chunks are normally cut from the front. When the sizer says the tail of a sequence is
     expensive and growing (see ``ChunkSizer.expensive_tail``), the last items are cut from the
@@ -284,7 +290,7 @@ class MapJob:
     def cut(self, limit: int | None) -> Chunk:
         """Cuts the next chunk, of at most ``limit`` items if given."""
         if self.next_end is None:
-            size = self.sizer.next_size(sys.maxsize)
+            size = min(self.sizer.next_size(sys.maxsize), ITERATOR_CHUNK_LIMIT)
             if limit is not None:
                 size = min(size, limit)
             chunk = Chunk(self, self.next_start, self._pull(size))
