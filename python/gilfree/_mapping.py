@@ -10,14 +10,13 @@ if TYPE_CHECKING:
     from gilfree._engine import Engine
     from gilfree._work import Chunk, MapJob
 
-_END = object()
-
 
 def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
     """The items of ``iterable``, taken now as the stdlib's ``map`` does. Immutable sequences
     are kept as they are: a ``range`` is cut into sub-ranges, so its numbers are never built in
     the parent nor pickled one by one."""
-    if type(iterable) in (range, tuple, str, bytes):
+    kind = type(iterable)  # by identity: a metaclass's ``==`` is never called
+    if kind is range or kind is tuple or kind is str or kind is bytes:
         return iterable  # type: ignore[return-value]
     return list(iterable)
 
@@ -27,6 +26,8 @@ def results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any
 
     Each chunk's list is drained by ``list.pop`` from a C-level iterator, so a result is
     released as soon as the caller has taken it, and the per-item cost stays out of Python.
+    The drain counts the items: a result is never compared with anything (``iter(pop,
+    sentinel)`` would call ``result == sentinel``, which raises for a numpy array).
     """
     return itertools.chain.from_iterable(_chunks(engine, job, deadline))
 
@@ -41,8 +42,7 @@ def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Ite
             if failure is not None:
                 del items[failure[0] :]
             items.reverse()
-            items.insert(0, _END)
-            yield iter(items.pop, _END)
+            yield itertools.starmap(items.pop, itertools.repeat((), len(items)))
             if failure is not None:
                 raise failure[1]
             index += 1

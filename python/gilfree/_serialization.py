@@ -39,20 +39,24 @@ def describe(value: Any) -> str:
 
 
 def _children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if type(value) in (list, tuple):
+    # Only exact builtin containers are opened, and types are compared by identity: a user's
+    # value is never compared, truth-tested, measured or hashed here (a numpy array's ``==``
+    # and ``bool`` raise), only pickled (and a dict key or set member shown by its repr).
+    kind = type(value)
+    if kind is list or kind is tuple:
         for index, item in enumerate(value):
             yield f"{path}[{index}]", item
-    elif type(value) is dict:
+    elif kind is dict:
         for key, item in value.items():
             yield f"{path}[{key!r}]", key
             yield f"{path}[{key!r}]", item
-    elif type(value) in (set, frozenset):
+    elif kind is set or kind is frozenset:
         for item in value:
             yield f"{path}{{{item!r}}}", item
 
 
 def _locate(value: Any, path: str, depth: int = 0) -> tuple[str, Any, BaseException] | None:
-    children = list(_children(value, path))
+    children = list(_children(value, path))  # a list of gilfree's: its length is safe
     if not children or depth > 100:
         try:
             pickle_value(value)

@@ -171,7 +171,8 @@ class Chunk:
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
-        return {f"map item {self.start + index}": item for index, item in enumerate(self.items or ())}
+        items = () if self.items is None else self.items  # never truth-tested
+        return {f"map item {self.start + index}": item for index, item in enumerate(items)}
 
     def complete(self, kind: int, payload: bytes) -> None:
         """Stores the results and the items' failures."""

@@ -385,7 +385,8 @@ class Pool:
         """Schedules ``func(*args, **kwds)``; returns an ``AsyncResult``."""
         self._check_running()
         result = ApplyResult(self._engine, callback, error_callback)
-        result._watch(self._executor.submit(func, *args, **(kwds or {})))  # noqa: SLF001
+        kwds = {} if kwds is None else kwds  # never truth-tested: it may be any mapping
+        result._watch(self._executor.submit(func, *args, **kwds))  # noqa: SLF001
         return result
 
     # -- maps -------------------------------------------------------------------------------
