@@ -1,7 +1,8 @@
-"""``python -m gilfree``: the seed workloads and (issue 4) ``run``."""
+"""``python -m gilfree``: the seed workloads and (issue 4) ``run``, for scripts and ``-m``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,13 +11,14 @@ import pytest
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120)]
 
 
-def run_module(*arguments, timeout=100):
+def run_module(*arguments, timeout=100, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "gilfree", *arguments],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -99,3 +101,93 @@ def test_run_without_a_script_explains_itself(tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr
     usage = run_module("run")
     assert usage.returncode == 2 and "usage: python -m gilfree run" in usage.stdout
+
+
+# --- python -m gilfree run -m module ---------------------------------------------------------
+
+PACKAGE_MAIN = """
+import concurrent.futures, multiprocessing, sys
+from . import work
+
+def cube(x):
+    return x ** 3
+
+if __name__ == "__main__":
+    with concurrent.futures.ProcessPoolExecutor(2) as executor:
+        squares = list(executor.map(work.square, range(5)))
+        print(type(executor).__module__, type(executor).__name__, squares)
+    with multiprocessing.Pool(2) as pool:
+        print(type(pool).__module__, type(pool).__name__, pool.map(cube, [2, 3]))
+    print(__name__, __spec__.name, sys.argv[1:])
+    print(sys.argv[0])
+    print(sys.path[0])
+"""
+
+
+def test_run_m_runs_a_package_main_with_gilfrees_pools(tmp_path):
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "work.py").write_text("def square(x):\n    return x * x\n")
+    (package / "__main__.py").write_text(PACKAGE_MAIN)
+    completed = run_module("run", "-m", "app", "x", "--y", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    root = os.path.realpath(tmp_path)
+    assert completed.stdout.splitlines() == [
+        "gilfree.executor ProcessPoolExecutor [0, 1, 4, 9, 16]",
+        "gilfree.pool Pool [8, 27]",
+        "__main__ app.__main__ ['x', '--y']",
+        os.path.join(root, "app", "__main__.py"),  # as python -m sets them
+        root,
+    ]
+
+
+@pytest.mark.parametrize("form", [("-m", "tool"), ("-mtool",)])
+def test_run_m_runs_a_plain_module_with_its_arguments(tmp_path, form):
+    (tmp_path / "tool.py").write_text(
+        "import sys\nprint(__name__, __spec__.name, sys.argv)\nprint(sys.path[0])\nsys.exit(3)\n"
+    )
+    completed = run_module("run", *form, "a", "-b", "--c=d", cwd=tmp_path)
+    assert completed.returncode == 3, completed.stderr
+    root = os.path.realpath(tmp_path)
+    argv = [os.path.join(root, "tool.py"), "a", "-b", "--c=d"]
+    assert completed.stdout.splitlines() == [f"__main__ tool {argv}", root]
+
+
+PYTEST_FILE = """
+import concurrent.futures
+
+def double(x):
+    return 2 * x
+
+def test_doubles_in_workers():
+    with concurrent.futures.ProcessPoolExecutor(1) as executor:
+        assert type(executor).__module__ == "gilfree.executor"
+        assert list(executor.map(double, [1, 2])) == EXPECTED
+"""
+
+
+@pytest.mark.parametrize(("expected", "status"), [("[2, 4]", 0), ("[0]", 1)])
+def test_run_m_pytest_returns_pytests_exit_status(tmp_path, expected, status):
+    (tmp_path / "test_tiny.py").write_text(PYTEST_FILE.replace("EXPECTED", expected))
+    completed = run_module(
+        "run", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_tiny.py", cwd=tmp_path
+    )
+    assert completed.returncode == status, completed.stdout + completed.stderr
+    assert ("1 passed" if status == 0 else "1 failed") in completed.stdout, completed.stdout
+
+
+def test_run_m_explains_a_missing_module(tmp_path):
+    missing = run_module("run", "-m", "gilfree_no_such_module", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        "python -m gilfree run: No module named gilfree_no_such_module"
+    ]
+    (tmp_path / "broken.py").write_text("import gilfree_no_such_dependency\n")
+    # an ImportError from the module's own code keeps its traceback
+    broken = run_module("run", "-m", "broken", cwd=tmp_path)
+    assert broken.returncode == 1 and "Traceback" in broken.stderr, broken.stderr
+    assert "No module named 'gilfree_no_such_dependency'" in broken.stderr
+    usage = run_module("run", "-m")
+    assert usage.returncode == 2 and "-m needs a module name" in usage.stderr
+    assert "python -m gilfree run -m module" in usage.stdout

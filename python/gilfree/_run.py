@@ -1,7 +1,8 @@
-"""``python -m gilfree run script.py [args...]``: runs an unchanged script on gilfree.
+"""``python -m gilfree run script.py [args...]`` and ``python -m gilfree run -m module
+[args...]``: run an unchanged script, or a module as ``python -m module`` would, on gilfree.
 
-Before the script runs, the names a script reaches the stdlib's process pools through are
-rebound to gilfree's classes:
+Before the script or module runs, the names code reaches the stdlib's process pools through
+are rebound to gilfree's classes:
 
 * ``multiprocessing.Pool`` and ``multiprocessing.pool.Pool`` -> ``gilfree.Pool`` (contexts'
   ``get_context(...).Pool()`` go through ``multiprocessing.pool.Pool``, so they are covered and
@@ -11,7 +12,20 @@ rebound to gilfree's classes:
   ProcessPoolExecutor`` -> ``gilfree.ProcessPoolExecutor``.
 
 Then the script runs as ``__main__`` (``runpy.run_path``) with ``sys.argv`` and ``sys.path[0]``
-as ``python script.py args...`` would set them.
+as ``python script.py args...`` would set them. A module (``-m``; ``-mNAME`` too) runs through
+the public ``runpy.run_module(name, run_name="__main__", alter_sys=True)``, set up as
+``python -m`` sets it: ``sys.argv`` is ``["-m", args...]`` while the module is found and its
+file's full path (a package's ``__main__.py``) in ``argv[0]`` while it runs; ``sys.path[0]`` is
+the current directory as a full path (neither form touches ``sys.path`` under ``-P`` /
+``PYTHONSAFEPATH``, as Python does not add to it then). It differs from the interpreter's own
+``runpy._run_module_as_main`` in two ways only, as ``run_path`` does for scripts: the module
+runs in a fresh ``__main__`` module object (put in ``sys.modules`` for the run, so pickling by
+reference works) rather than in the one that started the process; and runpy reports a module it
+cannot find or run with a plain ``ImportError`` (its private ``_Error`` is what tells
+``python -m`` to print one line), so an ``ImportError`` whose traceback holds only runpy's frames
+is reported as ``python -m`` does ("No module named ...", a package without ``__main__``; one
+line, exit 1) while one raised by the module's own code keeps its traceback. ``SystemExit``
+codes come back as the exit status, as for a script (``run -m pytest`` returns pytest's).
 
 Where this stops working: names bound before the rebinding (none, for a plain script; but a
 module that did ``from multiprocessing import Pool`` at import time and was imported by
@@ -28,6 +42,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from typing import Any, Callable
 
 
 def install() -> None:
@@ -46,22 +61,75 @@ def install() -> None:
     concurrent.futures.process.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc]
 
 
+USAGE = """\
+usage: python -m gilfree run script.py [args...]
+       python -m gilfree run -m module [args...]
+Runs script.py, or the module as python -m does, with multiprocessing.Pool,
+multiprocessing.Process and concurrent.futures.ProcessPoolExecutor replaced by gilfree's."""
+
+
 def main(argv: list[str]) -> int:
-    """Runs ``argv[0]`` with ``argv[1:]`` as its arguments; returns the exit status."""
+    """Runs ``argv[0]`` (or the module after ``-m``) with the rest of ``argv`` as its
+    arguments; returns the exit status."""
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m gilfree run script.py [args...]")
-        print("Runs script.py with multiprocessing.Pool, multiprocessing.Process and")
-        print("concurrent.futures.ProcessPoolExecutor replaced by gilfree's.")
+        print(USAGE)
         return 0 if argv else 2
+    if argv[0].startswith("-m"):
+        module = argv[0][2:] or (argv[1] if len(argv) > 1 else "")
+        if not module:
+            print("python -m gilfree run: -m needs a module name", file=sys.stderr)
+            print(USAGE)
+            return 2
+        arguments = argv[1:] if argv[0] != "-m" else argv[2:]
+        return _run_module(module, arguments)
     script = argv[0]
     if not os.path.isfile(script):
         print(f"python -m gilfree run: cannot open {script!r}: no such file", file=sys.stderr)
         return 2
     install()
     sys.argv[:] = argv
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    _set_path0(os.path.dirname(os.path.abspath(script)))
+    return _exit_status(runpy.run_path, script, run_name="__main__")
+
+
+def _run_module(module: str, arguments: list[str]) -> int:
+    """``python -m module arguments...`` (see the module docstring)."""
+    install()
+    sys.argv[:] = ["-m", *arguments]  # argv[0] is "-m" while the module is found, as in Python
+    _set_path0(os.getcwd())
     try:
-        runpy.run_path(script, run_name="__main__")
+        return _exit_status(runpy.run_module, module, run_name="__main__", alter_sys=True)
+    except ImportError as error:
+        if not _raised_by_runpy(error):
+            raise
+        print(f"python -m gilfree run: {error}", file=sys.stderr)
+        return 1
+
+
+def _set_path0(entry: str) -> None:
+    """Puts ``entry`` where Python put the directory of ``python -m gilfree`` (nothing under
+    ``-P``, where Python adds none)."""
+    if not sys.flags.safe_path:
+        sys.path[0] = entry
+
+
+def _raised_by_runpy(error: ImportError) -> bool:
+    """True when runpy itself raised ``error`` while finding the module (its traceback, after
+    this module's frames, holds only runpy's; runpy is frozen, so its frames' file name is its
+    code's, not ``runpy.__file__``), not the module's code or an import it ran."""
+    traceback = error.__traceback__
+    filenames: list[str] = []
+    while traceback is not None:
+        filenames.append(traceback.tb_frame.f_code.co_filename)
+        traceback = traceback.tb_next
+    ours = (_raised_by_runpy.__code__.co_filename, runpy.run_module.__code__.co_filename)
+    return bool(filenames) and all(name in ours for name in filenames)
+
+
+def _exit_status(run: Callable[..., object], *args: Any, **kwargs: Any) -> int:
+    """Calls ``run`` and turns a ``SystemExit`` into the exit status, as the interpreter does."""
+    try:
+        run(*args, **kwargs)
     except SystemExit as exit_request:
         code = exit_request.code
         if code is None or isinstance(code, int):
