@@ -1,23 +1,30 @@
-"""Sending functions to workers: by reference when importable, by value otherwise, once each.
+"""Sending functions to workers: by reference when the worker can find them, by value
+otherwise, once each.
 
 A module-level function of an importable module is pickled by reference (its qualified name):
-small, and the worker imports the module. Lambdas, closures, nested functions and anything
-defined in ``__main__`` are pickled by value with cloudpickle. Each distinct function gets an id
-the first time it is sent; a worker receives its body once (``DEFINE``) and every later call
-names it by id.
+small, and the worker imports the module. Functions and classes of the parent's ``__main__``
+go through ``MainPickler``: by reference when the worker's own main module has them under the
+same name, by value into the worker's shared main namespace otherwise (see ``gilfree._main``).
+Lambdas, closures and nested functions of other modules go by value (cloudpickle). Each
+distinct function gets an id the first time it is sent; a worker receives its body once
+(``DEFINE``) and every later call names it by id.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import pickle
+import sys
 import threading
 import types
 from collections import OrderedDict
 from typing import Any, Callable
 
 import cloudpickle
+from cloudpickle import cloudpickle as cloudpickle_module
 
+from gilfree import _main
 from gilfree._protocol import ONE_OFF, PROTOCOL
 
 _CACHE_SIZE = 1024
@@ -30,13 +37,87 @@ def _needs_value(fn: Any) -> bool:
 
 
 def encode_function(fn: Callable[..., Any]) -> bytes:
-    """Pickles ``fn`` by reference if that can work in a fresh interpreter, else by value."""
+    """Pickles ``fn`` by reference if that can work in a fresh interpreter, else with
+    ``MainPickler``."""
     if not _needs_value(fn):
         try:
             return pickle.dumps(fn, PROTOCOL)
         except Exception:  # noqa: BLE001 - fall back to by-value pickling
             pass
-    return cloudpickle.dumps(fn, PROTOCOL)
+    return MainPickler.dumps(fn)
+
+
+class _ByValue:
+    """Marks an object of ``__main__`` to pickle by value (one per object and pickler, so the
+    pickle memo ends recursion: a function that refers to itself, two that call each other)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+
+class MainPickler(cloudpickle.Pickler):
+    """cloudpickle, except for functions and classes of the parent's ``__main__``.
+
+    Each such object whose qualified name leads back to it in ``__main__`` becomes
+    ``_main.prefer_main(qualname, <the object by value>)``: the worker takes its own object of
+    that name if it has one, else the copy. By-value functions are rebuilt over the worker's
+    main namespace (``_main.make_function`` / ``_main.set_function_state``) instead of a
+    private copy of their globals. Used for function bodies, initializers and process objects.
+    """
+
+    def __init__(self, file: Any, protocol: int | None = PROTOCOL, **kwargs: Any) -> None:
+        super().__init__(file, protocol, **kwargs)
+        main = sys.modules.get("__main__")
+        self._main = main
+        self._main_globals = getattr(main, "__dict__", None)
+        self._by_value: dict[int, _ByValue] = {}
+
+    @classmethod
+    def dumps(cls, value: Any) -> bytes:
+        """``value`` pickled with this pickler."""
+        buffer = io.BytesIO()
+        cls(buffer).dump(value)
+        return buffer.getvalue()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is _ByValue:
+            return self._reduce_by_value(obj.target)
+        if self._is_main_object(obj):
+            qualname = obj.__qualname__
+            if "<" not in qualname and self._lookup(qualname) is obj:
+                wrapper = self._by_value.setdefault(id(obj), _ByValue(obj))
+                return _main.prefer_main, (qualname, wrapper)
+            return self._reduce_by_value(obj)
+        return super().reducer_override(obj)
+
+    def _is_main_object(self, obj: Any) -> bool:
+        if self._main_globals is None:
+            return False
+        if type(obj) is types.FunctionType:
+            return obj.__globals__ is self._main_globals
+        return isinstance(obj, type) and obj.__module__ == self._main_globals.get("__name__")
+
+    def _lookup(self, qualname: str) -> Any:
+        found: Any = self._main
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        return found
+
+    def _reduce_by_value(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        if (
+            type(obj) is types.FunctionType
+            and isinstance(reduced, tuple)
+            and len(reduced) == 6
+            and reduced[0] is cloudpickle_module._make_function  # noqa: SLF001
+            and reduced[5] is cloudpickle_module._function_setstate  # noqa: SLF001
+        ):
+            code, _globals, name, defaults, closure = reduced[1]
+            args = (code, name, defaults, closure)
+            return _main.make_function, args, reduced[2], None, None, _main.set_function_state
+        return reduced  # another cloudpickle: by value with the function's own globals
 
 
 class FunctionRegistry:

@@ -20,7 +20,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-from gilfree import _core, _zygote
+from gilfree import _core, _main, _zygote
 
 START_METHODS = ("zygote", "spawn", "fork")
 #: ``(initializer, initargs)``.
@@ -133,6 +133,7 @@ class Launcher:
         """Starts a worker on ``slot`` of the segment ``fd``; it reads its setup from the ring."""
         if self.method == "zygote":
             return self._start_from_zygote(fd, slot, epoch)
+        _main.check_not_importing()
         if self.method == "spawn":
             code = "from gilfree._worker import main; main()"
             argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]

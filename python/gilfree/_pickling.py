@@ -4,7 +4,8 @@
 ``Event``), which refuse plain pickling outside a process start. This pickler adds
 multiprocessing's own reducers and pretends, while it runs, that a process is being spawned:
 semaphores then travel by name and file descriptors through multiprocessing's resource sharer,
-exactly as they would in ``multiprocessing.Process(args=...)``. A payload made this way is good
+exactly as they would in ``multiprocessing.Process(args=...)``. Functions and classes of
+``__main__`` are sent as ``gilfree._functions.MainPickler`` sends them. A payload made this way is good
 for one worker, so it is made again for every worker started.
 """
 
@@ -18,10 +19,13 @@ from typing import Any
 
 import cloudpickle
 
+from gilfree._functions import MainPickler
 from gilfree._protocol import PROTOCOL
 
 
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(MainPickler):
+    """``__main__`` as workers share it (``MainPickler``), plus multiprocessing's reducers."""
+
     # The C pickler reads dispatch_table when it is created, so it is set on the class.
     dispatch_table = collections.ChainMap(
         ForkingPickler._extra_reducers,  # noqa: SLF001 - multiprocessing's registered reducers

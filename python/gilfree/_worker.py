@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from gilfree import _core
+from gilfree import _core, _main
 from gilfree import _protocol as protocol
 from gilfree._core import WorkerChannel
 
@@ -34,6 +34,8 @@ RELEASE_WAIT_SECONDS = 30.0
 class WorkerSetup:
     """What a worker needs before its first task (sent as the first message, by value)."""
 
+    #: Forked from the parent: paths, arguments, directory and ``__main__`` are already its.
+    inherits: bool = False
     sys_path: list[str] = field(default_factory=list)
     sys_argv: list[str] = field(default_factory=list)
     cwd: str | None = None
@@ -47,19 +49,10 @@ class WorkerSetup:
     initializer: bytes = b""
 
 
-def _import_main(path: str) -> None:
-    """Runs the parent's main script as ``__mp_main__``, as multiprocessing's spawn does."""
-    import runpy
-    import types
-
-    main = types.ModuleType("__mp_main__")
-    main.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
-
-
 def apply_setup(setup: WorkerSetup) -> None:
     """Takes the parent's paths, arguments, directory, authkey and main module (everything in
-    ``setup`` but the initializer)."""
+    ``setup`` but the initializer). The main script is not run again where the template process
+    this worker was forked from already ran it."""
     if setup.sys_path:
         sys.path[:] = setup.sys_path
     if setup.sys_argv:
@@ -71,7 +64,10 @@ def apply_setup(setup: WorkerSetup) -> None:
     if setup.cwd is not None:
         os.chdir(setup.cwd)
     if setup.main_path:
-        _import_main(setup.main_path)
+        if not _main.loaded(setup.main_path):
+            _main.import_main(setup.main_path)
+    elif not setup.inherits:
+        _main.install_empty_main()
 
 
 def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: Initializer) -> bool:

@@ -1,10 +1,19 @@
 """The zygote: a single-threaded template process that forks workers on request.
 
-It is started once per set of ``preload`` modules, by spawning a fresh interpreter, and is shared
-by every executor of the process. It imports gilfree and the preload modules, then waits on a
-Unix socket for fork requests; each request carries the executor's segment descriptor
-(``SCM_RIGHTS``). It reaps its children and reports each exit status. Forking from it is safe
-because it never has threads, and fast because the imports are already done.
+It is started once per template (``Template``: the ``preload`` modules, the parent's main script
+and ``sys.path``), by spawning a fresh interpreter, and is shared by every executor of the
+process. It imports gilfree, the preload modules and the parent's main script (as
+``__mp_main__``, once, where multiprocessing's spawn and forkserver run it in every worker), then
+waits on a Unix socket for fork requests; each request carries the executor's segment descriptor
+(``SCM_RIGHTS``). It reaps its children and reports each exit status. So a worker starts in a
+fork's time with the user's modules already loaded and shares their pages copy-on-write.
+
+It never forks while it has threads. Native thread pools that start at import (OpenBLAS, OpenMP,
+MKL, numexpr) are held to one thread while it imports (``THREAD_LIMITS``, unless the user set
+them), so its workers compute with one such thread each, as a pool of one worker per core
+should; ``threadpoolctl`` can raise that inside a task. Should importing the main script still
+start a thread, the zygote replaces itself (``exec``) with one that skips the script, and its
+workers run the script themselves as spawned ones do.
 
 It also starts ``gilfree.Process`` children, which run a pickled process object instead of the
 worker loop (see ``_process_child``).
@@ -28,9 +37,11 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from gilfree import _core
+from gilfree import _core, _main
+from gilfree._main import parent_main_path
 
 _PACKET = 4096
 #: Most descriptors one request carries (a process's arguments may hold connections).
@@ -47,9 +58,54 @@ class WorkerHandle(Protocol):
         """The worker has ended and been reaped."""
 
 
-def serve(sock_fd: int, preload: list[str]) -> None:
+#: Environment variables that size native thread pools at import; the zygote sets each to 1
+#: (unless already set) while it imports, and its children get the parent's environment back.
+THREAD_LIMITS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+_limits_added: list[str] = []
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a zygote loads before it forks. A zygote serves only executors of the same
+    template; ``argv`` and ``cwd`` are those the main script first ran with (workers take the
+    current ones from their setup)."""
+
+    preload: tuple[str, ...]
+    main_path: str | None
+    sys_path: tuple[str, ...]
+    argv: tuple[str, ...] = field(default=(), compare=False)
+    cwd: str = field(default="", compare=False)
+
+    @classmethod
+    def current(cls, preload: tuple[str, ...]) -> Template:
+        """The template for ``preload`` and this process's main script and paths."""
+        return cls(preload, parent_main_path(), tuple(sys.path), tuple(sys.argv), os.getcwd())
+
+
+def _command(sock_fd: int, template: Template, load_main: bool) -> list[str]:
+    code = (
+        f"import sys; sys.path[:] = {list(template.sys_path)!r}; "
+        "from gilfree._zygote import Template, serve; "
+        f"serve({sock_fd}, {template!r}, load_main={load_main})"
+    )
+    return [sys.executable, "-c", code]
+
+
+def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
     """The zygote's main loop (runs in the zygote process)."""
     import importlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in THREAD_LIMITS:
+        if name not in os.environ:
+            os.environ[name] = "1"
+            _limits_added.append(name)
 
     import runpy  # noqa: F401 - used by workers that import the parent's main script
 
@@ -59,14 +115,15 @@ def serve(sock_fd: int, preload: list[str]) -> None:
 
     import gilfree._worker  # noqa: F401 - imported once here, inherited by every worker
 
-    for name in preload:
+    for name in template.preload:
         importlib.import_module(name)
+    if load_main and template.main_path:
+        _load_main(sock_fd, template)
     control = socket.socket(fileno=sock_fd)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     children: set[int] = set()
     while True:
         readable, _, _ = select.select([control, wake_read], [], [])
@@ -92,6 +149,39 @@ def serve(sock_fd: int, preload: list[str]) -> None:
         _core.kill(pid, signal.SIGKILL)
 
 
+def _load_main(sock_fd: int, template: Template) -> None:
+    """Runs the parent's main script as ``__mp_main__`` here, once for every worker. If it
+    fails, workers run it themselves and report the error; if it started a thread, the zygote
+    starts over without it (it must never fork with threads)."""
+    assert template.main_path is not None
+    if template.argv:
+        sys.argv[:] = template.argv
+    try:
+        if template.cwd:
+            os.chdir(template.cwd)
+        _main.import_main(template.main_path)
+    except BaseException:  # noqa: BLE001 - each worker runs the script again and reports it
+        return
+    threads = _thread_count()
+    if threads > 1:
+        sys.stderr.write(
+            f"gilfree: importing {template.main_path} started {threads - 1} thread(s); workers"
+            " will import it themselves, as spawned ones do (slower to start)\n"
+        )
+        sys.stderr.flush()
+        os.set_inheritable(sock_fd, True)
+        command = _command(sock_fd, template, load_main=False)
+        os.execv(command[0], command)
+
+
+def _thread_count() -> int:
+    """This process's threads: native ones too where the system lists them (Linux)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def _reap(control: socket.socket, children: set[int]) -> None:
     while children:
         try:
@@ -107,6 +197,8 @@ def _reap(control: socket.socket, children: set[int]) -> None:
 def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for name in _limits_added:  # the parent's environment, for what the child starts
+        os.environ.pop(name, None)
     code = 1
     try:
         # Die with the zygote: it is single-threaded, so its thread's end is its death.
@@ -137,14 +229,10 @@ class Zygote:
     thread.
     """
 
-    def __init__(self, preload: tuple[str, ...]) -> None:
+    def __init__(self, template: Template) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code = (
-            "import sys; sys.path[:] = " + repr(list(sys.path)) + "; "
-            "from gilfree._zygote import serve; serve(" + str(theirs.fileno()) + ", "
-            + repr(list(preload)) + ")"
-        )
-        self.pid = _core.spawn([sys.executable, "-c", code], [theirs.fileno()])
+        command = _command(theirs.fileno(), template, load_main=True)
+        self.pid = _core.spawn(command, [theirs.fileno()])
         self.owner = os.getpid()
         self._exit_code: int | None = None
         theirs.close()
@@ -228,17 +316,30 @@ class Zygote:
                 self._exit_code = -signal.SIGKILL
 
 
-_zygotes: dict[tuple[str, ...], Zygote] = {}
+    def idle(self) -> bool:
+        """Whether no child of this zygote is starting or running."""
+        with self._lock:
+            return not self._forking and not self._running
+
+
+_zygotes: dict[Template, Zygote] = {}
 _zygotes_lock = threading.Lock()
 
 
 def get(preload: tuple[str, ...]) -> Zygote:
-    """The zygote for ``preload``, started on first use (one per process and preload set)."""
+    """The zygote for ``preload`` and this process's main script and ``sys.path``, started on
+    first use (one per process and template). Idle zygotes of an older template of the same
+    ``preload`` (``sys.path`` changed since) are closed."""
+    _main.check_not_importing()
+    template = Template.current(preload)
     with _zygotes_lock:
-        zygote = _zygotes.get(preload)
+        zygote = _zygotes.get(template)
         if zygote is None or zygote.owner != os.getpid() or not zygote.alive():
             # None yet, one inherited through a fork of this process, or one that died.
-            zygote = _zygotes[preload] = Zygote(preload)
+            for other in [key for key in _zygotes if key.preload == preload and key != template]:
+                if _zygotes[other].owner == os.getpid() and _zygotes[other].idle():
+                    _zygotes.pop(other).close()
+            zygote = _zygotes[template] = Zygote(template)
         return zygote
 
 

@@ -23,6 +23,7 @@ from gilfree._chunking import ChunkSizer
 from gilfree._engine import Engine
 from gilfree._future import Future
 from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
+from gilfree._main import parent_main_path
 from gilfree._pickling import dumps_for_worker
 from gilfree._serialization import explain
 from gilfree._slots import WorkerStats
@@ -83,26 +84,13 @@ def parent_setup(method: str) -> WorkerSetup:
     authkey when it is forked from it)."""
     inherits = method == "fork"
     return WorkerSetup(
+        inherits=inherits,
         sys_path=[] if inherits else list(sys.path),
         sys_argv=[] if inherits else list(sys.argv),
         cwd=None if inherits else os.getcwd(),
-        main_path=_main_path(method),
+        main_path=None if inherits else parent_main_path(),
         authkey=bytes(multiprocessing.current_process().authkey),
     )
-
-
-def _main_path(start_method: str) -> str | None:
-    """The parent's main script, for workers that do not inherit it (as multiprocessing does)."""
-    if start_method == "fork":
-        return None
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name.endswith("__main__"):
-        return None  # ``python -m package``: the package's __main__ must not run again
-    path = getattr(main, "__file__", None)
-    if spec is not None or not path or os.path.basename(path).startswith("ipython"):
-        return None
-    return os.path.abspath(path)
 
 
 class ProcessPoolExecutor(_StdExecutor):
@@ -258,7 +246,7 @@ class ProcessPoolExecutor(_StdExecutor):
             self._limits.timeout if timeout is DEFAULT else check_timeout("timeout", timeout),
             self._limits.retries if retries is DEFAULT else check_retries("retries", retries),
         )
-        return self._submit(fn, tuple(args), dict(kwargs or {}), limits)
+        return self._submit(fn, tuple(args), {} if kwargs is None else dict(kwargs), limits)
 
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits

@@ -1,0 +1,342 @@
+"""``__main__`` shared as multiprocessing shares it, and loaded once in the template process.
+
+Each test runs a real script (``python script.py START_METHOD``) whose functions live in its
+``__main__``, as a user's do, under every start method and, where the behaviour is the stdlib's
+too, against the stdlib (``GILFREE_TEST_IMPL=stdlib``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+
+import pytest
+
+from conftest import IMPL, run_script
+
+#: Opens every script: picks gilfree or the stdlib, with the start method from argv.
+PREAMBLE = textwrap.dedent(
+    """
+    import concurrent.futures
+    import json
+    import multiprocessing
+    import os
+    import sys
+
+    IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
+    METHOD = sys.argv[1]
+    STDLIB_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}[METHOD]
+
+
+    def make_executor(workers=2, **kwargs):
+        if IMPL == "stdlib":
+            context = multiprocessing.get_context(STDLIB_METHOD)
+            return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, **kwargs)
+        import gilfree
+        return gilfree.ProcessPoolExecutor(workers, start_method=METHOD, **kwargs)
+
+
+    def make_pool(**kwargs):
+        context = multiprocessing.get_context(STDLIB_METHOD)
+        if IMPL == "stdlib":
+            return context.Pool(2, **kwargs)
+        import gilfree
+        return gilfree.Pool(2, context=None if METHOD == "zygote" else context, **kwargs)
+    """
+)
+
+
+def run(tmp_path, body: str, start_method: str) -> dict:
+    """Runs PREAMBLE + ``body``; returns the JSON object its last line prints."""
+    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(body), start_method)
+    assert returncode == 0, stderr
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+INITIALIZER = """
+    scale = 1
+
+
+    def init(k):
+        global scale
+        scale = k
+
+
+    def task(i):
+        return i * scale
+
+
+    if __name__ == "__main__":
+        output = {}
+        with make_executor(initializer=init, initargs=(10,)) as executor:
+            output["map"] = list(executor.map(task, range(4)))
+            output["submit"] = executor.submit(task, 5).result(timeout=30)
+        with make_pool(initializer=init, initargs=(7,)) as pool:
+            output["pool"] = pool.map(task, range(4))
+            output["apply"] = pool.apply_async(task, (3,)).get(timeout=30)
+        print(json.dumps(output))
+"""
+
+
+def test_an_initializers_globals_reach_the_tasks(tmp_path, start_method):
+    output = run(tmp_path, INITIALIZER, start_method)
+    assert output == {"map": [0, 10, 20, 30], "submit": 50, "pool": [0, 7, 14, 21], "apply": 21}
+
+
+STATE = """
+    cache = {}
+
+
+    def remember(key, value):
+        cache[key] = value
+
+
+    def recall(key):
+        return cache.get(key)
+
+
+    if __name__ == "__main__":
+        with make_executor(workers=1) as executor:
+            executor.submit(remember, "k", 42).result(timeout=30)
+            seen = [executor.submit(recall, "k").result(timeout=30) for _ in range(2)]
+            seen += list(executor.map(recall, ["k", "k"]))
+        print(json.dumps({"seen": seen}))
+"""
+
+
+def test_a_global_filled_by_one_task_is_read_by_the_next(tmp_path, start_method):
+    assert run(tmp_path, STATE, start_method) == {"seen": [42] * 4}
+
+
+BY_VALUE = """
+    counter = {"calls": 0}
+
+
+    def bump():
+        counter["calls"] += 1
+        return counter["calls"]
+
+
+    if __name__ == "__main__":
+        limit = 3  # defined under the guard: workers have no such name until one is sent
+        late = lambda: bump() + limit  # by value; bump and counter are the worker's own
+        with make_executor(workers=1) as executor:
+            executor.submit(bump).result(timeout=30)
+            late_values = [executor.submit(late).result(timeout=30) for _ in range(2)]
+
+            def nested():
+                return counter["calls"]
+
+            calls = executor.submit(nested).result(timeout=30)
+        print(json.dumps({"late": late_values, "calls": calls}))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_by_value_functions_share_the_workers_main_namespace(tmp_path, start_method):
+    output = run(tmp_path, BY_VALUE, start_method)
+    # ``bump`` ran once, then each call to ``late`` bumps the same counter: one namespace per
+    # worker. Private copies of the globals would give [4, 4] and 0.
+    assert output == {"late": [5, 6], "calls": 3}
+
+
+REBOUND = """
+    def version():
+        return "top level"
+
+
+    def caller():
+        return version()
+
+
+    if __name__ == "__main__":
+        original = version
+
+        def version():  # rebound under the guard: workers keep the script's own
+            return "rebound"
+
+        with make_executor() as executor:
+            output = {
+                "caller": executor.submit(caller).result(timeout=30),
+                "version": executor.submit(version).result(timeout=30),
+            }
+            if IMPL != "stdlib":  # the stdlib cannot send a function no name leads to
+                output["original"] = executor.submit(original).result(timeout=30)
+        print(json.dumps(output))
+"""
+
+
+def test_names_rebound_since_keep_the_workers_own(tmp_path, start_method):
+    output = run(tmp_path, REBOUND, start_method)
+    # A name is looked up in the worker's own main module, as the stdlib does: forked workers
+    # inherited the rebinding, the others ran the script's top level only.
+    expected = "rebound" if start_method == "fork" else "top level"
+    assert output["caller"] == output["version"] == expected
+    if IMPL != "stdlib":
+        assert output["original"] == "top level"  # by value: no name leads to it any more
+
+
+RUNS_ONCE = """
+    with open("imports.log", "a") as log:
+        log.write(f"{os.getpid()}\\n")
+
+
+    def where(_):
+        return os.getpid()
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            pids = set(executor.map(where, range(50), chunksize=1))
+            while len(pids) < 2:
+                pids |= set(executor.map(where, range(50), chunksize=1))
+        with open("imports.log") as log:
+            importers = log.read().split()
+        print(json.dumps({"importers": len(importers), "workers": len(pids)}))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_the_main_script_runs_once_per_template_not_per_worker(tmp_path, start_method):
+    output = run(tmp_path, RUNS_ONCE, start_method)
+    assert output["workers"] == 2
+    expected = {"zygote": 2, "spawn": 3, "fork": 1}[start_method]  # parent + template / workers
+    assert output["importers"] == expected
+
+
+THREADED_IMPORT = """
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+    marker = "loaded"
+
+
+    def read_marker(_):
+        return marker
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            print(json.dumps({"markers": list(executor.map(read_marker, range(4)))}))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_a_script_that_starts_a_thread_at_import_still_works(tmp_path):
+    # The zygote must not fork with a thread: it starts over without the script, and each
+    # worker runs the script itself.
+    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(THREADED_IMPORT), "zygote")
+    assert returncode == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"markers": ["loaded"] * 4}
+    assert "started 1 thread(s)" in stderr
+
+
+FAILING_IMPORT = """
+    if os.environ.get("GILFREE_TEST_PARENT") != str(os.getpid()):
+        raise ValueError("the script refuses to run here")
+
+
+    def task(x):
+        return x
+
+
+    if __name__ == "__main__":
+        from concurrent.futures.process import BrokenProcessPool
+        with make_executor() as executor:
+            try:
+                executor.submit(task, 1).result(timeout=30)
+            except BrokenProcessPool as error:
+                cause = error.__cause__
+                print(json.dumps({"broken": True, "cause": repr(cause)}))
+"""
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.parametrize("method", ["zygote", "spawn"])
+def test_a_main_script_failing_in_the_workers_breaks_the_pool(tmp_path, method, monkeypatch):
+    source = PREAMBLE + "os.environ.setdefault('GILFREE_TEST_PARENT', str(os.getpid()))\n"
+    source += textwrap.dedent(FAILING_IMPORT)
+    returncode, stdout, stderr = run_script(tmp_path, source, method)
+    assert returncode == 0, stderr
+    output = json.loads(stdout.strip().splitlines()[-1])
+    assert output["broken"] is True
+    assert "the script refuses to run here" in output["cause"] + stderr
+
+
+UNGUARDED = """
+    def task(x):
+        return x * 2
+
+
+    executor = make_executor()
+    print(json.dumps({"result": executor.submit(task, 21).result(timeout=30)}))
+    executor.shutdown()
+"""
+
+
+@pytest.mark.gilfree_only
+def test_an_unguarded_script_is_refused_in_the_template_not_forked_forever(tmp_path):
+    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(UNGUARDED), "zygote")
+    # The parent's own executor fails (its workers cannot run the script), as with spawn;
+    # what matters is that no process starts another template in a loop.
+    assert "if __name__ == '__main__':" in stdout + stderr
+    assert returncode != 0 or "result" not in stdout
+
+
+THREAD_LIMITS = """
+    import numpy
+
+
+    def environment(_):
+        return os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            print(json.dumps({"values": list(executor.map(environment, range(2)))}))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_workers_get_the_parents_environment_back(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    output = run(tmp_path, THREAD_LIMITS, "zygote")
+    assert output == {"values": [None, None]}
+
+
+NOTEBOOK_CELLS = [
+    "import gilfree",
+    "scale = 1\ndef init(k):\n    global scale\n    scale = k\ndef task(i):\n    return i * scale",
+    "with gilfree.ProcessPoolExecutor(2, initializer=init, initargs=(10,)) as ex:\n"
+    "    executor_result = list(ex.map(task, range(4)))\n"
+    "with gilfree.Pool(2, initializer=init, initargs=(3,)) as pool:\n"
+    "    pool_result = pool.map(task, range(4))\n"
+    "print(executor_result, pool_result)",
+]
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.timeout(120)
+def test_the_initializer_pattern_in_a_notebook(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=60,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    environment = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        client.execute()
+    outputs = notebook.cells[-1].outputs
+    text = "".join(output.get("text", "") for output in outputs)
+    assert text.strip() == "[0, 10, 20, 30] [0, 3, 6, 9]", outputs
