@@ -139,7 +139,7 @@ class FunctionRegistry:
             return ONE_OFF, encode_function(fn)
         try:
             hash(fn)
-        except TypeError:
+        except Exception:  # noqa: BLE001 - unhashable, or a __hash__ that raises anything
             return ONE_OFF, encode_function(fn)
         with self._lock:
             entry = self._cache.get(fn)

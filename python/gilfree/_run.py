@@ -32,9 +32,9 @@ module that did ``from multiprocessing import Pool`` at import time and was impo
 ``sitecustomize`` keeps the stdlib's), subclasses of the stdlib's classes (they stay the
 stdlib's), contexts' ``Process`` classes (``get_context().Process``, ``Manager`` servers), and
 code that reads the stdlib pools' private attributes. Workers start from gilfree's zygote, so
-they do not inherit the parent's memory: functions defined in the script travel by value with
-the globals they refer to, but state kept elsewhere (another module's globals set by the
-script) is not seen; a pool made from ``get_context("fork")`` still forks.
+they do not inherit the parent's memory: the script's functions reach them as multiprocessing's
+spawn sends them (see ``gilfree._main``), but state kept elsewhere (another module's globals set
+by the script) is not seen; a pool made from ``get_context("fork")`` still forks.
 """
 
 from __future__ import annotations
