@@ -33,6 +33,7 @@
 //!                                         handle = varint pid, fd, offset, length)
 //! PICKLE5  0x14 varint count, count handles, varint n, n bytes
 //!                                        (pickle 5 whose out-of-band buffers are shared)
+//! NDARRAY  0x17 order, dtype, shape, storage  (a numpy array of a plain dtype: see `array`)
 //! ```
 //! INTS, FLOATS and COMPLEXES are the common homogeneous lists, decoded without a tag per item. SHARED and
 //! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes.
@@ -70,6 +71,7 @@ pub mod tag {
     pub const PICKLE5: u8 = 0x14;
     pub const COMPLEXES: u8 = 0x15;
     pub const INDIRECT: u8 = 0x16;
+    pub const NDARRAY: u8 = 0x17;
 }
 
 /// What a SHARED value was.
@@ -116,6 +118,11 @@ pub fn unzigzag(value: u64) -> i64 {
 /// Appends a tag and a length-prefixed byte string.
 pub fn write_blob(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.push(tag);
+    write_blob_body(out, bytes);
+}
+
+/// Appends a length-prefixed byte string (what [`Reader::blob`] reads).
+pub fn write_blob_body(out: &mut Vec<u8>, bytes: &[u8]) {
     write_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }

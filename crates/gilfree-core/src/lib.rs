@@ -9,6 +9,7 @@
 //! ```
 //!
 //! * [`codec`]: the wire format of the value codec and its bounds-checked reader.
+//! * [`array`]: the codec's record for numpy arrays (dtype, shape, order, raw bytes).
 //! * [`shm`]: an anonymous shared mapping that cannot leak.
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
@@ -19,6 +20,7 @@
 //! * [`supervisor`]: starting, reaping and describing worker processes.
 #![allow(unsafe_code)] // the crate's purpose; each block carries a SAFETY comment.
 
+pub mod array;
 pub mod codec;
 pub mod error;
 pub mod message;

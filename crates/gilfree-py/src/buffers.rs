@@ -108,18 +108,28 @@ pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResul
     }
     // SAFETY: PyObject_GetBuffer succeeded and filled the view.
     let mut view = unsafe { view.assume_init() };
-    let address = view.buf as usize;
-    let length = usize::try_from(view.len).unwrap_or(0);
-    let result = if let Some((region, offset)) = Region::containing(address, length) {
+    let result = share_address(py, view.buf as usize, usize::try_from(view.len).unwrap_or(0), minimum);
+    // SAFETY: releases the view acquired above, exactly once.
+    unsafe { ffi::PyBuffer_Release(&raw mut view) };
+    result
+}
+
+/// `export` for `length` bytes at `address`, which the caller keeps pinned (a buffer view)
+/// for the whole call: the shared buffer they already lie in, a copy in a new one if they are
+/// at least `minimum` bytes, or None.
+pub fn share_address(
+    py: Python<'_>,
+    address: usize,
+    length: usize,
+    minimum: usize,
+) -> PyResult<Option<SharedBuffer>> {
+    if let Some((region, offset)) = Region::containing(address, length) {
         Ok(Some(SharedBuffer { region, offset, length }))
     } else if length == 0 || length < minimum {
         Ok(None)
     } else {
         copy_from_address(py, address, length).map(Some)
-    };
-    // SAFETY: releases the view acquired above, exactly once.
-    unsafe { ffi::PyBuffer_Release(&raw mut view) };
-    result
+    }
 }
 
 /// A shared buffer holding a copy of `bytes` (GIL released during the copy).

@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PyMemoryView, PySet};
 
-use super::{pickle_function, DecodeError, PICKLE_LOADS};
+use super::{ndarray, pickle_function, DecodeError, PICKLE_LOADS};
 use crate::buffers::{open_buffer, SharedBuffer};
 
 /// Decodes what `encode` made. `trusted=False` refuses messages that carry pickles or shared
@@ -69,7 +69,7 @@ fn decode_bytes<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bo
 
 #[cold]
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
-fn decode_error(error: gilfree_core::CoreError) -> PyErr {
+pub(super) fn decode_error(error: gilfree_core::CoreError) -> PyErr {
     DecodeError::new_err(error.to_string())
 }
 
@@ -167,21 +167,26 @@ impl<'py> Decoder<'py> {
                     }
                 }
             }
-            tag::PICKLE5 => {
-                let count = reader.count(4).map_err(decode_error)?;
-                self.check_trusted("a pickle")?;
-                let buffers = PyList::empty(py);
-                for _ in 0..count {
-                    buffers.append(Bound::new(py, open_handle(reader)?)?)?;
-                }
-                let bytes = reader.blob().map_err(decode_error)?;
-                let keywords = PyDict::new(py);
-                keywords.set_item("buffers", buffers)?;
-                pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
-                    .call((PyBytes::new(py, bytes),), Some(&keywords))?
-            }
+            tag::PICKLE5 => self.pickle5(reader)?,
+            tag::NDARRAY => ndarray::decode(py, reader, self.trusted)?,
             other => return scalar(py, other, reader),
         })
+    }
+
+    /// A PICKLE5 value after its tag: a pickle whose out-of-band buffers are shared.
+    fn pickle5(&self, reader: &mut Reader<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        let count = reader.count(4).map_err(decode_error)?;
+        self.check_trusted("a pickle")?;
+        let buffers = PyList::empty(py);
+        for _ in 0..count {
+            buffers.append(Bound::new(py, open_handle(reader)?)?)?;
+        }
+        let bytes = reader.blob().map_err(decode_error)?;
+        let keywords = PyDict::new(py);
+        keywords.set_item("buffers", buffers)?;
+        pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
+            .call((PyBytes::new(py, bytes),), Some(&keywords))
     }
 
     fn check_trusted(&self, what: &str) -> PyResult<()> {
@@ -308,7 +313,7 @@ fn scalar<'py>(py: Python<'py>, tag: u8, reader: &mut Reader<'_>) -> PyResult<Bo
 }
 
 /// Reads a shared buffer's handle and opens it.
-fn open_handle(reader: &mut Reader<'_>) -> PyResult<SharedBuffer> {
+pub(super) fn open_handle(reader: &mut Reader<'_>) -> PyResult<SharedBuffer> {
     let mut numbers = [0u64; 4];
     for number in &mut numbers {
         *number = reader.varint().map_err(decode_error)?;

@@ -16,6 +16,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
+use super::ndarray::ndarray_type;
 use super::pickle_value;
 use crate::buffers::{copy_into_region, export, filled_region, SharedBuffer, SHARING_SUPPORTED};
 
@@ -24,7 +25,7 @@ const MAX_FALLBACKS: usize = 64;
 /// Nesting the encoder handles itself (the decoder accepts up to `MAX_DEPTH`).
 const ENCODE_DEPTH: usize = 256;
 
-enum Stop {
+pub(super) enum Stop {
     /// A Python error to raise.
     Error(PyErr),
     /// Give the whole value to pickle.
@@ -37,14 +38,14 @@ impl From<PyErr> for Stop {
     }
 }
 
-struct Encoder<'py> {
-    py: Python<'py>,
-    out: Vec<u8>,
+pub(super) struct Encoder<'py> {
+    pub(super) py: Python<'py>,
+    pub(super) out: Vec<u8>,
     containers: HashSet<usize>,
     fallbacks: usize,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
     /// every buffer inline.
-    sink: Option<Bound<'py, PyList>>,
+    pub(super) sink: Option<Bound<'py, PyList>>,
 }
 
 /// Encodes `value` (see the module documentation). With a `sink` list, buffers of at least
@@ -143,6 +144,10 @@ impl<'py> Encoder<'py> {
                     self.enter(object)?;
                 }
                 self.set(object, kind == &raw mut ffi::PySet_Type, depth)?;
+            } else if Some(kind) == ndarray_type(self.py)
+                && self.ndarray(&Bound::from_borrowed_ptr(self.py, object))?
+            {
+                // an exact numpy array of a plain dtype
             } else {
                 self.pickled(object)?;
             }
@@ -380,7 +385,7 @@ impl<'py> Encoder<'py> {
     }
 
     /// Writes a buffer's handle and keeps the buffer in the sink.
-    fn handle(&mut self, buffer: &Bound<'_, SharedBuffer>) -> PyResult<()> {
+    pub(super) fn handle(&mut self, buffer: &Bound<'_, SharedBuffer>) -> PyResult<()> {
         let (pid, fd, offset, length) = buffer.get().handle();
         for number in [u64::from(pid), fd as u64, offset as u64, length as u64] {
             codec::write_varint(&mut self.out, number);

@@ -2,8 +2,9 @@
 //!
 //! The format is described in `gilfree_core::codec`. Exact builtin types are encoded natively
 //! (subclasses such as `OrderedDict` or int enums are not exact and go to pickle, so types
-//! survive a round trip). Anything else is pickled (protocol 5) in place, inside the same
-//! message. See `encode` for when the whole value goes to pickle instead.
+//! survive a round trip), and so are numpy arrays of plain dtypes (`ndarray`). Anything else is
+//! pickled (protocol 5) in place, inside the same message. See `encode` for when the whole value
+//! goes to pickle instead.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -11,6 +12,7 @@ use pyo3::sync::PyOnceLock;
 
 mod decoder;
 mod encoder;
+mod ndarray;
 
 pub use decoder::decode;
 pub use encoder::encode;

@@ -1,0 +1,245 @@
+//! numpy arrays in the codec (the NDARRAY record of `gilfree_core::array`), without pickle.
+//!
+//! Only exact `numpy.ndarray`s of plain dtypes are encoded here; subclasses, object and
+//! structured dtypes, and dtypes numpy cannot export through the buffer protocol (datetimes)
+//! go to pickle. A contiguous array's bytes are written as they lie (C or Fortran order); a
+//! non-contiguous one is first copied to C order (`numpy.ascontiguousarray`). With a sink, an
+//! array that is large or already in shared memory travels as a shared-buffer handle, as bytes
+//! do. numpy is never imported by the encoder: until the process imported it, no object can be
+//! an array.
+//!
+//! The decoder copies inline bytes once, into a `bytearray` the new array is a view of, so a
+//! received array is writable and owns its memory; an array sent as a shared buffer is a
+//! writable view of that shared memory (a `gilfree.shared_ndarray` stays shared).
+#![allow(unsafe_code)] // the buffer protocol and type checks; each block says why it holds
+
+use gilfree_core::array::{self, storage, Header};
+use gilfree_core::codec::{Reader, SHARE_THRESHOLD};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
+
+use super::decoder::{decode_error, open_handle};
+use super::encoder::{Encoder, Stop};
+use super::DecodeError;
+use crate::buffers::{share_address, SHARING_SUPPORTED};
+
+static NDARRAY_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+/// `dtype.str` (bytes) -> the dtype, for the decoder.
+static DTYPES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// `numpy.ndarray` if numpy has been imported in this process, else None.
+pub(super) fn ndarray_type(py: Python<'_>) -> Option<*mut ffi::PyTypeObject> {
+    if let Some(kind) = NDARRAY_TYPE.get(py) {
+        return Some(kind.as_ptr().cast());
+    }
+    // SAFETY: sys.modules is a dict; the lookup returns a borrowed reference or null and
+    // raises nothing (PyDict_GetItemString swallows errors), GIL held.
+    let loaded = unsafe {
+        !ffi::PyDict_GetItemString(ffi::PyImport_GetModuleDict(), c"numpy".as_ptr()).is_null()
+    };
+    if !loaded {
+        return None;
+    }
+    let kind = NDARRAY_TYPE
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(numpy(py)?.getattr("ndarray")?.unbind())
+        })
+        .ok()?;
+    Some(kind.as_ptr().cast())
+}
+
+fn numpy(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    NUMPY
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("numpy")?.unbind()))
+        .map(|module| module.bind(py))
+}
+
+/// A contiguous buffer view of an array, released when dropped.
+struct View(ffi::Py_buffer);
+
+impl View {
+    /// The array's buffer if it is C- or Fortran-contiguous and numpy can export its dtype.
+    fn contiguous(object: &Bound<'_, PyAny>) -> Option<Self> {
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: asks for a contiguous buffer with its shape and strides into our view.
+        if unsafe {
+            ffi::PyObject_GetBuffer(
+                object.as_ptr(),
+                view.as_mut_ptr(),
+                ffi::PyBUF_ANY_CONTIGUOUS,
+            )
+        } != 0
+        {
+            // SAFETY: clears the error just raised (not contiguous, or a dtype with no buffer).
+            unsafe { ffi::PyErr_Clear() };
+            return None;
+        }
+        // SAFETY: PyObject_GetBuffer succeeded and filled the view.
+        Some(Self(unsafe { view.assume_init() }))
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        let ndim = usize::try_from(self.0.ndim).unwrap_or(0);
+        if ndim == 0 || self.0.shape.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: a view with PyBUF_STRIDES has `ndim` sizes at `shape`, live while it is held.
+        let sizes = unsafe { std::slice::from_raw_parts(self.0.shape, ndim) };
+        sizes
+            .iter()
+            .map(|&size| usize::try_from(size).unwrap_or(0))
+            .collect()
+    }
+
+    /// Whether the bytes are in Fortran order and not also in C order.
+    fn fortran(&self) -> bool {
+        #[allow(clippy::cast_possible_wrap)] // 'C' is ASCII: the same in i8 and u8
+        const C_ORDER: std::ffi::c_char = b'C' as std::ffi::c_char;
+        // SAFETY: the view is live; the call only reads its shape and strides.
+        self.0.ndim >= 2 && unsafe { ffi::PyBuffer_IsContiguous(&raw const self.0, C_ORDER) } == 0
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let length = usize::try_from(self.0.len).unwrap_or(0);
+        if length == 0 {
+            return &[];
+        }
+        // SAFETY: the view pins `len` readable bytes at `buf` while it is held.
+        unsafe { std::slice::from_raw_parts(self.0.buf.cast::<u8>(), length) }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: releases the buffer acquired in `contiguous`, exactly once (GIL held: views
+        // live only inside encoder calls).
+        unsafe { ffi::PyBuffer_Release(&raw mut self.0) };
+    }
+}
+
+impl Encoder<'_> {
+    /// Writes an exact numpy array as NDARRAY; false (nothing written) if it goes to pickle.
+    pub(super) fn ndarray(&mut self, object: &Bound<'_, PyAny>) -> Result<bool, Stop> {
+        let py = object.py();
+        let descr = object
+            .getattr(intern!(py, "dtype"))?
+            .getattr(intern!(py, "str"))?;
+        let descr = descr.cast::<PyString>().map_err(PyErr::from)?;
+        let descr = descr.to_str()?.as_bytes();
+        if array::itemsize(descr).is_none() {
+            return Ok(false);
+        }
+        if let Some(view) = View::contiguous(object) {
+            return self.write_array(descr, &view).map(|()| true);
+        }
+        let copy = numpy(py)?.call_method1(intern!(py, "ascontiguousarray"), (object,))?;
+        let Some(view) = View::contiguous(&copy) else {
+            return Ok(false); // a dtype without a buffer (datetimes): pickle
+        };
+        self.write_array(descr, &view).map(|()| true)
+    }
+
+    fn write_array(&mut self, descr: &[u8], view: &View) -> Result<(), Stop> {
+        let bytes = view.bytes();
+        let header = Header {
+            fortran: view.fortran(),
+            descr,
+            shape: view.shape(),
+            byte_length: bytes.len(),
+        };
+        header.write(&mut self.out);
+        if SHARING_SUPPORTED && self.sink.is_some() && !bytes.is_empty() {
+            let address = bytes.as_ptr() as usize;
+            if let Some(buffer) = share_address(self.py, address, bytes.len(), SHARE_THRESHOLD)? {
+                self.out.push(storage::SHARED);
+                self.handle(&Bound::new(self.py, buffer)?)?;
+                return Ok(());
+            }
+        }
+        self.out.push(storage::INLINE);
+        gilfree_core::codec::write_blob_body(&mut self.out, bytes);
+        Ok(())
+    }
+}
+
+/// Decodes an NDARRAY record after its tag.
+pub(super) fn decode<'py>(
+    py: Python<'py>,
+    reader: &mut Reader<'_>,
+    trusted: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let header = Header::read(reader).map_err(decode_error)?;
+    let source = match reader.byte().map_err(decode_error)? {
+        storage::INLINE => {
+            let bytes = reader.blob().map_err(decode_error)?;
+            check_length(bytes.len(), &header)?;
+            PyByteArray::new(py, bytes).into_any()
+        }
+        storage::SHARED => {
+            if !trusted {
+                return Err(DecodeError::new_err("the message carries a shared buffer"));
+            }
+            let buffer = open_handle(reader)?;
+            check_length(buffer.bytes().len(), &header)?;
+            Bound::new(py, buffer)?.into_any()
+        }
+        other => {
+            return Err(DecodeError::new_err(format!(
+                "unknown array storage {other}"
+            )))
+        }
+    };
+    let numpy = numpy(py).map_err(|error| {
+        DecodeError::new_err(format!("an array needs numpy to decode: {error}"))
+    })?;
+    let dtype = dtype(py, numpy, header.descr)?;
+    let shape = PyTuple::new(py, &header.shape)?;
+    let order = if header.fortran {
+        intern!(py, "F")
+    } else {
+        intern!(py, "C")
+    };
+    if header.byte_length == 0 {
+        return numpy.call_method1(intern!(py, "empty"), (shape, dtype, order));
+    }
+    let flat = numpy.call_method1(intern!(py, "frombuffer"), (source, dtype))?;
+    if header.shape.len() == 1 {
+        return Ok(flat);
+    }
+    let keywords = PyDict::new(py);
+    keywords.set_item(intern!(py, "order"), order)?;
+    flat.call_method(intern!(py, "reshape"), (shape,), Some(&keywords))
+}
+
+fn check_length(length: usize, header: &Header<'_>) -> PyResult<()> {
+    if length == header.byte_length {
+        Ok(())
+    } else {
+        Err(DecodeError::new_err(format!(
+            "an array of shape {:?} needs {} bytes, not {length}",
+            header.shape, header.byte_length
+        )))
+    }
+}
+
+/// The dtype named by `descr` (validated by the header), made once per process.
+fn dtype<'py>(
+    py: Python<'py>,
+    numpy: &Bound<'py, PyModule>,
+    descr: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    let cache = DTYPES.get_or_init(py, || PyDict::new(py).unbind()).bind(py);
+    let key = PyBytes::new(py, descr);
+    if let Some(dtype) = cache.get_item(&key)? {
+        return Ok(dtype);
+    }
+    let name = std::str::from_utf8(descr)
+        .map_err(|_| DecodeError::new_err("a dtype that is not ASCII"))?;
+    let dtype = numpy.getattr(intern!(py, "dtype"))?.call1((name,))?;
+    cache.set_item(key, &dtype)?;
+    Ok(dtype)
+}
