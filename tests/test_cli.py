@@ -191,3 +191,55 @@ def test_run_m_explains_a_missing_module(tmp_path):
     usage = run_module("run", "-m")
     assert usage.returncode == 2 and "-m needs a module name" in usage.stderr
     assert "python -m gilfree run -m module" in usage.stdout
+
+
+# --- python -m gilfree bench ----------------------------------------------------------------
+
+
+def test_bench_quick_measures_the_start_up_and_memory_rows():
+    completed = run_module(
+        "bench", "--quick", "--contenders", "gilfree,ppe_fork,pool",
+        "--only", "round_trip,cold_start,worker_memory,startup_stdlib_main",
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table = completed.stdout
+    for title in (
+        "round trip (no-op)",
+        "cold start: 1st executor, 8 workers, 32 numpy+pandas tasks",
+        "cold start: 2nd executor, same interpreter",
+        "memory per worker (PSS), 8 workers, numpy+pandas main",
+        "startup (create+1 task+shutdown), main imports only the stdlib executor",
+    ):
+        assert title in table, table
+    assert "failed [" not in table, table
+    assert "MiB for 8 workers" in table and "issue 9:" in table, table
+
+
+def test_bench_runs_each_cell_in_its_own_interpreter_but_a_session_in_one():
+    from gilfree.bench import contenders, runner
+    from gilfree.bench.suite import SUITE
+
+    entries = [contenders.find_entry(key) for key in ("gilfree", "ppe", "ppe_fork", "loky")]
+    keys = ("round_trip", "startup", "cold_start_first", "cold_start_second", "startup_stdlib_main")
+    workloads = [workload for workload in SUITE if workload.key in keys]
+    for quick in (False, True):
+        settings = runner.build_settings(runner.parse_arguments(["--quick"] if quick else []))
+        batches = runner.plan_batches(workloads, entries, settings, named=set())
+        cells = {(b.key, tuple(w.key for w in b.workloads), b.script, b.runs) for b in batches}
+        runs = 1 if quick else 3
+        for key in ("gilfree", "ppe_fork", "loky"):  # both cold starts in one interpreter
+            assert (key, ("cold_start_first", "cold_start_second"), "numpy_pandas", runs) in cells
+        assert ("gilfree", ("startup_stdlib_main",), "stdlib", 1) in cells
+        assert not any(b.key == "ppe_fork" and workloads[0] in b.workloads for b in batches)
+        steady = ("round_trip", "startup")
+        if quick:  # --quick shares one interpreter per contender for the steady-state rows
+            assert ("ppe", steady, "numpy_pandas", 1) in cells
+        else:
+            assert {("ppe", (key,), "numpy_pandas", 1) for key in steady} <= cells
+
+
+def test_bench_rejects_an_unknown_workload_or_contender():
+    for option in ("--only", "--contenders"):
+        completed = run_module("bench", option, "no_such_thing")
+        assert completed.returncode == 2
+        assert "unknown" in completed.stderr and "no_such_thing" in completed.stderr

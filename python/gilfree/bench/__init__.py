@@ -1,10 +1,12 @@
 """gilfree's benchmark suite: ``python -m gilfree bench [--quick] [--plot FILE]``.
 
-It times each workload against gilfree, the stdlib's ``ProcessPoolExecutor`` and
-``multiprocessing.Pool`` (and loky, mpire when installed) in one process, and prints a table of
-times and ratios with the targets of issue 2. ``python -m gilfree seed`` runs the seed workloads
-(see `gilfree.bench.seed`). Importing this package imports nothing else, so workers that import
-`gilfree.bench.tasks` stay cheap to start.
+It times each workload against gilfree, the stdlib's ``ProcessPoolExecutor`` (with each start
+method for the start-up rows) and ``multiprocessing.Pool`` (and loky, mpire when installed), each
+contender in a fresh interpreter started on a main script that imports numpy and pandas (see
+`gilfree.bench.runner`), and prints a table of values and ratios with the targets of issues 2, 3
+and 9. ``python -m gilfree seed`` runs the seed workloads (see `gilfree.bench.seed`). Importing
+this package imports nothing else, so workers that import `gilfree.bench.tasks` (the seed's)
+stay cheap to start.
 """
 
 from __future__ import annotations

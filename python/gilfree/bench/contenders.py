@@ -1,15 +1,18 @@
 """The pools the benchmark compares, behind one small interface.
 
 Each contender knows how to create a pool of N workers, make one submit→result call, run a map
-with the pool's default arguments, and close the pool. The registry at the bottom imports each
-library lazily, so one that is missing (gilfree while it is being built, loky, mpire) only
-disables its own contender.
+with the pool's default arguments (or a given chunksize), list its workers' pids, and close the
+pool. The registry at the bottom names each contender's module, which the parent only looks for
+(``find_spec``) and the measuring interpreter imports, so one that is missing (gilfree while it
+is being built, loky, mpire) only disables its own contender.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib
+import importlib.util
 import multiprocessing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,8 +36,19 @@ class Contender:
         """Submit one call and wait for its result."""
         raise NotImplementedError
 
-    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
-        """Map ``function`` over ``arguments`` with the pool's default arguments, in order."""
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """Map ``function`` over ``arguments`` in order, with ``chunksize`` if given, else with
+        the pool's default."""
+        raise NotImplementedError
+
+    def worker_pids(self, pool: Any) -> list[int]:
+        """The pids of the pool's live workers."""
         raise NotImplementedError
 
     def close(self, pool: Any, *, graceful: bool) -> None:
@@ -57,9 +71,21 @@ class ExecutorContender(Contender):
         """``submit(...).result()``."""
         return pool.submit(function, argument).result()
 
-    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
-        """``list(executor.map(function, arguments))``."""
-        return list(pool.map(function, arguments))
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``list(executor.map(function, arguments[, chunksize=chunksize]))``."""
+        if chunksize is None:
+            return list(pool.map(function, arguments))
+        return list(pool.map(function, arguments, chunksize=chunksize))
+
+    def worker_pids(self, pool: Any) -> list[int]:
+        """The keys of the executor's ``_processes`` (``{pid: process}``; gilfree has it too)."""
+        return list(pool._processes or {})  # noqa: SLF001 - the pids are not public elsewhere
 
     def close(self, pool: Any, *, graceful: bool) -> None:
         """``shutdown``, cancelling pending futures unless ``graceful``."""
@@ -86,9 +112,19 @@ class MultiprocessingPoolContender(Contender):
         """``apply_async(...).get()``."""
         return pool.apply_async(function, (argument,)).get()
 
-    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
-        """``pool.map(function, arguments)``."""
-        return list(pool.map(function, arguments))
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``pool.map(function, arguments[, chunksize])``."""
+        return list(pool.map(function, arguments, chunksize))
+
+    def worker_pids(self, pool: Any) -> list[int]:
+        """The pids of ``pool._pool``, the stdlib pool's list of worker processes."""
+        return [process.pid for process in pool._pool]  # noqa: SLF001 - not public elsewhere
 
     def close(self, pool: Any, *, graceful: bool) -> None:
         """``close()`` then ``join()``, or ``terminate()`` unless ``graceful``."""
@@ -111,9 +147,15 @@ class MpireContender(Contender):
         """``pool.apply(function, (argument,))``."""
         return pool.apply(function, (argument,))
 
-    def map(self, pool: Any, function: Function, arguments: Iterable[object]) -> list[Any]:
-        """``pool.map(function, arguments)``."""
-        return list(pool.map(function, arguments))
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``pool.map(function, arguments[, chunk_size=chunksize])``."""
+        return list(pool.map(function, arguments, chunk_size=chunksize))
 
     def close(self, pool: Any, *, graceful: bool) -> None:
         """``stop_and_join()``, or ``terminate()`` unless ``graceful``."""
@@ -140,6 +182,13 @@ def load_process_pool_executor() -> Contender:
     return ExecutorContender("ppe", "ProcessPoolExecutor", concurrent.futures.ProcessPoolExecutor)
 
 
+def load_process_pool_executor_with(method: str) -> Contender:
+    """Return the stdlib `ProcessPoolExecutor` with the start method ``method``."""
+    context = multiprocessing.get_context(method)
+    executor_class = functools.partial(concurrent.futures.ProcessPoolExecutor, mp_context=context)
+    return ExecutorContender(f"ppe_{method}", f"ProcessPoolExecutor({method})", executor_class)
+
+
 def load_multiprocessing_pool() -> Contender:
     """Return the `multiprocessing.Pool` (fork) contender."""
     return MultiprocessingPoolContender("pool", "multiprocessing.Pool")
@@ -159,44 +208,87 @@ def load_mpire() -> Contender:
 
 @dataclass(frozen=True)
 class Entry:
-    """One contender of the registry: its key, display name and loader."""
+    """One contender of the registry: its key, display name, loader and the module it needs.
+
+    ``everywhere``: whether workloads that do not list their contenders run it by default (the
+    stdlib executor with each start method runs only in the start-up rows that list it).
+    """
 
     key: str
     name: str
     load: Callable[[], Contender]
     optional: bool
+    module: str
+    everywhere: bool = True
 
 
 REGISTRY: tuple[Entry, ...] = (
-    Entry("gilfree", "gilfree", load_gilfree, optional=False),
-    Entry("gpool", "gilfree.Pool", load_gilfree_pool, optional=False),
-    Entry("ppe", "ProcessPoolExecutor", load_process_pool_executor, optional=False),
-    Entry("pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False),
-    Entry("loky", "loky", load_loky, optional=True),
-    Entry("mpire", "mpire", load_mpire, optional=True),
+    Entry("gilfree", "gilfree", load_gilfree, optional=False, module="gilfree"),
+    Entry("gpool", "gilfree.Pool", load_gilfree_pool, optional=False, module="gilfree"),
+    Entry(
+        "ppe",
+        "ProcessPoolExecutor",
+        load_process_pool_executor,
+        optional=False,
+        module="concurrent.futures",
+    ),
+    *(
+        Entry(
+            f"ppe_{method}",
+            f"ProcessPoolExecutor({method})",
+            functools.partial(load_process_pool_executor_with, method),
+            optional=False,
+            module="concurrent.futures",
+            everywhere=False,
+        )
+        for method in ("fork", "forkserver", "spawn")
+    ),
+    Entry(
+        "pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False,
+        module="multiprocessing",
+    ),
+    Entry("loky", "loky", load_loky, optional=True, module="loky"),
+    Entry("mpire", "mpire", load_mpire, optional=True, module="mpire"),
 )
 
 
-def find_entry(text: str) -> Entry | None:
-    """Return the registry entry whose key or name matches ``text`` (case-insensitive)."""
-    wanted = text.strip().lower()
+def find_entry(key: str) -> Entry:
+    """Return the registry entry with this key; raises KeyError."""
     for entry in REGISTRY:
-        if wanted in (entry.key, entry.name.lower()):
+        if entry.key == key:
             return entry
-    return None
+    raise KeyError(key)
 
 
-def load_contenders(selected: list[Entry], *, explicit: bool) -> tuple[list[Contender], list[str]]:
-    """Load the selected contenders, returning them and a note for each one that failed.
+def find_entries(text: str) -> list[Entry]:
+    """Return the entries whose key or name is ``text`` (case-insensitive; '-' or '_'), or whose
+    key starts with it and '_': ``ppe`` picks ProcessPoolExecutor with every start method."""
+    wanted = text.strip().lower().replace("-", "_")
+    return [
+        entry
+        for entry in REGISTRY
+        if wanted in (entry.key, entry.name.lower()) or entry.key.startswith(wanted + "_")
+    ]
 
-    Optional contenders are skipped silently unless they were ``explicit``ly asked for.
+
+def is_available(entry: Entry) -> bool:
+    """Whether the module ``entry`` needs can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(entry.module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_entries(selected: list[Entry], *, explicit: bool) -> tuple[list[Entry], list[str]]:
+    """Keep the selected contenders whose module exists; a note for each one left out.
+
+    Optional contenders are left out silently unless they were ``explicit``ly asked for.
     """
-    contenders: list[Contender] = []
+    kept: list[Entry] = []
     notes: list[str] = []
     for entry in selected:
-        try:
-            contenders.append(entry.load())
-        except (ImportError, AttributeError) as error:
-            if explicit or not entry.optional:
-                notes.append(f"{entry.name}: not importable ({error})")
-    return contenders, notes
+        if is_available(entry):
+            kept.append(entry)
+        elif explicit or not entry.optional:
+            notes.append(f"{entry.name}: not importable (no module {entry.module})")
+    return kept, notes

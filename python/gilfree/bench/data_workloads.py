@@ -1,11 +1,13 @@
 """The data workloads of issue 3: echoing large arguments, and the codec against pickle.
 
-``echo_complex`` and ``echo_ndarray`` time ``submit(echo, data).result()`` on each pool. The data
-is built once, outside the timed region, and the echoed result is checked outside it too (type,
-length and a few sampled items). The ``codec_*`` workloads start no process: they time gilfree's
-``decode(encode(x))`` against ``pickle.loads(pickle.dumps(x, 5))``, their reference row.
-numpy is not a dependency of gilfree: the ndarray workload imports it lazily, and the runner
-skips it when numpy is not importable.
+``echo_complex`` and ``echo_ndarray`` time ``submit(echo, data).result()`` on each pool, ``echo``
+being the main script's (each contender in a fresh interpreter on the numpy+pandas main script,
+see `gilfree.bench.workloads`). The data is built once, outside the timed region, and the echoed
+result is checked outside it too (type, length and a few sampled items). The ``codec_*``
+workloads start no worker: they time gilfree's ``decode(encode(x))`` against
+``pickle.loads(pickle.dumps(x, 5))``, their reference row, all four in one interpreter per row
+kind. numpy is not a dependency of gilfree: the ndarray workloads import it lazily, and the
+runner skips them when numpy is not importable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from typing import Any
 
 from gilfree.bench.contenders import Contender
-from gilfree.bench.tasks import echo, shape_of
+from gilfree.bench.main_scripts import tasks
 from gilfree.bench.workloads import Baseline, Measure, Settings, Target, Workload, WrongResult
 
 # The stdlib takes ~8 s to echo 3 M complex numbers: one repetition of it is enough.
@@ -57,7 +59,7 @@ def check_echo(sent: Any, received: Any) -> None:
 def time_echo(contender: Contender, pool: object, data: Any) -> float:
     """Time one ``submit(echo, data).result()``; check the result outside the timed region."""
     started = time.perf_counter()
-    result = contender.call(pool, echo, data)
+    result = contender.call(pool, tasks().echo, data)
     elapsed = time.perf_counter() - started
     check_echo(data, result)
     return elapsed
@@ -117,6 +119,7 @@ def shared_array() -> Any:
 def measure_shared_array(contender: Contender, pool: object, _settings: Settings) -> float:
     """Time round trips of a task that receives the 400 MB shared array."""
     array = shared_array()
+    shape_of = tasks().shape_of
     contender.call(pool, shape_of, array)  # the worker maps it once
     started = time.perf_counter()
     for _ in range(SHARED_ARRAY_TRIPS):
@@ -131,6 +134,7 @@ def shared_array_budget() -> Baseline:
         "budget",
         "budget: 1 ms per round trip",
         lambda _settings: SHARED_ARRAY_BUDGET_SECONDS * SHARED_ARRAY_TRIPS,
+        computed=True,
     )
 
 
@@ -193,6 +197,7 @@ def codec_workload(kind: str) -> Workload:
         uses_pool=False,
         baseline=pickle_baseline(kind),
         contenders=("gilfree",),
+        session="codec",
     )
 
 

@@ -1,29 +1,44 @@
 """The benchmark's text table, its targets check and its optional PNG chart.
 
-Every ratio is ``reference time / contender time`` measured in the same run, so a ratio above 1
-means the contender is faster than the reference.
+Every ratio is ``reference / contender``, both measured in the same run (times, or memory for
+the memory row), so a ratio above 1 means the contender is faster (or smaller) than the
+reference. The table comes in sections, one per pair of reference rows its ratio columns use
+(``Workload.references``): ProcessPoolExecutor and multiprocessing.Pool for the steady-state
+rows, the stdlib executor with fork and forkserver for the start-up and memory rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
+from gilfree.bench.main_scripts import SCRIPT_IMPORTS
 from gilfree.bench.workloads import Settings, Target, Workload
 
-REFERENCE_NAMES = {"ppe": "PPE", "pool": "Pool", "sequential": "sequential", "pickle": "pickle"}
+REFERENCE_NAMES = {
+    "ppe": "PPE",
+    "ppe_fork": "PPE(fork)",
+    "ppe_forkserver": "PPE(forkserver)",
+    "ppe_spawn": "PPE(spawn)",
+    "pool": "Pool",
+    "sequential": "sequential",
+    "pickle": "pickle",
+}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measured cell: a workload run by a contender, in seconds, or the error it raised."""
+    """One measured cell: a workload run by a contender, its value (seconds, or bytes when the
+    workload's unit is ``"B"``), or the error it raised."""
 
     workload: Workload
     contender_key: str
     contender_name: str
-    seconds: float | None
+    value: float | None
     error: str | None
 
 
@@ -34,6 +49,13 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.1f} µs"
+
+
+def format_value(value: float, unit: str) -> str:
+    """Format a row's value: a duration, or a size in MiB when ``unit`` is ``"B"``."""
+    if unit == "B":
+        return f"{value / 2**20:.1f} MiB"
+    return format_seconds(value)
 
 
 def format_ratio(ratio: float | None) -> str:
@@ -49,70 +71,103 @@ def format_ratio(ratio: float | None) -> str:
     return f"{ratio:.2g}×"
 
 
-def format_row_time(row: Row) -> str:
-    """Format the time of ``row``, or its error."""
-    return format_seconds(row.seconds) if row.seconds is not None else f"error: {row.error}"
+def format_row_value(row: Row) -> str:
+    """Format the value of ``row``, or its error."""
+    if row.value is None:
+        return f"error: {row.error}"
+    return format_value(row.value, row.workload.unit)
 
 
-def reference_seconds(rows: list[Row], workload: Workload, key: str) -> float | None:
-    """Return the time of contender ``key`` on ``workload``, if it was measured."""
+def in_table_order(rows: list[Row], workloads: list[Workload], contenders: list[str]) -> list[Row]:
+    """``rows`` sorted by workload (as listed), then baseline first, then contender (as listed)."""
+    workload_place = {workload.key: place for place, workload in enumerate(workloads)}
+    contender_place = {key: place for place, key in enumerate(contenders)}
+
+    def place(row: Row) -> tuple[int, int]:
+        if is_baseline(row):
+            return workload_place[row.workload.key], -1
+        return workload_place[row.workload.key], contender_place.get(row.contender_key, 99)
+
+    return sorted(rows, key=place)
+
+
+def reference_value(rows: list[Row], workload: Workload, key: str) -> float | None:
+    """Return the value of row ``key`` (a contender or baseline) on ``workload``, if measured."""
     for row in rows:
-        if row.workload is workload and row.contender_key == key:
-            return row.seconds
+        if row.workload.key == workload.key and row.contender_key == key:
+            return row.value
     return None
 
 
 def ratio_to(rows: list[Row], row: Row, key: str) -> float | None:
-    """Return how many times faster ``row`` is than contender ``key`` on the same workload."""
-    reference = reference_seconds(rows, row.workload, key)
-    if reference is None or row.seconds is None or row.seconds <= 0:
+    """Return reference / ``row`` (how many times faster or smaller) for row ``key``."""
+    reference = reference_value(rows, row.workload, key)
+    if reference is None or row.value is None or row.value <= 0:
         return None
-    return reference / row.seconds
+    return reference / row.value
 
 
-def baseline_seconds(rows: list[Row], workload: Workload) -> float | None:
-    """Return the time of ``workload``'s baseline row (sequential loop, pickle), if any."""
+def baseline_value(rows: list[Row], workload: Workload) -> float | None:
+    """Return the value of ``workload``'s baseline row (sequential loop, pickle), if any."""
     if workload.baseline is None:
         return None
-    return reference_seconds(rows, workload, workload.baseline.key)
+    return reference_value(rows, workload, workload.baseline.key)
 
 
 def is_baseline(row: Row) -> bool:
-    """Whether ``row`` is its workload's baseline, timed in this process rather than a pool."""
+    """Whether ``row`` is its workload's baseline rather than a pool's."""
     baseline = row.workload.baseline
     return baseline is not None and row.contender_key == baseline.key
 
 
+def reference_name(key: str) -> str:
+    """The short name of reference row ``key`` (``PPE(fork)``)."""
+    return REFERENCE_NAMES.get(key, key)
+
+
 def check_target(rows: list[Row], row: Row, target: Target) -> tuple[bool | None, str]:
     """Return (passed, text) for ``target`` on gilfree's ``row``; passed is None when unknown."""
-    if row.seconds is None:
+    if row.value is None:
         return False, f"{target.label}: FAIL (no result)"
     ratio = ratio_to(rows, row, target.reference)
     if ratio is None:
         return None, f"{target.label}: n/a"
-    verdict = "PASS" if ratio >= target.minimum else "FAIL"
-    reference = REFERENCE_NAMES.get(target.reference, target.reference)
-    return ratio >= target.minimum, f"{target.label}: {verdict} ({format_ratio(ratio)} {reference})"
+    passed = ratio >= target.minimum * (1 - 1e-9)
+    verdict = "PASS" if passed else "FAIL"
+    shown = 1 / ratio if target.as_fraction else ratio
+    reference = reference_name(target.reference)
+    return passed, f"{target.label}: {verdict} ({format_ratio(shown)} {reference})"
 
 
-def format_table(rows: list[Row], settings: Settings) -> str:
-    """Return the results table, with the targets of issues 2 and 3 beside the gilfree rows."""
-    header = ("workload", "contender", "time", "per unit", "vs PPE", "vs Pool", "target")
+def format_section(
+    rows: list[Row],
+    section: list[Row],
+    settings: Settings,
+    verdicts: list[tuple[int, bool | None]],
+    footnotes: list[str],
+) -> list[str]:
+    """The lines of one section of the table: rows whose workloads share their references."""
+    references = section[0].workload.references
+    header = (
+        "workload",
+        "contender",
+        "value",
+        "per unit",
+        *(f"vs {reference_name(key)}" for key in references),
+        "target",
+    )
     lines: list[tuple[str, ...]] = [header]
-    verdicts: list[tuple[int, bool | None]] = []
-    footnotes: list[str] = []
     previous_workload: Workload | None = None
-    for row in rows:
-        time_text = format_seconds(row.seconds) if row.seconds is not None else ""
+    for row in section:
+        value_text = format_value(row.value, row.workload.unit) if row.value is not None else ""
         if row.error is not None:
             footnotes.append(
                 f"[{len(footnotes) + 1}] {row.contender_name}, {row.workload.title}: {row.error}"
             )
-            time_text = f"failed [{len(footnotes)}]"
+            value_text = f"failed [{len(footnotes)}]"
         figure = ""
-        if row.seconds is not None:
-            baseline = baseline_seconds(rows, row.workload)
-            figure = row.workload.figure(row.seconds, baseline, settings)
+        if row.value is not None:
+            figure = row.workload.figure(row.value, baseline_value(rows, row.workload), settings)
         targets = ""
         if row.contender_key == "gilfree":
             checks = [check_target(rows, row, target) for target in row.workload.targets]
@@ -121,25 +176,30 @@ def format_table(rows: list[Row], settings: Settings) -> str:
             targets = "; ".join(text for _, text in checks)
         title = row.workload.title if row.workload is not previous_workload else ""
         previous_workload = row.workload
-        lines.append(
-            (
-                title,
-                row.contender_name,
-                time_text,
-                figure,
-                format_ratio(ratio_to(rows, row, "ppe")),
-                format_ratio(ratio_to(rows, row, "pool")),
-                targets,
-            )
-        )
+        ratios = (format_ratio(ratio_to(rows, row, key)) for key in references)
+        lines.append((title, row.contender_name, value_text, figure, *ratios, targets))
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     text = ["  ".join(map(str.ljust, line, widths)).rstrip() for line in lines]
     text.insert(1, "-" * max(len(line) for line in text))
+    return text
+
+
+def format_table(rows: list[Row], settings: Settings) -> str:
+    """Return the results table, with the targets of issues 2, 3 and 9 beside the gilfree rows."""
+    verdicts: list[tuple[int, bool | None]] = []
+    footnotes: list[str] = []
+    text: list[str] = []
+    for _, section in itertools.groupby(rows, key=lambda row: row.workload.references):
+        text += [*format_section(rows, list(section), settings, verdicts, footnotes), ""]
     repetitions = "best of 1" if settings.repetitions == 1 else f"best of {settings.repetitions}"
     title = (
-        f"gilfree bench: {settings.workers} workers, {repetitions}, "
+        f"gilfree bench: {settings.workers} workers unless said, {repetitions}, "
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; ratios are reference time / contender time (>1 is faster)"
+        f"{os.cpu_count()} CPUs; ratios are reference / contender (>1 is faster or smaller)"
+    )
+    subtitle = (
+        "each contender measured in a fresh interpreter started on a main script that imports "
+        f"{SCRIPT_IMPORTS['numpy_pandas']}, unless the row says otherwise"
     )
     capped = [
         f"{workload.title} (best of {workload.peer_repetitions})"
@@ -148,8 +208,15 @@ def format_table(rows: list[Row], settings: Settings) -> str:
     ]
     if capped:
         footnotes.append(f"contenders other than gilfree timed fewer times on: {', '.join(capped)}")
+    once = [
+        workload.title
+        for workload in dict.fromkeys(row.workload for row in rows)
+        if workload.repetitions is not None and workload.repetitions < settings.repetitions
+    ]
+    if once:
+        footnotes.append(f"measured once (one interpreter per contender): {', '.join(once)}")
     summary = summarize_targets(verdicts)
-    return "\n".join([title, "", *text, "", *footnotes, summary])
+    return "\n".join([title, subtitle, "", *text, *footnotes, summary])
 
 
 def summarize_targets(verdicts: list[tuple[int, bool | None]]) -> str:
@@ -166,8 +233,47 @@ def summarize_targets(verdicts: list[tuple[int, bool | None]]) -> str:
     return "targets: " + "; ".join(counts)
 
 
+def compared_workloads(rows: list[Row], section: list[Row]) -> list[Workload]:
+    """The workloads of ``section`` on which its first reference row was measured."""
+    reference = section[0].workload.references[0]
+    return list(
+        dict.fromkeys(
+            row.workload
+            for row in section
+            if reference_value(rows, row.workload, reference) is not None
+        )
+    )
+
+
+def plot_section(axes: Any, rows: list[Row], section: list[Row]) -> None:
+    """Draw one panel: each contender's ratio to the section's first reference, per workload."""
+    reference = section[0].workload.references[0]
+    workloads = compared_workloads(rows, section)
+    contender_rows = [row for row in section if not is_baseline(row) and row.workload in workloads]
+    names = list(dict.fromkeys(row.contender_name for row in contender_rows))
+    bar_width = 0.8 / max(1, len(names))
+    for index, name in enumerate(names):
+        positions: list[float] = []
+        ratios: list[float] = []
+        for place, workload in enumerate(workloads):
+            for row in contender_rows:
+                ratio = ratio_to(rows, row, reference)
+                if row.workload is workload and row.contender_name == name and ratio is not None:
+                    positions.append(place + (index - (len(names) - 1) / 2) * bar_width)
+                    ratios.append(ratio)
+        axes.bar(positions, ratios, bar_width, label=name)
+    axes.set_yscale("log")
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    labels = [textwrap.fill(workload.title, 22) for workload in workloads]
+    axes.set_xticks(range(len(workloads)), labels, fontsize=7)
+    axes.set_ylabel(f"vs {reference_name(reference)} (×, log)")
+    axes.legend(fontsize=7)
+
+
 def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
-    """Write a bar chart of each contender's ratio to ProcessPoolExecutor; return a note."""
+    """Write a bar chart, one panel per first reference of the table's sections: each
+    contender's ratio to it (ProcessPoolExecutor; PPE(fork) for the start-up and memory rows),
+    on the workloads where it was measured; a higher bar is less time or memory. Return a note."""
     try:
         import matplotlib
 
@@ -175,35 +281,23 @@ def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
         from matplotlib import pyplot
     except ImportError:
         return f"plot: matplotlib is not importable, {path} not written"
-    compared = [row.workload for row in rows if row.contender_key == "ppe"]
-    workloads = list(dict.fromkeys(compared))
-    contender_rows = [row for row in rows if not is_baseline(row) and row.workload in workloads]
-    names = list(dict.fromkeys(row.contender_name for row in contender_rows))
-    figure, axes = pyplot.subplots(figsize=(max(8.0, 1.8 * len(workloads)), 5.0))
-    bar_width = 0.8 / max(1, len(names))
-    for index, name in enumerate(names):
-        positions: list[float] = []
-        ratios: list[float] = []
-        for place, workload in enumerate(workloads):
-            ratio = next(
-                (
-                    ratio_to(rows, row, "ppe")
-                    for row in contender_rows
-                    if row.workload is workload and row.contender_name == name
-                ),
-                None,
-            )
-            if ratio is not None:
-                positions.append(place + (index - (len(names) - 1) / 2) * bar_width)
-                ratios.append(ratio)
-        axes.bar(positions, ratios, bar_width, label=name)
-    axes.set_yscale("log")
-    axes.axhline(1.0, color="black", linewidth=0.8)
-    labels = [textwrap.fill(workload.title, 18) for workload in workloads]
-    axes.set_xticks(range(len(workloads)), labels, fontsize=8)
-    axes.set_ylabel("speed vs ProcessPoolExecutor (×, log scale)")
-    axes.set_title(f"gilfree bench, {settings.workers} workers (higher is faster)")
-    axes.legend()
+    grouped = itertools.groupby(rows, key=lambda row: row.workload.references[0])
+    sections = [
+        section
+        for section in (list(group) for _, group in grouped)
+        if any(ratio_to(rows, row, row.workload.references[0]) is not None for row in section)
+    ]
+    if not sections:
+        return f"plot: nothing to compare, {path} not written"
+    widest = max(len(compared_workloads(rows, section)) for section in sections)
+    figure, panels = pyplot.subplots(
+        len(sections), 1, figsize=(max(8.0, 1.9 * widest), 4.5 * len(sections)), squeeze=False
+    )
+    for axes, section in zip(panels[:, 0], sections, strict=True):
+        plot_section(axes, rows, section)
+    panels[0, 0].set_title(
+        f"gilfree bench, {settings.workers} workers unless said (higher is faster or smaller)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     pyplot.close(figure)

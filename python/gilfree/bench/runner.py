@@ -1,113 +1,209 @@
-"""Command line and measurement loop of ``python -m gilfree bench``.
+"""Command line and measurement plan of ``python -m gilfree bench``.
 
-For each workload: time its baseline in this process (the sequential loop, pickle), if it has one,
-then for each contender create a pool outside the timed region, warm it up, time a few repetitions
-and keep the best. Anything a contender raises, or a hang past ``--timeout``, becomes an error row.
+The parent measures nothing itself: it plans, for each workload, one cell per contender (and its
+baseline row, if any), and runs each cell in a fresh interpreter started on the workload's main
+script (``gilfree/bench/scripts``: one that imports numpy and pandas, or one that imports only
+the stdlib executor), with a timeout, its process group killed afterwards. So what a worker must
+load to start (the user's main script and its imports) is part of every measurement, and no
+cell inherits a pool or a template process from another. Workloads that share a ``session`` run
+in one interpreter per contender (both cold starts: the second executor must follow the first),
+and with ``--quick`` so do the steady-state rows of one contender, to save the interpreters'
+start; a ``fresh`` workload's repetitions are more interpreters, the best kept. Before the
+first cell, one unmeasured interpreter per main script warms the disk cache. The measuring side
+is `gilfree.bench.child`; ratios compare rows of the same run (see `gilfree.bench.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
+import json
+import os
 import signal
+import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from gilfree.bench import contenders as contender_registry
 from gilfree.bench import report
-from gilfree.bench.contenders import Contender
-from gilfree.bench.data_workloads import DATA_WORKLOADS
-from gilfree.bench.tasks import noop
-from gilfree.bench.workloads import WORKLOADS, Baseline, Settings, Workload
+from gilfree.bench.child import repetitions_allowed
+from gilfree.bench.main_scripts import SCRIPT_REQUIRES, script_path
+from gilfree.bench.suite import SUITE
+from gilfree.bench.workloads import Settings, Workload
 
-SUITE: tuple[Workload, ...] = (*WORKLOADS, *DATA_WORKLOADS)
-
-# Stop repeating a measurement once its repetitions have taken this long in total.
-CELL_BUDGET_SECONDS = 15.0
-# How long a pool that failed may take to be torn down before we give up on it.
-CLEANUP_TIMEOUT_SECONDS = 10.0
-
-
-class BenchTimeout(Exception):
-    """A measurement ran past its deadline."""
+#: Seconds an interpreter may take beyond its measurements' timeouts (start, imports, exit).
+INTERPRETER_ALLOWANCE_SECONDS = 60.0
+#: How long what an interpreter left behind (a fork server, a template process) may take to exit
+#: by itself before its process group is killed.
+LEFTOVER_GRACE_SECONDS = 0.5
 
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise `BenchTimeout` in the main thread if the block runs longer than ``seconds``.
+@dataclass
+class Batch:
+    """Workloads measured in one interpreter (``runs`` of them) for one contender or baseline."""
 
-    Does nothing where interval timers are not available or off the main thread.
+    script: str
+    key: str
+    name: str
+    baseline: bool
+    workloads: list[Workload] = field(default_factory=list)
+    runs: int = 1
+
+
+@dataclass
+class Outcome:
+    """What one interpreter reported for one workload: its value or its error."""
+
+    value: float | None
+    error: str | None
+
+
+def kill_leftovers(group: int) -> None:
+    """Wait up to `LEFTOVER_GRACE_SECONDS` for process group ``group`` (an interpreter we
+    started, in a session of its own, and what it started) to end, then kill what is left."""
+    ends = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    while time.monotonic() < ends:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of the text file ``path`` (an interpreter's output)."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip()[:200] if lines else "no output"
+
+
+def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
+    """Run ``batch`` once in a fresh interpreter on its main script; each workload's outcome.
+
+    The interpreter gets the measurements' timeouts plus `INTERPRETER_ALLOWANCE_SECONDS`; past
+    that its process group is killed and the workloads not reported yet become errors.
     """
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable or seconds <= 0:
-        yield
-        return
-
-    def expire(_signal: int, _frame: Any) -> None:
-        raise BenchTimeout(f"no result after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def describe_error(error: BaseException) -> str:
-    """Return a one-line description of ``error`` for the table."""
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {message}"[:200]
-
-
-def best_of(measure: Callable[[], float], repetitions: int) -> float:
-    """Run ``measure`` up to ``repetitions`` times (stopping early past the budget); best result."""
-    timings: list[float] = []
-    started = time.perf_counter()
-    while len(timings) < repetitions:
-        timings.append(measure())
-        if time.perf_counter() - started > CELL_BUDGET_SECONDS:
-            break
-    return min(timings)
-
-
-def measure_contender(workload: Workload, contender: Contender, settings: Settings) -> report.Row:
-    """Measure one workload against one contender; failures become an error row."""
-    repetitions = settings.repetitions
-    if contender.key != "gilfree" and workload.peer_repetitions is not None:
-        repetitions = min(repetitions, workload.peer_repetitions)
-    pool: Any = None
-    try:
-        with deadline(settings.timeout_seconds):
-            if workload.uses_pool:
-                pool = contender.create(settings.workers)
-                contender.map(pool, noop, range(settings.workers * 4))
-                contender.call(pool, noop, None)
-            seconds = best_of(lambda: workload.measure(contender, pool, settings), repetitions)
-            if pool is not None:
-                contender.close(pool, graceful=True)
-                pool = None
-    except Exception as error:  # every failure is reported, none stops the bench
-        if pool is not None:
-            with contextlib.suppress(Exception), deadline(CLEANUP_TIMEOUT_SECONDS):
-                contender.close(pool, graceful=False)
-        return report.Row(workload, contender.key, contender.name, None, describe_error(error))
-    return report.Row(workload, contender.key, contender.name, seconds, None)
+    with tempfile.TemporaryDirectory(prefix="gilfree-bench-") as folder:
+        request_path = Path(folder) / "request.json"
+        results_path = Path(folder) / "results.jsonl"
+        output_path = Path(folder) / "output.txt"
+        request = {
+            "contender": batch.key,
+            "baseline": batch.baseline,
+            "workloads": [workload.key for workload in batch.workloads],
+            "settings": dataclasses.asdict(settings),
+            "results": str(results_path),
+        }
+        request_path.write_text(json.dumps(request))
+        results_path.touch()
+        limit = settings.timeout_seconds * len(batch.workloads) + INTERPRETER_ALLOWANCE_SECONDS
+        command = [sys.executable, str(script_path(batch.script)), str(request_path)]
+        with output_path.open("w") as output:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                status: int | None = process.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                status = None
+            finally:
+                kill_leftovers(process.pid)
+        outcomes: dict[str, Outcome] = {}
+        for line in results_path.read_text().splitlines():
+            result = json.loads(line)
+            outcomes[result["workload"]] = Outcome(result["value"], result["error"])
+        if status is None:
+            reason = f"BenchTimeout: interpreter killed after {limit:g} s"
+        else:
+            reason = f"interpreter exited with status {status}: {last_line(output_path)}"
+        for workload in batch.workloads:
+            outcomes.setdefault(workload.key, Outcome(None, reason))
+        return outcomes
 
 
-def measure_baseline(workload: Workload, baseline: Baseline, settings: Settings) -> report.Row:
-    """Time the workload's ``baseline`` in this process; a failure becomes an error row."""
-    try:
-        seconds = best_of(lambda: baseline.measure(settings), settings.repetitions)
-    except Exception as error:  # every failure is reported, none stops the bench
-        return report.Row(workload, baseline.key, baseline.name, None, describe_error(error))
-    return report.Row(workload, baseline.key, baseline.name, seconds, None)
+def run_batch(batch: Batch, settings: Settings) -> dict[str, Outcome]:
+    """Run ``batch`` in ``batch.runs`` interpreters; per workload, the best value or an error."""
+    runs = [run_interpreter(batch, settings) for _ in range(batch.runs)]
+    combined: dict[str, Outcome] = {}
+    for workload in batch.workloads:
+        outcomes = [run[workload.key] for run in runs]
+        errors = [outcome.error for outcome in outcomes if outcome.error is not None]
+        values = [outcome.value for outcome in outcomes if outcome.value is not None]
+        if errors or not values:
+            combined[workload.key] = Outcome(None, errors[0] if errors else "no value")
+        else:
+            combined[workload.key] = Outcome(min(values), None)
+    return combined
+
+
+def runs_contender(
+    workload: Workload, entry: contender_registry.Entry, *, named: set[str]
+) -> bool:
+    """Whether ``entry`` measures ``workload``: listed by it, or (when the workload lists none)
+    in the default set (``everywhere``) or ``named`` by its own key on the command line (not
+    only through a group such as ``ppe``)."""
+    if workload.contenders is not None:
+        return entry.key in workload.contenders
+    return entry.everywhere or entry.key in named
+
+
+def plan_batches(
+    workloads: list[Workload],
+    entries: list[contender_registry.Entry],
+    settings: Settings,
+    *,
+    named: set[str],
+) -> list[Batch]:
+    """Group the cells (workload x contender, and baselines) into interpreters, in suite order.
+
+    One interpreter per cell, but workloads of one ``session`` share one per contender; with
+    ``--quick`` (``settings.quick``), so do all ``shareable`` workloads without a session.
+    """
+    batches: list[Batch] = []
+    sessions: dict[tuple[str, str, str], Batch] = {}
+    for workload in workloads:
+        session = workload.session
+        if session is None and settings.quick and workload.shareable:
+            session = "quick"
+        cells = [
+            (entry.key, entry.name, False)
+            for entry in entries
+            if runs_contender(workload, entry, named=named)
+        ]
+        if workload.baseline is not None and not workload.baseline.computed:
+            cells.insert(0, (workload.baseline.key, workload.baseline.name, True))
+        for key, name, is_baseline in cells:
+            runs = repetitions_allowed(workload, key, settings.repetitions) if workload.fresh else 1
+            group = (workload.script, session or "", key)
+            batch = sessions.get(group) if session else None
+            if batch is None:
+                batch = Batch(workload.script, key, name, is_baseline)
+                batches.append(batch)
+                if session:
+                    sessions[group] = batch
+            batch.workloads.append(workload)
+            batch.runs = max(batch.runs, runs)
+    return batches
+
+
+def warm_up(scripts: set[str], settings: Settings) -> None:
+    """Start an interpreter on each main script once, measuring nothing, so that the first
+    measured cell does not pay for reading numpy and pandas from a cold disk cache."""
+    for script in sorted(scripts):
+        run_interpreter(Batch(script, "warm-up", "warm-up", baseline=True), settings)
 
 
 def split_names(text: str | None) -> list[str]:
@@ -150,40 +246,45 @@ def matches(workload: Workload, name: str) -> bool:
 
 
 def select_workloads(names: list[str]) -> list[Workload]:
-    """Return the workloads named (keys or groups), or all of them; raise on an unknown name."""
+    """Return the workloads named (keys or groups), or all of them, in suite order; raise on an
+    unknown name."""
     if not names:
         return list(SUITE)
     unknown = [name for name in names if not any(matches(workload, name) for workload in SUITE)]
     if unknown:
         keys = ", ".join(workload.key for workload in SUITE)
         raise ValueError(f"unknown workload {', '.join(unknown)}; choose among {keys}")
-    chosen = [workload for name in names for workload in SUITE if matches(workload, name)]
-    return list(dict.fromkeys(chosen))
+    return [workload for workload in SUITE if any(matches(workload, name) for name in names)]
 
 
 def prepare_workloads(workloads: list[Workload], settings: Settings) -> list[Workload]:
-    """Title the workloads for this run's sizes; skip, with a note, those missing a module."""
+    """Title the workloads for this run's sizes; skip, with a note, those missing a module (their
+    own, or one their main script imports: numpy and pandas for most)."""
     prepared: list[Workload] = []
     for workload in workloads:
         if workload.sized_title is not None:
             workload = dataclasses.replace(workload, title=workload.sized_title(settings))
-        if workload.requires is not None and importlib.util.find_spec(workload.requires) is None:
-            print(f"{workload.title}: skipped, {workload.requires} is not importable")
+        required = (*SCRIPT_REQUIRES[workload.script], workload.requires or "")
+        missing = [name for name in required if name and importlib.util.find_spec(name) is None]
+        if missing:
+            print(f"{workload.title}: skipped, {', '.join(missing)} not importable")
             continue
         prepared.append(workload)
     return prepared
 
 
 def select_entries(names: list[str]) -> list[contender_registry.Entry]:
-    """Return the registry entries named, or all of them; raise on an unknown name."""
+    """Return the registry entries named (keys, names, or a group such as ``ppe``), or all of
+    them, in registry order; raise on an unknown name."""
     if not names:
         return list(contender_registry.REGISTRY)
-    entries = [contender_registry.find_entry(name) for name in names]
-    unknown = [name for name, entry in zip(names, entries, strict=True) if entry is None]
+    found = {name: contender_registry.find_entries(name) for name in names}
+    unknown = [name for name, entries in found.items() if not entries]
     if unknown:
         keys = ", ".join(entry.key for entry in contender_registry.REGISTRY)
         raise ValueError(f"unknown contender {', '.join(unknown)}; choose among {keys}")
-    return [entry for entry in entries if entry is not None]
+    chosen = {entry.key for entries in found.values() for entry in entries}
+    return [entry for entry in contender_registry.REGISTRY if entry.key in chosen]
 
 
 def build_settings(arguments: argparse.Namespace) -> Settings:
@@ -193,7 +294,7 @@ def build_settings(arguments: argparse.Namespace) -> Settings:
         workers=arguments.workers,
         repetitions=1 if quick else 3,
         round_trips=500 if quick else 2000,
-        tiny_task_count=100_000,
+        tiny_task_count=30_000 if quick else 100_000,
         startup_cycles=5 if quick else 10,
         timeout_seconds=arguments.timeout,
         quick=quick,
@@ -203,8 +304,18 @@ def build_settings(arguments: argparse.Namespace) -> Settings:
     )
 
 
+def computed_rows(workloads: list[Workload], settings: Settings) -> list[report.Row]:
+    """The baseline rows worked out from the settings rather than measured (budgets)."""
+    return [
+        report.Row(workload, baseline.key, baseline.name, baseline.measure(settings), None)
+        for workload in workloads
+        if (baseline := workload.baseline) is not None and baseline.computed
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark suite, print the table (and write the chart); return the exit status."""
+    started = time.perf_counter()
     arguments = parse_arguments(argv)
     try:
         workloads = select_workloads(split_names(arguments.only))
@@ -212,27 +323,37 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"gilfree bench: {error}", file=sys.stderr)
         return 2
-    contenders, notes = contender_registry.load_contenders(
-        entries, explicit=bool(arguments.contenders)
-    )
+    names = split_names(arguments.contenders)
+    entries, notes = contender_registry.available_entries(entries, explicit=bool(names))
     for note in notes:
         print(note)
     settings = build_settings(arguments)
     workloads = prepare_workloads(workloads, settings)
-    rows: list[report.Row] = []
-
-    def record(row: report.Row) -> None:
-        rows.append(row)
-        progress = f"  {row.workload.title} / {row.contender_name}: {report.format_row_time(row)}"
-        print(progress, file=sys.stderr, flush=True)
-
-    for workload in workloads:
-        if workload.baseline is not None:
-            record(measure_baseline(workload, workload.baseline, settings))
-        for contender in contenders:
-            if workload.contenders is None or contender.key in workload.contenders:
-                record(measure_contender(workload, contender, settings))
+    named = {  # contenders named by key or name, not only through a group
+        entry.key
+        for entry in entries
+        for name in names
+        if name.lower().replace("-", "_") in (entry.key, entry.name.lower())
+    }
+    batches = plan_batches(workloads, entries, settings, named=named)
+    warm_up({batch.script for batch in batches}, settings)
+    rows = computed_rows(workloads, settings)
+    interpreters = 0
+    for batch in batches:
+        batch_started = time.perf_counter()
+        outcomes = run_batch(batch, settings)
+        interpreters += batch.runs
+        elapsed = time.perf_counter() - batch_started
+        print(f"{batch.name} ({batch.runs} interpreter(s), {elapsed:.1f} s):", file=sys.stderr)
+        for workload in batch.workloads:
+            outcome = outcomes[workload.key]
+            row = report.Row(workload, batch.key, batch.name, outcome.value, outcome.error)
+            rows.append(row)
+            progress = f"  {workload.title} / {batch.name}: {report.format_row_value(row)}"
+            print(progress, file=sys.stderr, flush=True)
+    rows = report.in_table_order(rows, workloads, [entry.key for entry in entries])
     print(report.format_table(rows, settings))
     if arguments.plot:
         print(report.write_plot(rows, arguments.plot, settings))
+    print(f"{interpreters} interpreters, {time.perf_counter() - started:.0f} s")
     return 0

@@ -1,9 +1,10 @@
-"""The functions the benchmarks send to workers. This module imports nothing on purpose: workers
-that start from a fresh interpreter or the zygote import it, and its cost would be timed."""
+"""The functions ``python -m gilfree seed`` sends to workers, and a result check.
 
-
-def noop(_: object = None) -> None:
-    """Do nothing: the task used to measure pure overhead."""
+This module imports nothing on purpose: the seed runs from ``python -m gilfree``, not from a
+script, so its workers import this module by name. The benchmark's tasks (``python -m gilfree
+bench``) are not here: they are defined in its main scripts (``gilfree/bench/scripts/bench_*.py``)
+so that workers load what a user's main script loads (see `gilfree.bench.main_scripts`).
+"""
 
 
 def fib(number: int) -> int:
@@ -24,15 +25,3 @@ def fibonacci_fast(number: int) -> int:
 def echo(value: object) -> object:
     """Return ``value`` unchanged: the task used to measure the cost of moving data."""
     return value
-
-
-def shape_of(array: object) -> object:
-    """Return the shape of the array received: the task that passes a shared array around."""
-    return getattr(array, "shape", None)
-
-
-def process_id(_: object = None) -> int:
-    """Return the worker's pid: the task that tells which worker ran it."""
-    import os
-
-    return os.getpid()

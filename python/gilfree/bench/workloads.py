@@ -1,10 +1,13 @@
 """The benchmark workloads: the model, and the pool workloads of issue 2.
 
-The task functions live in `gilfree.bench.tasks`, a module that imports nothing, so a worker that
-must import it (zygote, spawn, forkserver) pays no more than one that inherits it (fork). Each
-`Workload` says how to time one repetition against one contender, which reference timed in this
-process (the sequential loop, if any) it is compared with, and which targets gilfree must reach.
-The data workloads of issue 3 live in `gilfree.bench.data_workloads`.
+Every measurement runs in a fresh interpreter started on one of the bench's main scripts (see
+`gilfree.bench.main_scripts`; by default one that imports numpy and pandas), and the task
+functions (`noop`, `fib`, ...) are that script's, taken through ``tasks()``: a worker that does
+not inherit the parent's memory (zygote, spawn, forkserver, loky) loads what a user's main script
+loads before it can run them. Each `Workload` says how to time one repetition against one
+contender, which reference row (the sequential loop, if any) it is compared with, and which
+targets gilfree must reach. The data workloads of issue 3 live in `gilfree.bench.data_workloads`,
+the start-up and memory rows of issue 9 in `gilfree.bench.start_workloads`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gilfree.bench.contenders import Contender
-from gilfree.bench.tasks import fib, fibonacci_fast, noop, process_id
+from gilfree.bench.main_scripts import tasks
+from gilfree.bench.tasks import fibonacci_fast
 
 EQUAL_CPU_ARGUMENT = 27
 EQUAL_CPU_TASK_COUNT = 40
@@ -46,12 +50,23 @@ class Settings:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal of issue ``issue``: gilfree at least ``minimum`` times faster than ``reference``."""
+    """A goal of issue ``issue``: gilfree at least ``minimum`` times faster (or smaller) than the
+    row ``reference`` of the same run, i.e. reference / gilfree >= ``minimum``.
+
+    ``as_fraction`` shows the check as gilfree / reference, the way a label such as "≤0.4×
+    PPE(forkserver)" reads (see `at_most`).
+    """
 
     reference: str
     minimum: float
     label: str
     issue: int = 2
+    as_fraction: bool = False
+
+
+def at_most(reference: str, fraction: float, label: str, issue: int) -> Target:
+    """The goal "gilfree's time (or memory) is at most ``fraction`` times ``reference``'s"."""
+    return Target(reference, 1.0 / fraction, label, issue, as_fraction=True)
 
 
 Measure = Callable[[Contender, object, Settings], float]
@@ -62,11 +77,14 @@ class Baseline:
     """A reference row timed in this process rather than in a pool (the sequential loop, pickle).
 
     ``measure`` times one repetition and returns seconds; ``key`` is what targets refer to.
+    A ``computed`` baseline is a figure worked out from the settings, not a timing: the runner
+    does not start an interpreter for it.
     """
 
     key: str
     name: str
     measure: Callable[[Settings], float]
+    computed: bool = False
 
 
 def sequential(loop: Callable[[Settings], None]) -> Baseline:
@@ -77,20 +95,30 @@ def sequential(loop: Callable[[Settings], None]) -> Baseline:
         loop(settings)
         return time.perf_counter() - started
 
-    return Baseline("sequential", "sequential (parent)", measure)
+    return Baseline("sequential", "sequential (main process)", measure)
 
 
 @dataclass(frozen=True)
 class Workload:
     """One row group of the benchmark table.
 
-    ``measure`` times one repetition and returns seconds; it receives the pool created (and warmed
-    up) by the runner, or ``None`` when ``uses_pool`` is false and it creates pools itself.
-    ``figure`` turns those seconds (and the baseline's time, if any) into a per-unit figure.
-    ``contenders`` limits the contenders that run it (all when ``None``); ``peer_repetitions``
-    caps the repetitions of every contender but gilfree (for slow ones); a workload whose
-    ``requires`` module is not importable is skipped; ``sized_title`` gives the title for the
-    sizes of a run when they vary.
+    ``measure`` times one repetition and returns its value: seconds, or bytes when ``unit`` is
+    ``"B"`` (lower is better either way). It runs in a fresh interpreter started on the main
+    script ``script`` (see `gilfree.bench.main_scripts`) and receives the pool created (and warmed
+    up) there, or ``None`` when ``uses_pool`` is false and it creates pools itself. ``figure``
+    turns the value (and the baseline's, if any) into a per-unit figure.
+
+    Interpreters: each contender measures each workload in an interpreter of its own, except that
+    workloads with the same ``session`` share one per contender (run in suite order), and that
+    with ``--quick`` the ``shareable`` ones without a session share one per contender and main
+    script. A ``fresh`` workload is measured once per interpreter (a cold start can happen only
+    once), so its repetitions are more interpreters; the others repeat in theirs.
+
+    ``contenders`` limits the contenders that run it (the default set when ``None``);
+    ``peer_repetitions`` caps the repetitions of every contender but gilfree (for slow ones),
+    ``repetitions`` those of all; ``references`` are the two rows the table's ratio columns
+    compare with; a workload whose ``requires`` module is not importable is skipped;
+    ``sized_title`` gives the title for the sizes of a run when they vary.
     """
 
     key: str
@@ -104,10 +132,18 @@ class Workload:
     peer_repetitions: int | None = None
     requires: str | None = None
     sized_title: Callable[[Settings], str] | None = None
+    unit: str = "s"
+    script: str = "numpy_pandas"
+    session: str | None = None
+    fresh: bool = False
+    repetitions: int | None = None
+    references: tuple[str, str] = ("ppe", "pool")
+    shareable: bool = True
 
 
 def measure_round_trip(contender: Contender, pool: object, settings: Settings) -> float:
     """Time ``settings.round_trips`` sequential submit→result calls of `noop`."""
+    noop = tasks().noop
     started = time.perf_counter()
     for _ in range(settings.round_trips):
         contender.call(pool, noop, None)
@@ -116,6 +152,7 @@ def measure_round_trip(contender: Contender, pool: object, settings: Settings) -
 
 def measure_tiny_tasks(contender: Contender, pool: object, settings: Settings) -> float:
     """Time one default-argument map of `noop` over ``settings.tiny_task_count`` integers."""
+    noop = tasks().noop
     started = time.perf_counter()
     results = contender.map(pool, noop, range(settings.tiny_task_count))
     elapsed = time.perf_counter() - started
@@ -128,7 +165,7 @@ def measure_equal_cpu(contender: Contender, pool: object, _settings: Settings) -
     """Time a default-argument map of `fib` over equal arguments."""
     arguments = [EQUAL_CPU_ARGUMENT] * EQUAL_CPU_TASK_COUNT
     started = time.perf_counter()
-    results = contender.map(pool, fib, arguments)
+    results = contender.map(pool, tasks().fib, arguments)
     elapsed = time.perf_counter() - started
     if results != [fibonacci_fast(EQUAL_CPU_ARGUMENT)] * EQUAL_CPU_TASK_COUNT:
         raise WrongResult("fib results differ from the expected ones")
@@ -138,7 +175,7 @@ def measure_equal_cpu(contender: Contender, pool: object, _settings: Settings) -
 def measure_imbalanced(contender: Contender, pool: object, _settings: Settings) -> float:
     """Time the seed's ordered, imbalanced map of `fib` over ``range(32)``."""
     started = time.perf_counter()
-    results = contender.map(pool, fib, range(IMBALANCED_RANGE))
+    results = contender.map(pool, tasks().fib, range(IMBALANCED_RANGE))
     elapsed = time.perf_counter() - started
     if results != [fibonacci_fast(number) for number in range(IMBALANCED_RANGE)]:
         raise WrongResult("fib results differ from the expected ones, or are out of order")
@@ -146,7 +183,12 @@ def measure_imbalanced(contender: Contender, pool: object, _settings: Settings) 
 
 
 def measure_startup(contender: Contender, _pool: object, settings: Settings) -> float:
-    """Return the median time of create pool + one task + shutdown, after one warm-up cycle."""
+    """Return the median time of create pool + one task + shutdown, after one warm-up cycle.
+
+    The warm-up cycle starts what a process starts once (gilfree's template process, which loads
+    the main script); the median is what every later executor of the process pays.
+    """
+    noop = tasks().noop
 
     def cycle() -> float:
         started = time.perf_counter()
@@ -166,6 +208,7 @@ def measure_startup(contender: Contender, _pool: object, settings: Settings) -> 
 def measure_crash_recovery(contender: Contender, _pool: object, settings: Settings) -> float:
     """Return the median time from SIGKILL of a one-worker pool's worker until a task has run on
     its replacement (death noticed, replacement started and ready, one round trip)."""
+    process_id = tasks().process_id
     pool = contender.create(1)
     try:
         durations = []
@@ -188,12 +231,14 @@ def measure_crash_recovery(contender: Contender, _pool: object, settings: Settin
 
 def run_equal_cpu_sequentially(_settings: Settings) -> None:
     """Run the equal CPU-bound tasks in a loop in this process."""
+    fib = tasks().fib
     for _ in range(EQUAL_CPU_TASK_COUNT):
         fib(EQUAL_CPU_ARGUMENT)
 
 
 def run_imbalanced_sequentially(_settings: Settings) -> None:
     """Run the imbalanced tasks in a loop in this process."""
+    fib = tasks().fib
     for number in range(IMBALANCED_RANGE):
         fib(number)
 
@@ -234,6 +279,13 @@ def milliseconds_per_recovery(
     return f"{seconds * 1e3:.1f} ms/recovery"
 
 
+def tiny_tasks_title(settings: Settings) -> str:
+    """Title of the tiny-task map, with its size when ``--quick`` shrinks it."""
+    if settings.quick:
+        return f"tiny tasks map(noop), {settings.tiny_task_count // 1000}k (--quick size)"
+    return "tiny tasks map(noop)"
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         key="round_trip",
@@ -245,6 +297,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(
         key="tiny_tasks",
         title="tiny tasks map(noop)",
+        sized_title=tiny_tasks_title,
         measure=measure_tiny_tasks,
         figure=tasks_per_second,
         targets=(Target("pool", 1.0, "≥1× Pool"), Target("ppe", 100.0, "≥100× PPE")),
@@ -267,7 +320,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         key="startup",
-        title="startup (create+1 task+shutdown)",
+        title="startup (create+1 task+shutdown), numpy+pandas main",
         measure=measure_startup,
         figure=milliseconds_per_start,
         targets=(Target("pool", 1.0, "≤ Pool(fork) time"),),

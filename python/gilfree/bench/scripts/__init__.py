@@ -3,6 +3,9 @@
 ``run_three_ways(name, n)`` runs ``<name>.py`` with the stdlib, with its import changed to
 ``gilfree.multiprocessing``, and unchanged under ``python -m gilfree run``, each in a fresh
 interpreter, and reports each run's output and the seconds the script measured itself.
+
+``bench_numpy_pandas.py`` and ``bench_stdlib.py`` are the main scripts of ``python -m gilfree
+bench`` (see `gilfree.bench.main_scripts`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,17 @@
+"""The whole suite, in table order: the pool workloads, the data workloads, the start-up rows."""
+
+from __future__ import annotations
+
+from gilfree.bench.data_workloads import DATA_WORKLOADS
+from gilfree.bench.start_workloads import START_WORKLOADS
+from gilfree.bench.workloads import WORKLOADS, Workload
+
+SUITE: tuple[Workload, ...] = (*WORKLOADS, *DATA_WORKLOADS, *START_WORKLOADS)
+
+
+def find_workload(key: str) -> Workload:
+    """The workload with this key; raises KeyError."""
+    for workload in SUITE:
+        if workload.key == key:
+            return workload
+    raise KeyError(key)
