@@ -132,11 +132,6 @@ pub fn share_address(
     }
 }
 
-/// A shared buffer holding a copy of `bytes` (GIL released during the copy).
-pub fn copy_into_region(py: Python<'_>, bytes: &[u8]) -> PyResult<SharedBuffer> {
-    copy_from_address(py, bytes.as_ptr() as usize, bytes.len())
-}
-
 fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
     let region = Region::acquire(length).map_err(Error::from)?;
     let target = region.as_ptr() as usize;

@@ -17,8 +17,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
 use super::ndarray::ndarray_type;
+use super::output;
+use super::view::View;
 use super::pickle_value;
-use crate::buffers::{copy_into_region, export, filled_region, SharedBuffer, SHARING_SUPPORTED};
+use crate::buffers::{export, filled_region, SharedBuffer, SHARING_SUPPORTED};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
@@ -41,6 +43,8 @@ impl From<PyErr> for Stop {
 pub(super) struct Encoder<'py> {
     pub(super) py: Python<'py>,
     pub(super) out: Vec<u8>,
+    /// Array bodies to insert into `out` when the message is finished.
+    deferred: Vec<output::Deferred>,
     containers: HashSet<usize>,
     fallbacks: usize,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
@@ -58,23 +62,52 @@ pub fn encode<'py>(
     value: &Bound<'py, PyAny>,
     sink: Option<Bound<'py, PyList>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut encoder =
-        Encoder { py, out: vec![MAGIC], containers: HashSet::new(), fallbacks: 0, sink };
-    match encoder.value(value.as_ptr(), 0) {
-        Ok(()) => {}
-        Err(Stop::Error(error)) => return Err(error),
-        Err(Stop::Whole) => {
-            encoder.out.truncate(1);
-            encoder.pickle(value)?;
-        }
-    }
-    if SHARING_SUPPORTED && encoder.sink.is_some() && encoder.out.len() >= SHARE_THRESHOLD {
-        return encoder.indirect();
-    }
-    Ok(PyBytes::new(py, &encoder.out))
+    let mut out = output::scratch();
+    out.push(MAGIC);
+    let mut encoder = Encoder {
+        py,
+        out,
+        deferred: Vec::new(),
+        containers: HashSet::new(),
+        fallbacks: 0,
+        sink,
+    };
+    let message = encoder.encode(value);
+    output::keep(std::mem::take(&mut encoder.out));
+    message
 }
 
 impl<'py> Encoder<'py> {
+    fn encode(&mut self, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        match self.value(value.as_ptr(), 0) {
+            Ok(()) => {}
+            Err(Stop::Error(error)) => return Err(error),
+            Err(Stop::Whole) => {
+                self.out.truncate(1);
+                self.deferred.clear();
+                self.pickle(value)?;
+            }
+        }
+        let total = output::total_length(&self.out, &self.deferred);
+        if SHARING_SUPPORTED && self.sink.is_some() && total >= SHARE_THRESHOLD {
+            return self.indirect(total);
+        }
+        PyBytes::new_with(self.py, total, |target| {
+            output::gather(&self.out, &self.deferred, target);
+            Ok(())
+        })
+    }
+
+    /// Appends `view`'s bytes to the message: now if small, else when the message is finished
+    /// (copied once, into its destination).
+    pub(super) fn defer(&mut self, view: View) {
+        if view.bytes().len() < output::DEFER_MIN {
+            self.out.extend_from_slice(view.bytes());
+        } else {
+            self.deferred.push(output::Deferred { at: self.out.len(), view });
+        }
+    }
+
     fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
         if depth > ENCODE_DEPTH {
             return Err(Stop::Whole);
@@ -376,8 +409,11 @@ impl<'py> Encoder<'py> {
 
     /// Moves the finished message into a shared buffer and returns a message naming it (a
     /// large message then never goes through the ring, nor through a `bytes` copy).
-    fn indirect(mut self) -> PyResult<Bound<'py, PyBytes>> {
-        let buffer = Bound::new(self.py, copy_into_region(self.py, &self.out)?)?;
+    fn indirect(&mut self, total: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let (out, deferred) = (&self.out, &self.deferred);
+        let buffer = filled_region(total, |target| output::gather(out, deferred, target))?;
+        let buffer = Bound::new(self.py, buffer)?;
+        self.deferred.clear();
         self.out.clear();
         self.out.extend_from_slice(&[MAGIC, tag::INDIRECT]);
         self.handle(&buffer)?;

@@ -13,6 +13,8 @@ use pyo3::sync::PyOnceLock;
 mod decoder;
 mod encoder;
 mod ndarray;
+mod output;
+mod view;
 
 pub use decoder::decode;
 pub use encoder::encode;

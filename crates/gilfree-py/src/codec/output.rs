@@ -1,0 +1,63 @@
+//! The encoder's output: a scratch buffer reused from message to message (its pages stay
+//! warm: faulting in fresh pages costs more than copying here), and large array bodies kept as
+//! views until the message's size is known, then copied once, straight into its destination
+//! (a new `bytes`, or a shared buffer for an INDIRECT message).
+use std::cell::Cell;
+
+use super::view::View;
+
+/// Array bodies smaller than this are copied into the scratch buffer at once.
+pub(super) const DEFER_MIN: usize = 512;
+/// Largest scratch buffer kept for the next message.
+const SCRATCH_KEPT: usize = 8 << 20;
+
+thread_local! {
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// An empty buffer, with the capacity the last message left it.
+pub(super) fn scratch() -> Vec<u8> {
+    let mut buffer = SCRATCH.take();
+    buffer.clear();
+    buffer
+}
+
+/// Keeps `buffer` for the next message (a nested encode, run by a pickled value's reduce,
+/// takes an empty one meanwhile: whichever returns last is kept).
+pub(super) fn keep(buffer: Vec<u8>) {
+    if buffer.capacity() <= SCRATCH_KEPT {
+        SCRATCH.set(buffer);
+    }
+}
+
+/// A body to insert at byte `at` of the scratch buffer.
+pub(super) struct Deferred {
+    pub(super) at: usize,
+    pub(super) view: View,
+}
+
+/// The length of the finished message.
+pub(super) fn total_length(out: &[u8], deferred: &[Deferred]) -> usize {
+    out.len()
+        + deferred
+            .iter()
+            .map(|body| body.view.bytes().len())
+            .sum::<usize>()
+}
+
+/// Writes the finished message into `target` (exactly `total_length` bytes): the scratch
+/// buffer with each deferred body inserted where it belongs.
+pub(super) fn gather(out: &[u8], deferred: &[Deferred], target: &mut [u8]) {
+    let mut from = 0;
+    let mut to = 0;
+    for body in deferred {
+        let head = &out[from..body.at];
+        target[to..to + head.len()].copy_from_slice(head);
+        to += head.len();
+        from = body.at;
+        let bytes = body.view.bytes();
+        target[to..to + bytes.len()].copy_from_slice(bytes);
+        to += bytes.len();
+    }
+    target[to..].copy_from_slice(&out[from..]);
+}
