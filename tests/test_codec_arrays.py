@@ -188,8 +188,9 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def inline(body: bytes) -> bytes:
-    return bytes([0]) + varint(len(body)) + body
+def inline(body: bytes, pad: int = 0) -> bytes:
+    """An INLINE buffer: storage 0, length, pad byte, pad, the bytes."""
+    return bytes([0]) + varint(len(body)) + bytes([pad]) + bytes(pad) + body
 
 
 @pytest.mark.parametrize(
@@ -202,10 +203,14 @@ def inline(body: bytes) -> bytes:
         (header(b"<f8", [1 << 40, 1 << 40]) + inline(b""), "larger than the address space"),
         (header(b"<f8", [1] * 65) + inline(b"\0" * 8), "dimensions"),
         (header(b"<f8", [1], order=2) + inline(b"\0" * 8), "unknown array order"),
-        (header(b"<f8", [1]) + bytes([7]) + inline(b"\0" * 8)[1:], "unknown array storage"),
+        (header(b"<f8", [1]) + bytes([7]) + inline(b"\0" * 8)[1:], "unknown buffer storage"),
+        (header(b"<f8", [1]) + inline(b"\0" * 8, pad=64), "padded by 64"),
         (header(b"<f8", [3]), "ends in the middle"),
     ],
-    ids=["short", "long", "object", "void", "overflow", "ndim", "order", "storage", "truncated"],
+    ids=[
+        "short", "long", "object", "void", "overflow", "ndim", "order", "storage", "pad",
+        "truncated",
+    ],
 )
 def test_forged_array_records_are_refused(codec, message, why):
     with pytest.raises(codec.DecodeError, match=why):

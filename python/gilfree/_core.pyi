@@ -59,6 +59,10 @@ def set_parent_death_signal(signal: int) -> bool:
 def exit_with_parent(parent: int, interval_seconds: float) -> None:
     """Kills this process (from a native thread) once its parent is no longer ``parent``."""
 
+def keep_freed_memory(bytes: int) -> bool:
+    """Keeps up to ``bytes`` of freed memory in this process for reuse (glibc); False where the
+    allocator has no such setting."""
+
 def exit_code_from_status(status: int) -> int | None:
     """Decodes a raw ``waitpid`` status into an exit code; None if the process has not ended."""
 

@@ -14,7 +14,7 @@ import traceback
 from typing import Any, Callable
 
 from gilfree import _core
-from gilfree._core import SHARE_THRESHOLD, SharedBuffer, decode, encode, export
+from gilfree._core import decode, encode
 
 # A forked child must not inherit a shared-buffer registry lock held by another thread.
 os.register_at_fork(
@@ -49,30 +49,39 @@ ONE_OFF = 0
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[SharedBuffer]]:
+#: Out-of-band buffers smaller than this stay inside the pickle.
+OUT_OF_BAND_MIN = 4096
+
+
+def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """How the codec pickles what it does not encode natively: pickle (protocol 5), or
     cloudpickle (by value) for what pickle refuses, so lambdas and closures can be arguments
-    and results too. With ``share``, out-of-band buffers (numpy arrays, ``PickleBuffer``) that
-    are large or already in shared memory go to shared buffers, returned beside the pickle;
-    the rest stays in the pickle. Raises pickle's own error when both picklers fail."""
-    shared: list[SharedBuffer] = []
+    and results too. With ``share``, contiguous out-of-band buffers (numpy arrays and the blocks
+    of pandas objects, ``PickleBuffer``) of ``OUT_OF_BAND_MIN`` bytes or more are returned beside
+    the pickle: the codec copies each once, into the message (or a shared buffer of its own
+    when large), and the receiver reads it in place. Raises pickle's own error when both
+    picklers fail."""
+    buffers: list[pickle.PickleBuffer] = []
 
     def place(buffer: pickle.PickleBuffer) -> bool:
-        exported = export(buffer, SHARE_THRESHOLD)
-        if exported is None:
+        try:
+            size = buffer.raw().nbytes
+        except BufferError:  # not contiguous
+            return True
+        if size < OUT_OF_BAND_MIN:
             return True  # in-band
-        shared.append(exported)
+        buffers.append(buffer)
         return False
 
     callback = place if share else None
     try:
-        return pickle.dumps(value, PROTOCOL, buffer_callback=callback), shared
+        return pickle.dumps(value, PROTOCOL, buffer_callback=callback), buffers
     except Exception as error:
         import cloudpickle
 
-        shared.clear()
+        buffers.clear()
         try:
-            return cloudpickle.dumps(value, PROTOCOL, buffer_callback=callback), shared
+            return cloudpickle.dumps(value, PROTOCOL, buffer_callback=callback), buffers
         except Exception:  # noqa: BLE001 - pickle's message is the one to show
             raise error from None
 

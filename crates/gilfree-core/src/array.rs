@@ -1,13 +1,12 @@
 //! The codec's NDARRAY record: a numpy array as dtype, shape, order and raw bytes, no pickle.
 //!
 //! ```text
-//! NDARRAY 0x17 u8 order, blob dtype, varint ndim, ndim varints (the shape), storage
+//! NDARRAY 0x17 u8 order, blob dtype, varint ndim, ndim varints (the shape), buffer
 //! order    0 C (row-major), 1 Fortran (column-major): the order of the bytes that follow
 //! dtype    numpy's `dtype.str` for the plain kinds only: a byte order (`<`, `>`, `|`, `=`), a
 //!          kind (`b` bool, `i` `u` integers, `f` floats, `c` complex, `S` bytes, `U` str, `M`
 //!          `m` datetimes with a `[unit]`) and an item size in bytes (characters for `U`)
-//! storage  0 INLINE: blob of the array's bytes
-//!          1 SHARED: handle of a shared buffer holding them (pid, fd, offset, length)
+//! buffer   the array's bytes, INLINE (aligned) or SHARED (see `codec`)
 //! ```
 //! Object, structured and void dtypes are never encoded here (they go to pickle): a decoder
 //! that accepted them would turn raw bytes into pointers. The byte length must be exactly the
@@ -18,13 +17,6 @@ use crate::error::{CoreError, Result};
 
 /// Most dimensions an array may have (numpy 2's limit).
 pub const MAX_NDIM: usize = 64;
-
-/// How the array's bytes travel.
-#[allow(missing_docs)]
-pub mod storage {
-    pub const INLINE: u8 = 0;
-    pub const SHARED: u8 = 1;
-}
 
 /// The bytes of one item of the dtype `descr` (numpy's `dtype.str`), or None if this record
 /// does not carry that dtype.
@@ -102,7 +94,7 @@ pub struct Header<'a> {
 }
 
 impl<'a> Header<'a> {
-    /// Reads the record after its tag, up to the storage byte, checking everything.
+    /// Reads the record after its tag, up to its buffer, checking everything.
     pub fn read(reader: &mut Reader<'a>) -> Result<Self> {
         let fortran = match reader.byte()? {
             0 => false,
@@ -139,7 +131,7 @@ impl<'a> Header<'a> {
         })
     }
 
-    /// Writes the record's tag and header; the caller writes the storage after it.
+    /// Writes the record's tag and header; the caller writes the buffer after it.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.push(codec::tag::NDARRAY);
         out.push(u8::from(self.fortran));

@@ -25,16 +25,23 @@
 //! FLOATS   0x11 varint count, count f64s       (a list whose items are all floats)
 //! COMPLEXES 0x15 varint count, count f64 pairs (a list whose items are all complex)
 //! INDIRECT 0x16 handle                   (the whole message is in that shared buffer; only as
-//!                                         the top value, for messages of SHARE_THRESHOLD or more)
+//!                                         the top value, for messages of INDIRECT_THRESHOLD or
+//!                                         more)
 //! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
 //! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
 //!                                         2 memoryview, 3 a FLOATS list's f64s, 4 a COMPLEXES
 //!                                         list's f64 pairs (the count is the length / 8 or 16);
 //!                                         handle = varint pid, fd, offset, length)
-//! PICKLE5  0x14 varint count, count handles, varint n, n bytes
-//!                                        (pickle 5 whose out-of-band buffers are shared)
-//! NDARRAY  0x17 order, dtype, shape, storage  (a numpy array of a plain dtype: see `array`)
+//! PICKLE5  0x14 varint count, count buffers, varint n, n bytes
+//!                                        (pickle 5 with its out-of-band buffers beside it)
+//! NDARRAY  0x17 order, dtype, shape, buffer   (a numpy array of a plain dtype: see `array`)
+//!
+//! buffer   := INLINE 0x00 varint n, u8 pad, pad zero bytes, n bytes
+//!           | SHARED 0x01 handle         (a shared buffer of its own: large, or already shared)
 //! ```
+//! An INLINE buffer's bytes start `BODY_ALIGN`-aligned from the start of the message (pad is
+//! below `BODY_ALIGN`): a message decoded where it lies (INDIRECT) gives arrays over them in
+//! place, aligned as numpy wants them.
 //! INTS, FLOATS and COMPLEXES are the common homogeneous lists, decoded without a tag per item. SHARED and
 //! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes.
 //! Varints are LEB128 (7 bits a byte, low first, at most 10 bytes). A count is only accepted
@@ -86,8 +93,29 @@ pub mod shared_kind {
     pub const COMPLEXES: u8 = 4;
 }
 
+/// How a buffer travels (an NDARRAY's bytes, a PICKLE5's out-of-band buffers).
+#[allow(missing_docs)]
+pub mod storage {
+    pub const INLINE: u8 = 0;
+    pub const SHARED: u8 = 1;
+}
+
+/// Alignment of INLINE buffers within a message.
+pub const BODY_ALIGN: usize = 64;
+
+/// The pad that makes a buffer starting at `position` (just after its pad byte) aligned.
+#[must_use]
+pub fn padding(position: usize) -> usize {
+    (BODY_ALIGN - position % BODY_ALIGN) % BODY_ALIGN
+}
+
 /// Buffers of at least this many bytes go through shared memory instead of the message.
 pub const SHARE_THRESHOLD: usize = 1 << 20;
+
+/// Messages of at least this many bytes are written into a (recycled) shared buffer and sent as
+/// INDIRECT: the receiver decodes them where they lie, and neither side allocates and faults in
+/// a fresh buffer of that size for each message.
+pub const INDIRECT_THRESHOLD: usize = 64 << 10;
 
 /// Deepest nesting the decoder accepts (the encoder hands deeper values to pickle).
 pub const MAX_DEPTH: usize = 512;
@@ -207,6 +235,17 @@ impl<'a> Reader<'a> {
     pub fn blob(&mut self) -> Result<&'a [u8]> {
         let length = self.varint()?;
         let length = usize::try_from(length).map_err(|_| truncated())?;
+        self.bytes(length)
+    }
+
+    /// An INLINE buffer's bytes, after its storage byte: length, pad, then the bytes.
+    pub fn aligned_blob(&mut self) -> Result<&'a [u8]> {
+        let length = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        let pad = usize::from(self.byte()?);
+        if pad >= BODY_ALIGN {
+            return Err(invalid(format!("a buffer padded by {pad} bytes")));
+        }
+        self.bytes(pad)?;
         self.bytes(length)
     }
 

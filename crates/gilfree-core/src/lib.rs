@@ -14,6 +14,7 @@
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
 //!   split into fragments when they do not fit.
+//! * [`memory`]: the allocator policy of worker processes (keep freed memory for reuse).
 //! * [`message`]: the fixed header framing each message's payload.
 //! * [`region`]: one memory file per large buffer, opened by other processes via `/proc`.
 //! * [`segment`]: the layout of one executor's segment: a doorbell and per-worker ring pairs.
@@ -23,6 +24,7 @@
 pub mod array;
 pub mod codec;
 pub mod error;
+pub mod memory;
 pub mod message;
 pub mod notify;
 pub mod port;

@@ -11,6 +11,13 @@
 //! again by reference instead of being copied. A second registry caches the regions opened from
 //! other processes, keyed by (pid, fd, inode): a handle received twice is mapped once.
 //!
+//! A [`Region`] is one *use* of a mapping, listed in the mapping table below while it lives. The
+//! mapping of a region opened from another process outlives its last use: the most recent ones
+//! are kept mapped (`MAPPED_COUNT`, `MAPPED_BYTES`), so when its owner sends the same recycled
+//! region again, the receiver finds its pages already mapped instead of faulting them in anew.
+//! Keeping a mapping does not keep the region busy; only a use does, and a receiver reads a
+//! region only through a use made from a handle received after the owner wrote it.
+//!
 //! Creating a region costs the kernel a page allocation per 4 KiB (about 0.6 ms per MiB here),
 //! more than copying the data. So regions made for copies are recycled. Each region starts with
 //! a header listing the pid of every mapping of it (a mapping claims a free entry when made
@@ -100,10 +107,16 @@ fn process_alive(pid: u32) -> bool {
 /// Idle regions kept for reuse, in bytes.
 const POOL_BYTES: usize = 1 << 30;
 
-/// A mapped memory file whose descriptor this process keeps open.
+/// Mappings of other processes' regions kept after their last use, most recent last: at most
+/// this many, and this many bytes.
+const MAPPED_COUNT: usize = 32;
+const MAPPED_BYTES: usize = 64 << 20;
+
+/// A use of a mapped memory file whose descriptor this process keeps open (listed in the
+/// region's mapping table while it lives).
 #[derive(Debug)]
 pub struct Region {
-    memory: SharedMemory,
+    memory: Arc<SharedMemory>,
 }
 
 impl Region {
@@ -113,7 +126,7 @@ impl Region {
         let size = length.checked_add(HEADER).ok_or_else(|| {
             CoreError::InvalidArgument(format!("a shared buffer of {length} bytes is too large"))
         })?;
-        let memory = SharedMemory::create_populated("gilfree-buffer", size)?;
+        let memory = Arc::new(SharedMemory::create_populated("gilfree-buffer", size)?);
         let region = Self { memory };
         region.mappings().add();
         Ok(register(region))
@@ -183,10 +196,16 @@ impl Region {
         if let Some(region) = lock(&OPENED).get(&key).and_then(Weak::upgrade) {
             return Ok(region);
         }
-        let memory = SharedMemory::open(fd)?;
-        if memory.len() <= HEADER {
-            return Err(CoreError::InvalidSegment(format!("{path} is too short")));
-        }
+        let memory = if let Some(memory) = mapped(key) {
+            memory
+        } else {
+            let memory = Arc::new(SharedMemory::open(fd)?);
+            if memory.len() <= HEADER {
+                return Err(CoreError::InvalidSegment(format!("{path} is too short")));
+            }
+            keep_mapped(key, &memory);
+            memory
+        };
         let region = Self { memory };
         region.mappings().add();
         let region = register(region);
@@ -235,8 +254,34 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        lock(&REGIONS).remove(&(self.as_ptr() as usize));
+        let mut regions = lock(&REGIONS);
+        let address = self.as_ptr() as usize;
+        // A new use of the same kept mapping may have registered meanwhile: keep that one.
+        if regions.get(&address).is_some_and(|region| region.strong_count() == 0) {
+            regions.remove(&address);
+        }
+        drop(regions);
         self.mappings().remove();
+    }
+}
+
+/// The kept mapping of the region `key` names, if any (moved to most recent).
+fn mapped(key: (Origin, u64)) -> Option<Arc<SharedMemory>> {
+    let mut kept = lock(&MAPPED);
+    let index = kept.iter().position(|(kept_key, _)| *kept_key == key)?;
+    let entry = kept.remove(index);
+    let memory = Arc::clone(&entry.1);
+    kept.push(entry);
+    Some(memory)
+}
+
+/// Keeps `memory` mapped after its last use, dropping the oldest kept mappings past the limits.
+fn keep_mapped(key: (Origin, u64), memory: &Arc<SharedMemory>) {
+    let mut kept = lock(&MAPPED);
+    kept.push((key, Arc::clone(memory)));
+    let mut bytes: usize = kept.iter().map(|(_, memory)| memory.len()).sum();
+    while kept.len() > MAPPED_COUNT || (bytes > MAPPED_BYTES && kept.len() > 1) {
+        bytes -= kept.remove(0).1.len();
     }
 }
 
@@ -245,6 +290,9 @@ static POOL: Mutex<Vec<Arc<Region>>> = Mutex::new(Vec::new());
 /// Regions opened from other processes, by origin and inode.
 type OpenedRegions = HashMap<(Origin, u64), Weak<Region>>;
 static OPENED: std::sync::LazyLock<Mutex<OpenedRegions>> = std::sync::LazyLock::new(Mutex::default);
+/// Mappings of other processes' regions, kept after their last use (see the module docs).
+type MappedRegions = Vec<((Origin, u64), Arc<SharedMemory>)>;
+static MAPPED: Mutex<MappedRegions> = Mutex::new(Vec::new());
 
 thread_local! {
     /// The registries' guards, held across a `fork` by the thread that forks.
@@ -255,15 +303,17 @@ type ForkGuards = (
     std::sync::MutexGuard<'static, Vec<Arc<Region>>>,
     std::sync::MutexGuard<'static, BTreeMap<usize, Weak<Region>>>,
     std::sync::MutexGuard<'static, OpenedRegions>,
+    std::sync::MutexGuard<'static, MappedRegions>,
 );
 
 /// Call just before `fork`: takes the registries' locks, so the child does not inherit one
 /// held by a thread that does not exist there. Lock order: POOL, then REGIONS (as `acquire`,
-/// which registers new regions while holding the pool), then OPENED (never nested). Until
+/// which registers new regions while holding the pool), then OPENED, then MAPPED (the last two
+/// never nested with each other or the first two, save in this function). Until
 /// `after_fork_in_parent`, other threads wait for these locks through `BLOCKING_WAIT` (GIL
 /// released): the forking thread runs other at-fork hooks, Python code, meanwhile.
 pub fn before_fork() {
-    let guards = (lock(&POOL), lock(&REGIONS), lock(&OPENED));
+    let guards = (lock(&POOL), lock(&REGIONS), lock(&OPENED), lock(&MAPPED));
     FORK_GUARDS.with(|held| *held.borrow_mut() = Some(guards));
 }
 
@@ -377,6 +427,25 @@ mod tests {
         entries[1].store(1, Ordering::SeqCst); // init: alive
         assert!(!region.mappings().only_mine());
         entries[1].store(0, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_mapping_outlives_its_last_use_without_keeping_the_region_busy() {
+        let owned = Region::acquire(2 << 20).unwrap();
+        let origin = owned.origin();
+        let opened = Region::open(origin).unwrap();
+        let address = opened.as_ptr() as usize;
+        drop(opened);
+        assert!(owned.mappings().only_mine(), "a kept mapping is not a use");
+        assert!(Region::containing(address, 1).is_none(), "nor a registered region");
+        // SAFETY: the region is 2 MiB long and no other use of it exists.
+        unsafe { owned.as_ptr().write(7) };
+        let again = Region::open(origin).unwrap();
+        assert_eq!(again.as_ptr() as usize, address, "the kept mapping is used again");
+        // SAFETY: as above, through the kept mapping.
+        assert_eq!(unsafe { again.as_ptr().read() }, 7, "and sees the owner's writes");
+        assert!(!owned.mappings().only_mine(), "a use makes the region busy again");
+        assert!(Region::containing(address, 1).is_some());
     }
 
     #[test]

@@ -36,6 +36,17 @@ impl SharedBuffer {
         (pid, fd, self.offset, self.length)
     }
 
+    /// The `length` bytes at `offset` of this buffer, as a buffer of their own (None if they
+    /// are not all inside it).
+    #[must_use]
+    pub fn slice(&self, offset: usize, length: usize) -> Option<Self> {
+        (offset.checked_add(length)? <= self.length).then(|| Self {
+            region: Arc::clone(&self.region),
+            offset: self.offset + offset,
+            length,
+        })
+    }
+
     /// The bytes (shared memory: another process may write them concurrently).
     #[must_use]
     pub fn bytes(&self) -> &[u8] {

@@ -72,7 +72,15 @@ fn describe_exit(exit_code: i32) -> String {
     status.to_string()
 }
 
+/// Keeps up to `bytes` of freed memory in this process for reuse (glibc; see
+/// `gilfree_core::memory`); returns whether the allocator took the setting.
+#[pyfunction]
+fn keep_freed_memory(bytes: usize) -> bool {
+    gilfree_core::memory::keep_freed_memory(bytes)
+}
+
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(keep_freed_memory, module)?)?;
     module.add_function(wrap_pyfunction!(spawn, module)?)?;
     module.add_function(wrap_pyfunction!(try_wait, module)?)?;
     module.add_function(wrap_pyfunction!(wait, module)?)?;

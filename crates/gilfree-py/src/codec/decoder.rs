@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PyMemoryView, PySet};
 
-use super::{ndarray, pickle_function, DecodeError, PICKLE_LOADS};
+use super::{pickle_function, DecodeError, PICKLE_LOADS};
 use crate::buffers::{open_buffer, SharedBuffer};
 
 /// Decodes what `encode` made. `trusted=False` refuses messages that carry pickles or shared
@@ -40,6 +40,16 @@ pub fn decode<'py>(
 }
 
 fn decode_bytes<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
+    decode_message(py, data, trusted, None)
+}
+
+/// Decodes the message `data`; `backing` is the shared buffer `data` lies in, if it does.
+fn decode_message<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    trusted: bool,
+    backing: Option<&SharedBuffer>,
+) -> PyResult<Bound<'py, PyAny>> {
     if data.get(1) == Some(&tag::INDIRECT) {
         let mut reader = Reader::new(data).map_err(decode_error)?;
         reader.byte().map_err(decode_error)?;
@@ -54,10 +64,10 @@ fn decode_bytes<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bo
         if inner.get(1) == Some(&tag::INDIRECT) {
             return Err(DecodeError::new_err("an indirect message points to another"));
         }
-        return decode_bytes(py, inner, trusted);
+        return decode_message(py, inner, trusted, Some(&buffer));
     }
     let mut reader = Reader::new(data).map_err(decode_error)?;
-    let value = Decoder { py, trusted }.value(&mut reader, 0)?;
+    let value = Decoder { py, trusted, backing }.value(&mut reader, 0)?;
     if !reader.at_end() {
         return Err(DecodeError::new_err(format!(
             "{} bytes after the value",
@@ -73,12 +83,14 @@ pub(super) fn decode_error(error: gilfree_core::CoreError) -> PyErr {
     DecodeError::new_err(error.to_string())
 }
 
-struct Decoder<'py> {
-    py: Python<'py>,
+pub(super) struct Decoder<'py, 'data> {
+    pub(super) py: Python<'py>,
     trusted: bool,
+    /// The shared buffer the message lies in, when it is decoded in place (INDIRECT).
+    backing: Option<&'data SharedBuffer>,
 }
 
-impl<'py> Decoder<'py> {
+impl<'py> Decoder<'py, '_> {
     fn value(&self, reader: &mut Reader<'_>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         if depth > MAX_DEPTH {
             return Err(decode_error(codec::too_deep()));
@@ -168,19 +180,19 @@ impl<'py> Decoder<'py> {
                 }
             }
             tag::PICKLE5 => self.pickle5(reader)?,
-            tag::NDARRAY => ndarray::decode(py, reader, self.trusted)?,
+            tag::NDARRAY => self.ndarray(reader)?,
             other => return scalar(py, other, reader),
         })
     }
 
-    /// A PICKLE5 value after its tag: a pickle whose out-of-band buffers are shared.
+    /// A PICKLE5 value after its tag: a pickle with its out-of-band buffers.
     fn pickle5(&self, reader: &mut Reader<'_>) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
-        let count = reader.count(4).map_err(decode_error)?;
+        let count = reader.count(2).map_err(decode_error)?;
         self.check_trusted("a pickle")?;
         let buffers = PyList::empty(py);
         for _ in 0..count {
-            buffers.append(Bound::new(py, open_handle(reader)?)?)?;
+            buffers.append(self.buffer(reader)?.0)?;
         }
         let bytes = reader.blob().map_err(decode_error)?;
         let keywords = PyDict::new(py);
@@ -189,7 +201,14 @@ impl<'py> Decoder<'py> {
             .call((PyBytes::new(py, bytes),), Some(&keywords))
     }
 
-    fn check_trusted(&self, what: &str) -> PyResult<()> {
+    /// A view of `bytes` where they lie, if they lie in the message's shared buffer.
+    pub(super) fn in_place(&self, bytes: &[u8]) -> Option<SharedBuffer> {
+        let backing = self.backing?;
+        let start = (bytes.as_ptr() as usize).checked_sub(backing.bytes().as_ptr() as usize)?;
+        backing.slice(start, bytes.len())
+    }
+
+    pub(super) fn check_trusted(&self, what: &str) -> PyResult<()> {
         if self.trusted {
             Ok(())
         } else {

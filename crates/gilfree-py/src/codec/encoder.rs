@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use gilfree_core::codec::{self, shared_kind, tag, MAGIC, SHARE_THRESHOLD};
+use gilfree_core::codec::{self, shared_kind, tag, INDIRECT_THRESHOLD, MAGIC, SHARE_THRESHOLD};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -43,8 +43,9 @@ impl From<PyErr> for Stop {
 pub(super) struct Encoder<'py> {
     pub(super) py: Python<'py>,
     pub(super) out: Vec<u8>,
-    /// Array bodies to insert into `out` when the message is finished.
+    /// Array bodies to insert into `out` when the message is finished, and their bytes.
     deferred: Vec<output::Deferred>,
+    deferred_bytes: usize,
     containers: HashSet<usize>,
     fallbacks: usize,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
@@ -68,6 +69,7 @@ pub fn encode<'py>(
         py,
         out,
         deferred: Vec::new(),
+        deferred_bytes: 0,
         containers: HashSet::new(),
         fallbacks: 0,
         sink,
@@ -85,11 +87,12 @@ impl<'py> Encoder<'py> {
             Err(Stop::Whole) => {
                 self.out.truncate(1);
                 self.deferred.clear();
+                self.deferred_bytes = 0;
                 self.pickle(value)?;
             }
         }
         let total = output::total_length(&self.out, &self.deferred);
-        if SHARING_SUPPORTED && self.sink.is_some() && total >= SHARE_THRESHOLD {
+        if SHARING_SUPPORTED && self.sink.is_some() && total >= INDIRECT_THRESHOLD {
             return self.indirect(total);
         }
         PyBytes::new_with(self.py, total, |target| {
@@ -104,8 +107,14 @@ impl<'py> Encoder<'py> {
         if view.bytes().len() < output::DEFER_MIN {
             self.out.extend_from_slice(view.bytes());
         } else {
+            self.deferred_bytes += view.bytes().len();
             self.deferred.push(output::Deferred { at: self.out.len(), view });
         }
+    }
+
+    /// Where the next byte written to `out` will lie in the finished message.
+    pub(super) fn position(&self) -> usize {
+        self.out.len() + self.deferred_bytes
     }
 
     fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
@@ -391,8 +400,7 @@ impl<'py> Encoder<'py> {
     /// Writes `value` as PICKLE, or as PICKLE5 when its large buffers went to shared memory.
     fn pickle(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let pickled = pickle_value(value, self.sink.is_some())?;
-        let (data, buffers) =
-            pickled.extract::<(Bound<'_, PyBytes>, Vec<Bound<'_, SharedBuffer>>)>()?;
+        let (data, buffers) = pickled.extract::<(Bound<'_, PyBytes>, Vec<Bound<'_, PyAny>>)>()?;
         if buffers.is_empty() {
             codec::write_blob(&mut self.out, tag::PICKLE, data.as_bytes());
             return Ok(());
@@ -400,10 +408,12 @@ impl<'py> Encoder<'py> {
         self.out.push(tag::PICKLE5);
         codec::write_varint(&mut self.out, buffers.len() as u64);
         for buffer in &buffers {
-            self.handle(buffer)?;
+            let view = View::contiguous(buffer).ok_or_else(|| {
+                PyRuntimeError::new_err("an out-of-band pickle buffer is not contiguous")
+            })?;
+            self.buffer(view)?;
         }
-        codec::write_varint(&mut self.out, data.as_bytes().len() as u64);
-        self.out.extend_from_slice(data.as_bytes());
+        codec::write_blob_body(&mut self.out, data.as_bytes());
         Ok(())
     }
 
@@ -414,6 +424,7 @@ impl<'py> Encoder<'py> {
         let buffer = filled_region(total, |target| output::gather(out, deferred, target))?;
         let buffer = Bound::new(self.py, buffer)?;
         self.deferred.clear();
+        self.deferred_bytes = 0;
         self.out.clear();
         self.out.extend_from_slice(&[MAGIC, tag::INDIRECT]);
         self.handle(&buffer)?;

@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+mod buffer;
 mod decoder;
 mod encoder;
 mod ndarray;

@@ -8,24 +8,24 @@
 //! do. numpy is never imported by the encoder: until the process imported it, no object can be
 //! an array.
 //!
-//! The decoder copies inline bytes once, into a `bytearray` the new array is a view of, so a
-//! received array is writable and owns its memory; an array sent as a shared buffer is a
-//! writable view of that shared memory (a `gilfree.shared_ndarray` stays shared).
+//! A received array is always writable. It is a view of the message's shared buffer when the
+//! message was decoded where it lies (INDIRECT: no copy), of a shared buffer of its own when it
+//! was large or already shared (a `gilfree.shared_ndarray` stays shared), else of a `bytearray`
+//! copy of its bytes (see `buffer`).
 #![allow(unsafe_code)] // the buffer protocol and type checks; each block says why it holds
 
-use gilfree_core::array::{self, storage, Header};
-use gilfree_core::codec::{Reader, SHARE_THRESHOLD};
+use gilfree_core::array::{self, Header};
+use gilfree_core::codec::Reader;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use super::decoder::{decode_error, open_handle};
+use super::decoder::{decode_error, Decoder};
 use super::encoder::{Encoder, Stop};
 use super::view::View;
 use super::DecodeError;
-use crate::buffers::{share_address, SHARING_SUPPORTED};
 
 static NDARRAY_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -90,48 +90,26 @@ impl Encoder<'_> {
             byte_length: bytes.len(),
         };
         header.write(&mut self.out);
-        if SHARING_SUPPORTED && self.sink.is_some() && !bytes.is_empty() {
-            let address = bytes.as_ptr() as usize;
-            if let Some(buffer) = share_address(self.py, address, bytes.len(), SHARE_THRESHOLD)? {
-                self.out.push(storage::SHARED);
-                self.handle(&Bound::new(self.py, buffer)?)?;
-                return Ok(());
-            }
-        }
-        self.out.push(storage::INLINE);
-        gilfree_core::codec::write_varint(&mut self.out, bytes.len() as u64);
-        self.defer(view);
-        Ok(())
+        Ok(self.buffer(view)?)
     }
 }
 
-/// Decodes an NDARRAY record after its tag.
-pub(super) fn decode<'py>(
+impl<'py> Decoder<'py, '_> {
+    /// Decodes an NDARRAY record after its tag.
+    pub(super) fn ndarray(&self, reader: &mut Reader<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let header = Header::read(reader).map_err(decode_error)?;
+        let (source, length) = self.buffer(reader)?;
+        check_length(length, &header)?;
+        array(self.py, &header, source)
+    }
+}
+
+/// The array `header` describes, over the bytes of `source`.
+fn array<'py>(
     py: Python<'py>,
-    reader: &mut Reader<'_>,
-    trusted: bool,
+    header: &Header<'_>,
+    source: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let header = Header::read(reader).map_err(decode_error)?;
-    let source = match reader.byte().map_err(decode_error)? {
-        storage::INLINE => {
-            let bytes = reader.blob().map_err(decode_error)?;
-            check_length(bytes.len(), &header)?;
-            PyByteArray::new(py, bytes).into_any()
-        }
-        storage::SHARED => {
-            if !trusted {
-                return Err(DecodeError::new_err("the message carries a shared buffer"));
-            }
-            let buffer = open_handle(reader)?;
-            check_length(buffer.bytes().len(), &header)?;
-            Bound::new(py, buffer)?.into_any()
-        }
-        other => {
-            return Err(DecodeError::new_err(format!(
-                "unknown array storage {other}"
-            )))
-        }
-    };
     let numpy = numpy(py).map_err(|error| {
         DecodeError::new_err(format!("an array needs numpy to decode: {error}"))
     })?;

@@ -1,0 +1,110 @@
+"""pandas and Arrow objects travel with their numeric buffers copied once, by the sender, into
+shared memory that the receiver reads in place; memory does not grow over many tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import create_executor
+from support import frames
+
+np = pytest.importorskip("numpy")
+pd = pytest.importorskip("pandas")
+
+pytestmark = pytest.mark.gilfree_only
+
+RESULT_TIMEOUT = 60
+#: Rows enough for a message past the codec's INDIRECT threshold (64 KiB).
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with create_executor(max_workers=2) as pool:
+        yield pool
+
+
+def arrow_values():
+    pyarrow = pytest.importorskip("pyarrow")
+    table = pyarrow.table({"a": np.arange(ROWS), "b": np.random.default_rng(1).random(ROWS)})
+    return {"Table": table, "RecordBatch": table.to_batches()[0]}
+
+
+def values():
+    data = frames.frame(ROWS)
+    return {
+        "DataFrame": data,
+        "Series": data["a"],
+        "Index": pd.Index(np.arange(ROWS) * 3),
+        "ndarray": np.arange(ROWS, dtype=np.float64),
+        "ndarrays": [np.full(1000, index, dtype=np.int64) for index in range(20)],
+    }
+
+
+@pytest.mark.parametrize("name", ["DataFrame", "Series", "Index", "ndarray", "Table", "RecordBatch"])
+def test_a_worker_reads_the_numeric_buffers_in_place(executor, name):
+    value = arrow_values()[name] if name in ("Table", "RecordBatch") else values()[name]
+    seen = executor.submit(frames.placement, value).result(timeout=RESULT_TIMEOUT)
+    assert seen["buffers"] >= 1
+    assert seen["shared"] == seen["buffers"], f"{seen['buffers'] - seen['shared']} buffers copied"
+
+
+def test_many_small_arrays_in_one_chunk_are_read_in_place(executor):
+    arrays = values()["ndarrays"]
+    seen = list(executor.map(frames.placement, arrays, chunksize=len(arrays)))
+    assert all(entry["shared"] == entry["buffers"] == 1 for entry in seen)
+
+
+@pytest.mark.parametrize("name", ["DataFrame", "Table"])
+def test_results_reach_the_parent_in_place_too(executor, name):
+    value = arrow_values()[name] if name == "Table" else values()[name]
+    received = executor.submit(frames.echo, value).result(timeout=RESULT_TIMEOUT)
+    seen = frames.placement(received)
+    assert seen["shared"] == seen["buffers"] >= 1
+    if name == "DataFrame":
+        pd.testing.assert_frame_equal(received, value)
+        received.loc[0, "a"] = -1.0  # writable: pandas may write into what it received
+        assert value.loc[0, "a"] != -1.0
+    else:
+        assert received.equals(value)
+
+
+def test_the_result_of_a_real_task_is_right(executor):
+    data = [frames.frame(ROWS, seed) for seed in range(6)]
+    expected = [frames.group_means(frame) for frame in data]
+    for got, want in zip(executor.map(frames.group_means, data), expected):
+        pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_tasks_do_not_grow_shared_or_resident_memory():
+    arrays = [np.random.default_rng(seed).random((64, 64)) for seed in range(100)]
+    data = frames.frame(ROWS)
+
+    def round_of_work(executor):
+        list(executor.map(np.transpose, arrays, chunksize=10))
+        executor.submit(frames.group_means, data).result(timeout=RESULT_TIMEOUT)
+
+    with create_executor(max_workers=2) as executor:
+        for _ in range(10):
+            round_of_work(executor)
+        worker_pids = [stats.pid for stats in executor.stats()]
+        before = frames.resident_bytes(), frames.shared_mapping_count()
+        workers_before = [worker_resident(pid) for pid in worker_pids]
+        for _ in range(100):  # 100 x (100 + 1) tasks
+            round_of_work(executor)
+        after = frames.resident_bytes(), frames.shared_mapping_count()
+        workers_after = [worker_resident(pid) for pid in worker_pids]
+        assert [stats.pid for stats in executor.stats()] == worker_pids, "a worker was replaced"
+    mib = 1 << 20
+    assert after[0] - before[0] < 32 * mib, f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB"
+    assert after[1] <= before[1] + 2, f"{after[1] - before[1]} more shared mappings"
+    for pid, start, end in zip(worker_pids, workers_before, workers_after):
+        assert end - start < 32 * mib, f"worker {pid} grew by {(end - start) / mib:.0f} MiB"
+
+
+def worker_resident(pid: int) -> int:
+    import os
+
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
