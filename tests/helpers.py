@@ -544,3 +544,17 @@ def kill_quietly(pids):
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class ExitsWhenPickled:
+    """A result whose ``__reduce__`` calls ``sys.exit(1)`` (CPython's test_deadlock
+    ``ExitAtPickle``)."""
+
+    def __reduce__(self):
+        import sys
+
+        sys.exit(1)
+
+
+def return_exits_when_pickled():
+    return ExitsWhenPickled()

@@ -66,6 +66,21 @@ def test_processes_lists_the_live_workers(executor):
     assert processes[pid].is_alive()
 
 
+def test_processes_lists_the_workers_a_submit_started_as_soon_as_it_returns(
+    make_executor, start_method, gate
+):
+    # CPython's test_processes_terminate, with tasks that can be sent: the workers the submits
+    # started are there with their pids before any task ran (the stdlib's fork starts all).
+    executor = make_executor(max_workers=4, start_method=start_method)
+    paths = [gate.started_path() for _ in range(2)]
+    futures = [executor.submit(helpers.write_pid_and_block, path, gate.path) for path in paths]
+    processes = executor._processes
+    assert len(processes) == (4 if IS_STDLIB and start_method == "fork" else 2)
+    assert all(process.is_alive() for process in processes.values())
+    gate.release()
+    assert {future.result(timeout=RESULT_TIMEOUT) for future in futures} <= set(processes)
+
+
 @pytest.mark.gilfree_only
 def test_many_distinct_functions_through_one_worker_stay_correct(start_method):
     # More distinct functions than a worker caches: the parent makes it forget the oldest.

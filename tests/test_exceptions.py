@@ -114,6 +114,16 @@ def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(execu
     assert list(executor.map(helpers.square, range(5))) == [0, 1, 4, 9, 16]
 
 
+def test_system_exit_while_pickling_the_result_reaches_the_future(executor):
+    # As in concurrent.futures (CPython's test_exit_during_result_pickle_on_worker): the
+    # future gets the SystemExit, and the worker goes on.
+    future = executor.submit(helpers.return_exits_when_pickled)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert type(exception) is SystemExit
+    assert exception.args == (1,)
+    assert executor.submit(helpers.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
+
+
 def test_unpicklable_argument_raises_in_the_caller(executor):
     # The stdlib fails the future; raising from submit is an exception in the
     # caller too. Either way the executor must stay usable.

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import textwrap
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -91,6 +92,29 @@ def test_killed_worker_fails_its_future_with_broken_process_pool(executor, gate)
     with pytest.raises(BrokenProcessPool):
         futures[0].result(timeout=RESULT_TIMEOUT)
     assert wait_until_gone(pids) == set()
+
+
+@pytest.mark.gilfree_only
+def test_a_refused_collector_thread_breaks_the_pool_and_shutdown_still_works(
+    make_executor, start_method, monkeypatch
+):
+    # Python refuses new threads while it finalizes. concurrent.futures then breaks its pool
+    # (gh-109047, CPython's test_python_finalization_error), rather than hang or fail later.
+    executor = make_executor(max_workers=2, start_method=start_method)
+    name = "_start_joinable_thread"  # what Thread.start calls (3.13; 3.11: _start_new_thread)
+    if not hasattr(threading, name):
+        name = "_start_new_thread"
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, name, refuse)
+        with pytest.raises(BrokenProcessPool):
+            list(executor.map(helpers.square, range(10)))
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(helpers.square, 2)
+    executor.shutdown(wait=True)
 
 
 # --- shared memory ----------------------------------------------------------------------

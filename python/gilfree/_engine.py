@@ -356,6 +356,12 @@ class Engine:
         self._channel.kick()
         self.lifecycle.wake()
 
+    def break_pool(self, reason: str, cause: BaseException) -> None:
+        """Marks the pool unusable from outside the engine (see ``_break``)."""
+        with self._lock:
+            if self._broken is None:
+                self._break(reason, cause)
+
     def _break(self, reason: str, cause: BaseException) -> None:
         """Marks the pool unusable (initializer failure): everything pending fails."""
         self._broken = reason

@@ -149,6 +149,11 @@ class Launcher:
     @staticmethod
     def _fork(fd: int, slot: int, epoch: int, inherited: Initializer) -> WorkerProcess:
         child_fd = os.dup(fd)
+        for stream in (sys.stdout, sys.stderr):  # else the child writes their buffers again
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass  # closed or removed, as multiprocessing's util._flush_std_streams allows
         with warnings.catch_warnings():
             # The user chose "fork" knowing it copies a threaded process (see the module doc);
             # the child only runs gilfree's worker loop.

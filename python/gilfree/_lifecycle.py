@@ -46,14 +46,25 @@ class Lifecycle:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     def note_submit(self) -> None:
-        """Called after work was queued: makes sure the collector exists and is awake."""
+        """Called after work was queued: makes sure the collector exists and is awake. If it
+        cannot start (Python refuses new threads while it finalizes), the pool is broken, as
+        concurrent.futures' is when it cannot start its threads (gh-109047)."""
         if self._thread is None:
+            refused: RuntimeError | None = None
             with self._wake:
                 if self._thread is None:
-                    self._thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._collect, name="gilfree-collector", daemon=True
                     )
-                    self._thread.start()
+                    try:
+                        thread.start()
+                    except RuntimeError as error:
+                        refused = error
+                    else:
+                        self._thread = thread
+            if refused is not None:
+                self._engine.break_pool("could not start the pool's collector thread", refused)
+                return
         if self._idle:
             self.wake()
 

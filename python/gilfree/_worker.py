@@ -26,6 +26,8 @@ SPIN_MICROSECONDS = 100.0
 POLL_SECONDS = 0.1
 #: How often a native thread checks that the parent is alive (a busy worker dies with it too).
 PARENT_WATCH_SECONDS = 0.1
+#: Freed memory a worker keeps for its next tasks instead of returning it to the system.
+KEPT_FREE_BYTES = 64 << 20
 #: Longest an exiting worker waits for the parent to read its last shared replies.
 RELEASE_WAIT_SECONDS = 30.0
 
@@ -130,13 +132,16 @@ def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], list[
 def _encode_result(kind: int, value: Any, shared: list[Any]) -> tuple[int, bytes]:
     """``(kind, payload)`` of the reply carrying ``value`` (a call's result, or a chunk's
     ``(results, failures)``); ERROR with a ``SerializationError`` naming the part of the result
-    that cannot be sent, if any."""
+    that cannot be sent, if any. SystemExit or KeyboardInterrupt raised while encoding (by a
+    ``__reduce__``) is sent as it is, for the future to raise, as concurrent.futures does."""
     try:
         return kind, protocol.dumps(value, shared)
-    except Exception as error:  # noqa: BLE001 - explained to the parent
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
         from gilfree._serialization import RESULT, explain
 
         shared.clear()
+        if not isinstance(error, Exception):
+            return protocol.ERROR, protocol.dump_exception(error)
         root = value[0] if kind == protocol.CHUNK_RESULT else value
         return protocol.ERROR, protocol.dump_exception(explain({RESULT: root}, error))
 
@@ -257,6 +262,8 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     # Ctrl-C is the parent's to handle: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _core.exit_with_parent(os.getppid(), PARENT_WATCH_SECONDS)
+    # Task after task decodes buffers of the same sizes: reuse their pages (gilfree_core::memory).
+    _core.keep_freed_memory(KEPT_FREE_BYTES)
     channel = WorkerChannel(fd, slot)
     os.close(fd)
     message = None

@@ -43,6 +43,9 @@ class _Default:
 #: "The executor's setting", for ``submit_with``'s keyword arguments.
 DEFAULT = _Default()
 
+#: Longest ``_processes`` waits for the pids of workers being forked by the zygote.
+PID_WAIT_SECONDS = 5.0
+
 
 def check_timeout(name: str, value: Any) -> float | None:
     """``value`` if it is None or a positive number of seconds; else a clear error."""
@@ -214,10 +217,16 @@ class ProcessPoolExecutor(_StdExecutor):
     def _processes(self) -> dict[int, WorkerProcess]:
         """concurrent.futures' private ``{pid: process}`` of the live workers (some code and
         tests poke at it); each value has ``pid``, ``exitcode``, ``is_alive()``, ``join()``,
-        ``terminate()`` and ``kill()``."""
-        return {
-            process.pid: process for process in self._engine.worker_processes() if process.pid
-        }  # (a zygote worker's pid arrives a moment after it is asked for)
+        ``terminate()`` and ``kill()``. As in the stdlib, the workers a ``submit`` started are
+        there as soon as it returns: a zygote worker's pid arrives a moment after it is asked
+        for, so this waits for those pids (at most ``PID_WAIT_SECONDS`` in all)."""
+        deadline = time.monotonic() + PID_WAIT_SECONDS
+        processes: dict[int, WorkerProcess] = {}
+        for process in self._engine.worker_processes():
+            pid = process.wait_for_pid(max(0.0, deadline - time.monotonic()))
+            if pid:
+                processes[pid] = process
+        return processes
 
     @property
     def start_method(self) -> str:
