@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import pickle
+import threading
 import weakref
 from concurrent.futures.process import BrokenProcessPool
 
@@ -70,15 +72,29 @@ def test_processes_lists_the_workers_a_submit_started_as_soon_as_it_returns(
     make_executor, start_method, gate
 ):
     # CPython's test_processes_terminate, with tasks that can be sent: the workers the submits
-    # started are there with their pids before any task ran (the stdlib's fork starts all).
+    # started are there with their pids before any task ran (with fork, all of them: gilfree
+    # forks every worker at the first submit, as the stdlib does).
     executor = make_executor(max_workers=4, start_method=start_method)
     paths = [gate.started_path() for _ in range(2)]
     futures = [executor.submit(helpers.write_pid_and_block, path, gate.path) for path in paths]
     processes = executor._processes
-    assert len(processes) == (4 if IS_STDLIB and start_method == "fork" else 2)
+    assert len(processes) == (4 if start_method == "fork" else 2)
     assert all(process.is_alive() for process in processes.values())
     gate.release()
     assert {future.result(timeout=RESULT_TIMEOUT) for future in futures} <= set(processes)
+
+
+def test_a_submit_that_cannot_be_sent_still_starts_a_worker(make_executor, start_method):
+    # As the stdlib (CPython's test_saturation): each submit starts a worker while none is
+    # idle, whether or not its task can be pickled; its future fails with pickle's error
+    # (gilfree's SerializationError is a PicklingError naming where the lock sits).
+    executor = make_executor(max_workers=3, start_method=start_method)
+    futures = [executor.submit(helpers.square, threading.Lock()) for _ in range(5)]
+    for future in futures:
+        with pytest.raises((TypeError, pickle.PicklingError), match="lock"):
+            future.result(timeout=RESULT_TIMEOUT)
+    assert len(executor._processes) == 3
+    assert executor.submit(helpers.square, 4).result(timeout=RESULT_TIMEOUT) == 16
 
 
 @pytest.mark.gilfree_only

@@ -56,18 +56,6 @@ SKIPPED = {
     # (WorkerCrashedError, a BrokenProcessPool) and is replaced; the pool stays usable, where
     # the stdlib's breaks and refuses new work.
     "test_process_pool.test_killed_child": "gilfree fails only the killed worker's task",
-    # They test how the stdlib's machinery works inside, not what a caller sees.
-    # Their tasks cannot be pickled, by the stdlib either (``sem.acquire`` is a method of a
-    # ``_multiprocessing.SemLock``; a Semaphore cannot go through a queue): every future fails.
-    # What they check is that the stdlib starts a worker process per submit regardless (and
-    # with fork, all of them at the first submit). gilfree starts workers for work it can send;
-    # tests/test_executor_api.py checks ``_processes`` right after submitting tasks that block.
-    "test_process_pool.test_saturation": (
-        "its tasks cannot be pickled; checks the stdlib starts processes for them anyway"
-    ),
-    "test_shutdown.test_processes_terminate": (
-        "its tasks cannot be pickled; checks the stdlib starts processes for them anyway"
-    ),
     # Refuses every thread start after the first (threading._start_joinable_thread) to make
     # the stdlib's second thread (a queue feeder) fail. gilfree starts one thread, which the
     # mock lets through, so nothing fails and the map's own TypeError comes back.
@@ -78,7 +66,7 @@ SKIPPED = {
 }
 
 #: The CPython modules run, with the least number of their tests that must pass (with CPython
-#: 3.13.0: 45, 21, 24, 15, 45 and 6 pass; the rest are skipped, here or by CPython itself).
+#: 3.13.0: 48, 24, 24, 15, 45 and 6 pass; the rest are skipped, here or by CPython itself).
 MIN_PASSED = {
     "test_process_pool": 40,
     "test_shutdown": 18,

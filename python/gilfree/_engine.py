@@ -87,10 +87,40 @@ class Engine:
             return  # an empty input, or one whose first item failed: nothing to run
         with self._lock:
             self._check_usable()
+            if self._launcher.method == "fork":
+                self._start_all()
             self._pending.append(work)
             self._outstanding += 1
             self._dispatch()
         self.lifecycle.note_submit()
+
+    def note_unsent_submit(self) -> None:
+        """A submit whose task could not be encoded (its future has failed). The stdlib starts
+        worker processes at every submit whatever the task, and code reads ``_processes`` right
+        after submitting, so workers start as for a task that could be sent: all of them with
+        fork, else one if no worker is idle (as the stdlib counts: one that finished a task and
+        has nothing to do)."""
+        with self._lock:
+            if self._broken is not None or self._make_setup is None:
+                return
+            if self._launcher.method == "fork":
+                self._start_all()
+                return
+            if any(slot.live() and not slot.inflight and slot.tasks_done for slot in self._slots):
+                return
+            for slot in self._slots:
+                if not slot.live():
+                    self._start_worker(slot)
+                    return
+
+    def _start_all(self) -> None:
+        """Starts a worker on every slot that has none (fork: as the stdlib, every worker is
+        forked at the first submit, before the pool's own threads run; under ``_lock``)."""
+        for slot in self._slots:
+            if self._broken is not None or self._make_setup is None:
+                return
+            if not slot.live():
+                self._start_worker(slot)
 
     def _check_usable(self) -> None:
         if self._broken is not None:
@@ -316,11 +346,7 @@ class Engine:
     def fill(self) -> None:
         """Starts a worker on every slot that has none (while the pool is usable)."""
         with self._lock:
-            for slot in self._slots:
-                if self._broken is not None or self._make_setup is None:
-                    return
-                if not slot.live():
-                    self._start_worker(slot)
+            self._start_all()
 
     def _forget_worker(self, slot: Slot) -> None:
         """Clears the slot of an ended (reaped) worker and settles the work it had in flight

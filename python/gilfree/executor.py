@@ -266,6 +266,7 @@ class ProcessPoolExecutor(_StdExecutor):
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.lifecycle.check_open()
             future.set_exception(explain({"fn": fn}, error))
+            self._engine.note_unsent_submit()
             return future
         shared: list[Any] = []
         try:
@@ -273,6 +274,7 @@ class ProcessPoolExecutor(_StdExecutor):
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.lifecycle.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
+            self._engine.note_unsent_submit()
             return future
         self._engine.submit(Call(future, fn, function, payload, shared, limits))
         return future

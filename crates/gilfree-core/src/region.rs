@@ -117,6 +117,8 @@ const MAPPED_BYTES: usize = 64 << 20;
 #[derive(Debug)]
 pub struct Region {
     memory: Arc<SharedMemory>,
+    /// Made by this process (else opened from another's handle).
+    created_here: bool,
 }
 
 impl Region {
@@ -127,7 +129,7 @@ impl Region {
             CoreError::InvalidArgument(format!("a shared buffer of {length} bytes is too large"))
         })?;
         let memory = Arc::new(SharedMemory::create_populated("gilfree-buffer", size)?);
-        let region = Self { memory };
+        let region = Self { memory, created_here: true };
         region.mappings().add();
         Ok(register(region))
     }
@@ -174,6 +176,16 @@ impl Region {
     /// Opens the region another process exported as `origin` (or this process: a handle can
     /// come back), reusing the mapping if this process already has it.
     pub fn open(origin: Origin) -> Result<Arc<Self>> {
+        if origin.pid == std::process::id() {
+            if let Some(region) = Self::own(origin.fd) {
+                return Ok(region); // a handle of ours came back: no need to map it again
+            }
+        }
+        Self::open_mapped(origin)
+    }
+
+    /// `open` through `/proc`, as for another process's handle (whoever made it).
+    fn open_mapped(origin: Origin) -> Result<Arc<Self>> {
         let path = format!("/proc/{}/fd/{}", origin.pid, origin.fd);
         let fd = rustix::fs::open(
             path.as_str(),
@@ -206,13 +218,21 @@ impl Region {
             keep_mapped(key, &memory);
             memory
         };
-        let region = Self { memory };
+        let region = Self { memory, created_here: false };
         region.mappings().add();
         let region = register(region);
         let mut opened = lock(&OPENED);
         opened.retain(|_, region| region.strong_count() > 0);
         opened.insert(key, Arc::downgrade(&region));
         Ok(region)
+    }
+
+    /// The live region this process created whose descriptor is `fd`.
+    fn own(fd: i32) -> Option<Arc<Self>> {
+        let regions = lock(&REGIONS);
+        regions.values().filter_map(Weak::upgrade).find(|region| {
+            region.created_here && region.memory.fd().as_fd().as_raw_fd() == fd
+        })
     }
 
     /// The handle other processes open this region by.
@@ -390,14 +410,20 @@ mod tests {
     }
 
     #[test]
-    fn opening_an_own_handle_maps_the_same_memory() {
+    fn opening_an_own_handle_gives_the_region_itself() {
+        let region = Region::create(4096).unwrap();
+        assert!(Arc::ptr_eq(&Region::open(region.origin()).unwrap(), &region));
+    }
+
+    #[test]
+    fn a_handle_mapped_twice_is_mapped_once() {
         let region = Region::create(4096).unwrap();
         // SAFETY: the region is 4096 bytes long and nothing else uses it.
         unsafe { region.as_ptr().write(42) };
-        let again = Region::open(region.origin()).unwrap();
+        let again = Region::open_mapped(region.origin()).unwrap();
         // SAFETY: as above, through the second mapping.
         assert_eq!(unsafe { again.as_ptr().read() }, 42);
-        let third = Region::open(region.origin()).unwrap();
+        let third = Region::open_mapped(region.origin()).unwrap();
         assert!(Arc::ptr_eq(&again, &third), "a handle opened twice is mapped once");
     }
 
@@ -410,7 +436,7 @@ mod tests {
         drop(first);
         let again = Region::acquire(3 << 20).unwrap();
         assert_eq!(again.as_ptr() as usize, address, "an idle region is reused");
-        let mapped_elsewhere = Region::open(again.origin()).unwrap();
+        let mapped_elsewhere = Region::open_mapped(again.origin()).unwrap();
         drop(again);
         let other = Region::acquire(3 << 20).unwrap();
         assert_ne!(other.as_ptr() as usize, address, "a region still mapped is not reused");
@@ -433,14 +459,14 @@ mod tests {
     fn a_mapping_outlives_its_last_use_without_keeping_the_region_busy() {
         let owned = Region::acquire(2 << 20).unwrap();
         let origin = owned.origin();
-        let opened = Region::open(origin).unwrap();
+        let opened = Region::open_mapped(origin).unwrap();
         let address = opened.as_ptr() as usize;
         drop(opened);
         assert!(owned.mappings().only_mine(), "a kept mapping is not a use");
         assert!(Region::containing(address, 1).is_none(), "nor a registered region");
         // SAFETY: the region is 2 MiB long and no other use of it exists.
         unsafe { owned.as_ptr().write(7) };
-        let again = Region::open(origin).unwrap();
+        let again = Region::open_mapped(origin).unwrap();
         assert_eq!(again.as_ptr() as usize, address, "the kept mapping is used again");
         // SAFETY: as above, through the kept mapping.
         assert_eq!(unsafe { again.as_ptr().read() }, 7, "and sees the owner's writes");

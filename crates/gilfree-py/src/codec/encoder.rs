@@ -95,10 +95,7 @@ impl<'py> Encoder<'py> {
         if SHARING_SUPPORTED && self.sink.is_some() && total >= INDIRECT_THRESHOLD {
             return self.indirect(total);
         }
-        PyBytes::new_with(self.py, total, |target| {
-            output::gather(&self.out, &self.deferred, target);
-            Ok(())
-        })
+        output::bytes(self.py, total, |target| output::gather(&self.out, &self.deferred, target))
     }
 
     /// Appends `view`'s bytes to the message: now if small, else when the message is finished

@@ -2,7 +2,12 @@
 //! warm: faulting in fresh pages costs more than copying here), and large array bodies kept as
 //! views until the message's size is known, then copied once, straight into its destination
 //! (a new `bytes`, or a shared buffer for an INDIRECT message).
+#![allow(unsafe_code)] // an uninitialised bytes object, filled before anyone sees it
 use std::cell::Cell;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use super::view::View;
 
@@ -60,4 +65,27 @@ pub(super) fn gather(out: &[u8], deferred: &[Deferred], target: &mut [u8]) {
         to += bytes.len();
     }
     target[to..].copy_from_slice(&out[from..]);
+}
+
+/// A new `bytes` of `length` bytes written by `fill`, which must write every byte (unlike
+/// `PyBytes::new_with`, the memory is not zeroed first: one pass over it instead of two).
+pub(super) fn bytes(
+    py: Python<'_>,
+    length: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> PyResult<Bound<'_, PyBytes>> {
+    let size = ffi::Py_ssize_t::try_from(length)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("message too large"))?;
+    // SAFETY: a new bytes object of `size` uninitialised bytes (null raises MemoryError); it is
+    // ours alone until returned, and `fill` writes all of its bytes before that (gather's
+    // contract: exactly `total_length` bytes), so no one reads uninitialised memory.
+    unsafe {
+        let object = Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?;
+        let data = ffi::PyBytes_AsString(object.as_ptr()).cast::<u8>();
+        fill(std::slice::from_raw_parts_mut(data, length));
+        Ok(object.cast_into_unchecked())
+    }
 }
