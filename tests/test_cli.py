@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -243,3 +244,36 @@ def test_bench_rejects_an_unknown_workload_or_contender():
         completed = run_module("bench", option, "no_such_thing")
         assert completed.returncode == 2
         assert "unknown" in completed.stderr and "no_such_thing" in completed.stderr
+
+
+def test_bench_quick_times_a_numpy_row_against_the_loop_and_the_best_chunksize():
+    completed = run_module(
+        "bench", "--quick", "--contenders", "gilfree,ppe_best", "--only", "matmul_sum"
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table = completed.stdout
+    assert "map(float((a @ a.T).sum())), 600 × 64×64 float64 (--quick size)" in table, table
+    assert "failed [" not in table and "vs sequential" in table, table
+    timed = re.compile(r"\s\d+(\.\d+)? (s|ms|µs)\s+\d+(\.\d+)? µs/array")
+    for contender in ("sequential", "gilfree", "ProcessPoolExecutor(best chunksize)"):
+        lines = [line for line in table.splitlines() if f"  {contender} " in line]
+        assert len(lines) == 1 and timed.search(lines[0]), table
+    assert re.search(r"µs/array, chunksize (1|16|64|256)\s", table), table
+    assert "≥3× PPE best chunksize (issue 10)" in table and "issue 10:" in table, table
+
+
+def test_bench_numpy_rows_run_with_one_blas_thread_in_interpreters_of_their_own():
+    from gilfree.bench import contenders, runner
+    from gilfree.bench.suite import SUITE
+
+    entries = [contenders.find_entry(key) for key in ("gilfree", "ppe", "ppe_best")]
+    settings = runner.build_settings(runner.parse_arguments(["--quick"]))
+    workloads = [w for w in SUITE if w.key in ("round_trip", "matmul_sum", "groupby_big_frame")]
+    batches = runner.plan_batches(workloads, entries, settings, named=set())
+    for batch in batches:
+        numeric = {w.key for w in batch.workloads} & {"matmul_sum", "groupby_big_frame"}
+        assert not numeric or {w.key for w in batch.workloads} == numeric
+        assert dict(batch.environment).get("OPENBLAS_NUM_THREADS") == ("1" if numeric else None)
+    cells = {(b.key, tuple(w.key for w in b.workloads)) for b in batches}
+    assert ("sequential", ("matmul_sum", "groupby_big_frame")) in cells
+    assert ("ppe_best", ("matmul_sum",)) in cells  # a submit has no chunksize to sweep

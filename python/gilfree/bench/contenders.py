@@ -5,6 +5,10 @@ with the pool's default arguments (or a given chunksize), list its workers' pids
 pool. The registry at the bottom names each contender's module, which the parent only looks for
 (``find_spec``) and the measuring interpreter imports, so one that is missing (gilfree while it
 is being built, loky, mpire) only disables its own contender.
+
+A "best chunksize" contender (``ppe_best``, ``loky_best``) is the same executor with a
+``chunksize_sweep``: the workloads that honour it (the numpy rows of issue 10) time its map at
+each chunksize of the sweep and keep the best, noting which one won.
 """
 
 from __future__ import annotations
@@ -19,10 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 Function = Callable[..., Any]
+#: The chunksizes a "best chunksize" contender's maps are timed at.
+CHUNKSIZE_SWEEP = (1, 16, 64, 256)
 
 
 class Contender:
-    """A pool implementation under test; subclasses fill in the four operations."""
+    """A pool implementation under test; subclasses fill in the four operations.
+
+    ``chunksize_sweep``: the chunksizes a workload that sweeps them times this contender's map
+    at, keeping the best (empty: the pool's default chunksize only).
+    """
+
+    chunksize_sweep: tuple[int, ...] = ()
 
     def __init__(self, key: str, name: str) -> None:
         self.key = key
@@ -200,6 +212,16 @@ def load_loky() -> Contender:
     return ExecutorContender("loky", "loky", loky.ProcessPoolExecutor)
 
 
+def load_best_chunksize(load: Callable[[], Contender]) -> Contender:
+    """Return the contender ``load`` gives, as its "best chunksize" variant: key ``<key>_best``,
+    its maps timed at each chunksize of `CHUNKSIZE_SWEEP` by the workloads that sweep."""
+    contender = load()
+    contender.key = f"{contender.key}_best"
+    contender.name = f"{contender.name}(best chunksize)"
+    contender.chunksize_sweep = CHUNKSIZE_SWEEP
+    return contender
+
+
 def load_mpire() -> Contender:
     """Return the mpire contender; raises ImportError when mpire is not installed."""
     importlib.import_module("mpire")
@@ -211,7 +233,8 @@ class Entry:
     """One contender of the registry: its key, display name, loader and the module it needs.
 
     ``everywhere``: whether workloads that do not list their contenders run it by default (the
-    stdlib executor with each start method runs only in the start-up rows that list it).
+    stdlib executor with each start method runs only in the start-up rows that list it, the
+    "best chunksize" ones only in the numpy rows).
     """
 
     key: str
@@ -247,7 +270,23 @@ REGISTRY: tuple[Entry, ...] = (
         "pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False,
         module="multiprocessing",
     ),
+    Entry(
+        "ppe_best",
+        "ProcessPoolExecutor(best chunksize)",
+        functools.partial(load_best_chunksize, load_process_pool_executor),
+        optional=False,
+        module="concurrent.futures",
+        everywhere=False,
+    ),
     Entry("loky", "loky", load_loky, optional=True, module="loky"),
+    Entry(
+        "loky_best",
+        "loky(best chunksize)",
+        functools.partial(load_best_chunksize, load_loky),
+        optional=True,
+        module="loky",
+        everywhere=False,
+    ),
     Entry("mpire", "mpire", load_mpire, optional=True, module="mpire"),
 )
 

@@ -198,6 +198,7 @@ def codec_workload(kind: str) -> Workload:
         baseline=pickle_baseline(kind),
         contenders=("gilfree",),
         session="codec",
+        references=("pickle",),
     )
 
 

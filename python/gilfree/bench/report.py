@@ -2,9 +2,12 @@
 
 Every ratio is ``reference / contender``, both measured in the same run (times, or memory for
 the memory row), so a ratio above 1 means the contender is faster (or smaller) than the
-reference. The table comes in sections, one per pair of reference rows its ratio columns use
+reference. The table comes in sections, one per set of reference rows its ratio columns use
 (``Workload.references``): ProcessPoolExecutor and multiprocessing.Pool for the steady-state
-rows, the stdlib executor with fork and forkserver for the start-up and memory rows.
+rows, pickle for the codec rows, the sequential loop and the stdlib executor at its best
+chunksize for the numpy and pandas maps (at its default for the single submit), the stdlib
+executor with fork and forkserver for the start-up and memory rows. The chart has one panel per
+first reference.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ REFERENCE_NAMES = {
     "ppe_fork": "PPE(fork)",
     "ppe_forkserver": "PPE(forkserver)",
     "ppe_spawn": "PPE(spawn)",
+    "ppe_best": "PPE(best chunksize)",
     "pool": "Pool",
     "sequential": "sequential",
     "pickle": "pickle",
@@ -33,13 +37,15 @@ REFERENCE_NAMES = {
 @dataclass(frozen=True)
 class Row:
     """One measured cell: a workload run by a contender, its value (seconds, or bytes when the
-    workload's unit is ``"B"``), or the error it raised."""
+    workload's unit is ``"B"``) and its note (the chunksize a sweep kept), or the error it
+    raised."""
 
     workload: Workload
     contender_key: str
     contender_name: str
     value: float | None
     error: str | None
+    detail: str | None = None
 
 
 def format_seconds(seconds: float) -> str:
@@ -168,6 +174,8 @@ def format_section(
         figure = ""
         if row.value is not None:
             figure = row.workload.figure(row.value, baseline_value(rows, row.workload), settings)
+        if row.detail:
+            figure = f"{figure}, {row.detail}" if figure else row.detail
         targets = ""
         if row.contender_key == "gilfree":
             checks = [check_target(rows, row, target) for target in row.workload.targets]
@@ -185,7 +193,8 @@ def format_section(
 
 
 def format_table(rows: list[Row], settings: Settings) -> str:
-    """Return the results table, with the targets of issues 2, 3 and 9 beside the gilfree rows."""
+    """Return the results table, with the targets of issues 2, 3, 9 and 10 beside the gilfree
+    rows."""
     verdicts: list[tuple[int, bool | None]] = []
     footnotes: list[str] = []
     text: list[str] = []
@@ -215,8 +224,31 @@ def format_table(rows: list[Row], settings: Settings) -> str:
     ]
     if once:
         footnotes.append(f"measured once (one interpreter per contender): {', '.join(once)}")
+    footnotes += repetition_and_environment_notes(rows, settings)
     summary = summarize_targets(verdicts)
     return "\n".join([title, subtitle, "", *text, *footnotes, summary])
+
+
+def repetition_and_environment_notes(rows: list[Row], settings: Settings) -> list[str]:
+    """The footnotes naming (by key) the workloads timed more than once even with ``--quick``,
+    and those whose interpreters were started with variables added to their environment."""
+    notes: list[str] = []
+    measured = list(dict.fromkeys(row.workload for row in rows))
+    if settings.quick:
+        repeated = [
+            workload
+            for workload in measured
+            if (workload.quick_repetitions or 1) > settings.repetitions
+        ]
+        for repetitions, group in itertools.groupby(repeated, lambda w: w.quick_repetitions):
+            keys = ", ".join(workload.key for workload in group)
+            notes.append(f"best of {repetitions} even with --quick: {keys}")
+    for environment, group in itertools.groupby(measured, key=lambda w: w.environment):
+        if environment:
+            variables = " ".join(f"{name}={value}" for name, value in environment)
+            keys = ", ".join(workload.key for workload in group)
+            notes.append(f"interpreters started with {variables}: {keys}")
+    return notes
 
 
 def summarize_targets(verdicts: list[tuple[int, bool | None]]) -> str:
@@ -246,12 +278,16 @@ def compared_workloads(rows: list[Row], section: list[Row]) -> list[Workload]:
 
 
 def plot_section(axes: Any, rows: list[Row], section: list[Row]) -> None:
-    """Draw one panel: each contender's ratio to the section's first reference, per workload."""
+    """Draw one panel: each contender's ratio to the section's first reference, per workload,
+    and a black dash over gilfree's bar at each target of the workload against that reference."""
+    from matplotlib import ticker
+
     reference = section[0].workload.references[0]
     workloads = compared_workloads(rows, section)
     contender_rows = [row for row in section if not is_baseline(row) and row.workload in workloads]
     names = list(dict.fromkeys(row.contender_name for row in contender_rows))
     bar_width = 0.8 / max(1, len(names))
+    target_label = "gilfree's target"
     for index, name in enumerate(names):
         positions: list[float] = []
         ratios: list[float] = []
@@ -259,21 +295,41 @@ def plot_section(axes: Any, rows: list[Row], section: list[Row]) -> None:
             for row in contender_rows:
                 ratio = ratio_to(rows, row, reference)
                 if row.workload is workload and row.contender_name == name and ratio is not None:
-                    positions.append(place + (index - (len(names) - 1) / 2) * bar_width)
+                    position = place + (index - (len(names) - 1) / 2) * bar_width
+                    positions.append(position)
                     ratios.append(ratio)
+                    if row.contender_key != "gilfree":
+                        continue
+                    for target in workload.targets:
+                        if target.reference == reference:
+                            axes.hlines(
+                                target.minimum,
+                                position - bar_width / 2,
+                                position + bar_width / 2,
+                                colors="black",
+                                linewidth=2,
+                                label=target_label,
+                                zorder=3,
+                            )
+                            target_label = "_nolegend_"
         axes.bar(positions, ratios, bar_width, label=name)
     axes.set_yscale("log")
     axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}×"))
+    axes.yaxis.set_minor_formatter(ticker.NullFormatter())
     labels = [textwrap.fill(workload.title, 22) for workload in workloads]
     axes.set_xticks(range(len(workloads)), labels, fontsize=7)
     axes.set_ylabel(f"vs {reference_name(reference)} (×, log)")
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def write_plot(rows: list[Row], path: str, settings: Settings) -> str:
     """Write a bar chart, one panel per first reference of the table's sections: each
-    contender's ratio to it (ProcessPoolExecutor; PPE(fork) for the start-up and memory rows),
-    on the workloads where it was measured; a higher bar is less time or memory. Return a note."""
+    contender's ratio to it (ProcessPoolExecutor; pickle for the codec rows; the sequential loop
+    for the numpy and pandas rows; PPE(fork) for the start-up and memory rows), on the workloads
+    where it was measured, with gilfree's targets against it; a higher bar is less time or
+    memory. Return a note."""
     try:
         import matplotlib
 

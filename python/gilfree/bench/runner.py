@@ -8,8 +8,10 @@ load to start (the user's main script and its imports) is part of every measurem
 cell inherits a pool or a template process from another. Workloads that share a ``session`` run
 in one interpreter per contender (both cold starts: the second executor must follow the first),
 and with ``--quick`` so do the steady-state rows of one contender, to save the interpreters'
-start; a ``fresh`` workload's repetitions are more interpreters, the best kept. Before the
-first cell, one unmeasured interpreter per main script warms the disk cache. The measuring side
+start; a ``fresh`` workload's repetitions are more interpreters, the best kept. A workload's
+``environment`` (one BLAS thread for the numpy rows) is set in its interpreters' environment,
+and workloads with different ones never share an interpreter. Before the first cell, one
+unmeasured interpreter per main script warms the disk cache. The measuring side
 is `gilfree.bench.child`; ratios compare rows of the same run (see `gilfree.bench.report`).
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from gilfree.bench import contenders as contender_registry
 from gilfree.bench import report
-from gilfree.bench.child import repetitions_allowed
+from gilfree.bench.child import planned_repetitions, repetitions_allowed
 from gilfree.bench.main_scripts import SCRIPT_REQUIRES, script_path
 from gilfree.bench.suite import SUITE
 from gilfree.bench.workloads import Settings, Workload
@@ -44,7 +46,8 @@ LEFTOVER_GRACE_SECONDS = 0.5
 
 @dataclass
 class Batch:
-    """Workloads measured in one interpreter (``runs`` of them) for one contender or baseline."""
+    """Workloads measured in one interpreter (``runs`` of them) for one contender or baseline,
+    with ``environment`` added to this process's environment."""
 
     script: str
     key: str
@@ -52,14 +55,16 @@ class Batch:
     baseline: bool
     workloads: list[Workload] = field(default_factory=list)
     runs: int = 1
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class Outcome:
-    """What one interpreter reported for one workload: its value or its error."""
+    """What one interpreter reported for one workload: its value (and its note) or its error."""
 
     value: float | None
     error: str | None
+    detail: str | None = None
 
 
 def kill_leftovers(group: int) -> None:
@@ -105,6 +110,7 @@ def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
         results_path.touch()
         limit = settings.timeout_seconds * len(batch.workloads) + INTERPRETER_ALLOWANCE_SECONDS
         command = [sys.executable, str(script_path(batch.script)), str(request_path)]
+        environment = {**os.environ, **dict(batch.environment)} if batch.environment else None
         with output_path.open("w") as output:
             process = subprocess.Popen(
                 command,
@@ -112,6 +118,7 @@ def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=environment,
             )
             try:
                 status: int | None = process.wait(timeout=limit)
@@ -124,7 +131,9 @@ def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         for line in results_path.read_text().splitlines():
             result = json.loads(line)
-            outcomes[result["workload"]] = Outcome(result["value"], result["error"])
+            outcomes[result["workload"]] = Outcome(
+                result["value"], result["error"], result.get("detail")
+            )
         if status is None:
             reason = f"BenchTimeout: interpreter killed after {limit:g} s"
         else:
@@ -135,17 +144,18 @@ def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
 
 
 def run_batch(batch: Batch, settings: Settings) -> dict[str, Outcome]:
-    """Run ``batch`` in ``batch.runs`` interpreters; per workload, the best value or an error."""
+    """Run ``batch`` in ``batch.runs`` interpreters; per workload, the best value (with its
+    note) or an error."""
     runs = [run_interpreter(batch, settings) for _ in range(batch.runs)]
     combined: dict[str, Outcome] = {}
     for workload in batch.workloads:
         outcomes = [run[workload.key] for run in runs]
         errors = [outcome.error for outcome in outcomes if outcome.error is not None]
-        values = [outcome.value for outcome in outcomes if outcome.value is not None]
-        if errors or not values:
+        measured = [outcome for outcome in outcomes if outcome.value is not None]
+        if errors or not measured:
             combined[workload.key] = Outcome(None, errors[0] if errors else "no value")
         else:
-            combined[workload.key] = Outcome(min(values), None)
+            combined[workload.key] = min(measured, key=lambda outcome: outcome.value or 0.0)
     return combined
 
 
@@ -170,10 +180,11 @@ def plan_batches(
     """Group the cells (workload x contender, and baselines) into interpreters, in suite order.
 
     One interpreter per cell, but workloads of one ``session`` share one per contender; with
-    ``--quick`` (``settings.quick``), so do all ``shareable`` workloads without a session.
+    ``--quick`` (``settings.quick``), so do all ``shareable`` workloads without a session. Only
+    workloads with the same main script and ``environment`` ever share one.
     """
     batches: list[Batch] = []
-    sessions: dict[tuple[str, str, str], Batch] = {}
+    sessions: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Batch] = {}
     for workload in workloads:
         session = workload.session
         if session is None and settings.quick and workload.shareable:
@@ -186,11 +197,15 @@ def plan_batches(
         if workload.baseline is not None and not workload.baseline.computed:
             cells.insert(0, (workload.baseline.key, workload.baseline.name, True))
         for key, name, is_baseline in cells:
-            runs = repetitions_allowed(workload, key, settings.repetitions) if workload.fresh else 1
-            group = (workload.script, session or "", key)
+            runs = 1
+            if workload.fresh:
+                runs = repetitions_allowed(workload, key, planned_repetitions(workload, settings))
+            group = (workload.script, session or "", key, workload.environment)
             batch = sessions.get(group) if session else None
             if batch is None:
-                batch = Batch(workload.script, key, name, is_baseline)
+                batch = Batch(
+                    workload.script, key, name, is_baseline, environment=workload.environment
+                )
                 batches.append(batch)
                 if session:
                     sessions[group] = batch
@@ -217,7 +232,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m gilfree bench",
         description="Compare gilfree with the stdlib pools (and loky, mpire when installed).",
     )
-    parser.add_argument("--quick", action="store_true", help="one repetition, fewer round trips")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes, one repetition (a few on cheap rows)"
+    )
     parser.add_argument("--plot", metavar="FILE", help="write a PNG bar chart (needs matplotlib)")
     parser.add_argument("--workers", type=int, default=2, help="workers per pool (default 2)")
     workload_keys = ",".join(workload.key for workload in SUITE)
@@ -301,6 +318,9 @@ def build_settings(arguments: argparse.Namespace) -> Settings:
         echo_items=1_000_000 if quick else 3_000_000,
         array_items=6_250_000 if quick else 25_000_000,
         codec_items=1_000_000,
+        matrix_count=600 if quick else 3000,
+        frame_count=60 if quick else 200,
+        big_frame_megabytes=20 if quick else 80,
     )
 
 
@@ -347,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{batch.name} ({batch.runs} interpreter(s), {elapsed:.1f} s):", file=sys.stderr)
         for workload in batch.workloads:
             outcome = outcomes[workload.key]
-            row = report.Row(workload, batch.key, batch.name, outcome.value, outcome.error)
+            row = report.Row(
+                workload, batch.key, batch.name, outcome.value, outcome.error, outcome.detail
+            )
             rows.append(row)
             progress = f"  {workload.title} / {batch.name}: {report.format_row_value(row)}"
             print(progress, file=sys.stderr, flush=True)

@@ -7,7 +7,8 @@ not inherit the parent's memory (zygote, spawn, forkserver, loky) loads what a u
 loads before it can run them. Each `Workload` says how to time one repetition against one
 contender, which reference row (the sequential loop, if any) it is compared with, and which
 targets gilfree must reach. The data workloads of issue 3 live in `gilfree.bench.data_workloads`,
-the start-up and memory rows of issue 9 in `gilfree.bench.start_workloads`.
+the start-up and memory rows of issue 9 in `gilfree.bench.start_workloads`, the numpy and pandas
+rows of issue 10 in `gilfree.bench.numeric_workloads`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ class Settings:
     echo_items: int = 3_000_000
     array_items: int = 25_000_000
     codec_items: int = 1_000_000
+    matrix_count: int = 3000
+    frame_count: int = 200
+    big_frame_megabytes: int = 80
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A measured value with a note for the table, such as the chunksize a sweep kept."""
+
+    value: float
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,14 @@ def at_most(reference: str, fraction: float, label: str, issue: int) -> Target:
     return Target(reference, 1.0 / fraction, label, issue, as_fraction=True)
 
 
-Measure = Callable[[Contender, object, Settings], float]
+Measure = Callable[[Contender, object, Settings], float | Timed]
+#: What the numpy rows set in their interpreter's environment before numpy is imported: one BLAS
+#: (and OpenMP) thread per process, in the main process and in every worker alike.
+ONE_BLAS_THREAD: tuple[tuple[str, str], ...] = (
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +122,11 @@ class Workload:
     """One row group of the benchmark table.
 
     ``measure`` times one repetition and returns its value: seconds, or bytes when ``unit`` is
-    ``"B"`` (lower is better either way). It runs in a fresh interpreter started on the main
-    script ``script`` (see `gilfree.bench.main_scripts`) and receives the pool created (and warmed
-    up) there, or ``None`` when ``uses_pool`` is false and it creates pools itself. ``figure``
-    turns the value (and the baseline's, if any) into a per-unit figure.
+    ``"B"`` (lower is better either way), or a `Timed` (the value and a note for the table). It
+    runs in a fresh interpreter started on the main script ``script`` (see
+    `gilfree.bench.main_scripts`) and receives the pool created (and warmed up) there, or
+    ``None`` when ``uses_pool`` is false and it creates pools itself. ``figure`` turns the value
+    (and the baseline's, if any) into a per-unit figure.
 
     Interpreters: each contender measures each workload in an interpreter of its own, except that
     workloads with the same ``session`` share one per contender (run in suite order), and that
@@ -118,7 +138,11 @@ class Workload:
     ``peer_repetitions`` caps the repetitions of every contender but gilfree (for slow ones),
     ``repetitions`` those of all; ``references`` are the two rows the table's ratio columns
     compare with; a workload whose ``requires`` module is not importable is skipped;
-    ``sized_title`` gives the title for the sizes of a run when they vary.
+    ``sized_title`` gives the title for the sizes of a run when they vary; ``quick_repetitions``
+    replaces the run's repetitions under ``--quick`` (for rows cheap enough to time more than
+    once); ``environment`` is set in the interpreter's environment before it starts (workloads
+    with different ones never share an interpreter); ``warm_up`` runs once on the pool after
+    the runner's own warm-up, untimed (a short map of the row's task).
     """
 
     key: str
@@ -137,8 +161,11 @@ class Workload:
     session: str | None = None
     fresh: bool = False
     repetitions: int | None = None
-    references: tuple[str, str] = ("ppe", "pool")
+    references: tuple[str, ...] = ("ppe", "pool")
     shareable: bool = True
+    quick_repetitions: int | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+    warm_up: Callable[[Contender, object, Settings], None] | None = None
 
 
 def measure_round_trip(contender: Contender, pool: object, settings: Settings) -> float:

@@ -46,6 +46,21 @@ def numpy_pandas(i):
     return float(pd.Series(np.arange(100.0) * i).sum())
 
 
+def gram_sum(array):
+    """``float((a @ a.T).sum())``: a small matrix product reduced to one float (issue 10)."""
+    return float((array @ array.T).sum())
+
+
+def gram(array):
+    """``a @ a.T``: the same product, returned whole (issue 10)."""
+    return array @ array.T
+
+
+def group_means(frame):
+    """``frame.groupby("key").mean()``: a DataFrame's per-key means (issue 10)."""
+    return frame.groupby("key").mean()
+
+
 def check_in(request):
     """Run `numpy_pandas`, then record this worker's pid in ``folder`` and wait (at most
     ``seconds``) until ``count`` workers have: a barrier that makes every worker run a task.
