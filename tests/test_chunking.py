@@ -34,7 +34,7 @@ def test_cheap_items_grow_chunks_geometrically_towards_the_target(sizer_class):
         sizes.append(size)
     assert sizes[0] == 64  # growth is capped per step
     assert sizes == sorted(sizes)
-    assert sizes[-1] == 20_000  # 2 ms of work at 0.1 µs per item
+    assert sizes[-1] == 50_000  # 5 ms of work at 0.1 µs per item
 
 
 def test_expensive_items_at_the_end_of_the_input_go_one_by_one(sizer_class):

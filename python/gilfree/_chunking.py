@@ -1,6 +1,7 @@
 """Adaptive chunk sizes for ``map(chunksize=None)``.
 
-Aim: a few milliseconds of work per message, so tiny tasks are not drowned in per-message cost,
+Aim: about 5 ms of work per message, so neither tiny tasks nor medium ones (a DataFrame each, whose
+pickling and decoding cost the parent per message) are drowned in per-message cost,
 while keeping the end of a map balanced across workers. The size follows the cost per item of the
 latest measured chunk (not an average: costs that grow along the input, as in ``map(fib,
 range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk measured, and does
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-TARGET_SECONDS = 0.002
+TARGET_SECONDS = 0.005
 #: Chunks worth less work than this are not worth a message, even at the end of the input...
 FLOOR_SECONDS = 0.0005
 #: ...once this much work has been measured: a few microsecond-long items say too little about

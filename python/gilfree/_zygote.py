@@ -9,9 +9,10 @@ waits on a Unix socket for fork requests; each request carries the executor's se
 fork's time with the user's modules already loaded and shares their pages copy-on-write.
 
 It never forks while it has threads. Native thread pools that start at import (OpenBLAS, OpenMP,
-MKL, numexpr) are held to one thread while it imports (``THREAD_LIMITS``, unless the user set
-them), so its workers compute with one such thread each, as a pool of one worker per core
-should; ``threadpoolctl`` can raise that inside a task. Should importing the main script still
+MKL, numexpr) are held to one thread while it imports, and pyarrow's jemalloc starts no
+background thread (``THREAD_LIMITS``, unless the user set them), so its workers compute with one
+such thread each, as a pool of one worker per core should; ``threadpoolctl`` can raise that
+inside a task. Should importing the main script still
 start a thread, the zygote replaces itself (``exec``) with one that skips the script, and its
 workers run the script themselves as spawned ones do.
 
@@ -58,15 +59,18 @@ class WorkerHandle(Protocol):
         """The worker has ended and been reaped."""
 
 
-#: Environment variables that size native thread pools at import; the zygote sets each to 1
-#: (unless already set) while it imports, and its children get the parent's environment back.
-THREAD_LIMITS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
+#: Environment variables that keep libraries from starting threads at import: native thread
+#: pools held to one thread, and no background thread for the jemalloc that pyarrow (pandas'
+#: string columns) bundles. The zygote sets each one the user has not set while it imports;
+#: its children get the parent's environment back.
+THREAD_LIMITS = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
 _limits_added: list[str] = []
 
 
@@ -102,9 +106,9 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
     import importlib
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in THREAD_LIMITS:
+    for name, value in THREAD_LIMITS.items():
         if name not in os.environ:
-            os.environ[name] = "1"
+            os.environ[name] = value
             _limits_added.append(name)
 
     import runpy  # noqa: F401 - used by workers that import the parent's main script

@@ -110,7 +110,7 @@ const POOL_BYTES: usize = 1 << 30;
 /// Mappings of other processes' regions kept after their last use, most recent last: at most
 /// this many, and this many bytes.
 const MAPPED_COUNT: usize = 32;
-const MAPPED_BYTES: usize = 64 << 20;
+const MAPPED_BYTES: usize = 256 << 20;
 
 /// A use of a mapped memory file whose descriptor this process keeps open (listed in the
 /// region's mapping table while it lives).

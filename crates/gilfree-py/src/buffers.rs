@@ -147,10 +147,12 @@ fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<
     let region = Region::acquire(length).map_err(Error::from)?;
     let target = region.as_ptr() as usize;
     // SAFETY: the source is pinned by the caller's Py_buffer for the whole copy; the target is
-    // a fresh region of `length` bytes; they cannot overlap. The GIL is released meanwhile:
-    // only the memory is touched.
+    // a region of `length` bytes acquired just now, that no one else uses; they cannot overlap.
+    // The GIL is released meanwhile: only the memory is touched.
     py.detach(|| unsafe {
-        std::ptr::copy_nonoverlapping(address as *const u8, target as *mut u8, length);
+        let source = std::slice::from_raw_parts(address as *const u8, length);
+        let target = std::slice::from_raw_parts_mut(target as *mut u8, length);
+        gilfree_core::memory::copy_in_parallel(source, target);
     });
     Ok(SharedBuffer { region, offset: 0, length })
 }
