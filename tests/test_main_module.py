@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -340,3 +341,45 @@ def test_the_initializer_pattern_in_a_notebook(tmp_path):
     outputs = notebook.cells[-1].outputs
     text = "".join(output.get("text", "") for output in outputs)
     assert text.strip() == "[0, 10, 20, 30] [0, 3, 6, 9]", outputs
+
+
+RUN_UNGUARDED = """
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+with open("runs.log", "a") as log:
+    log.write(f"{os.getpid()}\\n")
+
+
+def double(x):
+    return x * 2
+
+
+executor = ProcessPoolExecutor(2)
+print(executor.submit(double, 21).result(timeout=30))
+executor.shutdown()
+"""
+
+
+@pytest.mark.gilfree_only
+def test_an_unguarded_script_under_gilfree_run_is_refused_not_run_twice(tmp_path):
+    # The template runs the script with the same rebinding as the parent, so its pool is
+    # gilfree's there too, and is refused while the script is being imported, as spawn does.
+    script = tmp_path / "script.py"
+    script.write_text(RUN_UNGUARDED)
+    completed = subprocess.run(
+        [sys.executable, "-m", "gilfree", "run", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert "BrokenProcessPool" in completed.stderr
+    assert "if __name__ == '__main__':" in completed.stderr
+    assert "42" not in completed.stdout
+    # The parent ran the top level; the template and each worker started running it and
+    # stopped at the pool, none of them got as far as submitting.
+    assert (tmp_path / "runs.log").read_text().count("\n") >= 1

@@ -285,7 +285,8 @@ class Engine:
                 elif kind == protocol.INIT_FAILED:
                     self._break(
                         "A process in the process pool was terminated abruptly while the future"
-                        " was running or pending: its initializer raised",
+                        " was running or pending: its initializer (or the main script, run"
+                        " again there) raised",
                         rebuild_exception(payload),
                     )
                     continue

@@ -44,6 +44,21 @@ _UNGUARDED = """
         around the code that creates the pool."""
 
 
+#: Functions (``"module:name"``) to call before the parent's main script runs elsewhere (in the
+#: template process, or a worker that runs it itself): ``python -m gilfree run`` adds its
+#: rebinding of the stdlib's pools, so the script sees there the classes it sees in the parent.
+before_main: list[str] = []
+
+
+def run_before_main(names: list[str] | tuple[str, ...]) -> None:
+    """Calls each ``"module:name"`` function of ``names``."""
+    import importlib
+
+    for name in names:
+        module, _, function = name.partition(":")
+        getattr(importlib.import_module(module), function)()
+
+
 def check_not_importing() -> None:
     """Raises RuntimeError if this process is importing the parent's main script."""
     if importing:

@@ -44,6 +44,12 @@ import runpy
 import sys
 from typing import Any, Callable
 
+from gilfree import _main
+
+
+#: ``install``, as ``_main.before_main`` names it.
+INSTALL = "gilfree._run:install"
+
 
 def install() -> None:
     """Rebinds the stdlib's pool and process names to gilfree's (see the module docstring)."""
@@ -54,6 +60,8 @@ def install() -> None:
 
     import gilfree
 
+    if INSTALL not in _main.before_main:  # the template and workers rebind before the script
+        _main.before_main.append(INSTALL)
     multiprocessing.Pool = gilfree.Pool  # type: ignore[assignment]
     multiprocessing.pool.Pool = gilfree.Pool  # type: ignore[misc]
     multiprocessing.Process = gilfree.Process  # type: ignore[misc]

@@ -42,6 +42,8 @@ class WorkerSetup:
     sys_argv: list[str] = field(default_factory=list)
     cwd: str | None = None
     main_path: str | None = None
+    #: ``_main.before_main`` of the parent: called before the main script runs here.
+    before_main: list[str] = field(default_factory=list)
     #: ``multiprocessing.current_process().authkey`` of the parent, as multiprocessing sends.
     authkey: bytes = b""
     #: Resident bytes past which the worker asks to be replaced (``max_memory_per_child``).
@@ -67,14 +69,17 @@ def apply_setup(setup: WorkerSetup) -> None:
         os.chdir(setup.cwd)
     if setup.main_path:
         if not _main.loaded(setup.main_path):
+            _main.run_before_main(setup.before_main)
             _main.import_main(setup.main_path)
     elif not setup.inherits:
         _main.install_empty_main()
 
 
 def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: Initializer) -> bool:
+    stage = "while running the main script"
     try:
         apply_setup(setup)
+        stage = "in initializer"
         initializer, initargs = protocol.unpickle(setup.initializer) if setup.initializer else inherited
         if initializer is not None:
             initializer(*initargs)
@@ -82,7 +87,7 @@ def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: In
         import logging
 
         # As concurrent.futures' workers do, then flush what the initializer queued.
-        logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+        logging.getLogger("concurrent.futures").critical(f"Exception {stage}:", exc_info=True)
         _flush_multiprocessing()
         channel.send(protocol.INIT_FAILED, epoch, 0, 0, protocol.dump_exception(error))
         return False

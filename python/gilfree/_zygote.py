@@ -83,13 +83,22 @@ class Template:
     preload: tuple[str, ...]
     main_path: str | None
     sys_path: tuple[str, ...]
+    #: ``_main.before_main`` in the parent: called before the main script runs here.
+    before_main: tuple[str, ...] = ()
     argv: tuple[str, ...] = field(default=(), compare=False)
     cwd: str = field(default="", compare=False)
 
     @classmethod
     def current(cls, preload: tuple[str, ...]) -> Template:
         """The template for ``preload`` and this process's main script and paths."""
-        return cls(preload, parent_main_path(), tuple(sys.path), tuple(sys.argv), os.getcwd())
+        return cls(
+            preload,
+            parent_main_path(),
+            tuple(sys.path),
+            tuple(_main.before_main),
+            tuple(sys.argv),
+            os.getcwd(),
+        )
 
 
 def _command(sock_fd: int, template: Template, load_main: bool) -> list[str]:
@@ -163,6 +172,7 @@ def _load_main(sock_fd: int, template: Template) -> None:
     try:
         if template.cwd:
             os.chdir(template.cwd)
+        _main.run_before_main(template.before_main)
         _main.import_main(template.main_path)
     except BaseException:  # noqa: BLE001 - each worker runs the script again and reports it
         return

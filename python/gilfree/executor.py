@@ -17,13 +17,12 @@ import weakref
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-from gilfree import _mapping
+from gilfree import _main, _mapping
 from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
 from gilfree._engine import Engine
 from gilfree._future import Future
 from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
-from gilfree._main import parent_main_path
 from gilfree._pickling import dumps_for_worker
 from gilfree._serialization import explain
 from gilfree._slots import WorkerStats
@@ -91,7 +90,8 @@ def parent_setup(method: str) -> WorkerSetup:
         sys_path=[] if inherits else list(sys.path),
         sys_argv=[] if inherits else list(sys.argv),
         cwd=None if inherits else os.getcwd(),
-        main_path=None if inherits else parent_main_path(),
+        main_path=None if inherits else _main.parent_main_path(),
+        before_main=[] if inherits else list(_main.before_main),
         authkey=bytes(multiprocessing.current_process().authkey),
     )
 
