@@ -27,6 +27,10 @@ is reported as ``python -m`` does ("No module named ...", a package without ``__
 line, exit 1) while one raised by the module's own code keeps its traceback. ``SystemExit``
 codes come back as the exit status, as for a script (``run -m pytest`` returns pytest's).
 
+The rebinding is also made, before the script runs, in gilfree's template process and in any
+worker that runs the script itself (``_main.before_main``), so a pool the script's top level
+creates there is gilfree's too, and an unguarded one is refused as spawn refuses it.
+
 Where this stops working: names bound before the rebinding (none, for a plain script; but a
 module that did ``from multiprocessing import Pool`` at import time and was imported by
 ``sitecustomize`` keeps the stdlib's), subclasses of the stdlib's classes (they stay the
