@@ -383,3 +383,35 @@ def test_an_unguarded_script_under_gilfree_run_is_refused_not_run_twice(tmp_path
     # The parent ran the top level; the template and each worker started running it and
     # stopped at the pool, none of them got as far as submitting.
     assert (tmp_path / "runs.log").read_text().count("\n") >= 1
+
+
+BIG_GLOBAL = """
+    import numpy
+
+    data = numpy.arange(1_000_000, dtype=numpy.float64)  # 8 MB, built by the script's top level
+
+
+    def read(index):
+        return float(data[index])
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            late = lambda index: float(data[index]) + 0.5  # by value, reads the same global
+            output = {
+                "read": list(executor.map(read, [0, 999_999])),
+                "late": executor.submit(late, 10).result(timeout=30),
+                "sizes": [len(executor._engine.functions.lookup(fn)[1]) for fn in (read, late)],
+            }
+        print(json.dumps(output))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_functions_do_not_carry_globals_the_workers_already_have(tmp_path):
+    # The template reports its main module's names: a function the workers have goes by name
+    # alone, and a lambda leaves out the globals the workers have (a copy would be 8 MB).
+    output = run(tmp_path, BIG_GLOBAL, "zygote")
+    assert output["read"] == [0.0, 999_999.0]
+    assert output["late"] == 10.5
+    assert all(size < 10_000 for size in output["sizes"]), output["sizes"]

@@ -64,7 +64,7 @@ class Engine:
         #: Keep a worker on every slot (multiprocessing.Pool), rather than starting them as
         #: work arrives (concurrent.futures).
         self._eager = eager
-        self.functions = FunctionRegistry()
+        self.functions = FunctionRegistry(launcher.main_names)
         self._task_ids = itertools.count(1)
         self._pending: deque[Call | MapJob] = deque()
         #: Units to send again (their worker died before running them, or retries): first.

@@ -36,15 +36,25 @@ def _needs_value(fn: Any) -> bool:
     return module in (None, "__main__", "__mp_main__") or "<locals>" in qualname or "<lambda>" in qualname
 
 
-def encode_function(fn: Callable[..., Any]) -> bytes:
+#: Gives the top-level names of the workers' main module, or None when they are not known.
+MainNames = Callable[[], "frozenset[str] | None"]
+
+
+def _no_names() -> frozenset[str] | None:
+    return None
+
+
+def encode_function(fn: Callable[..., Any], main_names: MainNames = _no_names) -> bytes:
     """Pickles ``fn`` by reference if that can work in a fresh interpreter, else with
-    ``MainPickler``."""
+    ``MainPickler`` (which asks ``main_names`` only for a function of ``__main__``)."""
     if not _needs_value(fn):
         try:
             return pickle.dumps(fn, PROTOCOL)
         except Exception:  # noqa: BLE001 - fall back to by-value pickling
             pass
-    return MainPickler.dumps(fn)
+    main = sys.modules.get("__main__")
+    known = main_names() if getattr(fn, "__globals__", None) is getattr(main, "__dict__", 0) else None
+    return MainPickler.dumps(fn, known)
 
 
 class _ByValue:
@@ -65,20 +75,33 @@ class MainPickler(cloudpickle.Pickler):
     that name if it has one, else the copy. By-value functions are rebuilt over the worker's
     main namespace (``_main.make_function`` / ``_main.set_function_state``) instead of a
     private copy of their globals. Used for function bodies, initializers and process objects.
+
+    With ``main_names``, the top-level names the workers' main module is known to have (the
+    zygote reports them), nothing the workers have is sent: an object of one of those names
+    goes by reference alone (``_main.from_main``), and a by-value function leaves out the
+    globals of those names (the worker keeps its own anyway), so a function that reads a large
+    array the script built at its top level does not carry a copy of it.
     """
 
-    def __init__(self, file: Any, protocol: int | None = PROTOCOL, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        file: Any,
+        protocol: int | None = PROTOCOL,
+        main_names: frozenset[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(file, protocol, **kwargs)
         main = sys.modules.get("__main__")
         self._main = main
         self._main_globals = getattr(main, "__dict__", None)
+        self._main_names = main_names
         self._by_value: dict[int, _ByValue] = {}
 
     @classmethod
-    def dumps(cls, value: Any) -> bytes:
+    def dumps(cls, value: Any, main_names: frozenset[str] | None = None) -> bytes:
         """``value`` pickled with this pickler."""
         buffer = io.BytesIO()
-        cls(buffer).dump(value)
+        cls(buffer, main_names=main_names).dump(value)
         return buffer.getvalue()
 
     def reducer_override(self, obj: Any) -> Any:
@@ -87,8 +110,11 @@ class MainPickler(cloudpickle.Pickler):
         if self._is_main_object(obj):
             qualname = obj.__qualname__
             if "<" not in qualname and self._lookup(qualname) is obj:
-                wrapper = self._by_value.setdefault(id(obj), _ByValue(obj))
-                return _main.prefer_main, (qualname, wrapper)
+                if self._main_names is None:
+                    wrapper = self._by_value.setdefault(id(obj), _ByValue(obj))
+                    return _main.prefer_main, (qualname, wrapper)
+                if qualname.split(".", 1)[0] in self._main_names:
+                    return _main.from_main, (qualname,)
             return self._reduce_by_value(obj)
         return super().reducer_override(obj)
 
@@ -116,7 +142,13 @@ class MainPickler(cloudpickle.Pickler):
         ):
             code, _globals, name, defaults, closure = reduced[1]
             args = (code, name, defaults, closure)
-            return _main.make_function, args, reduced[2], None, None, _main.set_function_state
+            state = reduced[2]
+            if self._main_names:  # the worker has these names: it would keep its own values
+                attributes, slots = state
+                referred = slots["__globals__"]
+                kept = {key: value for key, value in referred.items() if key not in self._main_names}
+                state = (attributes, {**slots, "__globals__": kept})
+            return _main.make_function, args, state, None, None, _main.set_function_state
         return reduced  # another cloudpickle: by value with the function's own globals
 
 
@@ -128,7 +160,8 @@ class FunctionRegistry:
     each call under the id ``ONE_OFF`` and the worker drops them after the call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, main_names: MainNames = _no_names) -> None:
+        self._main_names = main_names
         self._ids = itertools.count(1)
         self._cache: OrderedDict[Any, tuple[int, bytes]] = OrderedDict()
         self._lock = threading.Lock()
@@ -136,17 +169,17 @@ class FunctionRegistry:
     def lookup(self, fn: Callable[..., Any]) -> tuple[int, bytes]:
         """Returns ``(function_id, encoded)`` for ``fn``; raises if it cannot be pickled."""
         if isinstance(fn, types.MethodType):
-            return ONE_OFF, encode_function(fn)
+            return ONE_OFF, encode_function(fn, self._main_names)
         try:
             hash(fn)
         except Exception:  # noqa: BLE001 - unhashable, or a __hash__ that raises anything
-            return ONE_OFF, encode_function(fn)
+            return ONE_OFF, encode_function(fn, self._main_names)
         with self._lock:
             entry = self._cache.get(fn)
             if entry is not None:
                 self._cache.move_to_end(fn)
                 return entry
-        entry = (next(self._ids), encode_function(fn))
+        entry = (next(self._ids), encode_function(fn, self._main_names))
         with self._lock:
             self._cache[fn] = entry
             if len(self._cache) > _CACHE_SIZE:

@@ -129,6 +129,13 @@ class Launcher:
         if self.method == "zygote":
             _zygote.get(self._preload)
 
+    def main_names(self) -> frozenset[str] | None:
+        """The top-level names of the main module the workers start with, where they are known
+        before any worker exists (the zygote reports them); None elsewhere."""
+        if self.method != "zygote":
+            return None
+        return _zygote.get(self._preload).main_names()
+
     def start(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
         """Starts a worker on ``slot`` of the segment ``fd``; it reads its setup from the ring."""
         if self.method == "zygote":

@@ -149,6 +149,14 @@ def namespace() -> dict[str, Any]:
 # -- called by MainPickler's pickles in the worker ------------------------------------------------
 
 
+def from_main(qualname: str) -> Any:
+    """The worker's own ``__main__.<qualname>`` (the parent knew the worker has it)."""
+    found: Any = sys.modules["__main__"]
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
 def prefer_main(qualname: str, fallback: Any) -> Any:
     """The worker's own ``__main__.<qualname>`` if it has one by that qualified name, else
     ``fallback`` (the object sent by value), which a top-level name then also binds."""

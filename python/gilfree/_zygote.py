@@ -24,6 +24,9 @@ Protocol (SOCK_SEQPACKET, one pickle per packet):
     parent -> zygote   ("process", request_id)  + the process's fds (see ``_process_child``)
     zygote -> parent   ("forked", request_id, pid)
     zygote -> parent   ("exited", pid, raw_wait_status)
+    zygote -> parent   ("main", names)  once, first: the top-level names of the main module its
+                       children start with (empty: a fresh one), or None if they run the
+                       script themselves
 The zygote exits (killing its children) when the socket reaches EOF: the parent is gone.
 """
 
@@ -44,7 +47,10 @@ from typing import Callable, Protocol
 from gilfree import _core, _main
 from gilfree._main import parent_main_path
 
-_PACKET = 4096
+#: Largest packet the parent reads from the zygote (a report of the main module's names).
+_PACKET = 1 << 16
+#: Longest an encoding waits for the zygote to report its main module's names.
+MAIN_NAMES_WAIT_SECONDS = 60.0
 #: Most descriptors one request carries (a process's arguments may hold connections).
 MAX_FDS = 64
 
@@ -130,9 +136,12 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
 
     for name in template.preload:
         importlib.import_module(name)
-    if load_main and template.main_path:
-        _load_main(sock_fd, template)
+    names: tuple[str, ...] | None = ()
+    if template.main_path:
+        names = _load_main(sock_fd, template) if load_main else None
     control = socket.socket(fileno=sock_fd)
+    report = pickle.dumps(("main", names))
+    control.send(report if len(report) <= _PACKET else pickle.dumps(("main", None)))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -162,10 +171,10 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
         _core.kill(pid, signal.SIGKILL)
 
 
-def _load_main(sock_fd: int, template: Template) -> None:
-    """Runs the parent's main script as ``__mp_main__`` here, once for every worker. If it
-    fails, workers run it themselves and report the error; if it started a thread, the zygote
-    starts over without it (it must never fork with threads)."""
+def _load_main(sock_fd: int, template: Template) -> tuple[str, ...] | None:
+    """Runs the parent's main script as ``__mp_main__`` here, once for every worker, and returns
+    its top-level names. If it fails, workers run it themselves and report the error (None); if
+    it started a thread, the zygote starts over without it (it must never fork with threads)."""
     assert template.main_path is not None
     if template.argv:
         sys.argv[:] = template.argv
@@ -175,7 +184,7 @@ def _load_main(sock_fd: int, template: Template) -> None:
         _main.run_before_main(template.before_main)
         _main.import_main(template.main_path)
     except BaseException:  # noqa: BLE001 - each worker runs the script again and reports it
-        return
+        return None
     threads = _thread_count()
     if threads > 1:
         sys.stderr.write(
@@ -186,6 +195,7 @@ def _load_main(sock_fd: int, template: Template) -> None:
         os.set_inheritable(sock_fd, True)
         command = _command(sock_fd, template, load_main=False)
         os.execv(command[0], command)
+    return tuple(_main.namespace())
 
 
 def _thread_count() -> int:
@@ -253,6 +263,8 @@ class Zygote:
         self._socket = ours
         self._lock = threading.Lock()
         self._request_ids = itertools.count()
+        self._main_names: frozenset[str] | None = None
+        self._main_reported = threading.Event()
         self._forking: dict[int, WorkerHandle] = {}
         self._running: dict[int, WorkerHandle] = {}
         self._reader = threading.Thread(target=self._read, name="gilfree-zygote", daemon=True)
@@ -286,6 +298,10 @@ class Zygote:
             if not message:
                 break
             event = pickle.loads(message)
+            if event[0] == "main":
+                self._main_names = None if event[1] is None else frozenset(event[1])
+                self._main_reported.set()
+                continue
             with self._lock:
                 if event[0] == "forked":
                     handle = self._forking.pop(event[1])
@@ -295,12 +311,20 @@ class Zygote:
                 handle = self._running.pop(event[1])
             handle.ended(_core.exit_code_from_status(event[2]))
         # The zygote is gone, and its workers with it (they die with their parent).
+        self._main_reported.set()
         with self._lock:
             orphans = list(self._forking.values()) + list(self._running.values())
             self._forking.clear()
             self._running.clear()
         for handle in orphans:
             handle.ended(-signal.SIGKILL)
+
+    def main_names(self) -> frozenset[str] | None:
+        """The top-level names of the main module this zygote's children start with, once it
+        has run the script (waiting for that, as a first task would); None if unknown (the
+        children run the script themselves, or it took too long)."""
+        self._main_reported.wait(MAIN_NAMES_WAIT_SECONDS)
+        return self._main_names
 
     def alive(self) -> bool:
         """Whether the zygote process is still running (reaps it if not)."""
