@@ -114,6 +114,21 @@ def shutdown_within_deadline(executors, deadline=SHUTDOWN_DEADLINE):
         pytest.fail(f"executor shutdown did not return within {deadline} s")
 
 
+def terminate_within_deadline(pools, deadline=30.0):
+    """Terminate and join ``pools``, failing (not hanging the session) if that hangs."""
+
+    def terminate_all():
+        for pool in pools:
+            pool.terminate()
+            pool.join()
+
+    thread = threading.Thread(target=terminate_all, name="test-pool-terminate", daemon=True)
+    thread.start()
+    thread.join(deadline)
+    if thread.is_alive():
+        pytest.fail(f"Pool.terminate/join did not return within {deadline} s")
+
+
 @pytest.fixture(scope="module")
 def shared_executor(start_method):
     """A two-worker executor shared by the tests of one module that need no fresh pool."""

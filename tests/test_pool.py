@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from conftest import IS_STDLIB, wait_until_gone
+from conftest import IS_STDLIB, terminate_within_deadline, wait_until_gone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,21 +49,6 @@ def default_worker_count():
     """How many workers ``processes=None`` means, as the stdlib computes it."""
     count_cpus = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13+: the usable CPUs
     return count_cpus() or 1
-
-
-def terminate_within_deadline(pools, deadline=30.0):
-    """Terminate and join ``pools``, failing (not hanging the session) if that hangs."""
-
-    def terminate_all():
-        for pool in pools:
-            pool.terminate()
-            pool.join()
-
-    thread = threading.Thread(target=terminate_all, name="test-pool-terminate", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"Pool.terminate/join did not return within {deadline} s")
 
 
 def wait_for_some(paths, count, timeout=RESULT_TIMEOUT):

@@ -21,7 +21,13 @@ import threading
 
 import pytest
 
-from conftest import _STDLIB_START_METHOD, IS_STDLIB, create_executor, shutdown_within_deadline
+from conftest import (
+    _STDLIB_START_METHOD,
+    IS_STDLIB,
+    create_executor,
+    shutdown_within_deadline,
+    terminate_within_deadline,
+)
 from support import values
 from support.values import ITEM_COUNT, NAMES, build, check
 
@@ -43,24 +49,12 @@ def make_pool(start_method):
     return gilfree.Pool(2, context=start_method)
 
 
-def terminate_within_deadline(pool, deadline=30.0):
-    def terminate():
-        pool.terminate()
-        pool.join()
-
-    thread = threading.Thread(target=terminate, name="test-pool-terminate", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"Pool.terminate/join did not return within {deadline} s")
-
-
 @pytest.fixture(scope="module")
 def pool(start_method):
     """A two-worker pool shared by this module's tests, one per start method."""
     the_pool = make_pool(start_method)
     yield the_pool
-    terminate_within_deadline(the_pool)
+    terminate_within_deadline([the_pool])
 
 
 def items_for(name, mode):
@@ -220,7 +214,7 @@ def initialized(start_method):
         try:
             yield executor, the_pool
         finally:
-            terminate_within_deadline(the_pool)
+            terminate_within_deadline([the_pool])
     finally:
         shutdown_within_deadline([executor])
 

@@ -141,32 +141,35 @@ def mebibytes_in_all(size: float, _baseline: float | None, _settings: Settings) 
 
 COLD_REFERENCES = ("ppe_fork", "ppe_forkserver")
 
+def cold_start_workload(key: str, title: str, measure: Any, target: Any) -> Workload:
+    """A cold-start row: both are timed in one fresh interpreter per contender."""
+    return Workload(
+        key=key,
+        title=title,
+        measure=measure,
+        figure=milliseconds_per_task,
+        targets=(target,),
+        uses_pool=False,
+        contenders=START_CONTENDERS,
+        session="cold_start",
+        fresh=True,
+        references=COLD_REFERENCES,
+        shareable=False,
+    )
+
+
 START_WORKLOADS: tuple[Workload, ...] = (
-    Workload(
-        key="cold_start_first",
-        title="cold start: 1st executor, 8 workers, 32 numpy+pandas tasks",
-        measure=measure_cold_start_first,
-        figure=milliseconds_per_task,
-        targets=(at_most("ppe_forkserver", 0.4, "≤0.4× PPE(forkserver) time", issue=9),),
-        uses_pool=False,
-        contenders=START_CONTENDERS,
-        session="cold_start",
-        fresh=True,
-        references=COLD_REFERENCES,
-        shareable=False,
+    cold_start_workload(
+        "cold_start_first",
+        "cold start: 1st executor, 8 workers, 32 numpy+pandas tasks",
+        measure_cold_start_first,
+        at_most("ppe_forkserver", 0.4, "≤0.4× PPE(forkserver) time", issue=9),
     ),
-    Workload(
-        key="cold_start_second",
-        title="cold start: 2nd executor, same interpreter",
-        measure=measure_cold_start_second,
-        figure=milliseconds_per_task,
-        targets=(at_most("ppe_fork", 1.5, "≤1.5× PPE(fork) time", issue=9),),
-        uses_pool=False,
-        contenders=START_CONTENDERS,
-        session="cold_start",
-        fresh=True,
-        references=COLD_REFERENCES,
-        shareable=False,
+    cold_start_workload(
+        "cold_start_second",
+        "cold start: 2nd executor, same interpreter",
+        measure_cold_start_second,
+        at_most("ppe_fork", 1.5, "≤1.5× PPE(fork) time", issue=9),
     ),
     Workload(
         key="worker_memory",
