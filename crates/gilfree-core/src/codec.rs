@@ -35,6 +35,10 @@
 //! PICKLE5  0x14 varint count, count buffers, varint n, n bytes
 //!                                        (pickle 5 with its out-of-band buffers beside it)
 //! NDARRAY  0x17 order, dtype, shape, buffer   (a numpy array of a plain dtype: see `array`)
+//! REDUCED  0x18 varint kind, value       (an object taken apart into `value`, its state, and
+//!                                         rebuilt by the receiver's rebuilder number `kind`:
+//!                                         pandas frames, series and indexes, see
+//!                                         `gilfree._reducers`)
 //!
 //! buffer   := INLINE 0x00 varint n, u8 pad, pad zero bytes, n bytes
 //!           | SHARED 0x01 handle         (a shared buffer of its own: large, or already shared)
@@ -43,7 +47,8 @@
 //! below `BODY_ALIGN`): a message decoded where it lies (INDIRECT) gives arrays over them in
 //! place, aligned as numpy wants them.
 //! INTS, FLOATS and COMPLEXES are the common homogeneous lists, decoded without a tag per item. SHARED and
-//! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes.
+//! PICKLE5 carry handles of shared buffers (see `region`): only between trusted processes, as are
+//! PICKLE, PICKLE5 and REDUCED, whose decoding runs Python code.
 //! Varints are LEB128 (7 bits a byte, low first, at most 10 bytes). A count is only accepted
 //! if the input has at least that many bytes left (every value takes one byte or more), so a
 //! forged count cannot make the decoder allocate beyond the input's size.
@@ -79,6 +84,7 @@ pub mod tag {
     pub const COMPLEXES: u8 = 0x15;
     pub const INDIRECT: u8 = 0x16;
     pub const NDARRAY: u8 = 0x17;
+    pub const REDUCED: u8 = 0x18;
 }
 
 /// What a SHARED value was.

@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PyMemoryView, PySet};
 
-use super::{pickle_function, DecodeError, PICKLE_LOADS};
+use super::{python_function, DecodeError, PICKLE_LOADS};
 use crate::buffers::{open_buffer, SharedBuffer};
 
 /// Decodes what `encode` made. `trusted=False` refuses messages that carry pickles or shared
@@ -91,7 +91,7 @@ pub(super) struct Decoder<'py, 'data> {
 }
 
 impl<'py> Decoder<'py, '_> {
-    fn value(&self, reader: &mut Reader<'_>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    pub(super) fn value(&self, reader: &mut Reader<'_>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         if depth > MAX_DEPTH {
             return Err(decode_error(codec::too_deep()));
         }
@@ -145,7 +145,7 @@ impl<'py> Decoder<'py, '_> {
             tag::PICKLE => {
                 let bytes = reader.blob().map_err(decode_error)?;
                 self.check_trusted("a pickle")?;
-                pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
+                python_function(py, &PICKLE_LOADS, "pickle", "loads")?
                     .call1((PyBytes::new(py, bytes),))?
             }
             tag::SHARED => {
@@ -181,6 +181,7 @@ impl<'py> Decoder<'py, '_> {
             }
             tag::PICKLE5 => self.pickle5(reader)?,
             tag::NDARRAY => self.ndarray(reader)?,
+            tag::REDUCED => self.reduced(reader, depth)?,
             other => return scalar(py, other, reader),
         })
     }
@@ -197,7 +198,7 @@ impl<'py> Decoder<'py, '_> {
         let bytes = reader.blob().map_err(decode_error)?;
         let keywords = PyDict::new(py);
         keywords.set_item("buffers", buffers)?;
-        pickle_function(py, &PICKLE_LOADS, "pickle", "loads")?
+        python_function(py, &PICKLE_LOADS, "pickle", "loads")?
             .call((PyBytes::new(py, bytes),), Some(&keywords))
     }
 

@@ -114,7 +114,7 @@ impl<'py> Encoder<'py> {
         self.out.len() + self.deferred_bytes
     }
 
-    fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
+    pub(super) fn value(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
         if depth > ENCODE_DEPTH {
             return Err(Stop::Whole);
         }
@@ -187,7 +187,7 @@ impl<'py> Encoder<'py> {
                 && self.ndarray(&Bound::from_borrowed_ptr(self.py, object))?
             {
                 // an exact numpy array of a plain dtype
-            } else {
+            } else if !self.reduced(object, depth)? {
                 self.pickled(object)?;
             }
         }

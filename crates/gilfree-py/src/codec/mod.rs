@@ -2,7 +2,8 @@
 //!
 //! The format is described in `gilfree_core::codec`. Exact builtin types are encoded natively
 //! (subclasses such as `OrderedDict` or int enums are not exact and go to pickle, so types
-//! survive a round trip), and so are numpy arrays of plain dtypes (`ndarray`). Anything else is
+//! survive a round trip), and so are numpy arrays of plain dtypes (`ndarray`); pandas objects
+//! are taken apart into such values and rebuilt (`reduced`). Anything else is
 //! pickled (protocol 5) in place, inside the same message. See `encode` for when the whole value
 //! goes to pickle instead.
 
@@ -15,6 +16,7 @@ mod decoder;
 mod encoder;
 mod ndarray;
 mod output;
+mod reduced;
 mod view;
 
 pub use decoder::decode;
@@ -32,7 +34,8 @@ pyo3::create_exception!(
 static PICKLE_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static PICKLE_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn pickle_function<'py>(
+/// The Python function `module.name`, looked up once per process and kept in `cell`.
+fn python_function<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyAny>>,
     module: &str,
@@ -44,7 +47,7 @@ fn pickle_function<'py>(
 
 /// `(pickle bytes, [SharedBuffer])`: the buffers are the out-of-band ones (only when `share`).
 fn pickle_value<'py>(value: &Bound<'py, PyAny>, share: bool) -> PyResult<Bound<'py, PyAny>> {
-    pickle_function(value.py(), &PICKLE_DUMPS, "gilfree._protocol", "pickle_value")?
+    python_function(value.py(), &PICKLE_DUMPS, "gilfree._protocol", "pickle_value")?
         .call1((value, share))
 }
 

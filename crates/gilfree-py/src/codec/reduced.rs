@@ -1,0 +1,86 @@
+//! The REDUCED record: objects that `gilfree._reducers` takes apart into values the codec
+//! encodes natively (arrays, tuples, strings) and rebuilds on the other side, instead of
+//! pickling them whole: pandas frames, series and indexes, whose pickles cost tens of
+//! microseconds each however small they are.
+//!
+//! The codec knows nothing of pandas: on a value of a type it has no record for, it asks
+//! `_reducers.reducer_for(type)` once per type (the answer, a function or None, is kept in a
+//! bounded table), then calls the reducer, which gives `(kind, state)` or None (pickle it). The
+//! receiver decodes the state and calls `_reducers.rebuild(kind, state)`.
+#![allow(unsafe_code)] // a type pointer made into a bound object; the block says why it holds
+
+use gilfree_core::codec::{self, tag, Reader};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::decoder::{decode_error, Decoder};
+use super::encoder::{Encoder, Stop};
+use super::python_function;
+
+/// type -> its reducer, or None: the answers of `reducer_for`.
+static REDUCERS: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+static REDUCER_FOR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static REBUILD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// Types remembered before the table starts over (classes made at run time come and go).
+const MAX_TYPES: usize = 256;
+const MODULE: &str = "gilfree._reducers";
+
+impl<'py> Encoder<'py> {
+    /// Writes `object` as REDUCED if a reducer takes it; false (nothing written) if not.
+    pub(super) fn reduced(
+        &mut self,
+        object: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<bool, Stop> {
+        let py = self.py;
+        // SAFETY: `object` is live (the caller holds it) and so is its type, which it references.
+        let (value, kind) = unsafe {
+            let value = Bound::from_borrowed_ptr(py, object);
+            let kind = Bound::from_borrowed_ptr(py, ffi::Py_TYPE(object).cast());
+            (value, kind)
+        };
+        let table = REDUCERS
+            .get_or_init(py, || PyDict::new(py).unbind())
+            .bind(py);
+        let reducer = if let Some(reducer) = table.get_item(&kind)? {
+            reducer
+        } else {
+            let reducer =
+                python_function(py, &REDUCER_FOR, MODULE, "reducer_for")?.call1((&kind,))?;
+            if table.len() >= MAX_TYPES {
+                table.clear();
+            }
+            table.set_item(&kind, &reducer)?;
+            reducer
+        };
+        if reducer.is_none() {
+            return Ok(false);
+        }
+        let parts = reducer.call1((value,))?;
+        if parts.is_none() {
+            return Ok(false);
+        }
+        let (kind, state) = parts.extract::<(u64, Bound<'py, PyAny>)>()?;
+        self.out.push(tag::REDUCED);
+        codec::write_varint(&mut self.out, kind);
+        self.value(state.as_ptr(), depth + 1)?;
+        Ok(true)
+    }
+}
+
+impl<'py> Decoder<'py, '_> {
+    /// Decodes a REDUCED record after its tag: the state, then the rebuilt object.
+    pub(super) fn reduced(
+        &self,
+        reader: &mut Reader<'_>,
+        depth: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = reader.varint().map_err(decode_error)?;
+        self.check_trusted("an object to rebuild")?;
+        let state = self.value(reader, depth + 1)?;
+        let arguments = PyTuple::new(self.py, [kind.into_pyobject(self.py)?.into_any(), state])?;
+        python_function(self.py, &REBUILD, MODULE, "rebuild")?.call1(arguments)
+    }
+}

@@ -1,0 +1,185 @@
+"""Objects the codec takes apart and rebuilds itself instead of pickling them: pandas frames,
+series and indexes (the codec's REDUCED record).
+
+A DataFrame's pickle costs tens of microseconds however small the frame is: pandas rebuilds its
+block manager through several layers, and a column index of strings goes through Arrow both
+ways. Here a frame becomes its index, its columns and its blocks (2-D numpy arrays with their
+column positions), which the codec sends natively: the arrays as NDARRAY records, copied once
+(or read in place from shared memory), the indexes as REDUCED records again. The receiver
+rebuilds the frame with `pandas.api.internals.create_dataframe_from_blocks` (pandas 3 on;
+before, frames go to pickle), which takes the arrays as they are. A short index of strings (the
+usual column index) is built once per process and handed out as a view (`Index.view`: a new
+object, the same immutable values), since building one from strings is the dearest part of a
+small frame.
+
+What is not plainly numpy-backed goes to pickle as before, whole: subclasses, frames or series
+with ``attrs`` or non-default ``flags``, extension blocks (categoricals, nullable integers,
+strings, datetimes), indexes other than plain numeric, string and range ones. So every rebuilt
+object equals the sent one, dtypes, names and index types included.
+
+The codec calls `reducer_for` once per type and `rebuild` for each REDUCED record; nothing here
+imports pandas: a type can only be a pandas type once the process has imported it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from gilfree._core import DecodeError
+
+#: Rebuilder numbers: the index into `_REBUILDERS`, the same in every process of one install.
+FRAME, SERIES, NUMERIC_INDEX, STRING_INDEX, RANGE_INDEX = range(5)
+#: numpy dtype kinds sent natively: bool, signed and unsigned ints, floats, complexes, objects.
+NUMPY_KINDS = frozenset("biufcO")
+#: Index dtype kinds sent natively: the same without objects (an object index stays exactly
+#: what pandas made of it only through pickle, unless it is all strings).
+INDEX_KINDS = frozenset("biufc")
+#: String indexes of at most this many labels are kept built, for reuse.
+CACHED_LABELS = 64
+#: String indexes kept built before the cache starts over.
+CACHED_INDEXES = 256
+
+Reduced = tuple[int, tuple[Any, ...]]
+_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def reducer_for(kind: type) -> Callable[[Any], Reduced | None] | None:
+    """The function that takes apart a value of exactly the type ``kind``, or None."""
+    pandas = sys.modules.get("pandas")
+    if pandas is None or not kind.__module__.startswith("pandas"):
+        return None
+    try:
+        reducers: dict[type, Callable[[Any], Reduced | None]] = {
+            pandas.Series: _reduce_series,
+            pandas.RangeIndex: _reduce_range,
+            pandas.Index: _reduce_index,
+        }
+        if _frame_builder() is not None:
+            reducers[pandas.DataFrame] = _reduce_frame
+    except AttributeError:  # pandas half-imported, or not the pandas we know
+        return None
+    return reducers.get(kind)
+
+
+def rebuild(kind: int, state: tuple[Any, ...]) -> Any:
+    """The object that the reducer of rebuilder ``kind`` took apart into ``state``."""
+    if not 0 <= kind < len(_REBUILDERS) or type(state) is not tuple:
+        raise DecodeError(f"no object to rebuild of kind {kind} from {type(state).__name__}")
+    return _REBUILDERS[kind](*state)
+
+
+def _plain(value: Any) -> bool:
+    """Whether a frame or series carries nothing beyond its data (``attrs``, ``flags``)."""
+    return not value.attrs and value.flags.allows_duplicate_labels
+
+
+def _reduce_frame(frame: Any) -> Reduced | None:
+    if not _plain(frame):
+        return None
+    numpy = sys.modules["numpy"]
+    blocks = []
+    for block in frame._mgr.blocks:  # noqa: SLF001 - pickle reads the same blocks
+        values = block.values
+        if type(values) is not numpy.ndarray or values.dtype.kind not in NUMPY_KINDS:
+            return None
+        blocks.append((values, block.mgr_locs.as_array))
+    return FRAME, (frame.index, frame.columns, tuple(blocks))
+
+
+def _rebuild_frame(index: Any, columns: Any, blocks: tuple[Any, ...]) -> Any:
+    build = _frame_builder()
+    if build is None:
+        raise DecodeError("a DataFrame sent natively needs pandas 3 or later to rebuild")
+    return build(list(blocks), index, columns)
+
+
+def _frame_builder() -> Callable[..., Any] | None:
+    """``pandas.api.internals.create_dataframe_from_blocks``, or None before pandas 3 (frames
+    then go to pickle)."""
+    try:
+        from pandas.api.internals import create_dataframe_from_blocks
+    except ImportError:
+        return None
+    return create_dataframe_from_blocks
+
+
+def _reduce_series(series: Any) -> Reduced | None:
+    values = series._values  # noqa: SLF001 - the numpy array itself, as pickle sends it
+    if not _plain(series) or type(values) is not sys.modules["numpy"].ndarray:
+        return None
+    if values.dtype.kind not in NUMPY_KINDS:
+        return None
+    return SERIES, (values, series.index, series.name)
+
+
+def _rebuild_series(values: Any, index: Any, name: Hashable) -> Any:
+    pandas = sys.modules["pandas"]
+    # The dtype is given so that pandas infers nothing (an object array of strings stays one).
+    return pandas.Series(values, index=index, name=name, dtype=values.dtype, copy=False)
+
+
+def _reduce_range(index: Any) -> Reduced:
+    return RANGE_INDEX, (index.start, index.stop, index.step, index.name)
+
+
+def _rebuild_range(start: int, stop: int, step: int, name: Hashable) -> Any:
+    return sys.modules["pandas"].RangeIndex(start, stop, step, name=name)
+
+
+def _reduce_index(index: Any) -> Reduced | None:
+    values = index._values  # noqa: SLF001 - the numpy array itself, as pickle sends it
+    dtype = index.dtype
+    if type(values) is sys.modules["numpy"].ndarray and dtype.kind in INDEX_KINDS:
+        return NUMERIC_INDEX, (values, index.name)
+    is_object = dtype == object
+    if not is_object and dtype != _default_string_dtype():
+        return None
+    labels = tuple(values)
+    if not all(type(label) is str for label in labels):
+        return None
+    return STRING_INDEX, (labels, is_object, index.name)
+
+
+def _rebuild_numeric(values: Any, name: Hashable) -> Any:
+    # What Index(values, copy=False) makes of a 1-D numeric array, without its checks and casts
+    # (a third of a small frame's rebuilding): the array was an Index's values when sent.
+    if values.ndim != 1:
+        raise DecodeError(f"an index of {values.ndim} dimensions")
+    return sys.modules["pandas"].Index._simple_new(values, name=name)  # noqa: SLF001
+
+
+def _rebuild_strings(labels: tuple[str, ...], is_object: bool, name: Hashable) -> Any:
+    pandas = sys.modules["pandas"]
+    dtype = object if is_object else _default_string_dtype()
+    if len(labels) > CACHED_LABELS:
+        return pandas.Index(labels, dtype=dtype, name=name)
+    if name is not None and type(name) is not str:  # 1, 1.0 and True are one key: build it
+        return pandas.Index(labels, dtype=dtype, name=name)
+    key = (labels, is_object, name)
+    index = _cache.get(key)
+    if index is None:
+        if len(_cache) >= CACHED_INDEXES:
+            _cache.clear()
+        index = _cache[key] = pandas.Index(labels, dtype=dtype, name=name)
+    return index.view()
+
+
+_string_dtype: list[Any] = []
+
+
+def _default_string_dtype() -> Any:
+    """The dtype pandas gives an index of strings: ``str`` from pandas 3, object before."""
+    if not _string_dtype:
+        _string_dtype.append(sys.modules["pandas"].Index(["label"]).dtype)
+    return _string_dtype[0]
+
+
+_REBUILDERS: tuple[Callable[..., Any], ...] = (
+    _rebuild_frame,
+    _rebuild_series,
+    _rebuild_numeric,
+    _rebuild_strings,
+    _rebuild_range,
+)
