@@ -40,7 +40,8 @@ test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## py
 bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --contenders gilfree,ppe,pool,loky,mpire --plot bench.png
 
-lint: ## clippy (pedantic, as configured in Cargo.toml), warnings are errors
+lint: ## rustfmt, clippy (pedantic, as configured in Cargo.toml; warnings are errors)
+	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 clean: ## remove build outputs and virtual environments

@@ -299,7 +299,10 @@ mod tests {
     use super::*;
 
     fn reader(bytes: &[u8]) -> Reader<'_> {
-        Reader { input: bytes, position: 0 }
+        Reader {
+            input: bytes,
+            position: 0,
+        }
     }
 
     #[test]
@@ -313,7 +316,16 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_every_width() {
-        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             write_varint(&mut out, value);
             assert!(out.len() <= 10);

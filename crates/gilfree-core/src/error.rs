@@ -31,7 +31,10 @@ impl CoreError {
     /// Wraps an OS error with what was being attempted.
     #[cold]
     pub fn os(context: &'static str, source: impl Into<io::Error>) -> Self {
-        Self::Os { context, source: source.into() }
+        Self::Os {
+            context,
+            source: source.into(),
+        }
     }
 }
 

@@ -38,7 +38,10 @@ impl Header {
     pub fn decode(message: &[u8]) -> Option<(Self, &[u8])> {
         let (head, payload) = message.split_at_checked(HEADER_SIZE)?;
         let word = |range: std::ops::Range<usize>| -> u64 {
-            head[range].iter().rev().fold(0, |value, &byte| value << 8 | u64::from(byte))
+            head[range]
+                .iter()
+                .rev()
+                .fold(0, |value, &byte| value << 8 | u64::from(byte))
         };
         let header = Self {
             kind: word(0..4) as u32,
@@ -56,7 +59,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_short_input() {
-        let header = Header { kind: 7, epoch: u32::MAX, task_id: 1 << 40, arg: u64::MAX - 1 };
+        let header = Header {
+            kind: 7,
+            epoch: u32::MAX,
+            task_id: 1 << 40,
+            arg: u64::MAX - 1,
+        };
         let mut message = header.encode().to_vec();
         message.extend_from_slice(b"xyz");
         assert_eq!(Header::decode(&message), Some((header, &b"xyz"[..])));

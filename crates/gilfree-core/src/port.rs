@@ -60,7 +60,10 @@ impl ParentPort {
         if outbox.is_empty() && ring.write_message(parts, &mut progress) {
             return true;
         }
-        outbox.push_back(Pending { message: parts.concat(), progress });
+        outbox.push_back(Pending {
+            message: parts.concat(),
+            progress,
+        });
         self.stall(slot, &outbox);
         false
     }
@@ -93,7 +96,9 @@ impl ParentPort {
 
     fn stall(&self, slot: usize, outbox: &VecDeque<Pending>) {
         let ring = self.segment.request(slot);
-        let remaining = outbox.front().map_or(0, |p| p.message.len() - p.progress.sent);
+        let remaining = outbox
+            .front()
+            .map_or(0, |p| p.message.len() - p.progress.sent);
         let wanted = (remaining + 2 * FRAME_HEADER).min(ring.capacity() / 2);
         self.wanted_space[slot].store(wanted, Ordering::SeqCst);
         ring.set_producer_stalled(true);
@@ -102,7 +107,9 @@ impl ParentPort {
     /// Receives the next complete response of `slot`, if there is one (see `Ring::read_message`).
     pub fn receive<R>(&self, slot: usize, deliver: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let mut inbox = lock(&self.inboxes[slot]);
-        self.segment.response(slot).read_message(&mut inbox, deliver)
+        self.segment
+            .response(slot)
+            .read_message(&mut inbox, deliver)
     }
 
     /// Whether a response, room for a stalled outbox, or a kick is waiting.
@@ -118,7 +125,9 @@ impl ParentPort {
 
     /// Waits (spin, then futex on the doorbell) until `has_work`; returns `has_work()`.
     pub fn wait(&self, policy: WaitPolicy) -> bool {
-        self.segment.doorbell().wait_until(policy, || self.has_work())
+        self.segment
+            .doorbell()
+            .wait_until(policy, || self.has_work())
     }
 
     /// Makes the current or next `wait` return (another thread wants the parent's attention).
@@ -147,7 +156,9 @@ impl ParentPort {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks leaves plain buffers behind; they stay usable.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A worker's end: receives requests from, and sends responses to, its own slot.
@@ -166,11 +177,19 @@ impl WorkerPort {
                 segment.slot_count()
             )));
         }
-        Ok(Self { segment, slot, partial: Vec::new() })
+        Ok(Self {
+            segment,
+            slot,
+            partial: Vec::new(),
+        })
     }
 
     /// Receives the next request, waiting by `policy`. None when the wait timed out first.
-    pub fn receive<R>(&mut self, policy: WaitPolicy, deliver: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    pub fn receive<R>(
+        &mut self,
+        policy: WaitPolicy,
+        deliver: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
         let ring = self.segment.request(self.slot);
         let mut deliver = Some(deliver);
         loop {
@@ -183,7 +202,12 @@ impl WorkerPort {
             if let Some(result) = result {
                 return result;
             }
-            if !ring.header().data_ready.0.wait_until(policy, || ring.has_data()) {
+            if !ring
+                .header()
+                .data_ready
+                .0
+                .wait_until(policy, || ring.has_data())
+            {
                 return None;
             }
         }
@@ -208,7 +232,11 @@ impl WorkerPort {
             }
             let total: usize = parts.iter().map(|part| part.len()).sum();
             let wanted = (total - progress.sent + 2 * FRAME_HEADER).min(ring.capacity() / 2);
-            if !ring.header().space_ready.0.wait_until(policy, || ring.free_space() >= wanted)
+            if !ring
+                .header()
+                .space_ready
+                .0
+                .wait_until(policy, || ring.free_space() >= wanted)
                 && !keep_waiting()
             {
                 return Err(CoreError::TimedOut);
@@ -220,5 +248,8 @@ impl WorkerPort {
 /// A policy that never spins and waits at most `timeout` (for tests and shutdown paths).
 #[must_use]
 pub fn sleep_policy(timeout: Duration) -> WaitPolicy {
-    WaitPolicy { spin: Duration::ZERO, timeout }
+    WaitPolicy {
+        spin: Duration::ZERO,
+        timeout,
+    }
 }

@@ -64,7 +64,9 @@ impl Mappings {
     fn add(&self) {
         let me = std::process::id();
         let claimed = self.pids.iter().any(|entry| {
-            entry.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            entry
+                .compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         });
         if !claimed {
             self.overflow.fetch_add(1, Ordering::SeqCst);
@@ -75,7 +77,9 @@ impl Mappings {
     fn remove(&self) {
         let me = std::process::id();
         let released = self.pids.iter().any(|entry| {
-            entry.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            entry
+                .compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         });
         if !released {
             self.overflow.fetch_sub(1, Ordering::SeqCst);
@@ -99,10 +103,16 @@ impl Mappings {
 }
 
 fn process_alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 /// Idle regions kept for reuse, in bytes.
 const POOL_BYTES: usize = 1 << 30;
@@ -129,7 +139,10 @@ impl Region {
             CoreError::InvalidArgument(format!("a shared buffer of {length} bytes is too large"))
         })?;
         let memory = Arc::new(SharedMemory::create_populated("gilfree-buffer", size)?);
-        let region = Self { memory, created_here: true };
+        let region = Self {
+            memory,
+            created_here: true,
+        };
         region.mappings().add();
         Ok(register(region))
     }
@@ -148,7 +161,10 @@ impl Region {
         while pooled + region.len() > POOL_BYTES {
             // Oldest first, among those nothing in this process uses (another process may
             // still map one: dropping our reference is safe, the kernel frees it later).
-            let Some(index) = pool.iter().position(|region| Arc::strong_count(region) == 1) else {
+            let Some(index) = pool
+                .iter()
+                .position(|region| Arc::strong_count(region) == 1)
+            else {
                 break;
             };
             pooled -= pool.remove(index).len();
@@ -199,11 +215,15 @@ impl Region {
         let target = rustix::fs::readlinkat(rustix::fs::CWD, opened.as_str(), Vec::new())
             .map_err(|e| CoreError::os("readlink shared buffer", e))?;
         if !target.to_bytes().starts_with(b"/memfd:gilfree-buffer") {
-            return Err(CoreError::InvalidArgument(format!("{path} is not a gilfree buffer")));
+            return Err(CoreError::InvalidArgument(format!(
+                "{path} is not a gilfree buffer"
+            )));
         }
         // The inode of what was opened (not of a second lookup of the path, which the origin
         // could have reused meanwhile) tells a cached mapping of the same file.
-        let inode = rustix::fs::fstat(&fd).map_err(|e| CoreError::os("fstat shared buffer", e))?.st_ino;
+        let inode = rustix::fs::fstat(&fd)
+            .map_err(|e| CoreError::os("fstat shared buffer", e))?
+            .st_ino;
         let key = (origin, inode);
         if let Some(region) = lock(&OPENED).get(&key).and_then(Weak::upgrade) {
             return Ok(region);
@@ -218,7 +238,10 @@ impl Region {
             keep_mapped(key, &memory);
             memory
         };
-        let region = Self { memory, created_here: false };
+        let region = Self {
+            memory,
+            created_here: false,
+        };
         region.mappings().add();
         let region = register(region);
         let mut opened = lock(&OPENED);
@@ -230,15 +253,19 @@ impl Region {
     /// The live region this process created whose descriptor is `fd`.
     fn own(fd: i32) -> Option<Arc<Self>> {
         let regions = lock(&REGIONS);
-        regions.values().filter_map(Weak::upgrade).find(|region| {
-            region.created_here && region.memory.fd().as_fd().as_raw_fd() == fd
-        })
+        regions
+            .values()
+            .filter_map(Weak::upgrade)
+            .find(|region| region.created_here && region.memory.fd().as_fd().as_raw_fd() == fd)
     }
 
     /// The handle other processes open this region by.
     #[must_use]
     pub fn origin(&self) -> Origin {
-        Origin { pid: std::process::id(), fd: self.memory.fd().as_fd().as_raw_fd() }
+        Origin {
+            pid: std::process::id(),
+            fd: self.memory.fd().as_fd().as_raw_fd(),
+        }
     }
 
     /// The first byte of the data.
@@ -277,7 +304,10 @@ impl Drop for Region {
         let mut regions = lock(&REGIONS);
         let address = self.as_ptr() as usize;
         // A new use of the same kept mapping may have registered meanwhile: keep that one.
-        if regions.get(&address).is_some_and(|region| region.strong_count() == 0) {
+        if regions
+            .get(&address)
+            .is_some_and(|region| region.strong_count() == 0)
+        {
             regions.remove(&address);
         }
         drop(regions);
@@ -412,7 +442,10 @@ mod tests {
     #[test]
     fn opening_an_own_handle_gives_the_region_itself() {
         let region = Region::create(4096).unwrap();
-        assert!(Arc::ptr_eq(&Region::open(region.origin()).unwrap(), &region));
+        assert!(Arc::ptr_eq(
+            &Region::open(region.origin()).unwrap(),
+            &region
+        ));
     }
 
     #[test]
@@ -424,7 +457,10 @@ mod tests {
         // SAFETY: as above, through the second mapping.
         assert_eq!(unsafe { again.as_ptr().read() }, 42);
         let third = Region::open_mapped(region.origin()).unwrap();
-        assert!(Arc::ptr_eq(&again, &third), "a handle opened twice is mapped once");
+        assert!(
+            Arc::ptr_eq(&again, &third),
+            "a handle opened twice is mapped once"
+        );
     }
 
     #[test]
@@ -432,14 +468,22 @@ mod tests {
         let first = Region::acquire(3 << 20).unwrap();
         let address = first.as_ptr() as usize;
         let busy = Region::acquire(3 << 20).unwrap();
-        assert_ne!(busy.as_ptr() as usize, address, "a region in use is not handed out twice");
+        assert_ne!(
+            busy.as_ptr() as usize,
+            address,
+            "a region in use is not handed out twice"
+        );
         drop(first);
         let again = Region::acquire(3 << 20).unwrap();
         assert_eq!(again.as_ptr() as usize, address, "an idle region is reused");
         let mapped_elsewhere = Region::open_mapped(again.origin()).unwrap();
         drop(again);
         let other = Region::acquire(3 << 20).unwrap();
-        assert_ne!(other.as_ptr() as usize, address, "a region still mapped is not reused");
+        assert_ne!(
+            other.as_ptr() as usize,
+            address,
+            "a region still mapped is not reused"
+        );
         drop(mapped_elsewhere);
         drop((busy, other));
     }
@@ -463,19 +507,34 @@ mod tests {
         let address = opened.as_ptr() as usize;
         drop(opened);
         assert!(owned.mappings().only_mine(), "a kept mapping is not a use");
-        assert!(Region::containing(address, 1).is_none(), "nor a registered region");
+        assert!(
+            Region::containing(address, 1).is_none(),
+            "nor a registered region"
+        );
         // SAFETY: the region is 2 MiB long and no other use of it exists.
         unsafe { owned.as_ptr().write(7) };
         let again = Region::open_mapped(origin).unwrap();
-        assert_eq!(again.as_ptr() as usize, address, "the kept mapping is used again");
+        assert_eq!(
+            again.as_ptr() as usize,
+            address,
+            "the kept mapping is used again"
+        );
         // SAFETY: as above, through the kept mapping.
-        assert_eq!(unsafe { again.as_ptr().read() }, 7, "and sees the owner's writes");
-        assert!(!owned.mappings().only_mine(), "a use makes the region busy again");
+        let seen = unsafe { again.as_ptr().read() };
+        assert_eq!(seen, 7, "and sees the owner's writes");
+        assert!(
+            !owned.mappings().only_mine(),
+            "a use makes the region busy again"
+        );
         assert!(Region::containing(address, 1).is_some());
     }
 
     #[test]
     fn opening_a_handle_of_no_process_fails() {
-        assert!(Region::open(Origin { pid: u32::MAX, fd: 3 }).is_err());
+        assert!(Region::open(Origin {
+            pid: u32::MAX,
+            fd: 3
+        })
+        .is_err());
     }
 }

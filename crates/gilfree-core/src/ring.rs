@@ -92,7 +92,11 @@ impl<'a> Ring<'a> {
         let header = unsafe { &*base.cast::<RingHeader>() };
         // SAFETY: the data area follows the header inside the same mapping.
         let data = unsafe { base.add(std::mem::size_of::<RingHeader>()) };
-        Self { header, data, capacity }
+        Self {
+            header,
+            data,
+            capacity,
+        }
     }
 
     /// The data capacity in bytes.
@@ -123,7 +127,10 @@ impl<'a> Ring<'a> {
 
     /// Marks or clears "the producer waits for room" (see `RingHeader::producer_stalled`).
     pub fn set_producer_stalled(&self, stalled: bool) {
-        self.header.producer_stalled.0.store(u32::from(stalled), Ordering::SeqCst);
+        self.header
+            .producer_stalled
+            .0
+            .store(u32::from(stalled), Ordering::SeqCst);
     }
 
     /// Whether the producer said it waits for room.
@@ -227,7 +234,10 @@ impl<'a> Ring<'a> {
     }
 
     fn write_frame_header(&self, position: usize, length: usize, flags: u32) {
-        let header = FrameHeader { len: length as u32, flags };
+        let header = FrameHeader {
+            len: length as u32,
+            flags,
+        };
         // SAFETY: `position` is 8-aligned and at least 8 bytes before the end of the data area
         // (capacity is a multiple of 8), and it lies in the producer-owned free region.
         unsafe { self.data.add(position).cast::<FrameHeader>().write(header) };

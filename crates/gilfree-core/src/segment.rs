@@ -56,7 +56,11 @@ impl Segment {
         // SAFETY: the fresh mapping is page-aligned, at least HEADER_BYTES long and not yet
         // shared with anyone; rings need no initialisation beyond the zero fill.
         unsafe { memory.base().as_ptr().cast::<SegmentHeader>().write(header) };
-        Ok(Self { memory, slot_count, ring_capacity })
+        Ok(Self {
+            memory,
+            slot_count,
+            ring_capacity,
+        })
     }
 
     /// Maps a segment received from the parent, checking its layout against its size.
@@ -88,7 +92,11 @@ impl Segment {
                 memory.len()
             )));
         }
-        Ok(Self { memory, slot_count, ring_capacity })
+        Ok(Self {
+            memory,
+            slot_count,
+            ring_capacity,
+        })
     }
 
     /// Number of worker slots.
@@ -114,7 +122,11 @@ impl Segment {
     pub fn doorbell(&self) -> &Event {
         // SAFETY: the header was written by `create` (or checked by `open`) and lives as long
         // as `self`; the doorbell is only used through atomics.
-        unsafe { &(*self.memory.base().as_ptr().cast::<SegmentHeader>()).doorbell.0 }
+        unsafe {
+            &(*self.memory.base().as_ptr().cast::<SegmentHeader>())
+                .doorbell
+                .0
+        }
     }
 
     /// The parent → worker ring of `slot`.
@@ -136,7 +148,11 @@ impl Segment {
     }
 
     fn ring(&self, slot: usize, which: usize) -> Ring<'_> {
-        assert!(slot < self.slot_count, "slot {slot} out of range 0..{}", self.slot_count);
+        assert!(
+            slot < self.slot_count,
+            "slot {slot} out of range 0..{}",
+            self.slot_count
+        );
         let offset = HEADER_BYTES
             + slot * slot_stride(self.ring_capacity)
             + which * Ring::footprint(self.ring_capacity);

@@ -29,7 +29,9 @@ impl SharedMemory {
     /// Creates a zero-filled segment of `len` bytes. Pages are only backed when first touched.
     pub fn create(name: &str, len: usize) -> Result<Self> {
         if len == 0 {
-            return Err(CoreError::InvalidArgument("shared memory length must be > 0".into()));
+            return Err(CoreError::InvalidArgument(
+                "shared memory length must be > 0".into(),
+            ));
         }
         let fd = create_anonymous_file(name)?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| CoreError::os("ftruncate", e))?;
@@ -39,7 +41,9 @@ impl SharedMemory {
     /// As `create`, with every page allocated up front (for memory about to be filled).
     pub fn create_populated(name: &str, len: usize) -> Result<Self> {
         if len == 0 {
-            return Err(CoreError::InvalidArgument("shared memory length must be > 0".into()));
+            return Err(CoreError::InvalidArgument(
+                "shared memory length must be > 0".into(),
+            ));
         }
         let fd = create_anonymous_file(name)?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| CoreError::os("ftruncate", e))?;
@@ -145,7 +149,9 @@ pub fn duplicate_fd(fd: std::os::fd::RawFd) -> Result<OwnedFd> {
     // SAFETY: `fd` is only borrowed for the duration of the dup call; a closed or invalid
     // descriptor makes dup fail with EBADF rather than touching anything else.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    borrowed.try_clone_to_owned().map_err(|e| CoreError::os("dup", e))
+    borrowed
+        .try_clone_to_owned()
+        .map_err(|e| CoreError::os("dup", e))
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -89,7 +89,10 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
         (Signal::PIPE, "SIGPIPE"),
         (Signal::TERM, "SIGTERM"),
     ];
-    NAMES.iter().find(|(known, _)| known.as_raw() == signal).map(|(_, name)| *name)
+    NAMES
+        .iter()
+        .find(|(known, _)| known.as_raw() == signal)
+        .map(|(_, name)| *name)
 }
 
 /// Starts `program` with `args`, stdin closed, stdout/stderr shared, and the descriptors in
@@ -109,7 +112,9 @@ pub fn spawn(program: &OsStr, args: &[&OsStr], inherit: &[RawFd]) -> Result<u32>
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|e| CoreError::os("spawn worker", e))?;
+    let child = command
+        .spawn()
+        .map_err(|e| CoreError::os("spawn worker", e))?;
     // The Child is dropped without waiting: `try_wait`/`wait` reap it by pid.
     Ok(child.id())
 }

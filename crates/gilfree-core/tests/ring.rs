@@ -16,14 +16,19 @@ use gilfree_core::CoreError;
 /// The smallest ring a segment allows: wraps and fragments come quickly.
 const CAPACITY: usize = 4096;
 /// Generous enough that only a real hang times out.
-const PATIENT: WaitPolicy =
-    WaitPolicy { spin: Duration::from_micros(20), timeout: Duration::from_secs(10) };
+const PATIENT: WaitPolicy = WaitPolicy {
+    spin: Duration::from_micros(20),
+    timeout: Duration::from_secs(10),
+};
 
 /// A one-slot segment seen by a parent and (through its own mapping) by a worker.
 fn ports(capacity: usize) -> (ParentPort, WorkerPort) {
     let segment = Segment::create(1, capacity).expect("create segment");
     let worker_view = second_mapping(&segment);
-    (ParentPort::new(segment), WorkerPort::new(worker_view, 0).expect("slot 0 exists"))
+    (
+        ParentPort::new(segment),
+        WorkerPort::new(worker_view, 0).expect("slot 0 exists"),
+    )
 }
 
 /// Writes a whole message in one call; true if it all fit.
@@ -38,7 +43,9 @@ fn read_owned(ring: &Ring<'_>, partial: &mut Vec<u8>) -> Option<Vec<u8>> {
 
 /// The worker's next request, waiting for it.
 fn worker_receive(worker: &mut WorkerPort) -> Vec<u8> {
-    worker.receive(PATIENT, <[u8]>::to_vec).expect("a request arrives in time")
+    worker
+        .receive(PATIENT, <[u8]>::to_vec)
+        .expect("a request arrives in time")
 }
 
 /// The parent's next response from slot 0, flushing its outbox and waiting as a parent does.
@@ -48,14 +55,22 @@ fn parent_receive(parent: &ParentPort) -> Vec<u8> {
             return message;
         }
         parent.flush();
-        assert!(parent.wait(PATIENT), "no response within {:?}", PATIENT.timeout);
+        assert!(
+            parent.wait(PATIENT),
+            "no response within {:?}",
+            PATIENT.timeout
+        );
     }
 }
 
 /// Flushes the parent's outbox until it is empty, waiting on the doorbell in between.
 fn parent_flush_all(parent: &ParentPort) {
     while !parent.flush() {
-        assert!(parent.wait(PATIENT), "the worker freed no room within {:?}", PATIENT.timeout);
+        assert!(
+            parent.wait(PATIENT),
+            "the worker freed no room within {:?}",
+            PATIENT.timeout
+        );
     }
 }
 
@@ -66,7 +81,9 @@ fn empty_message_round_trips_both_ways() {
     assert!(parent.send(0, &[&[], &[]]));
     assert_eq!(worker_receive(&mut worker), b"");
     assert_eq!(worker_receive(&mut worker), b"");
-    worker.send(&[], PATIENT, || false).expect("room for an empty response");
+    worker
+        .send(&[], PATIENT, || false)
+        .expect("room for an empty response");
     assert_eq!(parent_receive(&parent), b"");
     assert!(parent.receive(0, <[u8]>::to_vec).is_none());
 }
@@ -76,7 +93,9 @@ fn message_parts_arrive_concatenated() {
     let (parent, mut worker) = ports(CAPACITY);
     assert!(parent.send(0, &[b"ab", b"", b"cde", b"f"]));
     assert_eq!(worker_receive(&mut worker), b"abcdef");
-    worker.send(&[b"x", b"yz"], PATIENT, || false).expect("room");
+    worker
+        .send(&[b"x", b"yz"], PATIENT, || false)
+        .expect("room");
     assert_eq!(parent_receive(&parent), b"xyz");
 }
 
@@ -89,8 +108,14 @@ fn largest_single_frame_fills_an_empty_ring() {
 
     assert!(write_at_once(&ring, &largest));
     assert_eq!(ring.free_space(), 0);
-    assert!(!write_at_once(&ring, b""), "not even an empty frame fits a full ring");
-    assert_eq!(read_owned(&ring, &mut partial).as_deref(), Some(largest.as_slice()));
+    assert!(
+        !write_at_once(&ring, b""),
+        "not even an empty frame fits a full ring"
+    );
+    assert_eq!(
+        read_owned(&ring, &mut partial).as_deref(),
+        Some(largest.as_slice())
+    );
     assert!(partial.is_empty(), "a single frame is delivered in place");
     assert_eq!(ring.free_space(), CAPACITY);
 }
@@ -106,9 +131,15 @@ fn two_frames_can_fill_the_ring_exactly() {
     assert!(write_at_once(&ring, &half));
     assert_eq!(ring.free_space(), 0);
     assert!(!write_at_once(&ring, b""));
-    assert_eq!(read_owned(&ring, &mut partial).as_deref(), Some(half.as_slice()));
+    assert_eq!(
+        read_owned(&ring, &mut partial).as_deref(),
+        Some(half.as_slice())
+    );
     assert!(write_at_once(&ring, b""), "room again after one read");
-    assert_eq!(read_owned(&ring, &mut partial).as_deref(), Some(half.as_slice()));
+    assert_eq!(
+        read_owned(&ring, &mut partial).as_deref(),
+        Some(half.as_slice())
+    );
     assert_eq!(read_owned(&ring, &mut partial).as_deref(), Some(&b""[..]));
     assert!(read_owned(&ring, &mut partial).is_none());
 }
@@ -122,13 +153,29 @@ fn one_byte_over_a_frame_needs_a_second_fragment() {
     let mut progress = WriteProgress::default();
 
     assert!(!ring.write_message(&[&message], &mut progress));
-    assert_eq!(progress, WriteProgress { sent: CAPACITY - FRAME_HEADER, done: false });
+    assert_eq!(
+        progress,
+        WriteProgress {
+            sent: CAPACITY - FRAME_HEADER,
+            done: false
+        }
+    );
     assert!(read_owned(&ring, &mut partial).is_none());
-    assert_eq!(partial.len(), CAPACITY - FRAME_HEADER, "the fragment moved out of the ring");
+    assert_eq!(
+        partial.len(),
+        CAPACITY - FRAME_HEADER,
+        "the fragment moved out of the ring"
+    );
     assert_eq!(ring.free_space(), CAPACITY);
 
     assert!(ring.write_message(&[&message], &mut progress));
-    assert_eq!(progress, WriteProgress { sent: message.len(), done: true });
+    assert_eq!(
+        progress,
+        WriteProgress {
+            sent: message.len(),
+            done: true
+        }
+    );
     assert_eq!(read_owned(&ring, &mut partial), Some(message));
     assert!(partial.is_empty());
 }
@@ -139,7 +186,12 @@ fn partial_message_is_held_until_its_last_fragment() {
     let ring = segment.request(0);
     let mut partial = Vec::new();
     // Parts of odd sizes, so fragment boundaries fall inside and between parts.
-    let parts = [pattern(4, 3), pattern(5, 5000), pattern(6, 1), pattern(7, 7777)];
+    let parts = [
+        pattern(4, 3),
+        pattern(5, 5000),
+        pattern(6, 1),
+        pattern(7, 7777),
+    ];
     let whole = parts.concat();
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     let mut progress = WriteProgress::default();
@@ -147,10 +199,16 @@ fn partial_message_is_held_until_its_last_fragment() {
 
     while !ring.write_message(&slices, &mut progress) {
         writes += 1;
-        assert!(read_owned(&ring, &mut partial).is_none(), "delivered before the last fragment");
+        assert!(
+            read_owned(&ring, &mut partial).is_none(),
+            "delivered before the last fragment"
+        );
         assert_eq!(partial.len(), progress.sent);
     }
-    assert!(writes >= 3, "a message of 3+ rings needs 3+ writes, took {writes}");
+    assert!(
+        writes >= 3,
+        "a message of 3+ rings needs 3+ writes, took {writes}"
+    );
     assert_eq!(read_owned(&ring, &mut partial), Some(whole));
     assert!(read_owned(&ring, &mut partial).is_none());
 }
@@ -173,26 +231,37 @@ fn frames_wrap_around_at_every_alignment() {
     while read < MESSAGES {
         for _ in 0..random.below(8) {
             if writing.is_none() && written < MESSAGES {
-                let len =
-                    if written % 97 == 0 { 2 * CAPACITY + 5 } else { (written % 200) as usize };
+                let len = if written % 97 == 0 {
+                    2 * CAPACITY + 5
+                } else {
+                    (written % 200) as usize
+                };
                 writing = Some((pattern(written, len), WriteProgress::default()));
                 written += 1;
             }
-            let Some((message, progress)) = writing.as_mut() else { break };
+            let Some((message, progress)) = writing.as_mut() else {
+                break;
+            };
             if !ring.write_message(&[message], progress) {
                 break;
             }
             in_ring.push_back(writing.take().expect("just written").0);
         }
         for _ in 0..random.below(8) {
-            let Some(message) = read_owned(&ring, &mut partial) else { break };
+            let Some(message) = read_owned(&ring, &mut partial) else {
+                break;
+            };
             let expected = in_ring.pop_front().expect("only written messages are read");
             assert_eq!(message, expected, "message {read}");
             bytes += message.len();
             read += 1;
         }
     }
-    assert!(bytes > 1000 * CAPACITY, "the ring wrapped only {} times", bytes / CAPACITY);
+    assert!(
+        bytes > 1000 * CAPACITY,
+        "the ring wrapped only {} times",
+        bytes / CAPACITY
+    );
     assert!(!ring.has_data());
 }
 
@@ -218,7 +287,10 @@ fn concurrent_producer_and_consumer_keep_order() {
                 let message = pattern(sequence, size_of(sequence));
                 let mut progress = WriteProgress::default();
                 while !ring.write_message(&[&message], &mut progress) {
-                    assert!(Instant::now() < deadline, "stuck writing message {sequence}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "stuck writing message {sequence}"
+                    );
                     std::thread::yield_now();
                 }
             }
@@ -231,10 +303,17 @@ fn concurrent_producer_and_consumer_keep_order() {
                 if let Some(message) = read_owned(&ring, &mut partial) {
                     break message;
                 }
-                assert!(Instant::now() < deadline, "stuck waiting for message {sequence}");
+                assert!(
+                    Instant::now() < deadline,
+                    "stuck waiting for message {sequence}"
+                );
                 std::thread::yield_now();
             };
-            assert_eq!(message, pattern(sequence, size_of(sequence)), "message {sequence}");
+            assert_eq!(
+                message,
+                pattern(sequence, size_of(sequence)),
+                "message {sequence}"
+            );
         }
     });
 }
@@ -250,10 +329,15 @@ fn message_larger_than_the_ring_crosses_while_the_worker_drains() {
         let worker_side = scope.spawn(|| {
             let request = worker_receive(&mut worker);
             // The response is larger than the ring too: `send` blocks until the parent drains.
-            worker.send(&[&request, b"!"], PATIENT, || false).expect("parent drains in time");
+            worker
+                .send(&[&request, b"!"], PATIENT, || false)
+                .expect("parent drains in time");
             request
         });
-        assert!(!parent.send(0, &slices), "3 rings' worth cannot fit at once");
+        assert!(
+            !parent.send(0, &slices),
+            "3 rings' worth cannot fit at once"
+        );
         parent_flush_all(&parent);
         let mut expected_response = whole.clone();
         expected_response.push(b'!');
@@ -266,10 +350,19 @@ fn message_larger_than_the_ring_crosses_while_the_worker_drains() {
 fn full_ring_sends_go_to_the_outbox_and_flush_keeps_their_order() {
     let (parent, mut worker) = ports(CAPACITY);
     let messages: Vec<Vec<u8>> = (0..40).map(|sequence| pattern(sequence, 500)).collect();
-    let accepted = messages.iter().take_while(|message| parent.send(0, &[message])).count();
-    assert!(accepted > 0 && accepted < 10, "{accepted} messages of 500 bytes fit 4 KiB");
+    let accepted = messages
+        .iter()
+        .take_while(|message| parent.send(0, &[message]))
+        .count();
+    assert!(
+        accepted > 0 && accepted < 10,
+        "{accepted} messages of 500 bytes fit 4 KiB"
+    );
     for message in &messages[accepted + 1..] {
-        assert!(!parent.send(0, &[message]), "queued behind the outbox, never overtaking");
+        assert!(
+            !parent.send(0, &[message]),
+            "queued behind the outbox, never overtaking"
+        );
     }
     assert!(!parent.flush(), "nothing drained yet");
     assert!(!parent.has_work(), "no response and no room yet");
@@ -292,20 +385,34 @@ fn full_ring_sends_go_to_the_outbox_and_flush_keeps_their_order() {
 fn has_work_reports_responses_room_and_kicks() {
     let (parent, mut worker) = ports(CAPACITY);
     assert!(!parent.has_work());
-    assert!(!parent.wait(WaitPolicy { spin: Duration::ZERO, timeout: Duration::from_millis(1) }));
+    assert!(!parent.wait(WaitPolicy {
+        spin: Duration::ZERO,
+        timeout: Duration::from_millis(1)
+    }));
 
-    worker.send(&[b"response"], PATIENT, || false).expect("room");
+    worker
+        .send(&[b"response"], PATIENT, || false)
+        .expect("room");
     assert!(parent.has_work(), "a response is waiting");
     assert_eq!(parent_receive(&parent), b"response");
     assert!(!parent.has_work());
 
     // 8192 bytes: a 4088-byte fragment now, another when the worker drains, then the last 16.
     let big = pattern(11, 2 * CAPACITY);
-    let at_once = WaitPolicy { spin: Duration::ZERO, timeout: Duration::ZERO };
+    let at_once = WaitPolicy {
+        spin: Duration::ZERO,
+        timeout: Duration::ZERO,
+    };
     assert!(!parent.send(0, &[&big]));
-    assert!(!parent.has_work(), "stalled, but the worker has freed nothing yet");
+    assert!(
+        !parent.has_work(),
+        "stalled, but the worker has freed nothing yet"
+    );
     assert!(worker.receive(at_once, <[u8]>::to_vec).is_none());
-    assert!(parent.has_work(), "the worker drained the first fragment: room for the outbox");
+    assert!(
+        parent.has_work(),
+        "the worker drained the first fragment: room for the outbox"
+    );
     assert!(!parent.flush(), "the last fragment still waits");
     assert!(!parent.has_work());
     assert!(worker.receive(at_once, <[u8]>::to_vec).is_none());
@@ -325,7 +432,10 @@ fn has_work_reports_responses_room_and_kicks() {
 #[test]
 fn kick_from_another_thread_wakes_a_sleeping_parent() {
     let (parent, _worker) = ports(CAPACITY);
-    let sleeping = WaitPolicy { spin: Duration::ZERO, timeout: Duration::from_secs(20) };
+    let sleeping = WaitPolicy {
+        spin: Duration::ZERO,
+        timeout: Duration::from_secs(20),
+    };
     std::thread::scope(|scope| {
         scope.spawn(|| {
             std::thread::sleep(Duration::from_millis(50));
@@ -333,7 +443,10 @@ fn kick_from_another_thread_wakes_a_sleeping_parent() {
         });
         let started = Instant::now();
         assert!(parent.wait(sleeping));
-        assert!(started.elapsed() < Duration::from_secs(10), "woken by the kick, not the timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the kick, not the timeout"
+        );
     });
     assert!(parent.take_kick());
 }
@@ -341,7 +454,10 @@ fn kick_from_another_thread_wakes_a_sleeping_parent() {
 #[test]
 fn reset_slot_empties_rings_outbox_and_partial_response() {
     let (parent, worker) = ports(CAPACITY);
-    assert!(!parent.send(0, &[&pattern(12, 3 * CAPACITY)]), "part of it waits in the outbox");
+    assert!(
+        !parent.send(0, &[&pattern(12, 3 * CAPACITY)]),
+        "part of it waits in the outbox"
+    );
     // A response larger than the ring: the parent holds its first fragments as a partial.
     let big_response = pattern(13, CAPACITY + 100);
     let mut progress = WriteProgress::default();
@@ -359,7 +475,11 @@ fn reset_slot_empties_rings_outbox_and_partial_response() {
     assert!(!parent.has_work());
     // The slot works again from a clean state (a fresh worker would also start clean).
     worker.send(&[b"fresh"], PATIENT, || false).expect("room");
-    assert_eq!(parent_receive(&parent), b"fresh", "no stale fragment is prepended");
+    assert_eq!(
+        parent_receive(&parent),
+        b"fresh",
+        "no stale fragment is prepended"
+    );
     assert!(parent.send(0, &[b"hello"]));
     let segment_view = second_mapping(parent.segment());
     let mut fresh_worker = WorkerPort::new(segment_view, 0).expect("slot 0");
@@ -377,15 +497,27 @@ fn two_slots_share_one_doorbell() {
     assert!(parent.send(1, &[b"to one"]));
     assert_eq!(worker_receive(&mut workers[1]), b"to one");
     assert_eq!(worker_receive(&mut workers[0]), b"to zero");
-    workers[1].send(&[b"from one"], PATIENT, || false).expect("room");
+    workers[1]
+        .send(&[b"from one"], PATIENT, || false)
+        .expect("room");
     assert!(parent.wait(PATIENT));
     assert!(parent.receive(0, <[u8]>::to_vec).is_none());
-    assert_eq!(parent.receive(1, <[u8]>::to_vec).as_deref(), Some(&b"from one"[..]));
+    assert_eq!(
+        parent.receive(1, <[u8]>::to_vec).as_deref(),
+        Some(&b"from one"[..])
+    );
 }
 
 #[test]
 fn create_rejects_bad_sizes() {
-    for (slots, capacity) in [(0, 4096), (4097, 4096), (1, 0), (1, 4095), (1, 6000), (1, 1 << 32)] {
+    for (slots, capacity) in [
+        (0, 4096),
+        (4097, 4096),
+        (1, 0),
+        (1, 4095),
+        (1, 6000),
+        (1, 1 << 32),
+    ] {
         let result = Segment::create(slots, capacity);
         assert!(
             matches!(result, Err(CoreError::InvalidArgument(_))),
@@ -397,7 +529,10 @@ fn create_rejects_bad_sizes() {
 #[test]
 fn worker_port_rejects_a_slot_out_of_range() {
     let segment = Segment::create(2, CAPACITY).expect("create segment");
-    assert!(matches!(WorkerPort::new(segment, 2), Err(CoreError::InvalidArgument(_))));
+    assert!(matches!(
+        WorkerPort::new(segment, 2),
+        Err(CoreError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -444,7 +579,10 @@ fn open_rejects_a_size_that_does_not_match_the_header() {
 fn open_rejects_a_header_claiming_more_slots() {
     let segment = Segment::create(2, CAPACITY).expect("create segment");
     overwrite(&segment, 8, &3_u64.to_le_bytes());
-    assert!(matches!(open_copy(&segment), Err(CoreError::InvalidSegment(_))));
+    assert!(matches!(
+        open_copy(&segment),
+        Err(CoreError::InvalidSegment(_))
+    ));
 }
 
 #[test]
@@ -455,13 +593,19 @@ fn open_rejects_rings_of_zero_bytes() {
     let fd = segment.fd().try_clone_to_owned().expect("dup");
     overwrite(&segment, 16, &0_u64.to_le_bytes());
     rustix::fs::ftruncate(&fd, 4096 + 2 * Ring::footprint(0) as u64).expect("shrink");
-    assert!(matches!(Segment::open(fd), Err(CoreError::InvalidSegment(_))));
+    assert!(matches!(
+        Segment::open(fd),
+        Err(CoreError::InvalidSegment(_))
+    ));
     // Zero slots are rejected as well, as `create` does.
     let segment = Segment::create(1, CAPACITY).expect("create segment");
     let fd = segment.fd().try_clone_to_owned().expect("dup");
     overwrite(&segment, 8, &0_u64.to_le_bytes());
     rustix::fs::ftruncate(&fd, 4096).expect("shrink");
-    assert!(matches!(Segment::open(fd), Err(CoreError::InvalidSegment(_))));
+    assert!(matches!(
+        Segment::open(fd),
+        Err(CoreError::InvalidSegment(_))
+    ));
 }
 
 #[test]
@@ -471,5 +615,8 @@ fn open_rejects_a_file_shorter_than_its_header() {
     rustix::fs::ftruncate(&fd, 100).expect("shrink");
     // The first mapping is now mostly beyond the end of the file: drop it before touching it.
     drop(segment);
-    assert!(matches!(Segment::open(fd), Err(CoreError::InvalidSegment(_))));
+    assert!(matches!(
+        Segment::open(fd),
+        Err(CoreError::InvalidSegment(_))
+    ));
 }

@@ -42,7 +42,11 @@ const CHILD_ENV: &str = "GILFREE_STRESS_CHILD";
 const FRAMES_ENV: &str = "GILFREE_STRESS_FRAMES";
 /// Messages over all scenarios: 2 million takes ~20 s optimised (CI runs `cargo test --release`);
 /// a debug build is ~10× slower, so it does a tenth unless told otherwise.
-const DEFAULT_FRAMES: u64 = if cfg!(debug_assertions) { 200_000 } else { 2_000_000 };
+const DEFAULT_FRAMES: u64 = if cfg!(debug_assertions) {
+    200_000
+} else {
+    2_000_000
+};
 const SLOTS: usize = 2;
 /// Messages the parent keeps in flight per worker (in the ring or in its outbox)...
 const WINDOW: usize = 64;
@@ -74,13 +78,20 @@ struct ChildConfig {
 impl ChildConfig {
     fn encode(&self) -> String {
         let spin = self.spin.as_nanos();
-        format!("{},{},{},{},{spin}", self.fd, self.slot, self.messages, self.ring_capacity)
+        format!(
+            "{},{},{},{},{spin}",
+            self.fd, self.slot, self.messages, self.ring_capacity
+        )
     }
 
     fn decode(text: &str) -> Self {
         let fields: Vec<u64> = text
             .split(',')
-            .map(|field| field.parse().unwrap_or_else(|_| panic!("bad {CHILD_ENV}: {text}")))
+            .map(|field| {
+                field
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad {CHILD_ENV}: {text}"))
+            })
             .collect();
         let [fd, slot, messages, ring_capacity, spin] = fields[..] else {
             panic!("bad {CHILD_ENV}: {text}");
@@ -112,7 +123,8 @@ fn next_message_len(sizes: &mut SplitMix64, ring_capacity: usize) -> usize {
 
 fn frames_budget() -> u64 {
     std::env::var(FRAMES_ENV).map_or(DEFAULT_FRAMES, |text| {
-        text.parse().unwrap_or_else(|_| panic!("{FRAMES_ENV} must be a number, got {text:?}"))
+        text.parse()
+            .unwrap_or_else(|_| panic!("{FRAMES_ENV} must be a number, got {text:?}"))
     })
 }
 
@@ -254,7 +266,11 @@ impl Scenario {
         let mut workers = Workers::spawn(&configs);
         let report = self.drive(&port, &mut workers);
         for (slot, status) in workers.wait_all().into_iter().enumerate() {
-            assert_eq!(status, ExitStatus::Code(0), "worker {slot} failed (its stderr says why)");
+            assert_eq!(
+                status,
+                ExitStatus::Code(0),
+                "worker {slot} failed (its stderr says why)"
+            );
         }
         eprintln!("{}: {report}", self.name);
         report
@@ -262,7 +278,10 @@ impl Scenario {
 
     /// Sends every message, checks every echo; returns once all are back.
     fn drive(&self, port: &ParentPort, workers: &mut Workers) -> Report {
-        let policy = WaitPolicy { spin: self.parent_spin, timeout: WAIT_TIMEOUT };
+        let policy = WaitPolicy {
+            spin: self.parent_spin,
+            timeout: WAIT_TIMEOUT,
+        };
         let mut slots: Vec<SlotState> = (0..SLOTS)
             .map(|slot| SlotState {
                 sizes: size_stream(slot),
@@ -275,7 +294,10 @@ impl Scenario {
         let mut report = Report::default();
         let mut message = Vec::new();
         let started = Instant::now();
-        while slots.iter().any(|state| state.echoed < self.messages_per_worker) {
+        while slots
+            .iter()
+            .any(|state| state.echoed < self.messages_per_worker)
+        {
             let mut progressed = false;
             for (slot, state) in slots.iter_mut().enumerate() {
                 while state.may_send(self.messages_per_worker, self.ring_capacity) {
@@ -342,12 +364,21 @@ fn run_worker(config: &ChildConfig) {
     let segment = Segment::open(fd).expect("open the inherited segment");
     assert_eq!(segment.ring_capacity(), config.ring_capacity);
     let mut port = WorkerPort::new(segment, config.slot).expect("open my slot");
-    let policy = WaitPolicy { spin: config.spin, timeout: WAIT_TIMEOUT };
+    let policy = WaitPolicy {
+        spin: config.spin,
+        timeout: WAIT_TIMEOUT,
+    };
     let parent = std::os::unix::process::parent_id();
     let parent_alive = || std::os::unix::process::parent_id() == parent;
     let mut sizes = size_stream(config.slot);
     let mut echo = Vec::new();
-    let suspect = || if parent_alive() { "lost wake-up?" } else { "the parent is gone" };
+    let suspect = || {
+        if parent_alive() {
+            "lost wake-up?"
+        } else {
+            "the parent is gone"
+        }
+    };
 
     for sequence in 0..config.messages {
         let len = next_message_len(&mut sizes, config.ring_capacity);

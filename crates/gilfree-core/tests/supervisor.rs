@@ -30,7 +30,11 @@ impl Child {
                 self.reaped = true;
                 return status;
             }
-            assert!(Instant::now() < deadline, "child {} still running after 10 s", self.pid);
+            assert!(
+                Instant::now() < deadline,
+                "child {} still running after 10 s",
+                self.pid
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -89,8 +93,14 @@ fn kill_rejects_unknown_signals_and_invalid_pids() {
         supervisor::kill(std::process::id(), 12345),
         Err(CoreError::InvalidArgument(_))
     ));
-    assert!(matches!(supervisor::kill(0, SIGKILL), Err(CoreError::InvalidArgument(_))));
-    assert!(matches!(supervisor::kill(u32::MAX, SIGKILL), Err(CoreError::InvalidArgument(_))));
+    assert!(matches!(
+        supervisor::kill(0, SIGKILL),
+        Err(CoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        supervisor::kill(u32::MAX, SIGKILL),
+        Err(CoreError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -99,7 +109,11 @@ fn raw_wait_statuses_decode_like_waitpid_macros() {
     assert_eq!(ExitStatus::from_raw(0x0300), Some(ExitStatus::Code(3)));
     assert_eq!(ExitStatus::from_raw(0xff00), Some(ExitStatus::Code(255)));
     assert_eq!(ExitStatus::from_raw(9), Some(ExitStatus::Signal(9)));
-    assert_eq!(ExitStatus::from_raw(0x80 | 0x0b), Some(ExitStatus::Signal(11)), "core dumped");
+    assert_eq!(
+        ExitStatus::from_raw(0x80 | 0x0b),
+        Some(ExitStatus::Signal(11)),
+        "core dumped"
+    );
     assert_eq!(ExitStatus::from_raw(0x137f), None, "stopped by SIGSTOP");
     assert_eq!(ExitStatus::from_raw(0x7f), None, "stopped");
     assert_eq!(ExitStatus::from_raw(0xffff), None, "continued");

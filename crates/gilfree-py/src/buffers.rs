@@ -62,10 +62,16 @@ impl SharedBuffer {
     #[staticmethod]
     fn allocate(length: usize) -> PyResult<Self> {
         if length == 0 {
-            return Err(PyValueError::new_err("a shared buffer needs a length of at least 1 byte"));
+            return Err(PyValueError::new_err(
+                "a shared buffer needs a length of at least 1 byte",
+            ));
         }
         let region = Region::create(length).map_err(Error::from)?;
-        Ok(Self { region, offset: 0, length })
+        Ok(Self {
+            region,
+            offset: 0,
+            length,
+        })
     }
 
     /// ``(pid, fd, offset, length)``: what another process passes to ``open_buffer``.
@@ -106,7 +112,11 @@ impl SharedBuffer {
 /// receiver has opened it (its ``handle`` is what to send), or None (send it inline). Buffers
 /// that are not contiguous give None too.
 #[pyfunction]
-pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResult<Option<SharedBuffer>> {
+pub fn export(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    minimum: usize,
+) -> PyResult<Option<SharedBuffer>> {
     if !SHARING_SUPPORTED {
         return Ok(None);
     }
@@ -119,7 +129,12 @@ pub fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, minimum: usize) -> PyResul
     }
     // SAFETY: PyObject_GetBuffer succeeded and filled the view.
     let mut view = unsafe { view.assume_init() };
-    let result = share_address(py, view.buf as usize, usize::try_from(view.len).unwrap_or(0), minimum);
+    let result = share_address(
+        py,
+        view.buf as usize,
+        usize::try_from(view.len).unwrap_or(0),
+        minimum,
+    );
     // SAFETY: releases the view acquired above, exactly once.
     unsafe { ffi::PyBuffer_Release(&raw mut view) };
     result
@@ -135,7 +150,11 @@ pub fn share_address(
     minimum: usize,
 ) -> PyResult<Option<SharedBuffer>> {
     if let Some((region, offset)) = Region::containing(address, length) {
-        Ok(Some(SharedBuffer { region, offset, length }))
+        Ok(Some(SharedBuffer {
+            region,
+            offset,
+            length,
+        }))
     } else if length == 0 || length < minimum {
         Ok(None)
     } else {
@@ -154,7 +173,11 @@ fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<
         let target = std::slice::from_raw_parts_mut(target as *mut u8, length);
         gilfree_core::memory::copy_in_parallel(source, target);
     });
-    Ok(SharedBuffer { region, offset: 0, length })
+    Ok(SharedBuffer {
+        region,
+        offset: 0,
+        length,
+    })
 }
 
 /// A shared buffer of `length` bytes written by `fill` (GIL held: it may read Python objects).
@@ -163,21 +186,32 @@ pub fn filled_region(length: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<Sh
     // SAFETY: a region of at least `length` bytes, acquired just now: no other process knows
     // it yet and no other view of it exists in this one.
     fill(unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), length) });
-    Ok(SharedBuffer { region, offset: 0, length })
+    Ok(SharedBuffer {
+        region,
+        offset: 0,
+        length,
+    })
 }
 
 /// Opens a buffer another process exported (its ``handle``).
 #[pyfunction]
 pub fn open_buffer(pid: u32, fd: i32, offset: usize, length: usize) -> PyResult<SharedBuffer> {
     let region = Region::open(Origin { pid, fd }).map_err(Error::from)?;
-    if offset.checked_add(length).is_none_or(|end| end > region.len()) {
+    if offset
+        .checked_add(length)
+        .is_none_or(|end| end > region.len())
+    {
         return Err(Error::from(CoreError::Decode(format!(
             "a shared buffer of {} bytes has no bytes {offset}..{offset}+{length}",
             region.len()
         )))
         .into());
     }
-    Ok(SharedBuffer { region, offset, length })
+    Ok(SharedBuffer {
+        region,
+        offset,
+        length,
+    })
 }
 
 /// Takes the shared-buffer registries' locks before `os.fork()` (see `os.register_at_fork`).

@@ -72,7 +72,11 @@ pub fn build_message(buffer: &mut Vec<u8>, sequence: u64, len: usize) {
     buffer.extend_from_slice(&sequence.to_le_bytes());
     buffer.extend_from_slice(&[0; 8]);
     let mut body = Vec::new();
-    fill_pattern(&mut body, sequence.wrapping_mul(0x0123_4567_89AB_CDEF), len - STAMP);
+    fill_pattern(
+        &mut body,
+        sequence.wrapping_mul(0x0123_4567_89AB_CDEF),
+        len - STAMP,
+    );
     buffer[8..STAMP].copy_from_slice(&checksum(&body).to_le_bytes());
     buffer.extend_from_slice(&body);
 }
@@ -97,11 +101,15 @@ pub fn check_message(message: &[u8], sequence: u64, len: usize) -> Result<(), St
     }
     let stamped = stamped_sequence(message).expect("long enough");
     if stamped != sequence {
-        return Err(format!("expected message {sequence}, got message {stamped} ({len} bytes)"));
+        return Err(format!(
+            "expected message {sequence}, got message {stamped} ({len} bytes)"
+        ));
     }
     let stored = u64::from_le_bytes(message[8..STAMP].try_into().expect("8 bytes"));
     if stored != checksum(&message[STAMP..]) {
-        return Err(format!("message {sequence} ({len} bytes): checksum mismatch"));
+        return Err(format!(
+            "message {sequence} ({len} bytes): checksum mismatch"
+        ));
     }
     Ok(())
 }
@@ -112,6 +120,9 @@ fn stamped_sequence(message: &[u8]) -> Option<u64> {
 
 /// A second, independent mapping of `segment`'s memory, as a worker process would have.
 pub fn second_mapping(segment: &Segment) -> Segment {
-    let fd = segment.fd().try_clone_to_owned().expect("dup the segment's descriptor");
+    let fd = segment
+        .fd()
+        .try_clone_to_owned()
+        .expect("dup the segment's descriptor");
     Segment::open(fd).expect("reopen a valid segment")
 }

@@ -24,14 +24,18 @@ pub fn decode<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
     // SAFETY: asks `data` for a simple contiguous buffer (bytes, memoryview, SharedBuffer...).
-    if unsafe { ffi::PyObject_GetBuffer(data.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } != 0 {
+    if unsafe { ffi::PyObject_GetBuffer(data.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } != 0
+    {
         return Err(PyErr::fetch(py));
     }
     // SAFETY: PyObject_GetBuffer succeeded and filled the view.
     let mut view = unsafe { view.assume_init() };
     // SAFETY: the view pins `len` readable bytes at `buf` until it is released below.
     let bytes = unsafe {
-        std::slice::from_raw_parts(view.buf.cast::<u8>(), usize::try_from(view.len).unwrap_or(0))
+        std::slice::from_raw_parts(
+            view.buf.cast::<u8>(),
+            usize::try_from(view.len).unwrap_or(0),
+        )
     };
     let result = decode_bytes(py, bytes, trusted);
     // SAFETY: releases the view acquired above, exactly once.
@@ -62,12 +66,19 @@ fn decode_message<'py>(
         }
         let inner = buffer.bytes();
         if inner.get(1) == Some(&tag::INDIRECT) {
-            return Err(DecodeError::new_err("an indirect message points to another"));
+            return Err(DecodeError::new_err(
+                "an indirect message points to another",
+            ));
         }
         return decode_message(py, inner, trusted, Some(&buffer));
     }
     let mut reader = Reader::new(data).map_err(decode_error)?;
-    let value = Decoder { py, trusted, backing }.value(&mut reader, 0)?;
+    let value = Decoder {
+        py,
+        trusted,
+        backing,
+    }
+    .value(&mut reader, 0)?;
     if !reader.at_end() {
         return Err(DecodeError::new_err(format!(
             "{} bytes after the value",
@@ -91,7 +102,11 @@ pub(super) struct Decoder<'py, 'data> {
 }
 
 impl<'py> Decoder<'py, '_> {
-    pub(super) fn value(&self, reader: &mut Reader<'_>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    pub(super) fn value(
+        &self,
+        reader: &mut Reader<'_>,
+        depth: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if depth > MAX_DEPTH {
             return Err(decode_error(codec::too_deep()));
         }
@@ -233,7 +248,11 @@ impl<'py> Decoder<'py, '_> {
 
 /// A new list of `count` items made by `make_item(index)`, filled in place.
 /// A list of `count` floats read from `reader` (which holds at least `8 * count` bytes).
-fn floats<'py>(py: Python<'py>, reader: &mut Reader<'_>, count: usize) -> PyResult<Bound<'py, PyAny>> {
+fn floats<'py>(
+    py: Python<'py>,
+    reader: &mut Reader<'_>,
+    count: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     new_list(py, count, |_| {
         let value = reader.float().map_err(decode_error)?;
         // SAFETY: a plain constructor call with the GIL held; null raises.

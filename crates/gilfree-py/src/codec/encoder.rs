@@ -16,10 +16,10 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet};
 
-use super::ndarray::ndarray_type;
+use super::kind::{classify, Kind};
 use super::output;
-use super::view::View;
 use super::pickle_value;
+use super::view::View;
 use crate::buffers::{export, filled_region, SharedBuffer, SHARING_SUPPORTED};
 
 /// Values needing pickle before the whole message is pickled instead.
@@ -95,7 +95,9 @@ impl<'py> Encoder<'py> {
         if SHARING_SUPPORTED && self.sink.is_some() && total >= INDIRECT_THRESHOLD {
             return self.indirect(total);
         }
-        output::bytes(self.py, total, |target| output::gather(&self.out, &self.deferred, target))
+        output::bytes(self.py, total, |target| {
+            output::gather(&self.out, &self.deferred, target);
+        })
     }
 
     /// Appends `view`'s bytes to the message: now if small, else when the message is finished
@@ -105,7 +107,10 @@ impl<'py> Encoder<'py> {
             self.out.extend_from_slice(view.bytes());
         } else {
             self.deferred_bytes += view.bytes().len();
-            self.deferred.push(output::Deferred { at: self.out.len(), view });
+            self.deferred.push(output::Deferred {
+                at: self.out.len(),
+                view,
+            });
         }
     }
 
@@ -118,80 +123,65 @@ impl<'py> Encoder<'py> {
         if depth > ENCODE_DEPTH {
             return Err(Stop::Whole);
         }
-        // SAFETY: `object` is a live object: the caller holds a reference to it (the argument,
-        // or an item whose reference the container loop holds), and the GIL is held.
-        let kind = unsafe { ffi::Py_TYPE(object) };
-        // SAFETY: comparing type pointers with the addresses of CPython's static type objects.
-        unsafe {
-            if object == ffi::Py_None() {
-                self.out.push(tag::NONE);
-            } else if kind == &raw mut ffi::PyBool_Type {
-                self.out.push(if object == ffi::Py_True() {
-                    tag::TRUE
-                } else {
-                    tag::FALSE
-                });
-            } else if kind == &raw mut ffi::PyLong_Type {
-                self.int(object)?;
-            } else if kind == &raw mut ffi::PyFloat_Type {
-                self.out.push(tag::FLOAT);
-                self.out
-                    .extend_from_slice(&ffi::PyFloat_AS_DOUBLE(object).to_le_bytes());
-            } else if kind == &raw mut ffi::PyComplex_Type {
-                self.out.push(tag::COMPLEX);
-                let real = ffi::PyComplex_RealAsDouble(object);
-                let imaginary = ffi::PyComplex_ImagAsDouble(object);
-                self.out.extend_from_slice(&real.to_le_bytes());
-                self.out.extend_from_slice(&imaginary.to_le_bytes());
-            } else if kind == &raw mut ffi::PyUnicode_Type {
-                self.string(object)?;
-            } else if kind == &raw mut ffi::PyBytes_Type && self.shared(object, shared_kind::BYTES)? {
-                // sent as a shared buffer
-            } else if kind == &raw mut ffi::PyBytes_Type {
-                let data = ffi::PyBytes_AsString(object).cast::<u8>();
-                let length = ffi::PyBytes_Size(object) as usize;
-                codec::write_blob(
-                    &mut self.out,
-                    tag::BYTES,
-                    std::slice::from_raw_parts(data, length),
-                );
-            } else if kind == &raw mut ffi::PyMemoryView_Type {
-                self.memoryview(object)?;
-            } else if kind == &raw mut ffi::PyByteArray_Type {
+        // SAFETY: `object` is live: the caller holds a reference to it (the argument, or an
+        // item whose reference its container holds while it is encoded), and the GIL is held.
+        // The same holds in every arm below, where `classify` has also established the exact
+        // type that the arm's method requires.
+        let kind = unsafe { classify(self.py, object) };
+        match kind {
+            Kind::None => self.out.push(tag::NONE),
+            Kind::True => self.out.push(tag::TRUE),
+            Kind::False => self.out.push(tag::FALSE),
+            // SAFETY: a live exact int (see above).
+            Kind::Int => unsafe { self.int(object) }?,
+            // SAFETY: a live exact float.
+            Kind::Float => unsafe { self.float(object) },
+            // SAFETY: a live exact complex.
+            Kind::Complex => unsafe { self.complex(object) },
+            // SAFETY: a live exact str.
+            Kind::Str => unsafe { self.string(object) }?,
+            // SAFETY: a live exact bytes.
+            Kind::Bytes => unsafe { self.bytes(object) }?,
+            Kind::ByteArray => {
                 self.enter(object)?;
-                if self.shared(object, shared_kind::BYTEARRAY)? {
-                    return Ok(());
+                // SAFETY: a live exact bytearray.
+                unsafe { self.bytearray(object) }?;
+            }
+            Kind::MemoryView => self.memoryview(object)?,
+            Kind::List => {
+                self.enter(object)?;
+                // SAFETY: a live exact list.
+                unsafe { self.list(object, depth) }?;
+            }
+            // SAFETY: a live exact tuple.
+            Kind::Tuple => unsafe { self.tuple(object, depth) }?,
+            Kind::Dict => {
+                self.enter(object)?;
+                // SAFETY: a live exact dict.
+                unsafe { self.dict(object, depth) }?;
+            }
+            Kind::Set => {
+                self.enter(object)?;
+                // SAFETY: a live exact set.
+                unsafe { self.set(object, true, depth) }?;
+            }
+            // SAFETY: a live exact frozenset.
+            Kind::FrozenSet => unsafe { self.set(object, false, depth) }?,
+            Kind::NdArray if self.ndarray(&self.bound(object))? => {} // a plain dtype
+            Kind::NdArray | Kind::Other => {
+                if !self.reduced(object, depth)? {
+                    self.pickled(object)?;
                 }
-                let data = ffi::PyByteArray_AsString(object).cast::<u8>();
-                let length = ffi::PyByteArray_Size(object) as usize;
-                let bytes = if length == 0 {
-                    &[][..]
-                } else {
-                    std::slice::from_raw_parts(data, length)
-                };
-                codec::write_blob(&mut self.out, tag::BYTEARRAY, bytes);
-            } else if kind == &raw mut ffi::PyList_Type {
-                self.enter(object)?;
-                self.list(object, depth)?;
-            } else if kind == &raw mut ffi::PyTuple_Type {
-                self.tuple(object, depth)?;
-            } else if kind == &raw mut ffi::PyDict_Type {
-                self.enter(object)?;
-                self.dict(object, depth)?;
-            } else if kind == &raw mut ffi::PySet_Type || kind == &raw mut ffi::PyFrozenSet_Type {
-                if kind == &raw mut ffi::PySet_Type {
-                    self.enter(object)?;
-                }
-                self.set(object, kind == &raw mut ffi::PySet_Type, depth)?;
-            } else if Some(kind) == ndarray_type(self.py)
-                && self.ndarray(&Bound::from_borrowed_ptr(self.py, object))?
-            {
-                // an exact numpy array of a plain dtype
-            } else if !self.reduced(object, depth)? {
-                self.pickled(object)?;
             }
         }
         Ok(())
+    }
+
+    /// `object` as a bound reference, for calls through `PyO3`.
+    pub(super) fn bound(&self, object: *mut ffi::PyObject) -> Bound<'py, PyAny> {
+        // SAFETY: every object the encoder handles is kept alive by its caller (the argument, or
+        // an item its container holds), and the GIL is held while the encoder runs.
+        unsafe { Bound::from_borrowed_ptr(self.py, object) }
     }
 
     /// Notes a mutable container; seeing one twice means shared references or a cycle.
@@ -203,46 +193,10 @@ impl<'py> Encoder<'py> {
         }
     }
 
-    unsafe fn int(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
-        let mut overflow = 0;
-        // SAFETY: `object` is an exact int (checked by the caller), the GIL is held.
-        let value = unsafe { ffi::PyLong_AsLongLongAndOverflow(object, &raw mut overflow) };
-        if overflow == 0 {
-            if value == -1 && !unsafe { ffi::PyErr_Occurred() }.is_null() {
-                return Err(PyErr::fetch(self.py).into());
-            }
-            self.out.push(tag::INT);
-            codec::write_varint(&mut self.out, codec::zigzag(value));
-            return Ok(());
-        }
-        // SAFETY: a borrowed reference to a live object, made into a bound one for a method call.
-        let number = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let bits: usize = number.call_method0("bit_length")?.extract()?;
-        let signed = PyDict::new(self.py);
-        signed.set_item("signed", true)?;
-        // bit_length leaves out the sign: one more bit, rounded up to whole bytes.
-        let bytes = number.call_method("to_bytes", (bits / 8 + 1, "little"), Some(&signed))?;
-        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
-        codec::write_blob(&mut self.out, tag::BIGINT, bytes.as_bytes());
-        Ok(())
-    }
-
-    unsafe fn string(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
-        let mut length: ffi::Py_ssize_t = 0;
-        // SAFETY: `object` is an exact str; the returned buffer lives as long as the string.
-        let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(object, &raw mut length) };
-        if data.is_null() {
-            // Lone surrogates have no UTF-8 form: pickle keeps them.
-            // SAFETY: clears the UnicodeEncodeError just raised, GIL held.
-            unsafe { ffi::PyErr_Clear() };
-            return self.pickled(object);
-        }
-        // SAFETY: CPython guarantees `length` valid bytes at `data`.
-        let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), length as usize) };
-        codec::write_blob(&mut self.out, tag::STR, bytes);
-        Ok(())
-    }
-
+    /// Writes a list as LIST, or as INTS, FLOATS or COMPLEXES when its items allow.
+    ///
+    /// # Safety
+    /// `object` must be a live exact list, and the GIL held.
     unsafe fn list(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
         // SAFETY: `object` is an exact list, GIL held.
         let count = unsafe { ffi::PyList_GET_SIZE(object) };
@@ -269,6 +223,9 @@ impl<'py> Encoder<'py> {
     /// Writes the list as INTS, FLOATS or COMPLEXES if all its items allow; false if they do
     /// not (nothing written then). A large FLOATS or COMPLEXES body goes straight into a shared
     /// buffer when there is a sink: written once, where the receiver reads it.
+    ///
+    /// # Safety
+    /// `list` must be a live exact list of `count` items, and the GIL held.
     unsafe fn homogeneous(&mut self, list: *mut ffi::PyObject, count: isize) -> Result<bool, Stop> {
         // SAFETY: `list` is an exact list of `count` items and nothing runs Python code here,
         // so it cannot change while we read it.
@@ -278,8 +235,11 @@ impl<'py> Encoder<'py> {
         // SAFETY: each item is a live object owned by the list.
         let first = unsafe { ffi::Py_TYPE(items[0]) };
         if first == &raw mut ffi::PyFloat_Type || first == &raw mut ffi::PyComplex_Type {
-            // SAFETY: type pointers compared to CPython's static types.
-            if !items.iter().all(|&item| unsafe { ffi::Py_TYPE(item) } == first) {
+            let same_type = |&item: &*mut ffi::PyObject| {
+                // SAFETY: each item is a live object owned by the list: its type can be read.
+                unsafe { ffi::Py_TYPE(item) == first }
+            };
+            if !items.iter().all(same_type) {
                 return Ok(false);
             }
             let complex = first == &raw mut ffi::PyComplex_Type;
@@ -289,13 +249,17 @@ impl<'py> Encoder<'py> {
                 let fill = |body: &mut [u8]| unsafe { write_numbers(items, complex, body) };
                 if let Ok(buffer) = filled_region(size, fill) {
                     self.out.push(tag::SHARED);
-                    self.out
-                        .push(if complex { shared_kind::COMPLEXES } else { shared_kind::FLOATS });
+                    self.out.push(if complex {
+                        shared_kind::COMPLEXES
+                    } else {
+                        shared_kind::FLOATS
+                    });
                     self.handle(&Bound::new(self.py, buffer)?)?;
                     return Ok(true);
                 } // no shared memory to be had: inline, below
             }
-            self.out.push(if complex { tag::COMPLEXES } else { tag::FLOATS });
+            self.out
+                .push(if complex { tag::COMPLEXES } else { tag::FLOATS });
             codec::write_varint(&mut self.out, count as u64);
             let start = self.out.len();
             self.out.resize(start + size, 0);
@@ -311,8 +275,9 @@ impl<'py> Encoder<'py> {
         codec::write_varint(&mut self.out, count as u64);
         for &item in items {
             let mut overflow = 0;
-            // SAFETY: the type is checked before the conversion, which cannot run Python code.
+            // SAFETY: a live item of the list, whose type can be read.
             let fits = unsafe { ffi::Py_TYPE(item) } == first && {
+                // SAFETY: an exact int (checked just before); the conversion runs no Python code.
                 let value = unsafe { ffi::PyLong_AsLongLongAndOverflow(item, &raw mut overflow) };
                 overflow == 0 && {
                     codec::write_varint(&mut self.out, codec::zigzag(value));
@@ -327,6 +292,10 @@ impl<'py> Encoder<'py> {
         Ok(true)
     }
 
+    /// Writes a tuple as TUPLE.
+    ///
+    /// # Safety
+    /// `object` must be a live exact tuple, and the GIL held.
     unsafe fn tuple(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
         // SAFETY: `object` is an exact tuple (immutable), GIL held.
         let count = unsafe { ffi::PyTuple_GET_SIZE(object) };
@@ -340,10 +309,14 @@ impl<'py> Encoder<'py> {
         Ok(())
     }
 
+    /// Writes a dict as DICT, in insertion order.
+    ///
+    /// # Safety
+    /// `object` must be a live exact dict, and the GIL held.
     unsafe fn dict(&mut self, object: *mut ffi::PyObject, depth: usize) -> Result<(), Stop> {
-        // SAFETY: `object` is an exact dict that the caller keeps alive.
-        let dict = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let dict = dict.cast::<PyDict>().map_err(PyErr::from)?;
+        let dict = self.bound(object);
+        // SAFETY: an exact dict (the caller's contract).
+        let dict = unsafe { dict.cast_unchecked::<PyDict>() };
         let count = dict.len();
         self.out.push(tag::DICT);
         codec::write_varint(&mut self.out, count as u64);
@@ -359,14 +332,17 @@ impl<'py> Encoder<'py> {
         Ok(())
     }
 
+    /// Writes a set as SET, or a frozenset as FROZENSET when not `mutable`.
+    ///
+    /// # Safety
+    /// `object` must be a live exact set (`mutable`) or frozenset, and the GIL held.
     unsafe fn set(
         &mut self,
         object: *mut ffi::PyObject,
         mutable: bool,
         depth: usize,
     ) -> Result<(), Stop> {
-        // SAFETY: `object` is an exact set or frozenset that the caller keeps alive.
-        let set = unsafe { Bound::from_borrowed_ptr(self.py, object) };
+        let set = self.bound(object);
         let items: Vec<Bound<'_, PyAny>> = if mutable {
             set.cast::<PySet>().map_err(PyErr::from)?.iter().collect()
         } else {
@@ -384,14 +360,13 @@ impl<'py> Encoder<'py> {
         Ok(())
     }
 
-    fn pickled(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+    /// Writes `object` as a pickle, unless too many values needed one (then the whole value).
+    pub(super) fn pickled(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
         self.fallbacks += 1;
         if self.fallbacks > MAX_FALLBACKS {
             return Err(Stop::Whole);
         }
-        // SAFETY: a live object the caller keeps alive, GIL held.
-        let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        Ok(self.pickle(&value)?)
+        Ok(self.pickle(&self.bound(object))?)
     }
 
     /// Writes `value` as PICKLE, or as PICKLE5 when its large buffers went to shared memory.
@@ -442,32 +417,17 @@ impl<'py> Encoder<'py> {
 
     /// Sends `object`'s bytes as a SHARED value if there is a sink and the buffer is large or
     /// already shared; false if it must go inline.
-    fn shared(&mut self, object: *mut ffi::PyObject, kind: u8) -> Result<bool, Stop> {
+    pub(super) fn shared(&mut self, object: *mut ffi::PyObject, kind: u8) -> Result<bool, Stop> {
         if self.sink.is_none() {
             return Ok(false);
         }
-        // SAFETY: a live object the caller keeps alive, GIL held.
-        let value = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let Some(buffer) = export(self.py, &value, SHARE_THRESHOLD)? else {
+        let Some(buffer) = export(self.py, &self.bound(object), SHARE_THRESHOLD)? else {
             return Ok(false);
         };
         self.out.push(tag::SHARED);
         self.out.push(kind);
         self.handle(&Bound::new(self.py, buffer)?)?;
         Ok(true)
-    }
-
-    /// A memoryview: shared when large (or already shared), else its bytes inline.
-    fn memoryview(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
-        if self.shared(object, shared_kind::MEMORYVIEW)? {
-            return Ok(());
-        }
-        // SAFETY: a live memoryview the caller keeps alive, GIL held.
-        let view = unsafe { Bound::from_borrowed_ptr(self.py, object) };
-        let bytes = view.call_method0("tobytes")?;
-        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
-        codec::write_blob(&mut self.out, tag::MEMORYVIEW, bytes.as_bytes());
-        Ok(())
     }
 }
 

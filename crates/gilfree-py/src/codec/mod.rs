@@ -14,9 +14,11 @@ use pyo3::sync::PyOnceLock;
 mod buffer;
 mod decoder;
 mod encoder;
+mod kind;
 mod ndarray;
 mod output;
 mod reduced;
+mod scalars;
 mod view;
 
 pub use decoder::decode;
@@ -47,8 +49,13 @@ fn python_function<'py>(
 
 /// `(pickle bytes, [SharedBuffer])`: the buffers are the out-of-band ones (only when `share`).
 fn pickle_value<'py>(value: &Bound<'py, PyAny>, share: bool) -> PyResult<Bound<'py, PyAny>> {
-    python_function(value.py(), &PICKLE_DUMPS, "gilfree._protocol", "pickle_value")?
-        .call1((value, share))
+    python_function(
+        value.py(),
+        &PICKLE_DUMPS,
+        "gilfree._protocol",
+        "pickle_value",
+    )?
+    .call1((value, share))
 }
 
 /// Makes `_core.encode`, `_core.decode` and `_core.DecodeError` available.

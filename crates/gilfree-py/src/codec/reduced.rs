@@ -7,8 +7,6 @@
 //! `_reducers.reducer_for(type)` once per type (the answer, a function or None, is kept in a
 //! bounded table), then calls the reducer, which gives `(kind, state)` or None (pickle it). The
 //! receiver decodes the state and calls `_reducers.rebuild(kind, state)`.
-#![allow(unsafe_code)] // a type pointer made into a bound object; the block says why it holds
-
 use gilfree_core::codec::{self, tag, Reader};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -35,12 +33,8 @@ impl<'py> Encoder<'py> {
         depth: usize,
     ) -> Result<bool, Stop> {
         let py = self.py;
-        // SAFETY: `object` is live (the caller holds it) and so is its type, which it references.
-        let (value, kind) = unsafe {
-            let value = Bound::from_borrowed_ptr(py, object);
-            let kind = Bound::from_borrowed_ptr(py, ffi::Py_TYPE(object).cast());
-            (value, kind)
-        };
+        let value = self.bound(object);
+        let kind = value.get_type();
         let table = REDUCERS
             .get_or_init(py, || PyDict::new(py).unbind())
             .bind(py);
