@@ -40,9 +40,19 @@ test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## py
 bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --contenders gilfree,ppe,pool,loky,mpire --plot bench.png
 
-lint: ## rustfmt, clippy (pedantic, as configured in Cargo.toml; warnings are errors)
+.venv-%/lint-installed: .venv-%/installed
+	.venv-$*/bin/python -m pip install -q --group lint
+	touch $@
+
+LINT_VENV := .venv-$(DEMO_PYTHON)
+
+lint: $(LINT_VENV)/lint-installed ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict, stubtest of _core
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(LINT_VENV)/bin/ruff check python tests
+	$(LINT_VENV)/bin/ruff format --check python tests
+	$(LINT_VENV)/bin/mypy
+	$(LINT_VENV)/bin/python -m mypy.stubtest gilfree._core --mypy-config-file pyproject.toml
 
 clean: ## remove build outputs and virtual environments
 	rm -rf target .venv-* python/gilfree/*.so

@@ -348,7 +348,9 @@ def no_leaks_after_session():
         time.sleep(0.05)
     problems = [f"leftover child {describe_process(pid)}" for pid in sorted(leftover)]
     if leftover and not IS_STDLIB:
-        problems.append("(gilfree's zygotes are allowed where gilfree._zygote_pid() or "
-            "gilfree._zygote.pids() name them)")
+        problems.append(
+            "(gilfree's zygotes are allowed where gilfree._zygote_pid() or "
+            "gilfree._zygote.pids() name them)"
+        )
     problems += [f"leftover /dev/shm entry {name}" for name in sorted(new_shm)]
     assert not problems, "test session leaked:\n" + "\n".join(problems)

@@ -320,8 +320,13 @@ def check_stress_value(kind, seed, length, value):
     """None if ``value`` is what ``make_stress_value(kind, seed, length)`` made, else why not."""
     import numpy
 
-    expected_type = {"array": numpy.ndarray, "bytes": bytes, "bytearray": bytearray,
-                     "pair": dict, "many": list}[kind]
+    expected_type = {
+        "array": numpy.ndarray,
+        "bytes": bytes,
+        "bytearray": bytearray,
+        "pair": dict,
+        "many": list,
+    }[kind]
     if type(value) is not expected_type:
         return f"type {type(value).__name__} instead of {expected_type.__name__}"
     if kind == "pair":

@@ -72,12 +72,16 @@ def double(x):
 
 if __name__ == "__main__":
     print(Pool.__module__, Process.__module__, ProcessPoolExecutor.__module__)
-    print(multiprocessing.pool.Pool.__module__, concurrent.futures.process.ProcessPoolExecutor.__module__)
+    print(
+        multiprocessing.pool.Pool.__module__,
+        concurrent.futures.process.ProcessPoolExecutor.__module__,
+    )
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         print(type(pool).__module__, pool.map(double, [1, 2]))
     with ProcessPoolExecutor(1) as executor:
         print(list(executor.map(double, [3])))
-    print(sys.argv[1:], os.path.basename(sys.argv[0]), os.path.dirname(os.path.abspath(sys.argv[0])) == sys.path[0])
+    script_folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+    print(sys.argv[1:], os.path.basename(sys.argv[0]), script_folder == sys.path[0])
 """,
     )
     completed = run_module("run", str(script), "a", "--b")
@@ -199,8 +203,12 @@ def test_run_m_explains_a_missing_module(tmp_path):
 
 def test_bench_quick_measures_the_start_up_and_memory_rows():
     completed = run_module(
-        "bench", "--quick", "--contenders", "gilfree,ppe_fork,pool",
-        "--only", "round_trip,cold_start,worker_memory,startup_stdlib_main",
+        "bench",
+        "--quick",
+        "--contenders",
+        "gilfree,ppe_fork,pool",
+        "--only",
+        "round_trip,cold_start,worker_memory,startup_stdlib_main",
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     table = completed.stdout

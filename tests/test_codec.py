@@ -6,12 +6,12 @@ from __future__ import annotations
 import collections
 import fractions
 import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.gilfree_only
-
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,13 @@ scalars = (
 hashables = st.none() | st.booleans() | st.integers() | st.text() | st.binary()
 values = st.recursive(
     scalars,
-    lambda children: st.lists(children)
-    | st.lists(children).map(tuple)
-    | st.dictionaries(hashables, children)
-    | st.sets(hashables)
-    | st.frozensets(hashables),
+    lambda children: (
+        st.lists(children)
+        | st.lists(children).map(tuple)
+        | st.dictionaries(hashables, children)
+        | st.sets(hashables)
+        | st.frozensets(hashables)
+    ),
     max_leaves=40,
 )
 
@@ -99,7 +101,12 @@ def test_homogeneous_lists_round_trip(codec):
 
 
 def test_other_types_travel_as_pickle_inside_the_message(codec):
-    value = [1, fractions.Fraction(1, 3), collections.OrderedDict(a=1), {"k": collections.Counter("ab")}]
+    value = [
+        1,
+        fractions.Fraction(1, 3),
+        collections.OrderedDict(a=1),
+        {"k": collections.Counter("ab")},
+    ]
     decoded = codec.decode(codec.encode(value))
     assert decoded == value
     assert type(decoded[2]) is collections.OrderedDict

@@ -208,7 +208,15 @@ def inline(body: bytes, pad: int = 0) -> bytes:
         (header(b"<f8", [3]), "ends in the middle"),
     ],
     ids=[
-        "short", "long", "object", "void", "overflow", "ndim", "order", "storage", "pad",
+        "short",
+        "long",
+        "object",
+        "void",
+        "overflow",
+        "ndim",
+        "order",
+        "storage",
+        "pad",
         "truncated",
     ],
 )

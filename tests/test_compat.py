@@ -50,7 +50,9 @@ def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
 @pytest.mark.gilfree_only
 def test_the_pool_keeps_working_after_arguments_fail_to_unpickle(executor):
     with pytest.raises(BrokenProcessPool):
-        executor.submit(helpers.square, helpers.BreaksWhenUnpickled()).result(timeout=RESULT_TIMEOUT)
+        executor.submit(helpers.square, helpers.BreaksWhenUnpickled()).result(
+            timeout=RESULT_TIMEOUT
+        )
     assert executor.submit(helpers.square, 5).result(timeout=RESULT_TIMEOUT) == 25
 
 

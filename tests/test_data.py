@@ -129,7 +129,8 @@ def test_everything_works_without_numpy(tmp_path):
                 with gilfree.ProcessPoolExecutor(2) as executor:
                     big = bytes(3 << 20)
                     assert executor.submit(echo, big).result(timeout=60) == big
-                    assert executor.submit(echo, [1.5, "x", {1: 2}]).result(timeout=60) == [1.5, "x", {1: 2}]
+                    mixed = [1.5, "x", {1: 2}]
+                    assert executor.submit(echo, mixed).result(timeout=60) == mixed
                     assert list(executor.map(abs, range(-5, 5))) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
                 print("ok")
             """

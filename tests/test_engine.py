@@ -33,7 +33,9 @@ def test_a_killed_worker_fails_only_its_task_and_says_how_it_died(start_method):
         assert "SIGKILL" in message
         assert "helpers.kill_self" in message
         assert "pid" in message
-        assert [executor.submit(helpers.square, n).result(timeout=RESULT_TIMEOUT) for n in range(4)] == [0, 1, 4, 9]
+        assert [
+            executor.submit(helpers.square, n).result(timeout=RESULT_TIMEOUT) for n in range(4)
+        ] == [0, 1, 4, 9]
 
 
 @pytest.mark.parametrize("size", [0, 1, 4 << 20, 9 << 20])

@@ -135,4 +135,3 @@ def test_unpicklable_argument_raises_in_the_caller(executor):
         exception = future.exception(timeout=RESULT_TIMEOUT)
         assert isinstance(exception, Exception)
     assert executor.submit(helpers.add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
-

@@ -393,8 +393,10 @@ def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_met
         initializer=helpers.record_init,
         initargs=("configured",),
     )
-    states = [f.result(timeout=RESULT_TIMEOUT) for f in
-              [executor.submit(helpers.get_init_state) for _ in range(20)]]
+    states = [
+        f.result(timeout=RESULT_TIMEOUT)
+        for f in [executor.submit(helpers.get_init_state) for _ in range(20)]
+    ]
     assert {value for _, value, _ in states} == {"configured"}
     assert {calls for _, _, calls in states} == {1}
     assert len({pid for pid, _, _ in states}) <= 2
@@ -462,8 +464,10 @@ def test_preload_is_accepted_and_tasks_work(make_executor, start_method):
 
 
 def test_workers_are_other_processes(shared_executor):
-    pids = {f.result(timeout=RESULT_TIMEOUT) for f in
-            [shared_executor.submit(helpers.get_pid) for _ in range(10)]}
+    pids = {
+        f.result(timeout=RESULT_TIMEOUT)
+        for f in [shared_executor.submit(helpers.get_pid) for _ in range(10)]
+    }
     assert os.getpid() not in pids
     assert 1 <= len(pids) <= 2
 

@@ -71,7 +71,7 @@ def drain(iterator):
     try:
         for value in iterator:
             results.append(value)
-    except Exception as error:  # noqa: BLE001 - the error is what the tests look at
+    except Exception as error:
         return results, error
     return results, None
 
@@ -463,9 +463,7 @@ def memory_limited_executor(make_executor, start_method):
     return executor, limit, pids.pop()
 
 
-def test_a_worker_past_max_memory_per_child_is_replaced_after_its_task(
-    make_executor, start_method
-):
+def test_a_worker_past_max_memory_per_child_is_replaced_after_its_task(make_executor, start_method):
     executor, limit, first = memory_limited_executor(make_executor, start_method)
     big = executor.submit(helpers.allocate_and_keep, limit + (100 << 20))
     assert outcomes([big]) == [("ok", first)]
@@ -507,9 +505,12 @@ def test_max_tasks_per_child_counts_as_restarts_not_crashes(make_executor, start
 def test_stats_has_one_frozen_entry_per_slot(make_executor, start_method):
     executor = make_executor(max_workers=3, start_method=start_method)
     # Three tasks that overlap, so that every slot gets a worker.
-    pids = {value for _, value in outcomes(
-        [executor.submit(helpers.sleep_and_get_pid, 0.3) for _ in range(3)]
-    )}
+    pids = {
+        value
+        for _, value in outcomes(
+            [executor.submit(helpers.sleep_and_get_pid, 0.3) for _ in range(3)]
+        )
+    }
     stats = executor.stats()
     assert [entry.slot for entry in stats] == [0, 1, 2]
     assert all(isinstance(entry, gilfree.WorkerStats) for entry in stats)
@@ -520,7 +521,14 @@ def test_stats_has_one_frozen_entry_per_slot(make_executor, start_method):
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats[0].tasks_done = 99
     assert {field.name for field in dataclasses.fields(stats[0])} == {
-        "slot", "pid", "alive", "tasks_done", "crashes", "timeouts", "restarts", "busy_seconds"
+        "slot",
+        "pid",
+        "alive",
+        "tasks_done",
+        "crashes",
+        "timeouts",
+        "restarts",
+        "busy_seconds",
     }
 
 

@@ -41,7 +41,9 @@ def values():
     }
 
 
-@pytest.mark.parametrize("name", ["DataFrame", "Series", "Index", "ndarray", "Table", "RecordBatch"])
+@pytest.mark.parametrize(
+    "name", ["DataFrame", "Series", "Index", "ndarray", "Table", "RecordBatch"]
+)
 def test_a_worker_reads_the_numeric_buffers_in_place(executor, name):
     value = arrow_values()[name] if name in ("Table", "RecordBatch") else values()[name]
     seen = executor.submit(frames.placement, value).result(timeout=RESULT_TIMEOUT)
@@ -97,7 +99,9 @@ def test_ten_thousand_tasks_do_not_grow_shared_or_resident_memory():
         workers_after = [worker_resident(pid) for pid in worker_pids]
         assert [stats.pid for stats in executor.stats()] == worker_pids, "a worker was replaced"
     mib = 1 << 20
-    assert after[0] - before[0] < 32 * mib, f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB"
+    assert after[0] - before[0] < 32 * mib, (
+        f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB"
+    )
     assert after[1] <= before[1] + 2, f"{after[1] - before[1]} more shared mappings"
     for pid, start, end in zip(worker_pids, workers_before, workers_after):
         assert end - start < 32 * mib, f"worker {pid} grew by {(end - start) / mib:.0f} MiB"

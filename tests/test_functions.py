@@ -105,7 +105,7 @@ def test_nested_function_using_module_globals(shared_executor):
 
 @pytest.mark.gilfree_only
 def test_same_lambda_submitted_many_times(shared_executor):
-    triple = lambda x: x * 3  # noqa: E731
+    triple = lambda x: x * 3
     futures = [shared_executor.submit(triple, i) for i in range(300)]
     assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [3 * i for i in range(300)]
 
@@ -126,7 +126,7 @@ def test_fresh_lambdas_reusing_a_freed_id_are_not_confused(shared_executor):
     # usually hand out the same id() again; a cache keyed by id() alone breaks.
     results = []
     for k in range(30):
-        fn = lambda x, k=k: x * 1000 + k  # noqa: E731
+        fn = lambda x, k=k: x * 1000 + k
         results.append(shared_executor.submit(fn, 1).result(timeout=RESULT_TIMEOUT))
         del fn
     assert results == [1000 + k for k in range(30)]

@@ -48,8 +48,10 @@ def test_workers_are_gone_after_shutdown(executor, gate):
 
 def test_workers_are_gone_after_the_context_manager_exits(start_method):
     with create_executor(max_workers=2, start_method=start_method) as executor:
-        pids = {f.result(timeout=RESULT_TIMEOUT) for f in
-                [executor.submit(helpers.get_pid) for _ in range(10)]}
+        pids = {
+            f.result(timeout=RESULT_TIMEOUT)
+            for f in [executor.submit(helpers.get_pid) for _ in range(10)]
+        }
     assert pids
     assert wait_until_gone(pids) == set()
 
@@ -65,8 +67,10 @@ def test_workers_are_gone_after_shutdown_with_cancel_futures(executor, gate):
 
 def test_workers_are_gone_when_the_executor_is_garbage_collected(start_method):
     executor = create_executor(max_workers=2, start_method=start_method)
-    pids = {f.result(timeout=RESULT_TIMEOUT) for f in
-            [executor.submit(helpers.get_pid) for _ in range(10)]}
+    pids = {
+        f.result(timeout=RESULT_TIMEOUT)
+        for f in [executor.submit(helpers.get_pid) for _ in range(10)]
+    }
     del executor
     gc.collect()
     assert wait_until_gone(pids) == set()

@@ -51,7 +51,9 @@ PREAMBLE = textwrap.dedent(
 
 def run(tmp_path, body: str, start_method: str) -> dict:
     """Runs PREAMBLE + ``body``; returns the JSON object its last line prints."""
-    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(body), start_method)
+    returncode, stdout, stderr = run_script(
+        tmp_path, PREAMBLE + textwrap.dedent(body), start_method
+    )
     assert returncode == 0, stderr
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -229,7 +231,9 @@ THREADED_IMPORT = """
 def test_a_script_that_starts_a_thread_at_import_still_works(tmp_path):
     # The zygote must not fork with a thread: it starts over without the script, and each
     # worker runs the script itself.
-    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(THREADED_IMPORT), "zygote")
+    returncode, stdout, stderr = run_script(
+        tmp_path, PREAMBLE + textwrap.dedent(THREADED_IMPORT), "zygote"
+    )
     assert returncode == 0, stderr
     assert json.loads(stdout.strip().splitlines()[-1]) == {"markers": ["loaded"] * 4}
     assert "started 1 thread(s)" in stderr
@@ -280,7 +284,9 @@ UNGUARDED = """
 
 @pytest.mark.gilfree_only
 def test_an_unguarded_script_is_refused_in_the_template_not_forked_forever(tmp_path):
-    returncode, stdout, stderr = run_script(tmp_path, PREAMBLE + textwrap.dedent(UNGUARDED), "zygote")
+    returncode, stdout, stderr = run_script(
+        tmp_path, PREAMBLE + textwrap.dedent(UNGUARDED), "zygote"
+    )
     # The parent's own executor fails (its workers cannot run the script), as with spawn;
     # what matters is that no process starts another template in a loop.
     assert "if __name__ == '__main__':" in stdout + stderr
@@ -326,14 +332,20 @@ def test_the_initializer_pattern_in_a_notebook(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     client = nbclient.NotebookClient(
         notebook,
         timeout=60,
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    environment = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    environment = {
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)

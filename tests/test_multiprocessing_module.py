@@ -39,7 +39,7 @@ def test_submodules_are_reachable_as_attributes():
     assert module.shared_memory is multiprocessing.shared_memory
     assert module.managers.BaseManager is multiprocessing.managers.BaseManager
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        module.no_such_name  # noqa: B018
+        module.no_such_name
 
 
 def test_the_stand_in_runs_a_pool_with_stdlib_synchronisation():

@@ -210,7 +210,9 @@ def test_callback_runs_with_the_result_before_get_returns(pool):
 def test_error_callback_receives_the_exception(pool):
     results, errors = [], []
     result = pool.apply_async(
-        helpers.raise_custom_error, ("boom", 7), callback=results.append,
+        helpers.raise_custom_error,
+        ("boom", 7),
+        callback=results.append,
         error_callback=errors.append,
     )
     with pytest.raises(helpers.CustomError) as info:
@@ -279,8 +281,11 @@ def test_map_async_callback_receives_the_whole_list(pool):
 def test_map_async_error_callback_receives_the_exception(pool):
     results, errors = [], []
     result = pool.map_async(
-        functools.partial(helpers.raise_if_equal, bad=3), range(10), chunksize=2,
-        callback=results.append, error_callback=errors.append,
+        functools.partial(helpers.raise_if_equal, bad=3),
+        range(10),
+        chunksize=2,
+        callback=results.append,
+        error_callback=errors.append,
     )
     with pytest.raises(ValueError, match="^bad value 3$") as info:
         result.get(RESULT_TIMEOUT)

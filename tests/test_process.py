@@ -104,7 +104,7 @@ def test_state_before_start(make_process):
     assert process.exitcode is None
     assert not process.is_alive()
     with pytest.raises(ValueError, match="process not started"):
-        process.sentinel  # noqa: B018
+        process.sentinel
 
 
 def test_daemon_flag_is_settable_before_start_only(make_process):
@@ -161,9 +161,7 @@ def test_sentinel_is_ready_when_the_process_ends(make_process, gate):
     process, _ = start_blocked(make_process, gate)
     assert multiprocessing.connection.wait([process.sentinel], timeout=0.05) == []
     gate.release()
-    assert multiprocessing.connection.wait([process.sentinel], RESULT_TIMEOUT) == [
-        process.sentinel
-    ]
+    assert multiprocessing.connection.wait([process.sentinel], RESULT_TIMEOUT) == [process.sentinel]
     process.join(RESULT_TIMEOUT)
     assert process.exitcode == 0
 
@@ -184,7 +182,9 @@ def test_system_exit_sets_the_exitcode(make_process, code, exitcode):
 
 
 def test_failing_target_prints_its_traceback(tmp_path):
-    source = SCRIPT_HEADER + """
+    source = (
+        SCRIPT_HEADER
+        + """
 if __name__ == "__main__":
     process = Process(
         target=helpers.raise_custom_error, args=("boom from the child",), name="worker-7"
@@ -193,6 +193,7 @@ if __name__ == "__main__":
     process.join(30)
     print("exitcode", process.exitcode)
 """
+    )
     returncode, stdout, stderr = run_script(tmp_path, source)
     assert returncode == 0, stderr
     assert stdout.split() == ["exitcode", "1"]
@@ -223,7 +224,7 @@ def test_close_after_join_releases_the_process(make_process):
     process.close()
     process.close()  # closing twice is allowed
     with pytest.raises(ValueError, match="process object is closed"):
-        process.pid  # noqa: B018
+        process.pid
     with pytest.raises(ValueError, match="process object is closed"):
         process.is_alive()
     assert wait_until_gone([pid]) == set()
@@ -249,13 +250,16 @@ def test_start_twice_raises_assertion_error(make_process):
 
 def test_daemonic_child_is_terminated_when_the_parent_exits(tmp_path, gate):
     pid_path = str(tmp_path / "pid")
-    source = SCRIPT_HEADER + f"""
+    source = (
+        SCRIPT_HEADER
+        + f"""
 if __name__ == "__main__":
     process = Process(target=helpers.write_pid_and_block, args=({pid_path!r}, {gate.path!r}),
                       daemon=True)
     process.start()
     assert helpers.wait_for_file({pid_path!r}, 30)
-"""  # the script ends without joining: the interpreter's exit must stop the child
+"""
+    )  # the script ends without joining: the interpreter's exit must stop the child
     returncode, _, stderr = run_script(tmp_path, source)
     assert returncode == 0, stderr
     pid = int(Path(pid_path).read_text())
@@ -264,10 +268,13 @@ if __name__ == "__main__":
 
 def test_non_daemonic_child_is_waited_for_at_parent_exit(tmp_path):
     done_path = str(tmp_path / "done")
-    source = SCRIPT_HEADER + f"""
+    source = (
+        SCRIPT_HEADER
+        + f"""
 if __name__ == "__main__":
     Process(target=helpers.sleep_then_touch, args=({done_path!r}, 0.3)).start()
-"""  # the script ends without joining: the interpreter's exit must wait for the child
+"""
+    )  # the script ends without joining: the interpreter's exit must wait for the child
     returncode, _, stderr = run_script(tmp_path, source)
     assert returncode == 0, stderr
     assert os.path.exists(done_path)
@@ -334,8 +341,9 @@ def test_lambda_and_closure_targets(make_process):
 
     try:
         processes = [
-            make_process(target=lambda target_queue, value: target_queue.put(value * 2),
-                         args=(queue, 21)),
+            make_process(
+                target=lambda target_queue, value: target_queue.put(value * 2), args=(queue, 21)
+            ),
             make_process(target=closure, args=(queue, 1)),
         ]
         for process in processes:
@@ -350,9 +358,7 @@ def test_lambda_and_closure_targets(make_process):
 
 
 def test_one_process_per_core_runs_fib(make_process):
-    processes = [
-        make_process(target=helpers.fib, args=(25,)) for _ in range(os.cpu_count() or 1)
-    ]
+    processes = [make_process(target=helpers.fib, args=(25,)) for _ in range(os.cpu_count() or 1)]
     for process in processes:
         process.start()
     for process in processes:

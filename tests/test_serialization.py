@@ -22,7 +22,9 @@ def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp
             future.result(timeout=RESULT_TIMEOUT)
     error = caught.value
     assert isinstance(error, pickle.PicklingError)
-    assert str(error).startswith("args[1]['fh']: cannot send an open file object to another process")
+    assert str(error).startswith(
+        "args[1]['fh']: cannot send an open file object to another process"
+    )
     assert error.path == "args[1]['fh']"
     assert error.__cause__ is not None
 

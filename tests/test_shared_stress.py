@@ -107,7 +107,7 @@ class Killer(threading.Thread):
                     self.kills += 1
                 except ProcessLookupError:
                     pass
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             self.error = error
 
 
@@ -191,7 +191,7 @@ def settle(future, expected, outcomes, window, timeout=RESULT_TIMEOUT):
     except helpers.StressCorruption as error:
         outcomes.corrupt.append(f"in a worker: {error}")
         return
-    except Exception as error:  # noqa: BLE001 - any other outcome is a failure
+    except Exception as error:
         outcomes.unexpected.append(f"{kind} seed {seed}: {type(error).__name__}: {error}")
         return
     problem = helpers.check_stress_value(kind, seed, length, value)
@@ -311,8 +311,8 @@ def test_large_messages_stay_intact_and_buffers_are_reused_while_workers_die(
         f"workers {worker_mappings}"
     )
     print(report)
-    assert not outcomes.corrupt, (
-        f"corrupted content ({report}):\n" + "\n".join(outcomes.corrupt[:20])
+    assert not outcomes.corrupt, f"corrupted content ({report}):\n" + "\n".join(
+        outcomes.corrupt[:20]
     )
     assert not outcomes.unexpected, (
         f"outcomes other than a result or WorkerCrashedError ({report}):\n"

@@ -52,7 +52,7 @@ class Killer(threading.Thread):
                     pid = self.random.choice(live)
                     processes[pid].kill()  # the handle checks the worker has not been reaped
                     self.killed.add(pid)
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             self.error = error
 
     def stop(self):

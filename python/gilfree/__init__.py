@@ -2,8 +2,8 @@
 
 A process pool whose messages travel through shared-memory rings with a Rust core, drop-in for
 ``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing.Pool``/``Process`` (or the whole
-``multiprocessing`` module: ``import gilfree.multiprocessing as multiprocessing``). Lambdas and closures can be sent; workers are forked
-from a pre-warmed template process (the zygote).
+``multiprocessing`` module: ``import gilfree.multiprocessing as multiprocessing``). Lambdas and
+closures can be sent; workers are forked from a pre-warmed template process (the zygote).
 
 The public names are loaded on first access, so that worker processes, which import only
 ``gilfree._worker``, start without importing concurrent.futures' process machinery.
@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gilfree._slots import WorkerStats
     from gilfree.errors import (
         BrokenProcessPool,
         SerializationError,
         TaskTimeoutError,
         WorkerCrashedError,
     )
-    from gilfree._slots import WorkerStats
     from gilfree.executor import Executor, ProcessPoolExecutor
     from gilfree.pool import Pool
     from gilfree.process import Process

@@ -14,6 +14,7 @@ one and their costs rise, they are handed out last-first (see ``expensive_tail``
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
@@ -80,4 +81,4 @@ class ChunkSizer:
         if len(self._recent) < RISING_EVIDENCE:
             return False
         costs = [cost for _, cost in sorted(self._recent)]
-        return all(earlier < later for earlier, later in zip(costs, costs[1:]))
+        return all(earlier < later for earlier, later in itertools.pairwise(costs))

@@ -1,12 +1,42 @@
-"""Type stubs for ``gilfree._core``, the Rust extension (crates/gilfree-py)."""
+"""Type stubs for ``gilfree._core``, the Rust extension (crates/gilfree-py), checked against the
+built module by ``mypy.stubtest`` in ``make lint``."""
+
+import sys
+from typing import Self, final
+
+__all__ = [
+    "DecodeError",
+    "HEADER_SIZE",
+    "ParentChannel",
+    "SHARE_THRESHOLD",
+    "SharedBuffer",
+    "WorkerChannel",
+    "after_fork_in_child",
+    "after_fork_in_parent",
+    "before_fork",
+    "decode",
+    "describe_exit",
+    "encode",
+    "exit_code_from_status",
+    "exit_with_parent",
+    "export",
+    "keep_freed_memory",
+    "kill",
+    "open_buffer",
+    "set_parent_death_signal",
+    "spawn",
+    "try_wait",
+    "wait",
+]
 
 #: Bytes of the header in front of every message payload.
 HEADER_SIZE: int
 
+@final
 class ParentChannel:
     """The parent's end of a shared segment: one request and one response ring per worker slot."""
 
-    def __init__(self, slot_count: int, ring_capacity: int) -> None:
+    def __new__(cls, slot_count: int, ring_capacity: int) -> Self:
         """Creates a segment with ``slot_count`` slots whose rings hold ``ring_capacity`` bytes
         each (a multiple of 4096)."""
     @property
@@ -15,7 +45,9 @@ class ParentChannel:
     @property
     def slot_count(self) -> int:
         """Number of worker slots."""
-    def send(self, slot: int, kind: int, epoch: int, task_id: int, arg: int, payload: bytes) -> bool:
+    def send(
+        self, slot: int, kind: int, epoch: int, task_id: int, arg: int, payload: bytes
+    ) -> bool:
         """Sends a message to ``slot``; True if it is all in the ring, False if part of it waits
         in the outbox (written by later ``pump`` calls). Never blocks on the worker."""
     def pump(self, timeout: float, spin_us: float) -> list[tuple[int, int, int, int, int, bytes]]:
@@ -27,10 +59,11 @@ class ParentChannel:
     def reset_slot(self, slot: int) -> None:
         """Empties ``slot``'s rings for a replacement worker; only once the old one is reaped."""
 
+@final
 class WorkerChannel:
     """A worker's end of the segment: receives its slot's requests, sends its responses."""
 
-    def __init__(self, fd: int, slot: int) -> None:
+    def __new__(cls, fd: int, slot: int) -> Self:
         """Maps the segment behind ``fd`` (duplicated; the caller keeps its own) and takes
         slot ``slot``."""
     def receive(self, timeout: float, spin_us: float) -> tuple[int, int, int, int, bytes] | None:
@@ -40,6 +73,15 @@ class WorkerChannel:
         """Sends a response; blocks while the ring is full. TimeoutError if the parent died."""
     def parent_alive(self) -> bool:
         """Whether the process that started this worker is still its parent."""
+
+def before_fork() -> None:
+    """Takes the shared-buffer registries' locks before ``os.fork()`` (``os.register_at_fork``)."""
+
+def after_fork_in_parent() -> None:
+    """Releases what ``before_fork`` took, in the parent."""
+
+def after_fork_in_child() -> None:
+    """Releases what ``before_fork`` took, in the child."""
 
 def spawn(argv: list[str], inherit: list[int]) -> int:
     """Starts ``argv`` (stdin closed) keeping the descriptors ``inherit`` open; returns the pid."""
@@ -87,6 +129,7 @@ def decode(data: object, *, trusted: bool = True) -> object:
     """Decodes what ``encode`` made, from any buffer. ``trusted=False`` refuses messages that
     carry pickles or shared-buffer handles. Raises ``DecodeError`` on invalid input."""
 
+@final
 class SharedBuffer:
     """A writable window on shared memory that other processes can map too (buffer protocol)."""
 
@@ -97,7 +140,8 @@ class SharedBuffer:
     def handle(self) -> tuple[int, int, int, int]:
         """``(pid, fd, offset, length)``: what another process passes to ``open_buffer``."""
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
 
 def export(obj: object, minimum: int) -> SharedBuffer | None:
     """``obj``'s bytes as a shared buffer: by reference if already in shared memory, else a copy

@@ -23,7 +23,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gilfree import _core
 from gilfree import _protocol as protocol
@@ -31,8 +32,8 @@ from gilfree._functions import FunctionRegistry
 from gilfree._launch import Launcher, WorkerProcess
 from gilfree._lifecycle import Lifecycle
 from gilfree._pump_role import SLICE_SECONDS, PumpRole
-from gilfree._serialization import explain
 from gilfree._recovery import Ending, settle
+from gilfree._serialization import explain
 from gilfree._slots import Slot, WorkerStats
 from gilfree._work import Call, Chunk, MapJob, rebuild_exception
 from gilfree.errors import BrokenProcessPool
@@ -212,8 +213,9 @@ class Engine:
         if best is not None and not best.inflight:
             return best
         for slot in self._slots:
-            retired = slot.retiring and not slot.inflight and slot.process is not None
-            if retired and slot.process.poll() is not None:
+            process = slot.process
+            retired = slot.retiring and not slot.inflight and process is not None
+            if retired and process is not None and process.poll() is not None:
                 self._forget_worker(slot)
             if not slot.live():
                 return slot if self._start_worker(slot) else None

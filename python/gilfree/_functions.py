@@ -19,7 +19,8 @@ import sys
 import threading
 import types
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 from cloudpickle import cloudpickle as cloudpickle_module
@@ -33,7 +34,11 @@ _CACHE_SIZE = 1024
 def _needs_value(fn: Any) -> bool:
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
-    return module in (None, "__main__", "__mp_main__") or "<locals>" in qualname or "<lambda>" in qualname
+    return (
+        module in (None, "__main__", "__mp_main__")
+        or "<locals>" in qualname
+        or "<lambda>" in qualname
+    )
 
 
 #: Gives the top-level names of the workers' main module, or None when they are not known.
@@ -53,7 +58,9 @@ def encode_function(fn: Callable[..., Any], main_names: MainNames = _no_names) -
         except Exception:  # noqa: BLE001 - fall back to by-value pickling
             pass
     main = sys.modules.get("__main__")
-    known = main_names() if getattr(fn, "__globals__", None) is getattr(main, "__dict__", 0) else None
+    known = (
+        main_names() if getattr(fn, "__globals__", None) is getattr(main, "__dict__", 0) else None
+    )
     return MainPickler.dumps(fn, known)
 
 
@@ -67,7 +74,7 @@ class _ByValue:
         self.target = target
 
 
-class MainPickler(cloudpickle.Pickler):
+class MainPickler(cloudpickle.Pickler):  # type: ignore[misc] # cloudpickle has no types
     """cloudpickle, except for functions and classes of the parent's ``__main__``.
 
     Each such object whose qualified name leads back to it in ``__main__`` becomes
@@ -146,7 +153,9 @@ class MainPickler(cloudpickle.Pickler):
             if self._main_names:  # the worker has these names: it would keep its own values
                 attributes, slots = state
                 referred = slots["__globals__"]
-                kept = {key: value for key, value in referred.items() if key not in self._main_names}
+                kept = {
+                    key: value for key, value in referred.items() if key not in self._main_names
+                }
                 state = (attributes, {**slots, "__globals__": kept})
             return _main.make_function, args, state, None, None, _main.set_function_state
         return reduced  # another cloudpickle: by value with the function's own globals

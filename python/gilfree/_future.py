@@ -9,7 +9,8 @@ which saves a thread hand-off per task. Waits that concurrent.futures performs o
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gilfree._engine import Engine

@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gilfree import _core, _main, _zygote
 
@@ -164,7 +165,9 @@ class Launcher:
         with warnings.catch_warnings():
             # The user chose "fork" knowing it copies a threaded process (see the module doc);
             # the child only runs gilfree's worker loop.
-            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
             pid = os.fork()
         if pid == 0:
             code = 1

@@ -75,7 +75,7 @@ def parent_main_path() -> str | None:
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name.endswith("__main__"):
         return None  # ``python -m package``: the package's __main__ must not run again
-    path = getattr(main, "__file__", None)
+    path: str | None = getattr(main, "__file__", None)
     if spec is not None or not path or os.path.basename(path).startswith("ipython"):
         return None
     return os.path.abspath(path)
@@ -180,7 +180,9 @@ def make_function(
     return types.FunctionType(code, namespace(), name, defaults, closure)
 
 
-def set_function_state(function: types.FunctionType, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def set_function_state(
+    function: types.FunctionType, state: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
     """cloudpickle's state setter, except that the globals the function refers to are merged
     into the shared namespace without replacing names it already has."""
     from cloudpickle.cloudpickle import _function_setstate

@@ -5,8 +5,8 @@
 multiprocessing's own reducers and pretends, while it runs, that a process is being spawned:
 semaphores then travel by name and file descriptors through multiprocessing's resource sharer,
 exactly as they would in ``multiprocessing.Process(args=...)``. Functions and classes of
-``__main__`` are sent as ``gilfree._functions.MainPickler`` sends them. A payload made this way is good
-for one worker, so it is made again for every worker started.
+``__main__`` are sent as ``gilfree._functions.MainPickler`` sends them. A payload made this way is
+good for one worker, so it is made again for every worker started.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import collections
 import io
 from multiprocessing import context
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
@@ -27,8 +27,8 @@ class _Pickler(MainPickler):
     """``__main__`` as workers share it (``MainPickler``), plus multiprocessing's reducers."""
 
     # The C pickler reads dispatch_table when it is created, so it is set on the class.
-    dispatch_table = collections.ChainMap(
-        ForkingPickler._extra_reducers,  # noqa: SLF001 - multiprocessing's registered reducers
+    dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
+        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # noqa: SLF001 - registered reducers
         cloudpickle.Pickler.dispatch_table,
     )
 
@@ -54,7 +54,8 @@ def dumps_for_worker(value: Any, popen: Any = None) -> bytes:
     multiprocessing's resource sharer."""
     buffer = io.BytesIO()
     previous = context.get_spawning_popen()
-    context.set_spawning_popen(popen if popen is not None else _SpawningPopen())
+    # Any object with duplicate_for_child serves; typeshed names multiprocessing's Popens only.
+    context.set_spawning_popen(popen if popen is not None else _SpawningPopen())  # type: ignore[arg-type]
     try:
         _Pickler(buffer, PROTOCOL).dump(value)
     finally:

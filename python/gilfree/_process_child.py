@@ -67,8 +67,9 @@ def run(fds: list[int]) -> int:
     from multiprocessing import util
 
     atexit._clear()  # noqa: SLF001
-    atexit.register(util._exit_function)  # noqa: SLF001
+    atexit.register(util._exit_function)  # type: ignore[attr-defined]  # noqa: SLF001
     try:
-        return process_object._bootstrap(parent_sentinel=fds[PARENT_SENTINEL])  # noqa: SLF001
+        exit_code: int = process_object._bootstrap(parent_sentinel=fds[PARENT_SENTINEL])  # noqa: SLF001
+        return exit_code
     finally:
         atexit._run_exitfuncs()  # noqa: SLF001

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gilfree import _core
 from gilfree._core import decode, encode
@@ -76,7 +77,7 @@ def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[pickle.Pi
     callback = place if share else None
     try:
         return pickle.dumps(value, PROTOCOL, buffer_callback=callback), buffers
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any refusal: cloudpickle may still manage
         import cloudpickle
 
         buffers.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 #: Longest single wait; waiters re-check their deadline, dead workers and signals this often.
 SLICE_SECONDS = 0.05

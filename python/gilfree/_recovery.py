@@ -17,13 +17,12 @@ A unit of a map job that was stopped meanwhile (its reader went away) is not sen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from gilfree import _core
 from gilfree._work import Call, Chunk, function_name
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
 
-Unit = Union[Call, Chunk]
+Unit = Call | Chunk
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,8 @@ def timeout_error(unit: Unit, ending: Ending) -> TaskTimeoutError:
     """The error of a unit that ran past its timeout."""
     what = function_name(unit.fn)
     if isinstance(unit, Chunk):
-        what = f"a chunk of {unit.count} {what} calls (map items {unit.start}..{unit.start + unit.count - 1})"
+        last = unit.start + unit.count - 1
+        what = f"a chunk of {unit.count} {what} calls (map items {unit.start}..{last})"
     return TaskTimeoutError(
         f"{what} ran longer than its timeout of {unit.timeout:g} s; worker pid {ending.pid} was"
         " killed and is replaced"

@@ -102,7 +102,8 @@ def _frame_builder() -> Callable[..., Any] | None:
         from pandas.api.internals import create_dataframe_from_blocks
     except ImportError:
         return None
-    return create_dataframe_from_blocks
+    build: Callable[..., Any] = create_dataframe_from_blocks
+    return build
 
 
 def _reduce_series(series: Any) -> Reduced | None:
@@ -133,7 +134,7 @@ def _reduce_index(index: Any) -> Reduced | None:
     dtype = index.dtype
     if type(values) is sys.modules["numpy"].ndarray and dtype.kind in INDEX_KINDS:
         return NUMERIC_INDEX, (values, index.name)
-    is_object = dtype == object
+    is_object = dtype == object  # noqa: E721 - a dtype compares equal to the type it stands for
     if not is_object and dtype != _default_string_dtype():
         return None
     labels = tuple(values)

@@ -46,10 +46,10 @@ from __future__ import annotations
 import os
 import runpy
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gilfree import _main
-
 
 #: ``install``, as ``_main.before_main`` names it.
 INSTALL = "gilfree._run:install"
@@ -66,11 +66,12 @@ def install() -> None:
 
     if INSTALL not in _main.before_main:  # the template and workers rebind before the script
         _main.before_main.append(INSTALL)
+    # Rebinding the stdlib's classes to gilfree's drop-ins, which typeshed cannot know of.
     multiprocessing.Pool = gilfree.Pool  # type: ignore[assignment]
-    multiprocessing.pool.Pool = gilfree.Pool  # type: ignore[misc]
+    multiprocessing.pool.Pool = gilfree.Pool  # type: ignore[misc, assignment]
     multiprocessing.Process = gilfree.Process  # type: ignore[misc]
-    concurrent.futures.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc]
-    concurrent.futures.process.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc]
+    concurrent.futures.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
+    concurrent.futures.process.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
 
 
 USAGE = """\

@@ -8,7 +8,8 @@ accepts, and builds a ``SerializationError`` such as
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from gilfree._protocol import pickle_value
 from gilfree.errors import SerializationError

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-from dataclasses import dataclass
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from gilfree import _protocol as protocol
 from gilfree._chunking import ChunkSizer
@@ -20,8 +21,10 @@ EncodedFunction = tuple[int, bytes]
 def rebuild_exception(payload: bytes) -> BaseException:
     """Decodes ``(exception, traceback text)`` from a worker and chains the remote traceback as
     ``__cause__``, as concurrent.futures does."""
+    error: BaseException
     error, text = protocol.loads(payload)
-    error.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
+    # _RemoteTraceback takes the text; typeshed has it take a traceback.
+    error.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')  # type: ignore[arg-type]
     return error
 
 
@@ -126,8 +129,20 @@ class Chunk:
     """Items ``start .. start + len(items)`` of a map job, sent as one message."""
 
     __slots__ = (
-        "attempts", "count", "done", "failures", "fn", "function", "items", "job", "payload",
-        "results", "retries", "shared", "start", "timeout",
+        "attempts",
+        "count",
+        "done",
+        "failures",
+        "fn",
+        "function",
+        "items",
+        "job",
+        "payload",
+        "results",
+        "retries",
+        "shared",
+        "start",
+        "timeout",
     )
     kind = protocol.CHUNK
 
@@ -336,8 +351,10 @@ class MapJob:
 
     def finished(self) -> bool:
         """Whether no chunk will be cut any more and every cut chunk has ended."""
-        return self.exhausted() and all(chunk.done for chunk in self.chunks) and all(
-            chunk.done for chunk in self.tail_chunks
+        return (
+            self.exhausted()
+            and all(chunk.done for chunk in self.chunks)
+            and all(chunk.done for chunk in self.tail_chunks)
         )
 
     def chunk_done(self, chunk: Chunk) -> None:

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from gilfree import _core, _main
 from gilfree import _protocol as protocol
@@ -80,10 +81,12 @@ def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: In
     try:
         apply_setup(setup)
         stage = "in initializer"
-        initializer, initargs = protocol.unpickle(setup.initializer) if setup.initializer else inherited
+        initializer, initargs = (
+            protocol.unpickle(setup.initializer) if setup.initializer else inherited
+        )
         if initializer is not None:
             initializer(*initargs)
-    except BaseException as error:  # noqa: BLE001 - reported to the parent
+    except BaseException as error:
         import logging
 
         # As concurrent.futures' workers do, then flush what the initializer queued.
@@ -108,7 +111,7 @@ def _load_arguments(payload: bytes) -> Any:
     concurrent.futures, where the worker dies and the future gets BrokenProcessPool)."""
     try:
         return protocol.loads(payload)
-    except BaseException as error:  # noqa: BLE001 - even SystemExit raised by __setstate__
+    except BaseException as error:
         from concurrent.futures.process import BrokenProcessPool
 
         raise BrokenProcessPool(f"could not unpickle the task's arguments: {error!r}") from error
@@ -169,6 +172,8 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
     held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
     receive, send = channel.receive, channel.send
     retiring = False  # past max_memory: decline queued work, wait for EXIT
+    fn: Callable[..., Any] | None
+    results: list[Any] | None
     while True:
         message = receive(POLL_SECONDS, SPIN_MICROSECONDS)
         if message is None:
@@ -201,7 +206,9 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
             except BaseException as error:  # noqa: BLE001 - the arguments could not be loaded
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
             else:
-                reply_kind, reply = _encode_result(protocol.CHUNK_RESULT, (results, failures), shared)
+                reply_kind, reply = _encode_result(
+                    protocol.CHUNK_RESULT, (results, failures), shared
+                )
             fn = results = None
         elif kind == protocol.DEFINE:
             functions.pop(task_id, None)  # the parent's cache dropped it

@@ -41,8 +41,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from gilfree import _core, _main
 from gilfree._main import parent_main_path
@@ -126,9 +127,8 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
             os.environ[name] = value
             _limits_added.append(name)
 
-    import runpy  # noqa: F401 - used by workers that import the parent's main script
-
     import multiprocessing  # noqa: F401 - workers take the parent's authkey into it
+    import runpy  # noqa: F401 - used by workers that import the parent's main script
 
     import cloudpickle  # noqa: F401 - unpickles functions sent by value
 
@@ -148,11 +148,11 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
     while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
+        readable, _, _ = select.select([control.fileno(), wake_read], [], [])
         if wake_read in readable:
             os.read(wake_read, 4096)
             _reap(control, children)
-        if control in readable:
+        if control.fileno() in readable:
             message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS)
             if not message:
                 break
@@ -243,8 +243,6 @@ def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
         exit_process(code)
 
 
-
-
 class Zygote:
     """The parent's handle on a zygote: fork requests and exit notifications.
 
@@ -309,7 +307,8 @@ class Zygote:
                     handle.started(event[2])
                     continue
                 handle = self._running.pop(event[1])
-            handle.ended(_core.exit_code_from_status(event[2]))
+            exit_code = _core.exit_code_from_status(event[2])
+            handle.ended(-1 if exit_code is None else exit_code)  # the zygote reaped it: ended
         # The zygote is gone, and its workers with it (they die with their parent).
         self._main_reported.set()
         with self._lock:
@@ -352,7 +351,6 @@ class Zygote:
                 self._exit_code = _core.wait(self.pid)
             except ChildProcessError:  # reaped by someone else
                 self._exit_code = -signal.SIGKILL
-
 
     def idle(self) -> bool:
         """Whether no child of this zygote is starting or running."""

@@ -14,8 +14,9 @@ import os
 import sys
 import time
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from gilfree import _main, _mapping
 from gilfree import _protocol as protocol
@@ -151,7 +152,9 @@ class ProcessPoolExecutor(_StdExecutor):
                 "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
                 " method; supply a different mp_context."
             )
-        limits = Limits(check_timeout("task_timeout", task_timeout), check_retries("retries", retries))
+        limits = Limits(
+            check_timeout("task_timeout", task_timeout), check_retries("retries", retries)
+        )
         if max_memory_per_child is not None and (
             isinstance(max_memory_per_child, bool)
             or not isinstance(max_memory_per_child, int)
@@ -244,7 +247,7 @@ class ProcessPoolExecutor(_StdExecutor):
         args: Iterable[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
-        timeout: float | None | _Default = DEFAULT,
+        timeout: float | _Default | None = DEFAULT,
         retries: int | _Default = DEFAULT,
     ) -> Future:
         """Schedules ``fn(*args, **kwargs)`` with its own ``timeout`` (seconds it may run, or

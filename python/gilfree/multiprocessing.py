@@ -21,8 +21,8 @@ from multiprocessing import *  # noqa: F403 - the stdlib's public names, passed 
 from types import ModuleType
 from typing import Any
 
-from gilfree.pool import Pool
-from gilfree.process import Process
+from gilfree.pool import Pool  # noqa: F401 - gilfree's in place of the stdlib's
+from gilfree.process import Process  # noqa: F401 - likewise
 
 __all__ = list(_stdlib.__all__)
 #: The names this module takes from gilfree rather than from the stdlib.
@@ -38,11 +38,11 @@ def __getattr__(name: str) -> Any:
     try:
         module: ModuleType = importlib.import_module(f"multiprocessing.{name}")
     except ModuleNotFoundError:
-        raise AttributeError(f"module 'gilfree.multiprocessing' has no attribute {name!r}") from None
+        raise AttributeError(
+            f"module 'gilfree.multiprocessing' has no attribute {name!r}"
+        ) from None
     return module
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-

@@ -20,6 +20,7 @@ Where gilfree does better than the stdlib, on purpose:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sys
 import threading
@@ -27,11 +28,15 @@ import time
 import traceback
 import types
 import warnings
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from concurrent.futures.process import _RemoteTraceback
 from multiprocessing import TimeoutError as MultiprocessingTimeoutError
-from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in typeshed
+    MaybeEncodingError,
+    RemoteTraceback,
+)
+from typing import TYPE_CHECKING, Any
 
 from gilfree import _mapping
 from gilfree._chunking import ChunkSizer
@@ -44,7 +49,14 @@ if TYPE_CHECKING:
     from gilfree._engine import Engine
     from gilfree._future import Future
 
-__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult", "Pool"]
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "Pool",
+]
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 #: Chunks an ``imap`` may have cut beyond the caller's position, per worker.
@@ -57,7 +69,8 @@ def _pool_error(error: BaseException) -> BaseException:
     error (with gilfree's explanation as a note), and the remote traceback is multiprocessing's
     type."""
     if is_result_error(error):
-        return MaybeEncodingError(error, getattr(error, "path", "result"))
+        encoding_error: BaseException = MaybeEncodingError(error, getattr(error, "path", "result"))
+        return encoding_error
     if isinstance(error, SerializationError) and error.__cause__ is not None:
         original = error.__cause__
         original.add_note(str(error))
@@ -96,7 +109,7 @@ class ApplyResult:
     def _watch(self, future: Future) -> None:
         future.add_done_callback(self._future_done)
 
-    def _future_done(self, future: Future) -> None:
+    def _future_done(self, future: concurrent.futures.Future[Any]) -> None:
         if future.cancelled():
             self._set(False, CancelledError("the pool was terminated before the task ran"))
             return
@@ -143,7 +156,7 @@ class ApplyResult:
             return self._value
         raise self._value
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__ = classmethod(types.GenericAlias)  # type: ignore[var-annotated]
 
 
 AsyncResult = ApplyResult
@@ -288,9 +301,7 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _wait(self, timeout: float | None) -> Chunk:
         def ready() -> bool:
-            return bool(self._completed) or (
-                self._job.failure is not None and self._job.finished()
-            )
+            return bool(self._completed) or (self._job.failure is not None and self._job.finished())
 
         if not self._engine.pump_role.wait_until(ready, timeout):
             raise MultiprocessingTimeoutError
@@ -352,7 +363,8 @@ class Pool:
         self._engine.fill()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+        name = f"{type(self).__module__}.{type(self).__qualname__}"
+        return f"<{name} state={self._state} pool_size={self._processes}>"
 
     def _repopulate_pool(self) -> None:
         """multiprocessing's private method: starts workers on empty slots (gilfree does it
@@ -370,7 +382,9 @@ class Pool:
 
     # -- single calls -----------------------------------------------------------------------
 
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
         """``func(*args, **kwds)`` in a worker; waits for and returns its result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -422,10 +436,13 @@ class Pool:
         result._start()  # noqa: SLF001
         return result
 
-    def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+    def map(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[Any]:
         """``[func(x) for x in iterable]``, run in the workers. ``chunksize=None`` sizes chunks
         from measured task durations."""
-        return self._map_async(func, iterable, False, chunksize, None, None).get()
+        results: list[Any] = self._map_async(func, iterable, False, chunksize, None, None).get()
+        return results
 
     def map_async(
         self,
@@ -438,9 +455,15 @@ class Pool:
         """Like ``map``, returning a ``MapResult`` at once."""
         return self._map_async(func, iterable, False, chunksize, callback, error_callback)
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[Any]:
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[Any]:
         """``[func(*args) for args in iterable]``, run in the workers."""
-        return self._map_async(func, iterable, True, chunksize, None, None).get()
+        results: list[Any] = self._map_async(func, iterable, True, chunksize, None, None).get()
+        return results
 
     def starmap_async(
         self,
@@ -453,7 +476,13 @@ class Pool:
         """Like ``starmap``, returning a ``MapResult`` at once."""
         return self._map_async(func, iterable, True, chunksize, callback, error_callback)
 
-    def _imap(self, iterator_class: type[IMapIterator], func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None) -> IMapIterator:
+    def _imap(
+        self,
+        iterator_class: type[IMapIterator],
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+    ) -> IMapIterator:
         self._check_running()
         window = IMAP_WINDOW_PER_WORKER * self._processes
         job = self._job(func, iter(iterable), False, chunksize, window)
@@ -461,12 +490,16 @@ class Pool:
         self._engine.submit(job)
         return results
 
-    def imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator:
+    def imap(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator:
         """Lazy ``map``: an iterator of results in input order. The input is read as workers
         need it, so it may be endless. ``chunksize=None`` sizes chunks adaptively."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
-    def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator:
+    def imap_unordered(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator:
         """Like ``imap``, but results come in the order they complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 
@@ -497,11 +530,8 @@ class Pool:
         self.terminate()
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError(
-            "pool objects cannot be passed between processes or pickled"
-        )
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN and hasattr(self, "_engine"):
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
-

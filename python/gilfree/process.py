@@ -51,7 +51,8 @@ class ZygotePopen:
             for fd in (memory, sentinel_write, parent_read):
                 os.close(fd)
         self.sentinel = sentinel_read
-        self.finalizer = util.Finalize(self, util.close_fds, (sentinel_read, parent_write))
+        close_fds = util.close_fds  # type: ignore[attr-defined]  # not in typeshed
+        self.finalizer = util.Finalize(self, close_fds, (sentinel_read, parent_write))
         self.pid = self._handle.wait_for_pid()
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
@@ -104,7 +105,8 @@ def _memory_file(payload: bytes) -> int:
     else:
         import tempfile
 
-        fd = os.dup(tempfile.TemporaryFile().fileno())
+        with tempfile.TemporaryFile() as file:
+            fd = os.dup(file.fileno())
     _write_all(fd, payload)
     return fd
 
@@ -138,7 +140,7 @@ def _popen(process_obj: Any) -> Any:
     return context._default_context.get_context().Process._Popen(process_obj)  # noqa: SLF001
 
 
-class Process(context.Process):  # type: ignore[misc]
+class Process(context.Process):
     """``multiprocessing.Process`` started from gilfree's zygote (see the module docstring)."""
 
     _start_method = None
@@ -152,7 +154,7 @@ def _before_zygotes_close() -> None:
     """At exit, before the zygote (and its children with it) goes: multiprocessing's own exit
     steps: daemonic children are terminated, the others joined."""
     if _started_any and threading.current_thread() is threading.main_thread():
-        util._exit_function()  # noqa: SLF001 - what multiprocessing runs at exit
+        util._exit_function()  # type: ignore[attr-defined]  # noqa: SLF001 - run at exit
 
 
 _zygote.before_close.append(_before_zygotes_close)

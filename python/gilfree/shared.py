@@ -32,5 +32,6 @@ def shared_ndarray(shape: int | tuple[int, ...], dtype: Any = float, order: str 
     element = numpy.dtype(dtype)
     count = math.prod(dimensions)
     buffer = SharedBuffer.allocate(max(count * element.itemsize, 1))
-    flat = numpy.frombuffer(buffer, dtype=element, count=count)
+    # numpy's stubs take only the buffer types they name, not any PEP 688 buffer.
+    flat = numpy.frombuffer(buffer, dtype=element, count=count)  # type: ignore[call-overload]
     return flat.reshape(dimensions, order=order)

@@ -84,6 +84,10 @@ impl SharedBuffer {
         self.length
     }
 
+    /// The buffer protocol: a simple writable view of the whole buffer.
+    ///
+    /// # Safety
+    /// `view` must point to a `Py_buffer` to fill (`PyO3` calls this from `bf_getbuffer`).
     #[allow(clippy::needless_pass_by_value)] // the signature PyO3 requires
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
@@ -102,7 +106,11 @@ impl SharedBuffer {
         Ok(())
     }
 
-    #[allow(clippy::unused_self)] // nothing to release: the view holds the exporter alive
+    /// Nothing to release: the view holds the exporter alive.
+    ///
+    /// # Safety
+    /// `view` must be a view this buffer filled (it is not read).
+    #[allow(clippy::unused_self)]
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
 

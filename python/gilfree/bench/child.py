@@ -143,9 +143,7 @@ def measure_baseline(workload: Workload, settings: Settings) -> Timed:
 def check_environment(workload: Workload) -> None:
     """Raise RuntimeError unless this interpreter was started with ``workload.environment``."""
     wrong = [
-        f"{name}={value}"
-        for name, value in workload.environment
-        if os.environ.get(name) != value
+        f"{name}={value}" for name, value in workload.environment if os.environ.get(name) != value
     ]
     if wrong:
         raise RuntimeError(f"interpreter not started with {' '.join(wrong)}")

@@ -267,7 +267,10 @@ REGISTRY: tuple[Entry, ...] = (
         for method in ("fork", "forkserver", "spawn")
     ),
     Entry(
-        "pool", "multiprocessing.Pool", load_multiprocessing_pool, optional=False,
+        "pool",
+        "multiprocessing.Pool",
+        load_multiprocessing_pool,
+        optional=False,
         module="multiprocessing",
     ),
     Entry(

@@ -16,6 +16,7 @@ import functools
 import importlib
 import pickle
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gilfree.bench.contenders import Contender
@@ -27,7 +28,7 @@ SLOW_PEER_REPETITIONS = 1
 # How many items of an echoed sequence are compared with the ones sent, besides its length.
 SAMPLED_ITEMS = 8
 FLOAT64_BYTES = 8
-LIST_BUILDERS = {
+LIST_BUILDERS: dict[str, Callable[[int], Any]] = {
     "int": int,
     "float": float,
     "str": str,

@@ -36,6 +36,8 @@ def tasks() -> ModuleType:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or path is None or Path(path).name not in SCRIPT_FILES.values():
-        raise RuntimeError("the bench's workloads run only in an interpreter started on one of "
-                           f"its main scripts ({', '.join(SCRIPT_FILES.values())})")
+        raise RuntimeError(
+            "the bench's workloads run only in an interpreter started on one of "
+            f"its main scripts ({', '.join(SCRIPT_FILES.values())})"
+        )
     return main

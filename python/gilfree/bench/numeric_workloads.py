@@ -140,7 +140,7 @@ def small_frame() -> Any:
     return make_frame(FRAME_ROWS, numpy().random.default_rng(SEED + 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def codec_array(size: int) -> Any:
     """A float64 array of ``size`` bytes."""
     return numpy().arange(size // 8, dtype=numpy().float64)
@@ -270,9 +270,7 @@ def measure_matmul_sum(contender: Contender, pool: object, settings: Settings) -
     )
 
 
-def measure_matmul_arrays(
-    contender: Contender, pool: object, settings: Settings
-) -> float | Timed:
+def measure_matmul_arrays(contender: Contender, pool: object, settings: Settings) -> float | Timed:
     """Time ``map(gram, arrays)``: the same products, each returned whole (32 KiB back)."""
     count = settings.matrix_count
     return time_map(
@@ -285,9 +283,7 @@ def measure_matmul_arrays(
     )
 
 
-def measure_groupby_frames(
-    contender: Contender, pool: object, settings: Settings
-) -> float | Timed:
+def measure_groupby_frames(contender: Contender, pool: object, settings: Settings) -> float | Timed:
     """Time ``map(group_means, frames)``: one group-by per DataFrame of 20 000 rows."""
     count = settings.frame_count
     return time_map(
@@ -471,7 +467,9 @@ def gigabytes_per_second_of_frame(
     return f"{settings.big_frame_megabytes / 1e3 / seconds:.2f} GB/s"
 
 
-def microseconds_per_round_trip(seconds: float, _baseline: float | None, _settings: Settings) -> str:
+def microseconds_per_round_trip(
+    seconds: float, _baseline: float | None, _settings: Settings
+) -> str:
     """The small frame's figure."""
     return f"{seconds * 1e6:.1f} µs/trip"
 

@@ -159,9 +159,7 @@ def run_batch(batch: Batch, settings: Settings) -> dict[str, Outcome]:
     return combined
 
 
-def runs_contender(
-    workload: Workload, entry: contender_registry.Entry, *, named: set[str]
-) -> bool:
+def runs_contender(workload: Workload, entry: contender_registry.Entry, *, named: set[str]) -> bool:
     """Whether ``entry`` measures ``workload``: listed by it, or (when the workload lists none)
     in the default set (``everywhere``) or ``named`` by its own key on the command line (not
     only through a group such as ``ppe``)."""

@@ -159,18 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         timings = "   ".join(
             f"{run.how} {run.seconds:5.2f} s ({stdlib.seconds / run.seconds:.2f}×)" for run in runs
         )
-        print(f"{name + '.py ' + str(number):<38} {timings}   same results: {'yes' if agree else 'NO'}")
+        same = "yes" if agree else "NO"
+        print(f"{name + '.py ' + str(number):<38} {timings}   same results: {same}")
         if not agree:
             print("\n".join(f"  {run.how}: {run.results}" for run in runs))
             return 1
     if echo_time is not None:
         echo_label = f"submit(echo, {arguments.echo / 1e6:g} M complex)"
         if stdlib_echo_time is None:
-            stdlib = f"stdlib: {STDLIB_ECHO_REFERENCE}"
+            reference = f"stdlib: {STDLIB_ECHO_REFERENCE}"
         else:
-            stdlib = (
+            reference = (
                 f"ProcessPoolExecutor {stdlib_echo_time:6.2f} s   "
                 f"gilfree {stdlib_echo_time / echo_time:.1f}× faster"
             )
-        print(f"{echo_label:<38} gilfree  {echo_time:6.2f} s   {stdlib}")
+        print(f"{echo_label:<38} gilfree  {echo_time:6.2f} s   {reference}")
     return 0

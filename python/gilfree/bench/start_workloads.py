@@ -21,7 +21,6 @@ scripts (see `gilfree.bench.main_scripts`), so a worker that does not inherit it
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -54,7 +53,7 @@ _executors_created = 0
 
 def time_executor(contender: Contender) -> float:
     """Time ``with Executor(8) as ex: list(ex.map(numpy_pandas, range(32), chunksize=1))``."""
-    global _executors_created  # noqa: PLW0603 - one count per interpreter, by design
+    global _executors_created
     task = tasks().numpy_pandas
     _executors_created += 1
     started = time.perf_counter()
@@ -140,6 +139,7 @@ def mebibytes_in_all(size: float, _baseline: float | None, _settings: Settings) 
 
 
 COLD_REFERENCES = ("ppe_fork", "ppe_forkserver")
+
 
 def cold_start_workload(key: str, title: str, measure: Any, target: Any) -> Workload:
     """A cold-start row: both are timed in one fresh interpreter per contender."""

@@ -246,7 +246,7 @@ def measure_crash_recovery(contender: Contender, _pool: object, settings: Settin
             while True:  # a task sent before the death is seen fails with WorkerCrashedError
                 try:
                     replacement = contender.call(pool, process_id, None)
-                except Exception:  # noqa: BLE001 - the crash being recovered from
+                except Exception:
                     continue
                 if replacement != victim:
                     break

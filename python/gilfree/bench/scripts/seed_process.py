@@ -19,7 +19,9 @@ def fib(n):
 if __name__ == "__main__":
     N = int(sys.argv[1]) if len(sys.argv) > 1 else 35
     started = time.perf_counter()
-    processes = [multiprocessing.Process(target=fib, args=(N,)) for _ in range(multiprocessing.cpu_count())]
+    processes = [
+        multiprocessing.Process(target=fib, args=(N,)) for _ in range(multiprocessing.cpu_count())
+    ]
     for process in processes:
         process.start()
     for process in processes:
