@@ -289,21 +289,9 @@ def allowed_children():
     """Long-lived helpers that may outlive every executor by design."""
     allowed = set()
     if not IS_STDLIB:
-        try:
-            import gilfree
-        except ImportError:
-            gilfree = None
-        zygote_pid = getattr(gilfree, "_zygote_pid", None)
-        if callable(zygote_pid) and zygote_pid():
-            allowed.add(zygote_pid())
-        # One zygote per distinct ``preload`` list, when gilfree lists them all.
-        try:
-            from gilfree import _zygote
-        except ImportError:
-            _zygote = None
-        zygote_pids = getattr(_zygote, "pids", None)
-        if callable(zygote_pids):
-            allowed.update(zygote_pids())
+        from gilfree._workers import zygote
+
+        allowed.update(zygote.pids())  # one zygote per distinct template
     # The stdlib's own singletons (possibly started by tests or by gilfree).
     from multiprocessing import forkserver, resource_tracker
 
@@ -349,8 +337,7 @@ def no_leaks_after_session():
     problems = [f"leftover child {describe_process(pid)}" for pid in sorted(leftover)]
     if leftover and not IS_STDLIB:
         problems.append(
-            "(gilfree's zygotes are allowed where gilfree._zygote_pid() or "
-            "gilfree._zygote.pids() name them)"
+            "(gilfree's zygotes are allowed where gilfree._workers.zygote.pids() names them)"
         )
     problems += [f"leftover /dev/shm entry {name}" for name in sorted(new_shm)]
     assert not problems, "test session leaked:\n" + "\n".join(problems)

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.gilfree_only
 
 @pytest.fixture
 def sizer_class():
-    from gilfree._chunking import ChunkSizer
+    from gilfree._engine.chunking import ChunkSizer
 
     return ChunkSizer
 

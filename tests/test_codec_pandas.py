@@ -1,4 +1,4 @@
-"""pandas objects in gilfree's codec (the REDUCED record, `gilfree._reducers`): frames, series
+"""pandas objects in gilfree's codec (the REDUCED record, `gilfree._wire.reducers`): frames, series
 and indexes backed by plain numpy arrays are taken apart and rebuilt exactly, everything else
 goes to pickle as before, and the decoder refuses forged records."""
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gilfree_only
 
 REDUCED = 0x18
 PICKLE = 0x0F
-NATIVE_FRAMES = pytest.importorskip("gilfree._reducers")._frame_builder() is not None
+NATIVE_FRAMES = pytest.importorskip("gilfree._wire.reducers")._frame_builder() is not None
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +258,7 @@ def test_untrusted_input_may_not_carry_objects_to_rebuild(codec):
 
 
 def test_a_type_outside_pandas_gets_no_reducer():
-    from gilfree import _reducers
+    from gilfree._wire import reducers as _reducers
 
     assert _reducers.reducer_for(dict) is None
     assert _reducers.reducer_for(pd.Categorical) is None

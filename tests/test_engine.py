@@ -56,7 +56,7 @@ def test_map_over_a_range_and_a_generator_give_the_same_results(shared_executor)
 def test_a_worker_that_cannot_start_breaks_the_pool_instead_of_hanging(monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 
-    from gilfree import _launch
+    from gilfree._workers import launch as _launch
 
     def refuse(*_args):
         raise OSError(11, "Resource temporarily unavailable")

@@ -634,6 +634,7 @@ import time
 sys.path.insert(0, {TESTS_DIRECTORY!r})
 import helpers
 import gilfree
+from gilfree._workers import zygote
 """
 
 
@@ -703,7 +704,7 @@ if __name__ == "__main__":
     for path in [*paths, child_path]:
         assert helpers.wait_for_file(path, 30), path
     workers = [int(open(path).read()) for path in paths]
-    print(json.dumps({"workers": workers, "zygote": gilfree._zygote_pid(), "process": child.pid}),
+    print(json.dumps({"workers": workers, "zygote": zygote.default_pid(), "process": child.pid}),
           flush=True)
     helpers.spin(30)  # the parent holds its GIL too
 """
@@ -810,7 +811,7 @@ if __name__ == "__main__":
     outcomes = [type(crashed.exception(30)).__name__, type(hung.exception(30)).__name__]
     pids = sorted({future.result(30) for future in results} | set(executor._processes))
     print(json.dumps({"outcomes": outcomes, "pids": pids,
-                      "zygote": gilfree._zygote_pid()}), flush=True)
+                      "zygote": zygote.default_pid()}), flush=True)
     # No shutdown: the interpreter's exit must stop the (replacement) workers.
 """
 

@@ -169,8 +169,9 @@ EXITING_SCRIPT = textwrap.dedent(
             executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=START_METHOD)
         pids = sorted(set(executor.map(worker_pid, range(20))))
         if IMPL != "stdlib":
-            zygote_pid = getattr(gilfree, "_zygote_pid", None)
-            helper_pid = zygote_pid() if callable(zygote_pid) else None
+            from gilfree._workers import zygote
+
+            helper_pid = zygote.default_pid()
         print(json.dumps({"workers": pids, "helper": helper_pid}), flush=True)
         if HOW == "hard-exit":
             os._exit(0)
@@ -197,6 +198,45 @@ def test_workers_end_when_a_script_exits_without_shutdown(tmp_path, start_method
     leftover = wait_until_gone(pids, zombie_is_gone=True)
     helpers.kill_quietly(leftover)
     assert leftover == set()
+
+
+PENDING_AT_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures
+    import multiprocessing
+    import os
+    import sys
+    import time
+
+    IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
+    STDLIB_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}
+
+
+    def sleep_and_print(seconds, message):
+        time.sleep(seconds)
+        print(message, flush=True)
+
+
+    if __name__ == "__main__":
+        if IMPL == "stdlib":
+            context = multiprocessing.get_context(STDLIB_METHOD[sys.argv[1]])
+            executor = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context)
+        else:
+            import gilfree
+            executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=sys.argv[1])
+        executor.submit(sleep_and_print, 0.5, "apple")
+        # No shutdown, no result: the interpreter's exit waits for the pending task.
+    """
+)
+
+
+def test_a_task_pending_at_exit_still_runs_to_its_end(tmp_path, start_method):
+    # CPython's test_interpreter_shutdown: exit shuts the executor down (waiting for its work)
+    # before anything else gilfree closes at exit, such as the zygote the worker came from.
+    returncode, stdout, stderr = run_script(tmp_path, PENDING_AT_EXIT_SCRIPT, start_method)
+    assert returncode == 0, stderr
+    assert stdout.strip() == "apple"
+    assert stderr == ""
 
 
 @pytest.mark.gilfree_only

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gilfree._recovery import Ending, settle
+from gilfree._engine.recovery import Ending, settle
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
 
 pytestmark = pytest.mark.gilfree_only

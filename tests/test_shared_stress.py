@@ -112,17 +112,9 @@ class Killer(threading.Thread):
 
 
 def _zygote_pids():
-    import gilfree
+    from gilfree._workers import zygote
 
-    pids = set()
-    zygote_pid = getattr(gilfree, "_zygote_pid", None)
-    if callable(zygote_pid) and zygote_pid():
-        pids.add(zygote_pid())
-    from gilfree import _zygote
-
-    if callable(getattr(_zygote, "pids", None)):
-        pids.update(_zygote.pids())
-    return pids
+    return set(zygote.pids())
 
 
 class Plan:

@@ -6,15 +6,18 @@ A process pool whose messages travel through shared-memory rings with a Rust cor
 closures can be sent; workers are forked from a pre-warmed template process (the zygote).
 
 The public names are loaded on first access, so that worker processes, which import only
-``gilfree._worker``, start without importing concurrent.futures' process machinery.
+``gilfree._workers.worker``, start without importing concurrent.futures' process machinery.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Registers the codec's pickle fallback and pandas reducers with gilfree._core (cheap: no pandas).
+from gilfree._wire import protocol as _protocol  # noqa: F401
+
 if TYPE_CHECKING:
-    from gilfree._slots import WorkerStats
+    from gilfree._engine.slots import WorkerStats
     from gilfree.errors import (
         BrokenProcessPool,
         SerializationError,
@@ -48,7 +51,7 @@ _HOMES = {
     "shared_ndarray": "gilfree.shared",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
-    "WorkerStats": "gilfree._slots",
+    "WorkerStats": "gilfree._engine.slots",
     "Pool": "gilfree.pool",
     "Process": "gilfree.process",
 }
@@ -67,11 +70,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-def _zygote_pid() -> int | None:
-    """The pid of this process's default zygote, if started (for tests and diagnostics)."""
-    from gilfree import _zygote
-
-    pids = _zygote.pids()
-    return pids[0] if pids else None

@@ -1,7 +1,9 @@
 """Type stubs for ``gilfree._core``, the Rust extension (crates/gilfree-py), checked against the
 built module by ``mypy.stubtest`` in ``make lint``."""
 
+import pickle
 import sys
+from collections.abc import Callable
 from typing import Self, final
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "keep_freed_memory",
     "kill",
     "open_buffer",
+    "register_hooks",
     "set_parent_death_signal",
     "spawn",
     "try_wait",
@@ -128,6 +131,15 @@ def encode(value: object, sink: list[SharedBuffer] | None = None) -> bytes:
 def decode(data: object, *, trusted: bool = True) -> object:
     """Decodes what ``encode`` made, from any buffer. ``trusted=False`` refuses messages that
     carry pickles or shared-buffer handles. Raises ``DecodeError`` on invalid input."""
+
+def register_hooks(
+    pickle_value: Callable[[object, bool], tuple[bytes, list[pickle.PickleBuffer]]],
+    reducer_for: Callable[[type], Callable[[object], tuple[int, object] | None] | None],
+    rebuild: Callable[[int, tuple[object, ...]], object],
+) -> bool:
+    """Hands the codec the Python functions it calls: ``pickle_value(value, share)`` for values
+    it has no record for, and the reducers (``reducer_for(type)``, ``rebuild(kind, state)``) of
+    ``gilfree._wire.reducers``. The first registration stays; later ones return False."""
 
 @final
 class SharedBuffer:

@@ -37,8 +37,8 @@ module that did ``from multiprocessing import Pool`` at import time and was impo
 stdlib's), contexts' ``Process`` classes (``get_context().Process``, ``Manager`` servers), and
 code that reads the stdlib pools' private attributes. Workers start from gilfree's zygote, so
 they do not inherit the parent's memory: the script's functions reach them as multiprocessing's
-spawn sends them (see ``gilfree._main``), but state kept elsewhere (another module's globals set
-by the script) is not seen; a pool made from ``get_context("fork")`` still forks.
+spawn sends them (see ``gilfree._wire.main``), but state kept elsewhere (another module's
+globals set by the script) is not seen; a pool made from ``get_context("fork")`` still forks.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gilfree import _main
+from gilfree._wire import main as _main
 
 #: ``install``, as ``_main.before_main`` names it.
 INSTALL = "gilfree._run:install"

@@ -18,17 +18,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any
 
-from gilfree import _main, _mapping
-from gilfree import _protocol as protocol
-from gilfree._chunking import ChunkSizer
-from gilfree._engine import Engine
-from gilfree._future import Future
-from gilfree._launch import START_METHODS, Launcher, WorkerProcess, default_start_method
-from gilfree._pickling import dumps_for_worker
-from gilfree._serialization import explain
-from gilfree._slots import WorkerStats
-from gilfree._work import NO_LIMITS, Call, Limits, MapJob
-from gilfree._worker import WorkerSetup
+from gilfree._engine import mapping as _mapping
+from gilfree._engine.chunking import ChunkSizer
+from gilfree._engine.engine import Engine
+from gilfree._engine.future import Future
+from gilfree._engine.slots import WorkerStats
+from gilfree._engine.units import NO_LIMITS, Call, Limits, MapJob
+from gilfree._wire import main as _main
+from gilfree._wire import protocol
+from gilfree._wire.pickling import dumps_for_worker
+from gilfree._wire.serialization import explain
+from gilfree._workers.launch import START_METHODS, Launcher, WorkerProcess, default_start_method
+from gilfree._workers.worker import WorkerSetup
 
 __all__ = ["Executor", "ProcessPoolExecutor"]
 

@@ -21,8 +21,9 @@ from multiprocessing import *  # noqa: F403 - the stdlib's public names, passed 
 from types import ModuleType
 from typing import Any
 
-from gilfree.pool import Pool  # noqa: F401 - gilfree's in place of the stdlib's
-from gilfree.process import Process  # noqa: F401 - likewise
+# gilfree's in place of the stdlib's (whose Pool is a function, hence the type: ignore).
+from gilfree.pool import Pool  # type: ignore[assignment]  # noqa: F401
+from gilfree.process import Process  # noqa: F401
 
 __all__ = list(_stdlib.__all__)
 #: The names this module takes from gilfree rather than from the stdlib.

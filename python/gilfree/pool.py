@@ -38,16 +38,16 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in types
 )
 from typing import TYPE_CHECKING, Any
 
-from gilfree import _mapping
-from gilfree._chunking import ChunkSizer
-from gilfree._serialization import is_result_error
-from gilfree._work import Chunk, MapJob
+from gilfree._engine import mapping as _mapping
+from gilfree._engine.chunking import ChunkSizer
+from gilfree._engine.units import Chunk, MapJob
+from gilfree._wire.serialization import is_result_error
 from gilfree.errors import SerializationError
 from gilfree.executor import ProcessPoolExecutor, resolve_start_method
 
 if TYPE_CHECKING:
-    from gilfree._engine import Engine
-    from gilfree._future import Future
+    from gilfree._engine.engine import Engine
+    from gilfree._engine.future import Future
 
 __all__ = [
     "ApplyResult",

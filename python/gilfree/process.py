@@ -25,8 +25,10 @@ import threading
 from multiprocessing import context, util
 from typing import Any
 
-from gilfree import _launch, _process_child, _zygote
-from gilfree._pickling import dumps_for_worker
+from gilfree._wire.pickling import dumps_for_worker
+from gilfree._workers import launch as _launch
+from gilfree._workers import process_child as _process_child
+from gilfree._workers import zygote as _zygote
 
 __all__ = ["Process"]
 

@@ -38,7 +38,7 @@
 //! REDUCED  0x18 varint kind, value       (an object taken apart into `value`, its state, and
 //!                                         rebuilt by the receiver's rebuilder number `kind`:
 //!                                         pandas frames, series and indexes, see
-//!                                         `gilfree._reducers`)
+//!                                         `gilfree._wire.reducers`)
 //!
 //! buffer   := INLINE 0x00 varint n, u8 pad, pad zero bytes, n bytes
 //!           | SHARED 0x01 handle         (a shared buffer of its own: large, or already shared)

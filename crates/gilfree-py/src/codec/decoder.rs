@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PyMemoryView, PySet};
 
-use super::{python_function, DecodeError, PICKLE_LOADS};
+use super::{pickle_loads, DecodeError};
 use crate::buffers::{open_buffer, SharedBuffer};
 
 /// Decodes what `encode` made. `trusted=False` refuses messages that carry pickles or shared
@@ -160,8 +160,7 @@ impl<'py> Decoder<'py, '_> {
             tag::PICKLE => {
                 let bytes = reader.blob().map_err(decode_error)?;
                 self.check_trusted("a pickle")?;
-                python_function(py, &PICKLE_LOADS, "pickle", "loads")?
-                    .call1((PyBytes::new(py, bytes),))?
+                pickle_loads(py)?.call1((PyBytes::new(py, bytes),))?
             }
             tag::SHARED => {
                 let kind = reader.byte().map_err(decode_error)?;
@@ -213,8 +212,7 @@ impl<'py> Decoder<'py, '_> {
         let bytes = reader.blob().map_err(decode_error)?;
         let keywords = PyDict::new(py);
         keywords.set_item("buffers", buffers)?;
-        python_function(py, &PICKLE_LOADS, "pickle", "loads")?
-            .call((PyBytes::new(py, bytes),), Some(&keywords))
+        pickle_loads(py)?.call((PyBytes::new(py, bytes),), Some(&keywords))
     }
 
     /// A view of `bytes` where they lie, if they lie in the message's shared buffer.

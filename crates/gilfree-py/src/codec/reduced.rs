@@ -1,12 +1,12 @@
-//! The REDUCED record: objects that `gilfree._reducers` takes apart into values the codec
+//! The REDUCED record: objects that `gilfree._wire.reducers` takes apart into values the codec
 //! encodes natively (arrays, tuples, strings) and rebuilds on the other side, instead of
 //! pickling them whole: pandas frames, series and indexes, whose pickles cost tens of
 //! microseconds each however small they are.
 //!
-//! The codec knows nothing of pandas: on a value of a type it has no record for, it asks
-//! `_reducers.reducer_for(type)` once per type (the answer, a function or None, is kept in a
-//! bounded table), then calls the reducer, which gives `(kind, state)` or None (pickle it). The
-//! receiver decodes the state and calls `_reducers.rebuild(kind, state)`.
+//! The codec knows nothing of pandas: on a value of a type it has no record for, it asks the
+//! registered `reducer_for(type)` hook once per type (the answer, a function or None, is kept in
+//! a bounded table), then calls the reducer, which gives `(kind, state)` or None (pickle it). The
+//! receiver decodes the state and calls the `rebuild(kind, state)` hook.
 use gilfree_core::codec::{self, tag, Reader};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -15,15 +15,12 @@ use pyo3::types::{PyDict, PyTuple};
 
 use super::decoder::{decode_error, Decoder};
 use super::encoder::{Encoder, Stop};
-use super::python_function;
+use super::hooks;
 
 /// type -> its reducer, or None: the answers of `reducer_for`.
 static REDUCERS: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
-static REDUCER_FOR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static REBUILD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// Types remembered before the table starts over (classes made at run time come and go).
 const MAX_TYPES: usize = 256;
-const MODULE: &str = "gilfree._reducers";
 
 impl<'py> Encoder<'py> {
     /// Writes `object` as REDUCED if a reducer takes it; false (nothing written) if not.
@@ -41,8 +38,7 @@ impl<'py> Encoder<'py> {
         let reducer = if let Some(reducer) = table.get_item(&kind)? {
             reducer
         } else {
-            let reducer =
-                python_function(py, &REDUCER_FOR, MODULE, "reducer_for")?.call1((&kind,))?;
+            let reducer = hooks(py)?.reducer_for.bind(py).call1((&kind,))?;
             if table.len() >= MAX_TYPES {
                 table.clear();
             }
@@ -75,6 +71,6 @@ impl<'py> Decoder<'py, '_> {
         self.check_trusted("an object to rebuild")?;
         let state = self.value(reader, depth + 1)?;
         let arguments = PyTuple::new(self.py, [kind.into_pyobject(self.py)?.into_any(), state])?;
-        python_function(self.py, &REBUILD, MODULE, "rebuild")?.call1(arguments)
+        hooks(self.py)?.rebuild.bind(self.py).call1(arguments)
     }
 }

@@ -6,8 +6,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from gilfree._launch import WorkerProcess
-from gilfree._protocol import ONE_OFF
+from gilfree._wire.protocol import ONE_OFF
+from gilfree._workers.launch import WorkerProcess
 
 #: Functions a worker keeps at most; the parent tells it which to drop.
 WORKER_FUNCTION_CACHE = 256

@@ -4,7 +4,7 @@ otherwise, once each.
 A module-level function of an importable module is pickled by reference (its qualified name):
 small, and the worker imports the module. Functions and classes of the parent's ``__main__``
 go through ``MainPickler``: by reference when the worker's own main module has them under the
-same name, by value into the worker's shared main namespace otherwise (see ``gilfree._main``).
+same name, by value into the worker's shared main namespace otherwise (see ``gilfree._wire.main``).
 Lambdas, closures and nested functions of other modules go by value (cloudpickle). Each
 distinct function gets an id the first time it is sent; a worker receives its body once
 (``DEFINE``) and every later call names it by id.
@@ -25,8 +25,8 @@ from typing import Any
 import cloudpickle
 from cloudpickle import cloudpickle as cloudpickle_module
 
-from gilfree import _main
-from gilfree._protocol import ONE_OFF, PROTOCOL
+from gilfree._wire import main as _main
+from gilfree._wire.protocol import ONE_OFF, PROTOCOL
 
 _CACHE_SIZE = 1024
 

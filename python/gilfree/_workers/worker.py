@@ -1,6 +1,6 @@
 """The worker process: receive a request, run it, send the response, until told to exit.
 
-A worker starts in one of three ways (see ``_launch``) and then runs ``serve(fd, slot, epoch)``:
+A worker starts in one of three ways (see ``launch``) and then runs ``serve(fd, slot, epoch)``:
 it maps the executor's segment, reads the ``SETUP`` message (paths, main module, initializer),
 answers ``READY`` and loops. It spins briefly for the next request before sleeping, and exits on
 ``EXIT`` or when its parent is gone.
@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from gilfree import _core, _main
-from gilfree import _protocol as protocol
+from gilfree import _core
 from gilfree._core import WorkerChannel
+from gilfree._wire import main as _main
+from gilfree._wire import protocol
 
 #: How long an idle worker busy-waits for the next request before sleeping on the futex.
 SPIN_MICROSECONDS = 100.0
@@ -49,8 +50,8 @@ class WorkerSetup:
     authkey: bytes = b""
     #: Resident bytes past which the worker asks to be replaced (``max_memory_per_child``).
     max_memory: int | None = None
-    #: ``(initializer, initargs)``, pickled (see ``_pickling``), loaded once ``sys_path`` is in
-    #: place; empty when the worker inherited them through fork.
+    #: ``(initializer, initargs)``, pickled (see ``gilfree._wire.pickling``), loaded once
+    #: ``sys_path`` is in place; empty when the worker inherited them through fork.
     initializer: bytes = b""
 
 
@@ -145,7 +146,7 @@ def _encode_result(kind: int, value: Any, shared: list[Any]) -> tuple[int, bytes
     try:
         return kind, protocol.dumps(value, shared)
     except BaseException as error:  # noqa: BLE001 - reported to the parent
-        from gilfree._serialization import RESULT, explain
+        from gilfree._wire.serialization import RESULT, explain
 
         shared.clear()
         if not isinstance(error, Exception):

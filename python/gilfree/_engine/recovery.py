@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gilfree import _core
-from gilfree._work import Call, Chunk, function_name
+from gilfree._engine.units import Call, Chunk, function_name
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
 
 Unit = Call | Chunk

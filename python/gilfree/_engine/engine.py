@@ -10,7 +10,7 @@ future.result() / map iterator ──pump──< doorbell + response rings <─�
 Dispatch puts at most one or two units in flight per worker (two while its messages are short),
 so long tasks go to whichever worker frees up first and pending futures stay cancellable.
 
-Collection has one "pumper" at a time (see ``_pump_role``): a thread that drains the response
+Collection has one "pumper" at a time (see ``waiting``): a thread that drains the response
 rings (GIL released while it waits), completes futures and refills the workers.
 
 Locks: ``_lock`` guards the scheduling state (pending, slots); ``pump_role.progress`` guards the
@@ -27,15 +27,15 @@ from collections.abc import Callable
 from typing import Any
 
 from gilfree import _core
-from gilfree import _protocol as protocol
-from gilfree._functions import FunctionRegistry
-from gilfree._launch import Launcher, WorkerProcess
-from gilfree._lifecycle import Lifecycle
-from gilfree._pump_role import SLICE_SECONDS, PumpRole
-from gilfree._recovery import Ending, settle
-from gilfree._serialization import explain
-from gilfree._slots import Slot, WorkerStats
-from gilfree._work import Call, Chunk, MapJob, rebuild_exception
+from gilfree._engine.lifecycle import Lifecycle
+from gilfree._engine.recovery import Ending, settle
+from gilfree._engine.slots import Slot, WorkerStats
+from gilfree._engine.units import Call, Chunk, MapJob, rebuild_exception
+from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
+from gilfree._wire import protocol
+from gilfree._wire.functions import FunctionRegistry
+from gilfree._wire.serialization import explain
+from gilfree._workers.launch import Launcher, WorkerProcess
 from gilfree.errors import BrokenProcessPool
 
 #: Bytes per ring; pages are only backed when touched.
@@ -229,7 +229,7 @@ class Engine:
         slot.starts += 1
         try:
             assert self._make_setup is not None, "no worker starts after stop_workers"
-            setup = self._make_setup()  # per worker: see gilfree._pickling
+            setup = self._make_setup()  # per worker: see gilfree._wire.pickling
             self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, setup)
             slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
         except Exception as error:  # noqa: BLE001 - initargs that cannot be sent, fork failing
@@ -353,7 +353,7 @@ class Engine:
 
     def _forget_worker(self, slot: Slot) -> None:
         """Clears the slot of an ended (reaped) worker and settles the work it had in flight
-        (see ``_recovery``)."""
+        (see ``recovery``)."""
         process = slot.process
         assert process is not None and process.exit_code is not None
         ending = Ending(process.pid, process.exit_code, slot.timed_out_task)

@@ -2,8 +2,10 @@
 
 Every message is ``Header(kind, epoch, task_id, arg)`` + payload (see ``gilfree._core``).
 Arguments and results travel in gilfree's codec (``_core.encode``: builtin values natively,
-anything else as pickle inside the same payload). Function bodies and initializers are plain
-pickles; a function is sent once per worker in a ``DEFINE`` message and named by id afterwards.
+anything else as pickle inside the same payload, through `pickle_value`, which this module
+registers with the codec, as it does the pandas reducers of `gilfree._wire.reducers`). Function
+bodies and initializers are plain pickles; a function is sent once per worker in a ``DEFINE``
+message and named by id afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from gilfree import _core
 from gilfree._core import decode, encode
+from gilfree._wire import reducers
 
 # A forked child must not inherit a shared-buffer registry lock held by another thread.
 os.register_at_fork(
@@ -86,6 +89,9 @@ def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[pickle.Pi
         except Exception:  # noqa: BLE001 - pickle's message is the one to show
             raise error from None
 
+
+# The codec's pickle fallback and the pandas reducers, handed to it once (it never looks them up).
+_core.register_hooks(pickle_value, reducers.reducer_for, reducers.rebuild)
 
 #: Encodes an argument or result payload: ``dumps(value, shared)`` puts large buffers, and the
 #: whole payload when it is large, in shared memory and appends those buffers to the list

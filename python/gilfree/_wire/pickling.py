@@ -5,8 +5,8 @@
 multiprocessing's own reducers and pretends, while it runs, that a process is being spawned:
 semaphores then travel by name and file descriptors through multiprocessing's resource sharer,
 exactly as they would in ``multiprocessing.Process(args=...)``. Functions and classes of
-``__main__`` are sent as ``gilfree._functions.MainPickler`` sends them. A payload made this way is
-good for one worker, so it is made again for every worker started.
+``__main__`` are sent as ``gilfree._wire.functions.MainPickler`` sends them. A payload made this
+way is good for one worker, so it is made again for every worker started.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
-from gilfree._functions import MainPickler
-from gilfree._protocol import PROTOCOL
+from gilfree._wire.functions import MainPickler
+from gilfree._wire.protocol import PROTOCOL
 
 
 class _Pickler(MainPickler):

@@ -6,20 +6,23 @@ nobody calls ``result()``). It polls every few milliseconds while a caller holds
 
 Shutdown: ``wait=True`` drains the work in the calling thread, then stops the workers;
 ``wait=False`` leaves both to the collector. At interpreter exit every live engine is shut down
-with ``wait=True``, as concurrent.futures does.
+with ``wait=True``, as concurrent.futures does, and before the zygotes close: a task still
+running then was forked from one, and closing it first would kill the task (the zygote's exit
+handler runs ``before_close`` hooks first; an ``atexit`` handler of our own would depend on the
+order in which modules happened to be imported).
 """
 
 from __future__ import annotations
 
-import atexit
 import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from gilfree._pump_role import SLICE_SECONDS
+from gilfree._engine.waiting import SLICE_SECONDS
+from gilfree._workers import zygote
 
 if TYPE_CHECKING:
-    from gilfree._engine import Engine
+    from gilfree._engine.engine import Engine
 
 _OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
 _live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
@@ -144,7 +147,9 @@ class Lifecycle:
         _live.discard(self)
 
 
-@atexit.register
 def _shutdown_all() -> None:
     for lifecycle in list(_live):
         lifecycle.shutdown(wait=True, cancel_futures=False)
+
+
+zygote.before_close.append(_shutdown_all)

@@ -10,9 +10,9 @@ from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass
 from typing import Any
 
-from gilfree import _protocol as protocol
-from gilfree._chunking import ChunkSizer
-from gilfree._future import Future
+from gilfree._engine.chunking import ChunkSizer
+from gilfree._engine.future import Future
+from gilfree._wire import protocol
 
 #: ``(function id, encoded function)`` from ``FunctionRegistry.lookup``.
 EncodedFunction = tuple[int, bytes]

@@ -16,7 +16,7 @@ of the parent's ``__main__`` arrive in it:
   names it has are kept. So every by-value function from one parent shares one namespace per
   worker, and the initializer pattern works in a notebook too.
 
-The parent side is ``MainPickler`` (in ``gilfree._functions``); the functions here are what its
+The parent side is ``MainPickler`` (in ``gilfree._wire.functions``); the functions here are what its
 pickles call in the worker.
 """
 

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree._engine import Engine
-    from gilfree._work import Chunk, MapJob
+    from gilfree._engine.engine import Engine
+    from gilfree._engine.units import Chunk, MapJob
 
 
 def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:

@@ -45,7 +45,7 @@ def read_payload(fd: int) -> bytes:
 
 def run(fds: list[int]) -> int:
     """Runs the process object; returns its exit code."""
-    from gilfree._worker import apply_setup
+    from gilfree._workers.worker import apply_setup
 
     _inherited[:] = fds[FIRST_INHERITED:]
     try:

@@ -17,11 +17,11 @@ start a thread, the zygote replaces itself (``exec``) with one that skips the sc
 workers run the script themselves as spawned ones do.
 
 It also starts ``gilfree.Process`` children, which run a pickled process object instead of the
-worker loop (see ``_process_child``).
+worker loop (see ``process_child``).
 
 Protocol (SOCK_SEQPACKET, one pickle per packet):
     parent -> zygote   ("fork", request_id, slot, epoch)  + the segment fd
-    parent -> zygote   ("process", request_id)  + the process's fds (see ``_process_child``)
+    parent -> zygote   ("process", request_id)  + the process's fds (see ``process_child``)
     zygote -> parent   ("forked", request_id, pid)
     zygote -> parent   ("exited", pid, raw_wait_status)
     zygote -> parent   ("main", names)  once, first: the top-level names of the main module its
@@ -45,8 +45,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gilfree import _core, _main
-from gilfree._main import parent_main_path
+from gilfree import _core
+from gilfree._wire import main as _main
+from gilfree._wire.main import parent_main_path
 
 #: Largest packet the parent reads from the zygote (a report of the main module's names).
 _PACKET = 1 << 16
@@ -111,7 +112,7 @@ class Template:
 def _command(sock_fd: int, template: Template, load_main: bool) -> list[str]:
     code = (
         f"import sys; sys.path[:] = {list(template.sys_path)!r}; "
-        "from gilfree._zygote import Template, serve; "
+        "from gilfree._workers.zygote import Template, serve; "
         f"serve({sock_fd}, {template!r}, load_main={load_main})"
     )
     return [sys.executable, "-c", code]
@@ -132,7 +133,7 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
 
     import cloudpickle  # noqa: F401 - unpickles functions sent by value
 
-    import gilfree._worker  # noqa: F401 - imported once here, inherited by every worker
+    import gilfree._workers.worker  # noqa: F401 - imported once here, inherited by every worker
 
     for name in template.preload:
         importlib.import_module(name)
@@ -141,7 +142,8 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
         names = _load_main(sock_fd, template) if load_main else None
     control = socket.socket(fileno=sock_fd)
     report = pickle.dumps(("main", names))
-    control.send(report if len(report) <= _PACKET else pickle.dumps(("main", None)))
+    if not _tell(control, report if len(report) <= _PACKET else pickle.dumps(("main", None))):
+        return  # the parent is gone already (it may exit while the script still loads here)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -151,7 +153,8 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
         readable, _, _ = select.select([control.fileno(), wake_read], [], [])
         if wake_read in readable:
             os.read(wake_read, 4096)
-            _reap(control, children)
+            if not _reap(control, children):
+                break
         if control.fileno() in readable:
             message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS)
             if not message:
@@ -166,9 +169,19 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
             for fd in fds:
                 os.close(fd)
             children.add(pid)
-            control.send(pickle.dumps(("forked", request[1], pid)))
+            if not _tell(control, pickle.dumps(("forked", request[1], pid))):
+                break
     for pid in children:
         _core.kill(pid, signal.SIGKILL)
+
+
+def _tell(control: socket.socket, message: bytes) -> bool:
+    """Sends ``message`` to the parent; False if it is gone (its end of the socket is closed)."""
+    try:
+        control.send(message)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
 
 
 def _load_main(sock_fd: int, template: Template) -> tuple[str, ...] | None:
@@ -206,16 +219,19 @@ def _thread_count() -> int:
         return threading.active_count()
 
 
-def _reap(control: socket.socket, children: set[int]) -> None:
+def _reap(control: socket.socket, children: set[int]) -> bool:
+    """Reaps the children that ended and tells the parent; False if the parent is gone."""
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
-            return
+            return True
         children.discard(pid)
-        control.send(pickle.dumps(("exited", pid, status)))
+        if not _tell(control, pickle.dumps(("exited", pid, status))):
+            return False
+    return True
 
 
 def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
@@ -228,17 +244,17 @@ def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
         # Die with the zygote: it is single-threaded, so its thread's end is its death.
         _core.set_parent_death_signal(signal.SIGKILL)
         if request[0] == "fork":
-            from gilfree._worker import serve as serve_worker
+            from gilfree._workers.worker import serve as serve_worker
 
             _, _, slot, epoch = request
             code = serve_worker(fds[0], slot, epoch)  # type: ignore[arg-type]
         else:
-            from gilfree._process_child import run
+            from gilfree._workers.process_child import run
 
             signal.signal(signal.SIGINT, signal.default_int_handler)  # as any Python process
             code = run(fds)
     finally:
-        from gilfree._worker import exit_process
+        from gilfree._workers.worker import exit_process
 
         exit_process(code)
 
@@ -275,7 +291,7 @@ class Zygote:
 
     def start_process(self, fds: list[int], handle: WorkerHandle) -> None:
         """Asks for a ``gilfree.Process`` child that reads its process object and descriptors
-        from ``fds`` (see ``_process_child``); ``handle`` as in ``fork``."""
+        from ``fds`` (see ``process_child``); ``handle`` as in ``fork``."""
         if len(fds) > MAX_FDS:
             raise ValueError(f"a process can inherit at most {MAX_FDS} descriptors, not {len(fds)}")
         self._request(("process",), fds, handle)
@@ -384,7 +400,14 @@ def pids() -> list[int]:
     return [zygote.pid for zygote in _zygotes.values() if zygote.owner == os.getpid()]
 
 
-#: Called at exit before the zygotes close (``gilfree.process`` joins its children there).
+def default_pid() -> int | None:
+    """The pid of this process's first zygote, if one started (for tests and diagnostics)."""
+    found = pids()
+    return found[0] if found else None
+
+
+#: Called at exit before the zygotes close, in order: the engine shuts every executor down there
+#: (waiting for its work), ``gilfree.process`` joins its children.
 before_close: list[Callable[[], None]] = []
 
 

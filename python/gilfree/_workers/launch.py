@@ -6,8 +6,8 @@
 * ``fork``: ``os.fork()`` of the calling process. Fast, but unsafe once the parent has threads
   (Python warns about that from 3.12 on), as with multiprocessing.
 
-Whatever the method, the worker runs ``gilfree._worker.serve(fd, slot, epoch)``, and the parent
-learns of its end through ``WorkerProcess.poll``.
+Whatever the method, the worker runs ``gilfree._workers.worker.serve(fd, slot, epoch)``, and the
+parent learns of its end through ``WorkerProcess.poll``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from gilfree import _core, _main, _zygote
+from gilfree import _core
+from gilfree._wire import main as _main
+from gilfree._workers import zygote as _zygote
 
 START_METHODS = ("zygote", "spawn", "fork")
 #: ``(initializer, initargs)``.
@@ -143,7 +145,7 @@ class Launcher:
             return self._start_from_zygote(fd, slot, epoch)
         _main.check_not_importing()
         if self.method == "spawn":
-            code = "from gilfree._worker import main; main()"
+            code = "from gilfree._workers.worker import main; main()"
             argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]
             return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)
         return self._fork(fd, slot, epoch, self._inherited)
@@ -171,7 +173,7 @@ class Launcher:
             pid = os.fork()
         if pid == 0:
             code = 1
-            from gilfree._worker import exit_process, serve
+            from gilfree._workers.worker import exit_process, serve
 
             try:
                 code = serve(child_fd, slot, epoch, inherited)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree._engine import Engine
+    from gilfree._engine.engine import Engine
 
 
 class _WakingList(list):  # type: ignore[type-arg]
