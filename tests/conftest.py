@@ -196,8 +196,9 @@ def gate(tmp_path, make_executor):
 # --- scripts run in a child interpreter -------------------------------------------------
 
 
-def run_script(directory: Path, source: str, *args: str):
-    """Run ``source`` as a ``__main__`` script; return (returncode, stdout, stderr).
+def run_script(directory: Path, source: str, *args: str, environment=None):
+    """Run ``source`` as a ``__main__`` script, with ``environment`` added to the variables;
+    return (returncode, stdout, stderr).
 
     Output goes to files, not pipes: a worker that outlives the script would
     keep a pipe open and make ``subprocess.run`` wait for it.
@@ -213,7 +214,7 @@ def run_script(directory: Path, source: str, *args: str):
             stderr=stderr,
             timeout=45,
             cwd=directory,
-            env={**os.environ, "GILFREE_TEST_IMPL": IMPL},
+            env={**os.environ, "GILFREE_TEST_IMPL": IMPL, **(environment or {})},
         )
     return completed.returncode, stdout_path.read_text(), stderr_path.read_text()
 

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gilfree import _core
+from gilfree import _core, _trace
 from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.recovery import Ending, settle
 from gilfree._engine.slots import Slot, WorkerStats
@@ -235,6 +235,13 @@ class Engine:
         except Exception as error:  # noqa: BLE001 - initargs that cannot be sent, fork failing
             self._break(f"could not start a worker process: {error}", error)
             return False
+        if _trace.ENABLED:
+            _trace.log.debug(
+                "started a worker on slot %d, epoch %d%s",
+                slot.index,
+                slot.epoch,
+                " (a replacement)" if slot.starts > 1 else "",
+            )
         return True
 
     def _send(self, slot: Slot, work: Call | Chunk) -> None:
@@ -247,6 +254,16 @@ class Engine:
         task_id = next(self._task_ids)
         slot.sent(task_id, work, time.monotonic())
         self._channel.send(slot.index, work.kind, slot.epoch, task_id, function_id, work.payload)
+        if _trace.ENABLED:
+            _trace.log.debug(
+                "sent %s task %d (%d items, %d bytes) to slot %d, epoch %d",
+                protocol.kind_name(work.kind),
+                task_id,
+                work.item_count(),
+                len(work.payload),
+                slot.index,
+                slot.epoch,
+            )
         if slot.quota is not None:
             slot.quota -= work.item_count()
             if slot.quota <= 0:
@@ -272,6 +289,15 @@ class Engine:
             now = time.monotonic()
             for slot_index, kind, epoch, task_id, arg, payload in responses:
                 slot = self._slots[slot_index]
+                if _trace.ENABLED:
+                    _trace.log.debug(
+                        "reply %s for task %d from slot %d, epoch %d%s",
+                        protocol.kind_name(kind),
+                        task_id,
+                        slot_index,
+                        epoch,
+                        "" if epoch == slot.epoch else f" (dropped: the slot is at {slot.epoch})",
+                    )
                 if epoch != slot.epoch:
                     continue  # a late reply from a worker that has since been replaced
                 if kind == protocol.READY:
@@ -330,6 +356,13 @@ class Engine:
                 if task_id is not None and slot.process is not None:
                     slot.timed_out_task = task_id
                     slot.retiring = True  # takes no more work
+                    if _trace.ENABLED:
+                        _trace.log.debug(
+                            "killing worker pid %d on slot %d: task %d is past its timeout",
+                            slot.process.pid,
+                            slot.index,
+                            task_id,
+                        )
                     slot.process.kill()
         ended = [slot for slot in self._slots if slot.process and slot.process.poll() is not None]
         if not ended:
@@ -361,6 +394,15 @@ class Engine:
             slot.timeouts += 1
         elif not slot.stopped and (process.exit_code != 0 or not slot.retiring):
             slot.crashes += 1
+        if _trace.ENABLED:
+            _trace.log.debug(
+                "worker pid %d on slot %d, epoch %d ended (%s) with %d units in flight",
+                process.pid,
+                slot.index,
+                slot.epoch,
+                _core.describe_exit(process.exit_code),
+                len(slot.inflight),
+            )
         lost = slot.clear()
         self._channel.reset_slot(slot.index)
         settlement = settle(lost, ending)
@@ -473,6 +515,13 @@ class Engine:
                 # Replies are dropped (nothing waits for them now); draining lets a worker that
                 # is stuck writing a reply reach its EXIT. A zygote worker's exit kicks the wait.
                 self._channel.pump(0.001, 0.0)
+            if _trace.ENABLED and process.exit_code is not None:
+                _trace.log.debug(
+                    "worker pid %d on slot %d exited at shutdown (%s)",
+                    process.pid,
+                    slot.index,
+                    _core.describe_exit(process.exit_code),
+                )
 
     def worker_processes(self) -> list[WorkerProcess]:
         """The live workers' process handles."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gilfree import _core
+from gilfree import _core, _trace
 from gilfree._engine.units import Call, Chunk, function_name
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
 
@@ -65,7 +65,22 @@ def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
             settlement.resend.append(unit)
         else:
             settlement.failed.append((unit, crash_error(unit, ending)))
+    if _trace.ENABLED:
+        for unit in settlement.resend:
+            _trace.log.debug("settled %s of pid %d: sent again", _unit_text(unit), ending.pid)
+        for unit, error in settlement.failed:
+            _trace.log.debug(
+                "settled %s of pid %d: failed with %r", _unit_text(unit), ending.pid, error
+            )
     return settlement
+
+
+def _unit_text(unit: Unit) -> str:
+    """``a call of fib`` or ``a chunk of 12 fib calls``, for traces."""
+    name = function_name(unit.fn)
+    if isinstance(unit, Chunk):
+        return f"a chunk of {unit.count} {name} calls"
+    return f"a call of {name}"
 
 
 def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:

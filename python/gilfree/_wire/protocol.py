@@ -50,6 +50,29 @@ SHARED_FLAG = 0x100
 #: The function id of a function sent with the one call that uses it, then forgotten.
 ONE_OFF = 0
 
+KIND_NAMES = {
+    SETUP: "SETUP",
+    DEFINE: "DEFINE",
+    CALL: "CALL",
+    CHUNK: "CHUNK",
+    EXIT: "EXIT",
+    RELEASE: "RELEASE",
+    READY: "READY",
+    INIT_FAILED: "INIT_FAILED",
+    RESULT: "RESULT",
+    ERROR: "ERROR",
+    CHUNK_RESULT: "CHUNK_RESULT",
+    RETIRE: "RETIRE",
+    DECLINED: "DECLINED",
+}
+
+
+def kind_name(kind: int) -> str:
+    """``RESULT``, ``CHUNK_RESULT+SHARED``: a message kind for people (debug traces)."""
+    name = KIND_NAMES.get(kind & ~SHARED_FLAG, str(kind & ~SHARED_FLAG))
+    return name + "+SHARED" if kind & SHARED_FLAG else name
+
+
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
