@@ -66,6 +66,16 @@ class Multiplier:
 # --- gates: blocking without sleeping blindly ----------------------------------
 
 
+def wait_for(condition, timeout):
+    """Polls ``condition()`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def wait_for_file(path, timeout=GATE_TIMEOUT):
     """Poll until ``path`` exists; return True if it did before ``timeout``."""
     deadline = time.monotonic() + timeout

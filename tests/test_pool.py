@@ -592,15 +592,16 @@ def test_every_worker_starts_with_the_pool_and_runs_its_initializer(new_pool, tm
 
 
 def test_a_worker_that_exits_is_replaced_without_waiting_for_work(new_pool):
+    # As multiprocessing's pool: the worker that did its one task exits, and another starts
+    # in its place while no work is waiting.
     the_pool = new_pool(2, maxtasksperchild=1)
-    the_pool.apply(helpers.get_pid)
-    deadline = time.monotonic() + RESULT_TIMEOUT
-    while time.monotonic() < deadline:
-        live = [process for process in the_pool._pool if process.is_alive()]
-        if len(live) == 2 and all(process.pid for process in live):
-            break
-        time.sleep(0.01)
-    assert len([process for process in the_pool._pool if process.is_alive()]) == 2
+    retired = the_pool.apply(helpers.get_pid)
+
+    def replaced():
+        live = {process.pid for process in the_pool._pool if process.is_alive()}
+        return len(live) == 2 and 0 not in live and retired not in live
+
+    assert helpers.wait_for(replaced, RESULT_TIMEOUT), [p.pid for p in the_pool._pool]
 
 
 def test_an_argument_that_cannot_be_sent_raises_pickles_own_error(pool):

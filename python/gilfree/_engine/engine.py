@@ -22,11 +22,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gilfree import _core, _trace
+from gilfree._engine.backlog import Backlog
 from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.recovery import Ending, settle
 from gilfree._engine.slots import Slot, WorkerStats
@@ -56,7 +56,6 @@ class Engine:
         eager: bool = False,
     ) -> None:
         self._channel = _core.ParentChannel(worker_count, RING_CAPACITY)
-        self._slots = [Slot(index) for index in range(worker_count)]
         self._launcher = launcher
         launcher.on_exit = self.on_worker_exit
         launcher.prepare()
@@ -67,16 +66,14 @@ class Engine:
         self._eager = eager
         self.functions = FunctionRegistry(launcher.main_names)
         self._task_ids = itertools.count(1)
-        self._pending: deque[Call | MapJob] = deque()
-        #: Units to send again (their worker died before running them, or retries): first.
-        self._resend: deque[Call | Chunk] = deque()
-        #: Map jobs waiting for their reader to catch up (see ``MapJob.window``).
-        self._parked: list[MapJob] = []
-        self._outstanding = 0
+        #: Where every unit of work is: pending, to resend, parked or in flight.
+        self._backlog = Backlog(worker_count)
+        self._slots = [Slot(index, self._backlog.inflight(index)) for index in range(worker_count)]
         self._broken: str | None = None
         self._lock = threading.RLock()
         self.pump_role = PumpRole(self.pump_once, self._channel.kick, self.interrupt)
         self._last_check = 0.0
+        self._exits_unchecked = False
         self.lifecycle = Lifecycle(self)
 
     # -- submitting -------------------------------------------------------------------------
@@ -90,8 +87,7 @@ class Engine:
             self._check_usable()
             if self._launcher.method == "fork":
                 self._start_all()
-            self._pending.append(work)
-            self._outstanding += 1
+            self._backlog.submit(work)
             self._dispatch()
         self.lifecycle.note_submit()
 
@@ -129,77 +125,60 @@ class Engine:
         self.lifecycle.check_open()
 
     def outstanding(self) -> int:
-        """Units of work pending or in flight."""
-        return self._outstanding
+        """Units of work pending, to resend or in flight."""
+        return self._backlog.outstanding()
 
     def resume(self, job: MapJob) -> None:
         """Called by a map job's reader after it took results: a parked job may go on."""
         with self._lock:
-            if job in self._parked and not job.blocked():
-                self._parked.remove(job)
-                self._pending.append(job)
-                self._outstanding += 1
+            if self._backlog.resume(job):
                 self._dispatch()
 
     def unpark_all(self) -> None:
         """Lets every parked job run to its end without waiting for its reader (shutdown)."""
         with self._lock:
-            for job in self._parked:
-                job.window = None
-                self._pending.append(job)
-                self._outstanding += 1
-            self._parked.clear()
+            self._backlog.unpark_all()
             self._dispatch()
 
     def cancel_pending(self) -> None:
         """Cancels every call not yet handed to a worker and stops every map job."""
         with self._lock:
-            for job in self._parked:
-                job.stop(concurrent_cancelled())
-            self._parked.clear()
-            while self._pending:
-                work = self._pending.popleft()
-                self._outstanding -= 1
-                if isinstance(work, Call):
-                    work.future.cancel()
-                else:
-                    work.stop(concurrent_cancelled())
+            self._backlog.cancel_pending(concurrent_cancelled)
 
     # -- dispatching (under _lock) ----------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while (self._resend or self._pending) and self._broken is None:
+        # A unit is recorded in flight (in _send) before it leaves pending or the resend queue:
+        # see Backlog on why the order matters.
+        backlog = self._backlog
+        while backlog.has_work() and self._broken is None:
             slot = self._free_slot()
             if slot is None:
                 return
-            if self._resend:
-                self._send(slot, self._resend.popleft())
-                continue
-            work = self._pending[0]
-            if isinstance(work, Call):
-                self._pending.popleft()
-                if not work.future.set_running_or_notify_cancel():
-                    self._outstanding -= 1
-                    continue
+            work = backlog.next_to_send()
+            if backlog.has_resend():
+                assert not isinstance(work, MapJob)
                 self._send(slot, work)
-            elif work.blocked():
-                self._pending.popleft()
-                self._outstanding -= 1
-                self._parked.append(work)
+                backlog.take_resend()
+            elif isinstance(work, Call):
+                if work.future.set_running_or_notify_cancel():
+                    self._send(slot, work)
+                backlog.drop_pending()
+            elif isinstance(work, MapJob) and work.blocked():
+                backlog.park()
             else:
+                assert isinstance(work, MapJob)
                 chunk = work.cut(slot.quota)
-                if work.exhausted():
-                    self._pending.popleft()
-                    self._outstanding -= 1
                 try:
                     chunk.encode()
                 except Exception as error:  # noqa: BLE001 - an item that cannot be sent
                     explained = explain(chunk.named_items(), error)
                     chunk.fail(explained)
                     work.stop(explained)
-                    continue
-                self._outstanding += 1
-                self._send(slot, chunk)
+                else:
+                    self._send(slot, chunk)
+                if work.exhausted():
+                    backlog.drop_pending()
 
     def _free_slot(self) -> Slot | None:
         best: Slot | None = None
@@ -252,7 +231,8 @@ class Engine:
                 slot.index, protocol.DEFINE, slot.epoch, forget, function_id, encoded
             )
         task_id = next(self._task_ids)
-        slot.sent(task_id, work, time.monotonic())
+        slot.sent(time.monotonic())
+        self._backlog.sent(slot.index, task_id, work)
         self._channel.send(slot.index, work.kind, slot.epoch, task_id, function_id, work.payload)
         if _trace.ENABLED:
             _trace.log.debug(
@@ -306,9 +286,7 @@ class Engine:
                 elif kind == protocol.RETIRE:
                     self._retire(slot)
                 elif kind == protocol.DECLINED:
-                    declined = slot.inflight.pop(task_id, None)
-                    if declined is not None:
-                        self._resend.append(declined)
+                    self._backlog.declined(slot.index, task_id)
                     continue
                 elif kind == protocol.INIT_FAILED:
                     self._break(
@@ -318,7 +296,7 @@ class Engine:
                         rebuild_exception(payload),
                     )
                     continue
-                work = slot.inflight.pop(task_id, None)
+                work = self._backlog.replied(slot.index, task_id)
                 if work is None:
                     continue
                 if kind & protocol.SHARED_FLAG:
@@ -328,7 +306,6 @@ class Engine:
                 slot.record_reply(busy, work.item_count(), now)
                 if isinstance(work, Chunk):
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
-                self._outstanding -= 1
                 finished.append((work, kind, payload))
             self._dispatch()
         for work, kind, payload in finished:
@@ -349,6 +326,7 @@ class Engine:
     def check_workers(self) -> None:
         """Notices ended workers (settling the work they had, freeing their slots) and kills
         workers whose running task is past its timeout."""
+        self._exits_unchecked = False
         now = time.monotonic()
         with self._lock:
             for slot in self._slots:
@@ -403,11 +381,11 @@ class Engine:
                 _core.describe_exit(process.exit_code),
                 len(slot.inflight),
             )
-        lost = slot.clear()
+        lost = self._backlog.lose(slot.index)
+        slot.clear()
         self._channel.reset_slot(slot.index)
         settlement = settle(lost, ending)
-        self._resend.extendleft(reversed(settlement.resend))
-        self._outstanding -= len(settlement.failed)
+        self._backlog.resend(settlement.resend)
         for work, error in settlement.failed:
             work.fail(error)
 
@@ -423,9 +401,16 @@ class Engine:
             return [slot.stats() for slot in self._slots]
 
     def on_worker_exit(self) -> None:
-        """Called (from any thread) when a worker is known to have ended."""
+        """Called (from any thread) when a worker is known to have ended: the pumper, or the
+        collector if nobody pumps, checks the workers even with no work outstanding (a pool
+        replaces the worker at once, as multiprocessing's does)."""
+        self._exits_unchecked = True
         self._channel.kick()
         self.lifecycle.wake()
+
+    def exits_unchecked(self) -> bool:
+        """Whether a worker ended since the workers were last checked."""
+        return self._exits_unchecked
 
     def break_pool(self, reason: str, cause: BaseException) -> None:
         """Marks the pool unusable from outside the engine (see ``_break``)."""
@@ -438,24 +423,7 @@ class Engine:
         self._broken = reason
         error = BrokenProcessPool(reason)
         error.__cause__ = cause
-        for slot in self._slots:
-            for work in slot.inflight.values():
-                work.fail(error)
-            self._outstanding -= len(slot.inflight)
-            slot.inflight.clear()
-        while self._resend:
-            self._outstanding -= 1
-            self._resend.popleft().fail(error)
-        for job in self._parked:
-            job.stop(error)
-        self._parked.clear()
-        while self._pending:
-            work = self._pending.popleft()
-            self._outstanding -= 1
-            if isinstance(work, Call):
-                work.fail(error)
-            else:
-                work.stop(error)
+        self._backlog.fail_everything(error)
 
     def interrupt(self) -> None:
         """Ctrl-C in a waiting caller: cancels what has not started, kills the workers and fails
@@ -480,20 +448,14 @@ class Engine:
         with self._lock:
             if final:
                 self._make_setup = None
-            while self._resend:
-                self._outstanding -= 1
-                self._resend.popleft().fail(error)
+            self._backlog.fail_resend(error)
             for slot in self._slots:
                 if slot.process is None:
                     continue
                 slot.process.kill()
                 slot.retiring = True  # takes no more work
                 slot.stopped = True
-                lost = list(slot.inflight.values())
-                slot.inflight.clear()
-                self._outstanding -= len(lost)
-                for work in lost:
-                    work.fail(error)
+                self._backlog.fail_inflight(slot.index, error)
 
     def stop_workers(self, timeout: float) -> None:
         """Tells every worker to exit and waits for them (killing stragglers after timeout)."""

@@ -1,8 +1,11 @@
 """An engine's lifecycle: the collector thread, shutdown, and clean-up at exit or collection.
 
-The collector thread sleeps while nothing is outstanding. When work is outstanding and no caller
-is pumping, it pumps (so futures complete, callbacks run, ``wait``/``as_completed`` return even if
-nobody calls ``result()``). It polls every few milliseconds while a caller holds the role.
+The collector thread sleeps while nothing is outstanding and no worker has ended unnoticed. When
+work is outstanding and no caller is pumping, it pumps (so futures complete, callbacks run,
+``wait``/``as_completed`` return even if nobody calls ``result()``); when a worker ended, it
+checks the workers (a pool replaces one at once). It polls every few milliseconds while a caller
+holds the role. Shutdown's last pumping (``stop_workers``) holds the role too, so the collector
+never pumps beside it.
 
 Shutdown: ``wait=True`` drains the work in the calling thread, then stops the workers;
 ``wait=False`` leaves both to the collector. At interpreter exit every live engine is shut down
@@ -83,7 +86,8 @@ class Lifecycle:
             with self._wake:
                 if self._state == _CLOSED:
                     return
-                if engine.outstanding() == 0:
+                idle = engine.outstanding() == 0
+                if idle and (self._state != _OPEN or not engine.exits_unchecked()):
                     if self._state == _CLOSING:
                         break
                     self._idle = True
@@ -92,8 +96,13 @@ class Lifecycle:
             role = engine.pump_role
             if role.try_take_for_collector():
                 try:
-                    while engine.outstanding() > 0 and not role.callers_waiting:
-                        engine.pump_once(SLICE_SECONDS)
+                    while not role.callers_waiting:
+                        if engine.outstanding() > 0:
+                            engine.pump_once(SLICE_SECONDS)
+                        elif engine.exits_unchecked() and self._state == _OPEN:
+                            engine.pump_once(0.0)  # checks the workers: no reply to wait for
+                        else:
+                            break
                 finally:
                     role.release()
             else:
@@ -140,7 +149,8 @@ class Lifecycle:
         with self._finalize_lock:
             if self._state == _CLOSED:
                 return
-            self._engine.stop_workers(WORKER_EXIT_TIMEOUT)
+            with self._engine.pump_role.held():  # stop_workers drains the rings itself
+                self._engine.stop_workers(WORKER_EXIT_TIMEOUT)
             with self._wake:
                 self._state = _CLOSED
                 self._wake.notify_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,15 +43,18 @@ class WorkerStats:
 
 class Slot:
     """A slot's state. ``epoch`` counts the workers that served it; replies of older epochs are
-    dropped. Guarded by the engine's lock."""
+    dropped. Guarded by the engine's lock.
 
-    def __init__(self, index: int) -> None:
+    ``inflight`` is the slot's units in flight, by task id, oldest first: the engine's
+    ``Backlog`` owns it and makes every change; the slot only reads it."""
+
+    def __init__(self, index: int, inflight: Mapping[int, Any]) -> None:
         self.index = index
         self.epoch = 0
         self.process: WorkerProcess | None = None
         self.ready = False
         self.retiring = False
-        self.inflight: dict[int, Any] = {}
+        self.inflight = inflight
         self.functions: OrderedDict[int, None] = OrderedDict()
         self.quota: int | None = None
         self.busy_seconds: float | None = None
@@ -101,11 +105,11 @@ class Slot:
         self.last_reply = now
         self.running_since = now
 
-    def sent(self, task_id: int, unit: Any, now: float) -> None:
-        """Notes a unit handed to the worker (it starts now if nothing else is in flight)."""
+    def sent(self, now: float) -> None:
+        """Notes a unit about to be handed to the worker: it starts now if nothing else is in
+        flight."""
         if not self.inflight:
             self.running_since = now
-        self.inflight[task_id] = unit
 
     def expired(self, now: float) -> int | None:
         """The task id of the running unit if it has run past its timeout, else None."""
@@ -131,11 +135,8 @@ class Slot:
             busy_seconds=self.busy_total,
         )
 
-    def clear(self) -> list[tuple[int, Any]]:
-        """Forgets the ended worker; returns the ``(task id, unit)`` it had in flight, oldest
-        first."""
-        lost = list(self.inflight.items())
-        self.inflight.clear()
+    def clear(self) -> None:
+        """Forgets the ended worker (what it had in flight has left the backlog already)."""
         self.functions.clear()
         self.process = None
         self.ready = False
@@ -145,4 +146,3 @@ class Slot:
         self.timed_out_task = None
         self.stopped = False
         self.epoch += 1
-        return lost

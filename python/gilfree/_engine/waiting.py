@@ -10,9 +10,10 @@ Every wait is cut into slices of at most SLICE_SECONDS, so Ctrl-C is noticed pro
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: Longest single wait; waiters re-check their deadline, dead workers and signals this often.
 SLICE_SECONDS = 0.05
@@ -90,6 +91,29 @@ class PumpRole:
             self._holder = threading.get_ident()
             self._collector_holds = True
             return True
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Holds the role for a block, however long its holder keeps it: for the last pumping
+        at shutdown, which must not run beside the collector's (one pumper at a time)."""
+        me = threading.get_ident()
+        if self._holder == me:
+            yield
+            return
+        with self.progress:
+            self.callers_waiting += 1  # the collector gives the role up and takes it no more
+            try:
+                while self._holder is not None:
+                    if self._collector_holds:
+                        self._kick()
+                    self.progress.wait(SLICE_SECONDS)
+            finally:
+                self.callers_waiting -= 1
+            self._holder = me
+        try:
+            yield
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Gives the role up and wakes the callers waiting for it."""
