@@ -22,6 +22,7 @@ from gilfree._engine import mapping as _mapping
 from gilfree._engine.chunking import ChunkSizer
 from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
+from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.slots import WorkerStats
 from gilfree._engine.units import NO_LIMITS, Call, Limits, MapJob
 from gilfree._wire import main as _main
@@ -210,7 +211,9 @@ class ProcessPoolExecutor(_StdExecutor):
             max_tasks_per_child,
             eager,
         )
-        self._finalizer = weakref.finalize(self, self._engine.lifecycle.shutdown, False, False)
+        #: The collector thread and shutdown.
+        self._lifecycle = Lifecycle(self._engine)
+        self._finalizer = weakref.finalize(self, self._lifecycle.shutdown, False, False)
 
     @property
     def _broken(self) -> str | bool:
@@ -264,11 +267,11 @@ class ProcessPoolExecutor(_StdExecutor):
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
     ) -> Future:
-        future = Future(self._engine)
+        future = Future(self._engine.pump_role)
         try:
             function = self._engine.functions.lookup(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
-            self._engine.lifecycle.check_open()
+            self._engine.check_open()
             future.set_exception(explain({"fn": fn}, error))
             self._engine.note_unsent_submit()
             return future
@@ -276,7 +279,7 @@ class ProcessPoolExecutor(_StdExecutor):
         try:
             payload = protocol.dumps((args, kwargs), shared)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
-            self._engine.lifecycle.check_open()
+            self._engine.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
             return future
@@ -312,7 +315,7 @@ class ProcessPoolExecutor(_StdExecutor):
         sizer = ChunkSizer(chunksize, self._max_workers)
         job = MapJob(fn, function, items, star, sizer, limits=self._limits)
         self._engine.submit(job)
-        return _mapping.results(self._engine, job, deadline)
+        return _mapping.results(self._engine.pump_role, job, deadline)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool | None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
@@ -322,7 +325,7 @@ class ProcessPoolExecutor(_StdExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops accepting work; with ``wait``, returns once pending work is done and the
         workers have exited. ``cancel_futures`` cancels what has not started."""
-        self._engine.lifecycle.shutdown(wait, cancel_futures)
+        self._lifecycle.shutdown(wait, cancel_futures)
 
 
 Executor = ProcessPoolExecutor

@@ -267,7 +267,8 @@ class IMapIterator:
     def _wait(self, timeout: float | None) -> Chunk:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return _mapping.wait_for_chunk(self._engine, self._job, self._chunk_index, deadline)
+            role = self._engine.pump_role
+            return _mapping.wait_for_chunk(role, self._job, self._chunk_index, deadline)
         except TimeoutError:
             raise MultiprocessingTimeoutError from None
 
@@ -360,6 +361,7 @@ class Pool:
         )
         self._executor = executor
         self._engine: Engine = executor._engine  # noqa: SLF001
+        self._lifecycle = executor._lifecycle  # noqa: SLF001
         self._engine.fill()
 
     def __repr__(self) -> str:
@@ -509,18 +511,18 @@ class Pool:
         """Accepts no more work; the workers exit once the outstanding work is done."""
         if self._state == RUN:
             self._state = CLOSE
-            self._engine.lifecycle.shutdown(wait=False, cancel_futures=False)
+            self._lifecycle.shutdown(wait=False, cancel_futures=False)
 
     def terminate(self) -> None:
         """Stops the workers now: outstanding results fail with ``CancelledError``."""
         self._state = TERMINATE
-        self._engine.lifecycle.terminate(CancelledError("the pool was terminated"))
+        self._lifecycle.terminate(CancelledError("the pool was terminated"))
 
     def join(self) -> None:
         """Waits for the workers to exit; call ``close()`` or ``terminate()`` first."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
-        self._engine.lifecycle.shutdown(wait=True, cancel_futures=False)
+        self._lifecycle.shutdown(wait=True, cancel_futures=False)
 
     def __enter__(self) -> Pool:
         self._check_running()

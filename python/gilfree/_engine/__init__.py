@@ -1,7 +1,7 @@
 """The engine: everything between the public API and the workers.
 
-Scheduling work onto worker slots (`engine`), the units of work and map jobs (`units`), their
-sizes (`chunking`), futures (`future`) and map iterators (`mapping`), what happens when a worker
+Scheduling work onto worker slots (`engine`), where each unit of work is (`backlog`), the units
+of work and map jobs (`units`), their sizes (`chunking`), futures (`future`) and map iterators (`mapping`), what happens when a worker
 dies or a task times out (`recovery`), the waiting role that pumps replies in the caller's own
 thread (`waiting`), and the collector thread and shutdown (`lifecycle`).
 

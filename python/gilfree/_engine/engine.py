@@ -27,7 +27,6 @@ from typing import Any
 
 from gilfree import _core, _trace
 from gilfree._engine.backlog import Backlog
-from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.recovery import Ending, settle
 from gilfree._engine.slots import Slot, WorkerStats
 from gilfree._engine.units import Call, Chunk, MapJob, rebuild_exception
@@ -74,7 +73,11 @@ class Engine:
         self.pump_role = PumpRole(self.pump_once, self._channel.kick, self.interrupt)
         self._last_check = 0.0
         self._exits_unchecked = False
-        self.lifecycle = Lifecycle(self)
+        #: Whether submits are refused (shutdown began).
+        self._closed = False
+        #: Called after work was queued, outside the lock: the collector's ``note_submit``
+        #: (``Lifecycle`` installs it; the engine knows nothing of the collector).
+        self.on_work: Callable[[], None] = _nothing
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -89,7 +92,7 @@ class Engine:
                 self._start_all()
             self._backlog.submit(work)
             self._dispatch()
-        self.lifecycle.note_submit()
+        self.on_work()
 
     def note_unsent_submit(self) -> None:
         """A submit whose task could not be encoded (its future has failed). The stdlib starts
@@ -122,7 +125,16 @@ class Engine:
     def _check_usable(self) -> None:
         if self._broken is not None:
             raise BrokenProcessPool(self._broken)
-        self.lifecycle.check_open()
+        self.check_open()
+
+    def check_open(self) -> None:
+        """Raises RuntimeError (as concurrent.futures does) once shutdown has begun."""
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def close(self) -> None:
+        """Refuses every submit from now on (shutdown began)."""
+        self._closed = True
 
     def outstanding(self) -> int:
         """Units of work pending, to resend or in flight."""
@@ -406,7 +418,7 @@ class Engine:
         replaces the worker at once, as multiprocessing's does)."""
         self._exits_unchecked = True
         self._channel.kick()
-        self.lifecycle.wake()
+        self.pump_role.wake_collector()
 
     def exits_unchecked(self) -> bool:
         """Whether a worker ended since the workers were last checked."""
@@ -433,10 +445,6 @@ class Engine:
 
         self.cancel_pending()
         self.kill_workers(CancelledError("interrupted by KeyboardInterrupt"), final=False)
-
-    def wake_collector(self) -> None:
-        """Asks the collector thread to take over pumping if nobody else pumps."""
-        self.lifecycle.wake()
 
     # -- shutting down ----------------------------------------------------------------------
 
@@ -494,6 +502,10 @@ class Engine:
     def broken(self) -> str | None:
         """Why the pool is broken (its initializer failed, a worker could not start), or None."""
         return self._broken
+
+
+def _nothing() -> None:
+    """The default of a hook nobody installed."""
 
 
 def concurrent_cancelled() -> BaseException:

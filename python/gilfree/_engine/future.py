@@ -13,45 +13,46 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree._engine.engine import Engine
+    from gilfree._engine.waiting import PumpRole
 
 
 class _WakingList(list):  # type: ignore[type-arg]
     """``Future._waiters``: installing a waiter (``wait``/``as_completed``) wakes the collector."""
 
-    __slots__ = ("_engine",)
+    __slots__ = ("_role",)
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, role: PumpRole) -> None:
         super().__init__()
-        self._engine = engine
+        self._role = role
 
     def append(self, waiter: Any) -> None:
         super().append(waiter)
-        self._engine.wake_collector()
+        self._role.wake_collector()
 
 
 class Future(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` bound to a gilfree executor."""
+    """A ``concurrent.futures.Future`` bound to a gilfree executor: through the waiting role of its
+    engine, not the engine itself."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, role: PumpRole) -> None:
         super().__init__()
-        self._engine = engine
-        self._waiters = _WakingList(engine)
+        self._role = role
+        self._waiters = _WakingList(role)
 
     def result(self, timeout: float | None = None) -> Any:
         """As ``concurrent.futures.Future.result``."""
         if not self.done():
-            self._engine.pump_role.wait_until(self.done, timeout)
+            self._role.wait_until(self.done, timeout)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures.Future.exception``."""
         if not self.done():
-            self._engine.pump_role.wait_until(self.done, timeout)
+            self._role.wait_until(self.done, timeout)
         return super().exception(timeout=0)
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
         """As ``concurrent.futures.Future.add_done_callback``."""
         super().add_done_callback(fn)
         if not self.done():
-            self._engine.wake_collector()
+            self._role.wake_collector()

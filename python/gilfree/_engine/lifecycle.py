@@ -45,11 +45,9 @@ class Lifecycle:
         self._thread: threading.Thread | None = None
         self._finalize_lock = threading.Lock()
         _live.add(self)
-
-    def check_open(self) -> None:
-        """Raises RuntimeError (as concurrent.futures does) once shutdown has begun."""
-        if self._state != _OPEN:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        # The engine calls the collector through these two hooks and knows nothing else of it.
+        engine.on_work = self.note_submit
+        engine.pump_role.wake_collector = self.wake
 
     def note_submit(self) -> None:
         """Called after work was queued: makes sure the collector exists and is awake. If it
@@ -115,6 +113,7 @@ class Lifecycle:
         with self._wake:
             if self._state == _OPEN:
                 self._state = _CLOSING
+        self._engine.close()
         if cancel_futures:
             self._engine.cancel_pending()
         else:
@@ -137,6 +136,7 @@ class Lifecycle:
         with self._wake:
             if self._state == _OPEN:
                 self._state = _CLOSING
+        self._engine.close()
         self._engine.cancel_pending()
         self._engine.kill_workers(error, final=True)
         self._finalize()

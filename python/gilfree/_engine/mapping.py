@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gilfree._engine.engine import Engine
     from gilfree._engine.units import Chunk, MapJob
+    from gilfree._engine.waiting import PumpRole
 
 
 def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
@@ -22,7 +22,7 @@ def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
     return list(iterable)
 
 
-def results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any]:
+def results(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Any]:
     """The results of ``job`` in input order.
 
     Each chunk's list is drained by ``list.pop`` from a C-level iterator, so a result is
@@ -30,14 +30,14 @@ def results(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Any
     The drain counts the items: a result is never compared with anything (``iter(pop,
     sentinel)`` would call ``result == sentinel``, which raises for a numpy array).
     """
-    return itertools.chain.from_iterable(_chunks(engine, job, deadline))
+    return itertools.chain.from_iterable(_chunks(role, job, deadline))
 
 
-def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Iterator[Any]]:
+def _chunks(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Iterator[Any]]:
     index = 0
     try:
         while index != job.chunk_count():
-            chunk = wait_for_chunk(engine, job, index, deadline)
+            chunk = wait_for_chunk(role, job, index, deadline)
             items, chunk.results = chunk.results, []
             failure = chunk.first_failure()
             if failure is not None:
@@ -51,7 +51,7 @@ def _chunks(engine: Engine, job: MapJob, deadline: float | None) -> Iterator[Ite
         job.stop(Abandoned())
 
 
-def wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | None) -> Chunk:
+def wait_for_chunk(role: PumpRole, job: MapJob, index: int, deadline: float | None) -> Chunk:
     def ready() -> bool:
         if job.failure is not None and index >= len(job.chunks):
             return True
@@ -59,7 +59,7 @@ def wait_for_chunk(engine: Engine, job: MapJob, index: int, deadline: float | No
         return chunk is not None and chunk.done
 
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not engine.pump_role.wait_until(ready, timeout):
+    if not role.wait_until(ready, timeout):
         raise TimeoutError()
     chunk = job.ordered(index)  # raises the job's failure where it left a gap
     assert chunk is not None

@@ -36,6 +36,9 @@ class PumpRole:
         self._holder: int | None = None
         self._collector_holds = False
         self.callers_waiting = 0
+        #: Asks the collector thread to pump if nobody else does (a done-callback was added,
+        #: or ``wait``/``as_completed`` began waiting): installed by ``Lifecycle``.
+        self.wake_collector: Callable[[], None] = _nothing
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Pumps, or waits for the pumper, until ``predicate()`` holds or ``timeout`` passes.
@@ -127,3 +130,7 @@ class PumpRole:
         if self.callers_waiting:
             with self.progress:
                 self.progress.notify_all()
+
+
+def _nothing() -> None:
+    """The default of ``wake_collector`` while no collector exists."""
