@@ -1,4 +1,5 @@
-"""Shared fixtures: which executor is under test, start methods, gates, leak checks.
+"""The fixtures, and the choice of the implementation under test (the helpers they use live in
+``support``).
 
 ``GILFREE_TEST_IMPL=stdlib`` runs the suite against
 ``concurrent.futures.ProcessPoolExecutor`` (the reference behaviour; the
@@ -16,28 +17,25 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-import helpers
+from support.limits import EXIT_DEADLINE
+from support.processes import (
+    Gate,
+    allowed_children,
+    child_pids,
+    describe_process,
+    shm_entries,
+    shutdown_within_deadline,
+)
 
 IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
 IS_STDLIB = IMPL == "stdlib"
 
 START_METHODS = ["zygote", "spawn", "fork"]
 _STDLIB_START_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}
-
-#: /dev/shm names owned by other tools (semaphores, multiprocessing, torch...).
-SHM_IGNORED_PREFIXES = ("sem.", "mp-", "pym-", "psm_")
-
-#: How long to wait for processes to disappear before calling them leaked.
-EXIT_DEADLINE = 10.0
 
 
 # --- implementation selection ------------------------------------------------------
@@ -92,43 +90,6 @@ def start_method(request):
     return request.param
 
 
-#: How long a fixture's teardown waits for ``shutdown`` before reporting a hang.
-SHUTDOWN_DEADLINE = 30.0
-
-
-def shutdown_within_deadline(executors, deadline=SHUTDOWN_DEADLINE):
-    """Shut executors down, failing (instead of hanging the session) if one hangs.
-
-    pytest-timeout does not fire a second time in a teardown, so a hung
-    ``shutdown`` would otherwise stop the whole run.
-    """
-
-    def shut_all():
-        for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    thread = threading.Thread(target=shut_all, name="test-shutdown", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"executor shutdown did not return within {deadline} s")
-
-
-def terminate_within_deadline(pools, deadline=30.0):
-    """Terminate and join ``pools``, failing (not hanging the session) if that hangs."""
-
-    def terminate_all():
-        for pool in pools:
-            pool.terminate()
-            pool.join()
-
-    thread = threading.Thread(target=terminate_all, name="test-pool-terminate", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"Pool.terminate/join did not return within {deadline} s")
-
-
 @pytest.fixture(scope="module")
 def shared_executor(start_method):
     """A two-worker executor shared by the tests of one module that need no fresh pool."""
@@ -157,32 +118,6 @@ def executor(make_executor, start_method):
     return make_executor(max_workers=2, start_method=start_method)
 
 
-class Gate:
-    """A file-based barrier between the test and blocking tasks in workers."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.path = str(directory / "gate-open")
-
-    def started_path(self):
-        """A fresh path a task touches when it starts running."""
-        return str(self.directory / f"started-{uuid.uuid4().hex}")
-
-    def wait_started(self, paths, timeout=30.0):
-        """Wait until every path in ``paths`` exists; fail the test otherwise."""
-        deadline = time.monotonic() + timeout
-        for path in paths:
-            remaining = max(0.0, deadline - time.monotonic())
-            assert helpers.wait_for_file(path, remaining), f"task never started: {path}"
-
-    def release(self):
-        Path(self.path).touch()
-
-    @property
-    def released(self):
-        return os.path.exists(self.path)
-
-
 @pytest.fixture
 def gate(tmp_path, make_executor):
     """A Gate opened at teardown, before the executors made by ``make_executor`` shut down."""
@@ -191,128 +126,6 @@ def gate(tmp_path, make_executor):
     the_gate = Gate(directory)
     yield the_gate
     the_gate.release()
-
-
-# --- scripts run in a child interpreter -------------------------------------------------
-
-
-def run_script(directory: Path, source: str, *args: str, environment=None):
-    """Run ``source`` as a ``__main__`` script, with ``environment`` added to the variables;
-    return (returncode, stdout, stderr).
-
-    Output goes to files, not pipes: a worker that outlives the script would
-    keep a pipe open and make ``subprocess.run`` wait for it.
-    """
-    script = directory / "script.py"
-    script.write_text(source)
-    stdout_path, stderr_path = directory / "stdout.txt", directory / "stderr.txt"
-    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        completed = subprocess.run(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            timeout=45,
-            cwd=directory,
-            env={**os.environ, "GILFREE_TEST_IMPL": IMPL, **(environment or {})},
-        )
-    return completed.returncode, stdout_path.read_text(), stderr_path.read_text()
-
-
-# --- process and shared-memory leak checks --------------------------------------------
-
-
-def process_state(pid):
-    """The /proc state letter of ``pid`` ("R", "S", "Z"...) or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            stat = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def process_gone(pid, zombie_is_gone=False):
-    """True once ``pid`` no longer exists.
-
-    A zombie still counts as existing (someone failed to reap it) unless
-    ``zombie_is_gone``: for orphans whose reaping is the init process's job.
-    """
-    if os.path.exists("/proc"):
-        state = process_state(pid)
-        return state is None or (zombie_is_gone and state == "Z")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def wait_until_gone(pids, deadline=EXIT_DEADLINE, zombie_is_gone=False):
-    """Poll until every pid has disappeared; return those still present."""
-    end = time.monotonic() + deadline
-    remaining = set(pids)
-    while remaining:
-        remaining = {pid for pid in remaining if not process_gone(pid, zombie_is_gone)}
-        if not remaining or time.monotonic() > end:
-            break
-        time.sleep(0.02)
-    return remaining
-
-
-def child_pids(parent=None):
-    """Pids of the direct children of ``parent`` (default: this process), from /proc."""
-    parent = os.getpid() if parent is None else parent
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(entry))
-    return children
-
-
-def describe_process(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        cmdline = "?"
-    return f"pid {pid} state {process_state(pid)}: {cmdline or '<no cmdline>'}"
-
-
-def allowed_children():
-    """Long-lived helpers that may outlive every executor by design."""
-    allowed = set()
-    if not IS_STDLIB:
-        from gilfree._workers import zygote
-
-        allowed.update(zygote.pids())  # one zygote per distinct template
-    # The stdlib's own singletons (possibly started by tests or by gilfree).
-    from multiprocessing import forkserver, resource_tracker
-
-    for owner, attribute in (
-        (forkserver._forkserver, "_forkserver_pid"),
-        (resource_tracker._resource_tracker, "_pid"),
-    ):
-        pid = getattr(owner, attribute, None)
-        if pid:
-            allowed.add(pid)
-    return allowed
-
-
-def shm_entries():
-    """Names in /dev/shm that are not owned by other tools."""
-    try:
-        names = os.listdir("/dev/shm")
-    except FileNotFoundError:
-        return set()
-    return {name for name in names if not name.startswith(SHM_IGNORED_PREFIXES)}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,13 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.codec_tags import NDARRAY, PICKLE
+
 np = pytest.importorskip("numpy")
 hypothesis_numpy = pytest.importorskip("hypothesis.extra.numpy")
 
 pytestmark = pytest.mark.gilfree_only
-
-NDARRAY = 0x17
-PICKLE = 0x0F
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.codec_tags import PICKLE, REDUCED
+
 np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 hypothesis_numpy = pytest.importorskip("hypothesis.extra.numpy")
 
 pytestmark = pytest.mark.gilfree_only
 
-REDUCED = 0x18
-PICKLE = 0x0F
 NATIVE_FRAMES = pytest.importorskip("gilfree._wire.reducers")._frame_builder() is not None
 
 

@@ -11,10 +11,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-import helpers
 from conftest import IS_STDLIB, create_executor
-
-RESULT_TIMEOUT = 30
+from support import tasks
+from support.limits import RESULT_TIMEOUT
 
 
 def test_a_multiprocessing_queue_can_be_an_initializer_argument(start_method):
@@ -22,18 +21,18 @@ def test_a_multiprocessing_queue_can_be_an_initializer_argument(start_method):
     executor = create_executor(
         max_workers=1,
         start_method=start_method,
-        initializer=helpers.put_in_queue,
+        initializer=tasks.put_in_queue,
         initargs=(queue, "ready"),
     )
     with executor:
-        assert executor.submit(helpers.square, 4).result(timeout=RESULT_TIMEOUT) == 16
+        assert executor.submit(tasks.square, 4).result(timeout=RESULT_TIMEOUT) == 16
         assert queue.get(timeout=RESULT_TIMEOUT) == "ready"
     queue.close()
     queue.join_thread()
 
 
 def test_a_submitted_bound_method_does_not_keep_its_object_alive(shared_executor):
-    holder = helpers.Holder()
+    holder = tasks.Holder()
     alive = weakref.ref(holder)
     assert shared_executor.submit(holder.method).result(timeout=RESULT_TIMEOUT) == 42
     del holder
@@ -42,7 +41,7 @@ def test_a_submitted_bound_method_does_not_keep_its_object_alive(shared_executor
 
 
 def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
-    future = executor.submit(helpers.square, helpers.BreaksWhenUnpickled())
+    future = executor.submit(tasks.square, tasks.BreaksWhenUnpickled())
     with pytest.raises(BrokenProcessPool):
         future.result(timeout=RESULT_TIMEOUT)
 
@@ -50,10 +49,8 @@ def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
 @pytest.mark.gilfree_only
 def test_the_pool_keeps_working_after_arguments_fail_to_unpickle(executor):
     with pytest.raises(BrokenProcessPool):
-        executor.submit(helpers.square, helpers.BreaksWhenUnpickled()).result(
-            timeout=RESULT_TIMEOUT
-        )
-    assert executor.submit(helpers.square, 5).result(timeout=RESULT_TIMEOUT) == 25
+        executor.submit(tasks.square, tasks.BreaksWhenUnpickled()).result(timeout=RESULT_TIMEOUT)
+    assert executor.submit(tasks.square, 5).result(timeout=RESULT_TIMEOUT) == 25
 
 
 def test_max_tasks_per_child_is_refused_with_fork():
@@ -64,7 +61,7 @@ def test_max_tasks_per_child_is_refused_with_fork():
 
 
 def test_processes_lists_the_live_workers(executor):
-    pid = executor.submit(helpers.get_pid).result(timeout=RESULT_TIMEOUT)
+    pid = executor.submit(tasks.get_pid).result(timeout=RESULT_TIMEOUT)
     processes = executor._processes
     assert pid in processes
     assert processes[pid].is_alive()
@@ -78,7 +75,7 @@ def test_processes_lists_the_workers_a_submit_started_as_soon_as_it_returns(
     # forks every worker at the first submit, as the stdlib does).
     executor = make_executor(max_workers=4, start_method=start_method)
     paths = [gate.started_path() for _ in range(2)]
-    futures = [executor.submit(helpers.write_pid_and_block, path, gate.path) for path in paths]
+    futures = [executor.submit(tasks.write_pid_and_block, path, gate.path) for path in paths]
     processes = executor._processes
     assert len(processes) == (4 if start_method == "fork" else 2)
     assert all(process.is_alive() for process in processes.values())
@@ -91,12 +88,12 @@ def test_a_submit_that_cannot_be_sent_still_starts_a_worker(make_executor, start
     # idle, whether or not its task can be pickled; its future fails with pickle's error
     # (gilfree's SerializationError is a PicklingError naming where the lock sits).
     executor = make_executor(max_workers=3, start_method=start_method)
-    futures = [executor.submit(helpers.square, threading.Lock()) for _ in range(5)]
+    futures = [executor.submit(tasks.square, threading.Lock()) for _ in range(5)]
     for future in futures:
         with pytest.raises((TypeError, pickle.PicklingError), match="lock"):
             future.result(timeout=RESULT_TIMEOUT)
     assert len(executor._processes) == 3
-    assert executor.submit(helpers.square, 4).result(timeout=RESULT_TIMEOUT) == 16
+    assert executor.submit(tasks.square, 4).result(timeout=RESULT_TIMEOUT) == 16
 
 
 @pytest.mark.gilfree_only

@@ -9,13 +9,13 @@ import textwrap
 
 import pytest
 
-import helpers
 from conftest import create_executor
+from support import tasks
+from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
+from support.limits import MIB
 
 pytestmark = pytest.mark.gilfree_only
 numpy = pytest.importorskip("numpy")
-RESULT_TIMEOUT = 60
-MIB = 1 << 20
 
 
 def gilfree_mappings() -> int:
@@ -33,7 +33,7 @@ def resident_bytes() -> int:
 def test_bytes_like_values_keep_their_type_and_content(shared_executor, size):
     data = bytes(range(256)) * (size // 256 + 1)
     for value in (data, bytearray(data), memoryview(data)):
-        echoed = shared_executor.submit(helpers.echo, value).result(timeout=RESULT_TIMEOUT)[0][0]
+        echoed = shared_executor.submit(tasks.echo, value).result(timeout=RESULT_TIMEOUT)[0][0]
         assert type(echoed) is type(value)
         assert bytes(echoed) == data
 
@@ -41,7 +41,7 @@ def test_bytes_like_values_keep_their_type_and_content(shared_executor, size):
 @pytest.mark.parametrize("shape", [(7,), (1000, 300), (3 * MIB,)])
 def test_numpy_arrays_round_trip(shared_executor, shape):
     array = numpy.arange(numpy.prod(shape), dtype=numpy.float64).reshape(shape)
-    doubled = shared_executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+    doubled = shared_executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)
     assert doubled.dtype == array.dtype and doubled.shape == array.shape
     assert numpy.array_equal(doubled, array * 2)
 
@@ -52,7 +52,7 @@ def test_a_shared_array_is_written_in_place_by_the_workers(shared_executor):
     array = gilfree.shared_ndarray(1_000_000, dtype=numpy.int64)
     quarters = [(index * 250_000, (index + 1) * 250_000) for index in range(4)]
     futures = [
-        shared_executor.submit(helpers.fill_range, array, start, stop, start // 250_000 + 1)
+        shared_executor.submit(tasks.fill_range, array, start, stop, start // 250_000 + 1)
         for start, stop in quarters
     ]
     assert [future.result(timeout=RESULT_TIMEOUT) for future in futures] == [250_000] * 4
@@ -63,7 +63,7 @@ def test_a_slice_of_a_shared_array_is_shared_too(shared_executor):
     import gilfree
 
     array = gilfree.shared_ndarray((4, 1000), dtype=numpy.float32)
-    shared_executor.submit(helpers.fill_range, array[2], 10, 20, 5.0).result(timeout=RESULT_TIMEOUT)
+    shared_executor.submit(tasks.fill_range, array[2], 10, 20, 5.0).result(timeout=RESULT_TIMEOUT)
     assert array[2, 10:20].tolist() == [5.0] * 10
     assert array.sum() == 50.0
 
@@ -82,11 +82,11 @@ def test_a_thousand_round_trips_of_10_mib_do_not_grow_the_parent():
     array = numpy.ones(10 * MIB // 8)
     with create_executor(max_workers=2) as executor:
         for _ in range(50):
-            executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+            executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)
         before = resident_bytes()
         for round_index in range(2):
             for _ in range(500):
-                result = executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)
+                result = executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)
                 del result
             if round_index == 0:
                 mappings = gilfree_mappings()
@@ -103,14 +103,14 @@ def test_a_worker_killed_while_mapping_buffers_does_not_pin_them():
     array = numpy.ones(20 * MIB // 8)
     with create_executor(max_workers=1) as executor:
         with pytest.raises(WorkerCrashedError):
-            executor.submit(helpers.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+            executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
         baseline = gilfree_mappings()
         for _ in range(5):
             with pytest.raises(WorkerCrashedError):
-                executor.submit(helpers.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
         # The dead workers' mappings no longer count: the same buffer keeps being reused.
         assert gilfree_mappings() <= baseline
-        assert executor.submit(helpers.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
+        assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
 
 
 def test_everything_works_without_numpy(tmp_path):

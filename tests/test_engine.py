@@ -7,15 +7,15 @@ import signal
 
 import pytest
 
-import helpers
 from conftest import create_executor
+from support import tasks
+from support.limits import RESULT_TIMEOUT
 
 pytestmark = pytest.mark.gilfree_only
-RESULT_TIMEOUT = 30
 
 
 def test_a_function_reaches_each_worker_once(start_method):
-    probe = helpers.CountedCallable()
+    probe = tasks.CountedCallable()
     with create_executor(max_workers=1, start_method=start_method) as executor:
         counts = [executor.submit(probe).result(timeout=RESULT_TIMEOUT) for _ in range(20)]
         counts += list(executor.map(probe, range(50)))
@@ -26,30 +26,30 @@ def test_a_killed_worker_fails_only_its_task_and_says_how_it_died(start_method):
     from gilfree import WorkerCrashedError
 
     with create_executor(max_workers=2, start_method=start_method) as executor:
-        doomed = executor.submit(helpers.kill_self, signal.SIGKILL)
+        doomed = executor.submit(tasks.kill_self, signal.SIGKILL)
         with pytest.raises(WorkerCrashedError) as caught:
             doomed.result(timeout=RESULT_TIMEOUT)
         message = str(caught.value)
         assert "SIGKILL" in message
-        assert "helpers.kill_self" in message
+        assert "tasks.kill_self" in message
         assert "pid" in message
         assert [
-            executor.submit(helpers.square, n).result(timeout=RESULT_TIMEOUT) for n in range(4)
+            executor.submit(tasks.square, n).result(timeout=RESULT_TIMEOUT) for n in range(4)
         ] == [0, 1, 4, 9]
 
 
 @pytest.mark.parametrize("size", [0, 1, 4 << 20, 9 << 20])
 def test_arguments_and_results_larger_than_a_ring_arrive_whole(shared_executor, size):
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    assert shared_executor.submit(helpers.byte_len, data).result(timeout=RESULT_TIMEOUT) == size
-    echoed = shared_executor.submit(helpers.make_bytes, size).result(timeout=RESULT_TIMEOUT)
+    assert shared_executor.submit(tasks.byte_len, data).result(timeout=RESULT_TIMEOUT) == size
+    echoed = shared_executor.submit(tasks.make_bytes, size).result(timeout=RESULT_TIMEOUT)
     assert echoed == b"\xab" * size
 
 
 def test_map_over_a_range_and_a_generator_give_the_same_results(shared_executor):
     numbers = range(-3000, 3000)
-    from_range = list(shared_executor.map(helpers.square, numbers))
-    from_generator = list(shared_executor.map(helpers.square, (n for n in numbers)))
+    from_range = list(shared_executor.map(tasks.square, numbers))
+    from_generator = list(shared_executor.map(tasks.square, (n for n in numbers)))
     assert from_range == from_generator == [n * n for n in numbers]
 
 
@@ -63,14 +63,14 @@ def test_a_worker_that_cannot_start_breaks_the_pool_instead_of_hanging(monkeypat
 
     monkeypatch.setattr(_launch.Launcher, "start", refuse)
     with create_executor(max_workers=2, start_method="spawn") as executor:
-        future = executor.submit(helpers.square, 3)
+        future = executor.submit(tasks.square, 3)
         with pytest.raises(BrokenProcessPool, match="could not start a worker"):
             future.result(timeout=RESULT_TIMEOUT)
         with pytest.raises(BrokenProcessPool):
-            executor.submit(helpers.square, 3)
+            executor.submit(tasks.square, 3)
 
 
 def test_map_with_rising_costs_returns_results_in_input_order(shared_executor):
     # fib's cost rises along the input, so gilfree hands the last items out last-first.
     numbers = list(range(26))
-    assert list(shared_executor.map(helpers.fib, numbers)) == [helpers.fib(n) for n in numbers]
+    assert list(shared_executor.map(tasks.fib, numbers)) == [tasks.fib(n) for n in numbers]

@@ -13,9 +13,8 @@ import traceback
 
 import pytest
 
-import helpers
-
-RESULT_TIMEOUT = 30
+from support import tasks
+from support.limits import RESULT_TIMEOUT
 
 
 def remote_exception(executor, fn, *args):
@@ -29,31 +28,31 @@ def remote_exception(executor, fn, *args):
 
 
 def test_value_error_keeps_type_and_args(shared_executor):
-    exception = remote_exception(shared_executor, helpers.raise_value_error, "bad", 42)
+    exception = remote_exception(shared_executor, tasks.raise_value_error, "bad", 42)
     assert type(exception) is ValueError
     assert exception.args == ("bad", 42)
 
 
 def test_custom_exception_keeps_type_and_args(shared_executor):
-    exception = remote_exception(shared_executor, helpers.raise_custom_error, "custom", 7)
-    assert type(exception) is helpers.CustomError
+    exception = remote_exception(shared_executor, tasks.raise_custom_error, "custom", 7)
+    assert type(exception) is tasks.CustomError
     assert exception.args == ("custom", 7)
 
 
 def test_key_error_keeps_type_and_args(shared_executor):
-    exception = remote_exception(shared_executor, helpers.raise_key_error, "missing")
+    exception = remote_exception(shared_executor, tasks.raise_key_error, "missing")
     assert type(exception) is KeyError
     assert exception.args == ("missing",)
 
 
 def test_result_reraises_the_remote_exception(shared_executor):
-    future = shared_executor.submit(helpers.raise_value_error, "again")
+    future = shared_executor.submit(tasks.raise_value_error, "again")
     with pytest.raises(ValueError, match="again"):
         future.result(timeout=RESULT_TIMEOUT)
 
 
 def test_exception_can_be_caught_with_except(shared_executor):
-    future = shared_executor.submit(helpers.raise_key_error, "k")
+    future = shared_executor.submit(tasks.raise_key_error, "k")
     try:
         future.result(timeout=RESULT_TIMEOUT)
     except KeyError as caught:
@@ -63,75 +62,75 @@ def test_exception_can_be_caught_with_except(shared_executor):
 
 
 def test_cause_carries_the_remote_traceback(shared_executor):
-    exception = remote_exception(shared_executor, helpers.raise_value_error, "traced")
+    exception = remote_exception(shared_executor, tasks.raise_value_error, "traced")
     cause = exception.__cause__
     assert cause is not None, "the remote traceback should be attached as __cause__"
     text = str(cause)
     assert "Traceback" in text
     assert "raise_value_error" in text
-    assert "helpers.py" in text
+    assert "tasks.py" in text
     assert "traced" in text
 
 
 def test_remote_traceback_shows_in_the_formatted_exception(shared_executor):
-    exception = remote_exception(shared_executor, helpers.raise_custom_error, "shown")
+    exception = remote_exception(shared_executor, tasks.raise_custom_error, "shown")
     formatted = "".join(traceback.format_exception(exception))
     assert "raise_custom_error" in formatted
     assert "CustomError" in formatted
 
 
 def test_failing_task_leaves_the_executor_usable(shared_executor):
-    remote_exception(shared_executor, helpers.raise_value_error, "once")
-    assert shared_executor.submit(helpers.add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
+    remote_exception(shared_executor, tasks.raise_value_error, "once")
+    assert shared_executor.submit(tasks.add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
 
 
 def test_exception_in_map_is_the_original_type(shared_executor):
     with pytest.raises(KeyError):
-        list(shared_executor.map(helpers.raise_key_error, ["a", "b"]))
+        list(shared_executor.map(tasks.raise_key_error, ["a", "b"]))
 
 
 # --- things that cannot travel ------------------------------------------------------------
 
 
 def test_unpicklable_exception_still_fails_the_future(executor):
-    future = executor.submit(helpers.raise_unpicklable_error)
+    future = executor.submit(tasks.raise_unpicklable_error)
     exception = future.exception(timeout=RESULT_TIMEOUT)
     assert isinstance(exception, Exception)
 
 
 def test_exception_that_cannot_be_unpickled_still_fails_the_future(executor):
-    future = executor.submit(helpers.raise_mismatched_init_error)
+    future = executor.submit(tasks.raise_mismatched_init_error)
     exception = future.exception(timeout=RESULT_TIMEOUT)
     assert isinstance(exception, Exception)
 
 
 def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(executor):
-    future = executor.submit(helpers.return_lock)
+    future = executor.submit(tasks.return_lock)
     exception = future.exception(timeout=RESULT_TIMEOUT)
     assert isinstance(exception, Exception)
     assert not isinstance(exception, concurrent.futures.TimeoutError)
-    assert executor.submit(helpers.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
-    assert list(executor.map(helpers.square, range(5))) == [0, 1, 4, 9, 16]
+    assert executor.submit(tasks.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
+    assert list(executor.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
 
 
 def test_system_exit_while_pickling_the_result_reaches_the_future(executor):
     # As in concurrent.futures (CPython's test_exit_during_result_pickle_on_worker): the
     # future gets the SystemExit, and the worker goes on.
-    future = executor.submit(helpers.return_exits_when_pickled)
+    future = executor.submit(tasks.return_exits_when_pickled)
     exception = future.exception(timeout=RESULT_TIMEOUT)
     assert type(exception) is SystemExit
     assert exception.args == (1,)
-    assert executor.submit(helpers.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
+    assert executor.submit(tasks.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
 
 
 def test_unpicklable_argument_raises_in_the_caller(executor):
     # The stdlib fails the future; raising from submit is an exception in the
     # caller too. Either way the executor must stay usable.
     try:
-        future = executor.submit(helpers.echo, 1, helpers.return_lock())
+        future = executor.submit(tasks.echo, 1, tasks.return_lock())
     except Exception:
         pass
     else:
         exception = future.exception(timeout=RESULT_TIMEOUT)
         assert isinstance(exception, Exception)
-    assert executor.submit(helpers.add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
+    assert executor.submit(tasks.add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4

@@ -27,17 +27,16 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-import helpers
 from conftest import IS_STDLIB, create_executor
-
-RESULT_TIMEOUT = 30
+from support import tasks
+from support.limits import RESULT_TIMEOUT
 
 
 def submit_blockers(executor, gate, count):
     """Submit ``count`` tasks that hold a worker each until the gate opens."""
     started = [gate.started_path() for _ in range(count)]
     futures = [
-        executor.submit(helpers.block_until_released, gate.path, index, path)
+        executor.submit(tasks.block_until_released, gate.path, index, path)
         for index, path in enumerate(started)
     ]
     return futures, started
@@ -83,7 +82,7 @@ def test_unknown_start_method_is_rejected_naming_the_valid_ones():
 
 
 def test_submit_returns_a_future_with_the_result(shared_executor):
-    future = shared_executor.submit(helpers.square, 7)
+    future = shared_executor.submit(tasks.square, 7)
     assert isinstance(future, concurrent.futures.Future)
     assert future.result(timeout=RESULT_TIMEOUT) == 49
     assert future.done()
@@ -91,17 +90,17 @@ def test_submit_returns_a_future_with_the_result(shared_executor):
 
 
 def test_submit_passes_positional_and_keyword_arguments(shared_executor):
-    future = shared_executor.submit(helpers.echo, 1, "two", three=3)
+    future = shared_executor.submit(tasks.echo, 1, "two", three=3)
     assert future.result(timeout=RESULT_TIMEOUT) == ((1, "two"), {"three": 3})
 
 
 def test_submit_accepts_keyword_arguments_named_fn_and_self(shared_executor):
-    future = shared_executor.submit(helpers.echo_kwargs, fn=1, self=2)
+    future = shared_executor.submit(tasks.echo_kwargs, fn=1, self=2)
     assert future.result(timeout=RESULT_TIMEOUT) == {"fn": 1, "self": 2}
 
 
 def test_many_submits_all_complete_with_their_own_results(shared_executor):
-    futures = [shared_executor.submit(helpers.add, i, 1000) for i in range(200)]
+    futures = [shared_executor.submit(tasks.add, i, 1000) for i in range(200)]
     assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [i + 1000 for i in range(200)]
 
 
@@ -109,49 +108,49 @@ def test_many_submits_all_complete_with_their_own_results(shared_executor):
 
 
 def test_map_over_one_iterable(shared_executor):
-    assert list(shared_executor.map(helpers.square, range(20))) == [x * x for x in range(20)]
+    assert list(shared_executor.map(tasks.square, range(20))) == [x * x for x in range(20)]
 
 
 def test_map_over_several_iterables_stops_at_the_shortest(shared_executor):
-    results = list(shared_executor.map(helpers.add, [1, 2, 3], [10, 20]))
+    results = list(shared_executor.map(tasks.add, [1, 2, 3], [10, 20]))
     assert results == [11, 22]
 
 
 def test_map_with_an_infinite_iterable_stops_at_the_finite_one(shared_executor):
-    results = list(shared_executor.map(helpers.add, range(5), itertools.repeat(100)))
+    results = list(shared_executor.map(tasks.add, range(5), itertools.repeat(100)))
     assert results == [100, 101, 102, 103, 104]
 
 
 @pytest.mark.parametrize("chunksize", [1, 7, 1000])
 def test_map_with_explicit_chunksize_keeps_order(shared_executor, chunksize):
-    results = list(shared_executor.map(helpers.square, range(50), chunksize=chunksize))
+    results = list(shared_executor.map(tasks.square, range(50), chunksize=chunksize))
     assert results == [x * x for x in range(50)]
 
 
 @pytest.mark.gilfree_only
 def test_map_with_chunksize_none_is_adaptive_and_keeps_order(shared_executor):
-    results = list(shared_executor.map(helpers.square, range(500), chunksize=None))
+    results = list(shared_executor.map(tasks.square, range(500), chunksize=None))
     assert results == [x * x for x in range(500)]
 
 
 def test_map_of_ten_thousand_items_keeps_order(shared_executor):
-    results = list(shared_executor.map(helpers.square, range(10_000)))
+    results = list(shared_executor.map(tasks.square, range(10_000)))
     assert results == [x * x for x in range(10_000)]
 
 
 def test_map_of_an_empty_iterable_yields_nothing(shared_executor):
-    assert list(shared_executor.map(helpers.square, [])) == []
+    assert list(shared_executor.map(tasks.square, [])) == []
 
 
 def test_map_yields_earlier_results_then_raises(shared_executor):
-    results = shared_executor.map(helpers.raise_if_equal, range(6), itertools.repeat(3))
+    results = shared_executor.map(tasks.raise_if_equal, range(6), itertools.repeat(3))
     assert [next(results), next(results), next(results)] == [0, 1, 2]
     with pytest.raises(ValueError, match="bad value 3"):
         next(results)
 
 
 def test_map_timeout_raises_timeout_error_from_next(executor, gate):
-    results = executor.map(helpers.block_until_released, [gate.path] * 3, timeout=0.2)
+    results = executor.map(tasks.block_until_released, [gate.path] * 3, timeout=0.2)
     with pytest.raises(concurrent.futures.TimeoutError) as info:
         next(results)
     assert isinstance(info.value, TimeoutError)
@@ -161,7 +160,7 @@ def test_map_timeout_raises_timeout_error_from_next(executor, gate):
 
 
 def test_wait_all_completed_returns_every_future_done(shared_executor):
-    futures = [shared_executor.submit(helpers.square, i) for i in range(10)]
+    futures = [shared_executor.submit(tasks.square, i) for i in range(10)]
     done, not_done = wait(futures, timeout=RESULT_TIMEOUT, return_when=ALL_COMPLETED)
     assert done == set(futures)
     assert not not_done
@@ -169,8 +168,8 @@ def test_wait_all_completed_returns_every_future_done(shared_executor):
 
 
 def test_wait_first_completed_returns_before_a_blocked_task(executor, gate):
-    blocked = executor.submit(helpers.block_until_released, gate.path, "late")
-    quick = executor.submit(helpers.square, 3)
+    blocked = executor.submit(tasks.block_until_released, gate.path, "late")
+    quick = executor.submit(tasks.square, 3)
     done, not_done = wait([blocked, quick], timeout=RESULT_TIMEOUT, return_when=FIRST_COMPLETED)
     assert quick in done
     assert blocked in not_done
@@ -179,8 +178,8 @@ def test_wait_first_completed_returns_before_a_blocked_task(executor, gate):
 
 
 def test_wait_first_exception_returns_on_the_failure(executor, gate):
-    blocked = executor.submit(helpers.block_until_released, gate.path, "late")
-    failing = executor.submit(helpers.raise_value_error, "boom")
+    blocked = executor.submit(tasks.block_until_released, gate.path, "late")
+    failing = executor.submit(tasks.raise_value_error, "boom")
     done, not_done = wait([blocked, failing], timeout=RESULT_TIMEOUT, return_when=FIRST_EXCEPTION)
     assert failing in done
     assert blocked in not_done
@@ -188,28 +187,28 @@ def test_wait_first_exception_returns_on_the_failure(executor, gate):
 
 
 def test_wait_first_exception_without_failure_waits_for_all(shared_executor):
-    futures = [shared_executor.submit(helpers.square, i) for i in range(5)]
+    futures = [shared_executor.submit(tasks.square, i) for i in range(5)]
     done, not_done = wait(futures, timeout=RESULT_TIMEOUT, return_when=FIRST_EXCEPTION)
     assert done == set(futures)
     assert not not_done
 
 
 def test_as_completed_yields_every_future_once(shared_executor):
-    futures = [shared_executor.submit(helpers.square, i) for i in range(20)]
+    futures = [shared_executor.submit(tasks.square, i) for i in range(20)]
     seen = list(as_completed(futures, timeout=RESULT_TIMEOUT))
     assert len(seen) == len(futures)
     assert set(seen) == set(futures)
 
 
 def test_as_completed_without_timeout(shared_executor):
-    futures = [shared_executor.submit(helpers.add, i, i) for i in range(10)]
+    futures = [shared_executor.submit(tasks.add, i, i) for i in range(10)]
     results = sorted(f.result() for f in as_completed(futures))
     assert results == [2 * i for i in range(10)]
 
 
 def test_as_completed_timeout_raises_after_yielding_finished_ones(executor, gate):
-    blocked = executor.submit(helpers.block_until_released, gate.path)
-    quick = executor.submit(helpers.square, 4)
+    blocked = executor.submit(tasks.block_until_released, gate.path)
+    quick = executor.submit(tasks.square, 4)
     assert quick.result(timeout=RESULT_TIMEOUT) == 16
     iterator = as_completed([blocked, quick], timeout=0.2)
     assert next(iterator) is quick
@@ -228,7 +227,7 @@ def test_done_callback_is_called_once_with_the_future(executor, gate):
         calls.append(future)
         called.set()
 
-    future = executor.submit(helpers.block_until_released, gate.path, "value")
+    future = executor.submit(tasks.block_until_released, gate.path, "value")
     future.add_done_callback(callback)
     gate.release()
     assert future.result(timeout=RESULT_TIMEOUT) == "value"
@@ -237,7 +236,7 @@ def test_done_callback_is_called_once_with_the_future(executor, gate):
 
 
 def test_done_callback_added_after_completion_runs_immediately(shared_executor):
-    future = shared_executor.submit(helpers.square, 5)
+    future = shared_executor.submit(tasks.square, 5)
     assert future.result(timeout=RESULT_TIMEOUT) == 25
     calls = []
     future.add_done_callback(calls.append)
@@ -252,7 +251,7 @@ def test_done_callback_sees_exceptions(shared_executor):
         seen.append(future.exception())
         called.set()
 
-    future = shared_executor.submit(helpers.raise_value_error, "cb")
+    future = shared_executor.submit(tasks.raise_value_error, "cb")
     future.add_done_callback(callback)
     assert called.wait(RESULT_TIMEOUT)
     assert len(seen) == 1
@@ -265,7 +264,7 @@ def test_done_callback_sees_exceptions(shared_executor):
 def test_pending_future_can_be_cancelled(executor, gate):
     blockers, started = submit_blockers(executor, gate, 2)
     gate.wait_started(started)
-    queued = [executor.submit(helpers.square, i) for i in range(8)]
+    queued = [executor.submit(tasks.square, i) for i in range(8)]
     last = queued[-1]
     assert last.cancel()
     assert last.cancelled()
@@ -280,7 +279,7 @@ def test_pending_future_can_be_cancelled(executor, gate):
 
 
 def test_finished_future_cannot_be_cancelled(shared_executor):
-    future = shared_executor.submit(helpers.square, 2)
+    future = shared_executor.submit(tasks.square, 2)
     assert future.result(timeout=RESULT_TIMEOUT) == 4
     assert not future.cancel()
     assert not future.cancelled()
@@ -301,7 +300,7 @@ def test_running_future_cannot_be_cancelled(executor, gate):
 def test_shutdown_cancel_futures_cancels_pending_and_finishes_running(executor, gate):
     blockers, started = submit_blockers(executor, gate, 2)
     gate.wait_started(started)
-    queued = [executor.submit(helpers.square, i) for i in range(8)]
+    queued = [executor.submit(tasks.square, i) for i in range(8)]
 
     def release_once_cancelled():
         # Open the gate only after shutdown has cancelled the pending work, so the
@@ -336,7 +335,7 @@ def test_shutdown_without_wait_returns_and_in_flight_tasks_finish(executor, gate
 
 
 def test_shutdown_wait_true_completes_all_submitted_work(executor):
-    futures = [executor.submit(helpers.square, i) for i in range(20)]
+    futures = [executor.submit(tasks.square, i) for i in range(20)]
     executor.shutdown(wait=True)
     assert all(f.done() for f in futures)
     assert [f.result(timeout=0) for f in futures] == [i * i for i in range(20)]
@@ -345,17 +344,17 @@ def test_shutdown_wait_true_completes_all_submitted_work(executor):
 def test_submit_after_shutdown_raises_runtime_error(executor):
     executor.shutdown()
     with pytest.raises(RuntimeError):
-        executor.submit(helpers.square, 1)
+        executor.submit(tasks.square, 1)
 
 
 def test_map_after_shutdown_raises_runtime_error(executor):
     executor.shutdown()
     with pytest.raises(RuntimeError):
-        list(executor.map(helpers.square, [1, 2]))
+        list(executor.map(tasks.square, [1, 2]))
 
 
 def test_shutdown_twice_is_harmless(executor):
-    assert executor.submit(helpers.square, 3).result(timeout=RESULT_TIMEOUT) == 9
+    assert executor.submit(tasks.square, 3).result(timeout=RESULT_TIMEOUT) == 9
     executor.shutdown()
     executor.shutdown()
     executor.shutdown(wait=False)
@@ -365,16 +364,16 @@ def test_shutdown_of_an_unused_executor(make_executor, start_method):
     executor = make_executor(max_workers=2, start_method=start_method)
     executor.shutdown(wait=True)
     with pytest.raises(RuntimeError):
-        executor.submit(helpers.square, 1)
+        executor.submit(tasks.square, 1)
 
 
 def test_context_manager_shuts_down_on_exit(start_method):
     with create_executor(max_workers=2, start_method=start_method) as executor:
-        future = executor.submit(helpers.square, 6)
+        future = executor.submit(tasks.square, 6)
     assert future.done()
     assert future.result(timeout=0) == 36
     with pytest.raises(RuntimeError):
-        executor.submit(helpers.square, 1)
+        executor.submit(tasks.square, 1)
 
 
 def test_context_manager_returns_the_executor(start_method):
@@ -390,12 +389,12 @@ def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_met
     executor = make_executor(
         max_workers=2,
         start_method=start_method,
-        initializer=helpers.record_init,
+        initializer=tasks.record_init,
         initargs=("configured",),
     )
     states = [
         f.result(timeout=RESULT_TIMEOUT)
-        for f in [executor.submit(helpers.get_init_state) for _ in range(20)]
+        for f in [executor.submit(tasks.get_init_state) for _ in range(20)]
     ]
     assert {value for _, value, _ in states} == {"configured"}
     assert {calls for _, _, calls in states} == {1}
@@ -404,9 +403,9 @@ def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_met
 
 def test_failing_initializer_breaks_the_pool(make_executor, start_method):
     executor = make_executor(
-        max_workers=2, start_method=start_method, initializer=helpers.failing_initializer
+        max_workers=2, start_method=start_method, initializer=tasks.failing_initializer
     )
-    future = executor.submit(helpers.square, 2)
+    future = executor.submit(tasks.square, 2)
     with pytest.raises(BrokenProcessPool):
         future.result(timeout=RESULT_TIMEOUT)
 
@@ -419,9 +418,7 @@ def skip_fork_with_max_tasks_per_child(start_method):
 def test_max_tasks_per_child_replaces_workers(make_executor, start_method):
     skip_fork_with_max_tasks_per_child(start_method)
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=2)
-    pids = Counter(
-        executor.submit(helpers.get_pid).result(timeout=RESULT_TIMEOUT) for _ in range(10)
-    )
+    pids = Counter(executor.submit(tasks.get_pid).result(timeout=RESULT_TIMEOUT) for _ in range(10))
     assert len(pids) > 2
     assert max(pids.values()) <= 2
     assert os.getpid() not in pids
@@ -431,7 +428,7 @@ def test_max_tasks_per_child_replaces_workers(make_executor, start_method):
 def test_max_tasks_per_child_with_all_tasks_submitted_at_once(make_executor, start_method):
     skip_fork_with_max_tasks_per_child(start_method)
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=2)
-    futures = [executor.submit(helpers.get_pid) for _ in range(10)]
+    futures = [executor.submit(tasks.get_pid) for _ in range(10)]
     pids = Counter(f.result(timeout=RESULT_TIMEOUT) for f in futures)
     assert len(pids) > 2
     assert max(pids.values()) <= 2
@@ -442,31 +439,31 @@ def test_max_tasks_per_child_with_all_tasks_submitted_at_once(make_executor, sta
 
 def test_mp_context_object_is_accepted(make_executor):
     executor = make_executor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    assert executor.submit(helpers.square, 9).result(timeout=RESULT_TIMEOUT) == 81
+    assert executor.submit(tasks.square, 9).result(timeout=RESULT_TIMEOUT) == 81
 
 
 @pytest.mark.gilfree_only
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_mp_context_start_method_name_is_accepted(make_executor, method):
     executor = make_executor(max_workers=1, mp_context=method)
-    assert executor.submit(helpers.square, 8).result(timeout=RESULT_TIMEOUT) == 64
+    assert executor.submit(tasks.square, 8).result(timeout=RESULT_TIMEOUT) == 64
 
 
 def test_default_start_method_works(make_executor):
     executor = make_executor(max_workers=2)
-    assert list(executor.map(helpers.square, range(4))) == [0, 1, 4, 9]
+    assert list(executor.map(tasks.square, range(4))) == [0, 1, 4, 9]
 
 
 @pytest.mark.gilfree_only
 def test_preload_is_accepted_and_tasks_work(make_executor, start_method):
     executor = make_executor(max_workers=2, start_method=start_method, preload=["json"])
-    assert executor.submit(helpers.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
+    assert executor.submit(tasks.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
 
 
 def test_workers_are_other_processes(shared_executor):
     pids = {
         f.result(timeout=RESULT_TIMEOUT)
-        for f in [shared_executor.submit(helpers.get_pid) for _ in range(10)]
+        for f in [shared_executor.submit(tasks.get_pid) for _ in range(10)]
     }
     assert os.getpid() not in pids
     assert 1 <= len(pids) <= 2
@@ -474,6 +471,6 @@ def test_workers_are_other_processes(shared_executor):
 
 def test_large_bytes_round_trip(shared_executor):
     size = 8 * 1024 * 1024
-    data = shared_executor.submit(helpers.make_bytes, size).result(timeout=RESULT_TIMEOUT)
+    data = shared_executor.submit(tasks.make_bytes, size).result(timeout=RESULT_TIMEOUT)
     assert len(data) == size and data[:1] == b"\xab" and data[-1:] == b"\xab"
-    assert shared_executor.submit(helpers.byte_len, data).result(timeout=RESULT_TIMEOUT) == size
+    assert shared_executor.submit(tasks.byte_len, data).result(timeout=RESULT_TIMEOUT) == size

@@ -29,16 +29,16 @@ from pathlib import Path
 import pytest
 
 import gilfree
-import helpers
-from conftest import IMPL, process_state, wait_until_gone
+from conftest import IMPL
 from gilfree import SerializationError, TaskTimeoutError, WorkerCrashedError
+from support import tasks
+from support.limits import RESULT_TIMEOUT, TESTS_DIRECTORY
+from support.processes import process_state, wait_until_gone
 
 pytestmark = pytest.mark.gilfree_only
 
-RESULT_TIMEOUT = 30
-TESTS_DIRECTORY = str(Path(__file__).resolve().parent)
 
-#: How each ``helpers.crash`` mode is described in a WorkerCrashedError's message.
+#: How each ``tasks.crash`` mode is described in a WorkerCrashedError's message.
 CRASHES = [("SIGKILL", "signal SIGKILL"), ("SIGSEGV", "signal SIGSEGV"), ("exit3", "exit code 3")]
 
 
@@ -88,12 +88,12 @@ def live_worker_pids(executor):
 
 def assert_usable(executor, avoid_pids=()):
     """The executor still runs work (submit and map), on workers other than ``avoid_pids``."""
-    futures = [executor.submit(helpers.sleep_and_get_pid, 0.01) for _ in range(4)]
+    futures = [executor.submit(tasks.sleep_and_get_pid, 0.01) for _ in range(4)]
     pids = [value for kind, value in outcomes(futures) if kind == "ok"]
     assert len(pids) == 4, "tasks failed on a repaired executor"
     assert not set(pids) & set(avoid_pids), "a dead worker's pid ran a task"
     assert not set(avoid_pids) & set(executor._processes)
-    assert list(executor.map(helpers.square, range(200))) == [x * x for x in range(200)]
+    assert list(executor.map(tasks.square, range(200))) == [x * x for x in range(200)]
 
 
 def resident_bytes():
@@ -144,17 +144,17 @@ def test_constructor_rejects_bad_fault_settings(make_executor, kwargs, error):
 )
 def test_submit_with_rejects_bad_timeout_and_retries(shared_executor, kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
-        shared_executor.submit_with(helpers.square, (3,), **kwargs)
-    assert outcomes([shared_executor.submit_with(helpers.square, (3,))]) == [("ok", 9)]
+        shared_executor.submit_with(tasks.square, (3,), **kwargs)
+    assert outcomes([shared_executor.submit_with(tasks.square, (3,))]) == [("ok", 9)]
 
 
 def test_submit_with_passes_args_and_kwargs_unchanged(shared_executor):
     kwargs = {"timeout": 0.001, "retries": -1, "fn": "f", "args": (1,), "kwargs": {}}
     futures = [
-        shared_executor.submit_with(helpers.echo_kwargs, kwargs=kwargs),
-        shared_executor.submit_with(helpers.echo, (1, 2), {"timeout": None}, timeout=5, retries=1),
-        shared_executor.submit_with(helpers.add, [2, 3]),
-        shared_executor.submit_with(helpers.get_pid),
+        shared_executor.submit_with(tasks.echo_kwargs, kwargs=kwargs),
+        shared_executor.submit_with(tasks.echo, (1, 2), {"timeout": None}, timeout=5, retries=1),
+        shared_executor.submit_with(tasks.add, [2, 3]),
+        shared_executor.submit_with(tasks.get_pid),
     ]
     found = outcomes(futures)
     assert found[:3] == [("ok", kwargs), ("ok", ((1, 2), {"timeout": None})), ("ok", 5)]
@@ -167,9 +167,9 @@ def test_submit_with_passes_args_and_kwargs_unchanged(shared_executor):
 @pytest.mark.parametrize("how, ending", CRASHES, ids=[how for how, _ in CRASHES])
 def test_a_crash_fails_only_its_task_and_the_worker_is_replaced(executor, tmp_path, how, ending):
     pid_path = tmp_path / "crashed-pid"
-    before = [executor.submit(helpers.square, x) for x in range(5)]
-    doomed = executor.submit(helpers.crash, how, str(pid_path))
-    after = [executor.submit(helpers.square, x) for x in range(5, 40)]
+    before = [executor.submit(tasks.square, x) for x in range(5)]
+    doomed = executor.submit(tasks.crash, how, str(pid_path))
+    after = [executor.submit(tasks.square, x) for x in range(5, 40)]
     found = outcomes(before + [doomed] + after)
     assert found == ok(x * x for x in range(5)) + [("error", WorkerCrashedError)] + ok(
         x * x for x in range(5, 40)
@@ -180,7 +180,7 @@ def test_a_crash_fails_only_its_task_and_the_worker_is_replaced(executor, tmp_pa
     message = str(error)
     assert pid_in(message) == pid, message
     assert ending in message
-    assert "helpers.crash" in message
+    assert "tasks.crash" in message
     assert wait_until_gone([pid]) == set(), "the crashed worker was not reaped"
     assert_usable(executor, avoid_pids=[pid])
 
@@ -188,8 +188,8 @@ def test_a_crash_fails_only_its_task_and_the_worker_is_replaced(executor, tmp_pa
 def test_tasks_queued_behind_a_crash_on_the_same_worker_complete(make_executor, start_method):
     executor = make_executor(max_workers=1, start_method=start_method)
     # Fast tasks first, so that the worker gets more than one task in flight at a time.
-    assert list(executor.map(helpers.square, range(300))) == [x * x for x in range(300)]
-    futures = [executor.submit(helpers.crash_if, x, 10) for x in range(40)]
+    assert list(executor.map(tasks.square, range(300))) == [x * x for x in range(300)]
+    futures = [executor.submit(tasks.crash_if, x, 10) for x in range(40)]
     expected = ok(x * x for x in range(10)) + [("error", WorkerCrashedError)]
     assert outcomes(futures) == expected + ok(x * x for x in range(11, 40))
     assert_usable(executor)
@@ -200,7 +200,7 @@ def test_several_crashes_in_a_row_leave_every_other_task_untouched(make_executor
     hows = ["SIGKILL", "exit3", "SIGSEGV"] * 2
     futures, expected = [], []
     for index, how in enumerate(hows):
-        futures += [executor.submit(helpers.square, index), executor.submit(helpers.crash, how)]
+        futures += [executor.submit(tasks.square, index), executor.submit(tasks.crash, how)]
         expected += [("ok", index * index), ("error", WorkerCrashedError)]
     assert outcomes(futures) == expected
     crashes = sum(entry.crashes for entry in executor.stats())
@@ -212,10 +212,10 @@ def test_several_crashes_in_a_row_leave_every_other_task_untouched(make_executor
 def test_a_crash_in_map_raises_worker_crashed_error_after_the_results_before_it(
     executor, chunksize
 ):
-    iterator = executor.map(helpers.crash_if, range(60), [32] * 60, chunksize=chunksize)
+    iterator = executor.map(tasks.crash_if, range(60), [32] * 60, chunksize=chunksize)
     results, error = drain(iterator)
     assert type(error) is WorkerCrashedError
-    assert "helpers.crash_if" in str(error)
+    assert "tasks.crash_if" in str(error)
     assert "signal SIGKILL" in str(error)
     # Only the crashed item's chunk is lost; every item before it comes back.
     assert len(results) <= 32
@@ -235,13 +235,13 @@ def test_a_task_that_crashes_once_succeeds_with_one_retry(
     marker = tmp_path / "crashed-once"
     if where == "executor":
         executor = make_executor(max_workers=2, start_method=start_method, retries=1)
-        flaky = executor.submit(helpers.crash_the_first_time, str(marker), "second time lucky")
+        flaky = executor.submit(tasks.crash_the_first_time, str(marker), "second time lucky")
     else:
         executor = make_executor(max_workers=2, start_method=start_method)
         flaky = executor.submit_with(
-            helpers.crash_the_first_time, (str(marker), "second time lucky"), retries=1
+            tasks.crash_the_first_time, (str(marker), "second time lucky"), retries=1
         )
-    others = [executor.submit(helpers.square, x) for x in range(20)]
+    others = [executor.submit(tasks.square, x) for x in range(20)]
     assert outcomes([flaky] + others) == [("ok", "second time lucky")] + ok(
         x * x for x in range(20)
     )
@@ -252,11 +252,11 @@ def test_a_task_that_crashes_once_succeeds_with_one_retry(
 def test_a_task_that_crashes_once_fails_without_retries(make_executor, start_method, tmp_path):
     marker = tmp_path / "crashed-once"
     executor = make_executor(max_workers=2, start_method=start_method)
-    flaky = executor.submit(helpers.crash_the_first_time, str(marker), "never")
+    flaky = executor.submit(tasks.crash_the_first_time, str(marker), "never")
     assert outcomes([flaky]) == [("error", WorkerCrashedError)]
     assert "tried" not in str(flaky.exception())
     # The same call succeeds now that the marker exists: the pool was not harmed.
-    again = executor.submit(helpers.crash_the_first_time, str(marker), "now")
+    again = executor.submit(tasks.crash_the_first_time, str(marker), "now")
     assert outcomes([again]) == [("ok", "now")]
 
 
@@ -266,8 +266,8 @@ def test_retries_run_a_crashing_task_on_fresh_workers_then_say_how_often(
     attempts = tmp_path / "attempts"
     attempts.mkdir()
     executor = make_executor(max_workers=2, start_method=start_method, retries=2)
-    doomed = executor.submit(helpers.count_attempt_then_crash, str(attempts))
-    others = [executor.submit(helpers.square, x) for x in range(30)]
+    doomed = executor.submit(tasks.count_attempt_then_crash, str(attempts))
+    others = [executor.submit(tasks.square, x) for x in range(30)]
     assert outcomes([doomed] + others) == [("error", WorkerCrashedError)] + ok(
         x * x for x in range(30)
     )
@@ -277,7 +277,7 @@ def test_retries_run_a_crashing_task_on_fresh_workers_then_say_how_often(
     message = str(doomed.exception())
     assert "(tried 3 times)" in message
     assert pid_in(message) in runs
-    assert "helpers.count_attempt_then_crash" in message
+    assert "tasks.count_attempt_then_crash" in message
     assert wait_until_gone(runs) == set()
     assert_usable(executor, avoid_pids=runs)
 
@@ -285,9 +285,9 @@ def test_retries_run_a_crashing_task_on_fresh_workers_then_say_how_often(
 def test_submit_with_retries_overrides_the_executor_default(make_executor, tmp_path):
     executor = make_executor(max_workers=2, retries=3)
     no_retry = executor.submit_with(
-        helpers.crash_the_first_time, (str(tmp_path / "a"), "a"), retries=0
+        tasks.crash_the_first_time, (str(tmp_path / "a"), "a"), retries=0
     )
-    default = executor.submit_with(helpers.crash_the_first_time, (str(tmp_path / "b"), "b"))
+    default = executor.submit_with(tasks.crash_the_first_time, (str(tmp_path / "b"), "b"))
     assert outcomes([no_retry, default]) == [("error", WorkerCrashedError), ("ok", "b")]
 
 
@@ -297,7 +297,7 @@ def test_a_crashed_map_chunk_is_retried(make_executor, start_method, tmp_path):
     markers = [str(done)] * 50
     markers[23] = str(tmp_path / "crash-on-item-23")
     executor = make_executor(max_workers=2, start_method=start_method, retries=1)
-    results = list(executor.map(helpers.crash_the_first_time, markers, range(50), chunksize=4))
+    results = list(executor.map(tasks.crash_the_first_time, markers, range(50), chunksize=4))
     assert results == list(range(50))
     assert os.path.exists(markers[23])
     assert sum(entry.crashes for entry in executor.stats()) == 1
@@ -317,8 +317,8 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(
     started = tmp_path / "started"
     started.mkdir()
     begin = time.monotonic()
-    hung = executor.submit(helpers.record_start_and_block, str(started), gate.path)
-    others = [executor.submit(helpers.sleep_and_return, 0.05, x) for x in range(12)]
+    hung = executor.submit(tasks.record_start_and_block, str(started), gate.path)
+    others = [executor.submit(tasks.sleep_and_return, 0.05, x) for x in range(12)]
     found = outcomes([hung] + others)
     elapsed = time.monotonic() - begin
     assert found == [("error", TaskTimeoutError)] + ok(range(12))
@@ -326,7 +326,7 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(
     assert isinstance(error, TimeoutError)
     [pid] = started_pids(started)
     message = str(error)
-    assert "helpers.record_start_and_block" in message
+    assert "tasks.record_start_and_block" in message
     assert "0.5 s" in message
     assert pid_in(message) == pid
     assert elapsed >= 0.5, "the task failed before its timeout"
@@ -341,11 +341,11 @@ def test_a_timeout_does_not_touch_tasks_running_beside_it(make_executor, gate, t
     executor = make_executor(max_workers=2)
     started = gate.started_path()
     hung = executor.submit_with(
-        helpers.block_until_released, (gate.path, "released", started), timeout=0.5
+        tasks.block_until_released, (gate.path, "released", started), timeout=0.5
     )
     gate.wait_started([started])
-    long = executor.submit(helpers.sleep_and_return, 1.0, "long")
-    queued = [executor.submit(helpers.square, x) for x in range(10)]
+    long = executor.submit(tasks.sleep_and_return, 1.0, "long")
+    queued = [executor.submit(tasks.square, x) for x in range(10)]
     assert outcomes([hung, long] + queued) == [("error", TaskTimeoutError), ("ok", "long")] + ok(
         x * x for x in range(10)
     )
@@ -353,9 +353,9 @@ def test_a_timeout_does_not_touch_tasks_running_beside_it(make_executor, gate, t
 
 def test_submit_with_timeout_none_lifts_the_executor_default(make_executor):
     executor = make_executor(max_workers=2, task_timeout=0.3)
-    unlimited = executor.submit_with(helpers.sleep_and_return, (0.8, "unlimited"), timeout=None)
-    limited = executor.submit(helpers.sleep_and_return, 0.8, "limited")
-    longer = executor.submit_with(helpers.sleep_and_return, (0.1, "own limit"), timeout=5)
+    unlimited = executor.submit_with(tasks.sleep_and_return, (0.8, "unlimited"), timeout=None)
+    limited = executor.submit(tasks.sleep_and_return, 0.8, "limited")
+    longer = executor.submit_with(tasks.sleep_and_return, (0.1, "own limit"), timeout=5)
     assert outcomes([unlimited, limited, longer]) == [
         ("ok", "unlimited"),
         ("error", TaskTimeoutError),
@@ -367,9 +367,9 @@ def test_a_timed_out_task_is_not_retried(make_executor, gate, tmp_path):
     executor = make_executor(max_workers=2, retries=3, task_timeout=0.4)
     started = tmp_path / "started"
     started.mkdir()
-    hung = executor.submit(helpers.record_start_and_block, str(started), gate.path)
+    hung = executor.submit(tasks.record_start_and_block, str(started), gate.path)
     assert outcomes([hung]) == [("error", TaskTimeoutError)]
-    assert outcomes([executor.submit(helpers.square, 4)]) == [("ok", 16)]
+    assert outcomes([executor.submit(tasks.square, 4)]) == [("ok", 16)]
     assert len(started_pids(started)) == 1
     stats = executor.stats()
     assert (sum(e.timeouts for e in stats), sum(e.crashes for e in stats)) == (1, 0)
@@ -382,7 +382,7 @@ def test_a_hanging_map_item_makes_the_map_raise_task_timeout_error(
     executor = make_executor(max_workers=2, task_timeout=0.4)
     count = 40
     iterator = executor.map(
-        helpers.block_on_value,
+        tasks.block_on_value,
         [gate.path] * count,
         [str(tmp_path)] * count,
         range(count),
@@ -391,7 +391,7 @@ def test_a_hanging_map_item_makes_the_map_raise_task_timeout_error(
     )
     results, error = drain(iterator)
     assert type(error) is TaskTimeoutError
-    assert "helpers.block_on_value" in str(error)
+    assert "tasks.block_on_value" in str(error)
     assert os.path.exists(tmp_path / "started-25")
     assert len(results) <= 25
     if chunksize == 1:
@@ -403,7 +403,7 @@ def test_a_hanging_map_item_makes_the_map_raise_task_timeout_error(
 def test_each_map_item_may_take_the_task_timeout(make_executor):
     executor = make_executor(max_workers=1, task_timeout=0.5)
     # A chunk of 4 items of 0.2 s runs 0.8 s: past one timeout, well within 4 of them.
-    results = list(executor.map(helpers.sleep_and_return, [0.2] * 8, range(8), chunksize=4))
+    results = list(executor.map(tasks.sleep_and_return, [0.2] * 8, range(8), chunksize=4))
     assert results == list(range(8))
     assert sum(entry.timeouts for entry in executor.stats()) == 0
 
@@ -411,7 +411,7 @@ def test_each_map_item_may_take_the_task_timeout(make_executor):
 def test_cancelling_a_running_task_returns_false_and_it_completes(make_executor, gate):
     executor = make_executor(max_workers=1, task_timeout=20)
     started = gate.started_path()
-    running = executor.submit(helpers.block_until_released, gate.path, "finished", started)
+    running = executor.submit(tasks.block_until_released, gate.path, "finished", started)
     gate.wait_started([started])
     assert running.cancel() is False
     assert running.running()
@@ -424,11 +424,11 @@ def test_worker_start_up_does_not_count_against_a_task_timeout(make_executor, st
     executor = make_executor(
         max_workers=1,
         start_method=start_method,
-        initializer=helpers.sleep_and_return,
+        initializer=tasks.sleep_and_return,
         initargs=(1.0,),
     )
     # The task itself runs 0.05 s, well within 0.5 s; the initializer takes 1 s before it.
-    quick = executor.submit_with(helpers.sleep_and_return, (0.05, "quick"), timeout=0.5)
+    quick = executor.submit_with(tasks.sleep_and_return, (0.05, "quick"), timeout=0.5)
     assert outcomes([quick]) == [("ok", "quick")]
 
 
@@ -439,7 +439,7 @@ def test_processes_lists_only_real_pids(make_executor):
     # The window is short (the zygote reports the pid within a millisecond): try many times.
     for _ in range(30):
         executor = make_executor(max_workers=2, start_method="zygote")
-        future = executor.submit(helpers.square, 3)
+        future = executor.submit(tasks.square, 3)
         processes = executor._processes
         assert all(pid > 0 and handle.pid == pid for pid, handle in processes.items()), (
             f"executor._processes right after the first submit: {sorted(processes)}"
@@ -457,7 +457,7 @@ def memory_limited_executor(make_executor, start_method):
     # A forked worker starts with this process's resident pages: set the limit above them.
     limit = resident_bytes() + (200 << 20)
     executor = make_executor(max_workers=1, start_method=start_method, max_memory_per_child=limit)
-    small = outcomes([executor.submit(helpers.get_pid) for _ in range(20)])
+    small = outcomes([executor.submit(tasks.get_pid) for _ in range(20)])
     pids = {value for _, value in small}
     assert [kind for kind, _ in small] == ["ok"] * 20 and len(pids) == 1, small
     return executor, limit, pids.pop()
@@ -465,9 +465,9 @@ def memory_limited_executor(make_executor, start_method):
 
 def test_a_worker_past_max_memory_per_child_is_replaced_after_its_task(make_executor, start_method):
     executor, limit, first = memory_limited_executor(make_executor, start_method)
-    big = executor.submit(helpers.allocate_and_keep, limit + (100 << 20))
+    big = executor.submit(tasks.allocate_and_keep, limit + (100 << 20))
     assert outcomes([big]) == [("ok", first)]
-    after = outcomes([executor.submit(helpers.get_pid) for _ in range(5)])
+    after = outcomes([executor.submit(tasks.get_pid) for _ in range(5)])
     assert len({value for _, value in after}) == 1
     assert after[0][0] == "ok" and after[0][1] != first, "the next task must run in a new worker"
     assert wait_until_gone([first]) == set()
@@ -480,8 +480,8 @@ def test_the_task_right_after_a_memory_hog_runs_in_a_new_worker_even_if_submitte
     make_executor, start_method
 ):
     executor, limit, first = memory_limited_executor(make_executor, start_method)
-    big = executor.submit(helpers.allocate_and_keep, limit + (100 << 20))
-    after = executor.submit(helpers.get_pid)
+    big = executor.submit(tasks.allocate_and_keep, limit + (100 << 20))
+    after = executor.submit(tasks.get_pid)
     found = outcomes([big, after])
     assert found[0] == ("ok", first)
     assert found[1][0] == "ok" and found[1][1] != first, "the next task must run in a new worker"
@@ -491,7 +491,7 @@ def test_max_tasks_per_child_counts_as_restarts_not_crashes(make_executor, start
     if start_method == "fork":
         pytest.skip("max_tasks_per_child is rejected with fork (as in the stdlib)")
     executor = make_executor(max_workers=1, start_method=start_method, max_tasks_per_child=2)
-    found = outcomes([executor.submit(helpers.get_pid) for _ in range(6)])
+    found = outcomes([executor.submit(tasks.get_pid) for _ in range(6)])
     pids = [value for _, value in found]
     assert [kind for kind, _ in found] == ["ok"] * 6
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5]
@@ -507,9 +507,7 @@ def test_stats_has_one_frozen_entry_per_slot(make_executor, start_method):
     # Three tasks that overlap, so that every slot gets a worker.
     pids = {
         value
-        for _, value in outcomes(
-            [executor.submit(helpers.sleep_and_get_pid, 0.3) for _ in range(3)]
-        )
+        for _, value in outcomes([executor.submit(tasks.sleep_and_get_pid, 0.3) for _ in range(3)])
     }
     stats = executor.stats()
     assert [entry.slot for entry in stats] == [0, 1, 2]
@@ -540,29 +538,29 @@ def test_stats_count_tasks_crashes_timeouts_and_restarts(make_executor, start_me
         return entry.tasks_done, entry.crashes, entry.timeouts, entry.restarts
 
     assert counters() == (0, 0, 0, 0)
-    assert outcomes([executor.submit(helpers.square, x) for x in range(10)]) == ok(
+    assert outcomes([executor.submit(tasks.square, x) for x in range(10)]) == ok(
         x * x for x in range(10)
     )
-    assert list(executor.map(helpers.square, range(20))) == [x * x for x in range(20)]
+    assert list(executor.map(tasks.square, range(20))) == [x * x for x in range(20)]
     assert counters() == (30, 0, 0, 0)
 
     busy_before = executor.stats()[0].busy_seconds
-    [(_, pid)] = outcomes([executor.submit(helpers.sleep_and_get_pid, 0.1)])
+    [(_, pid)] = outcomes([executor.submit(tasks.sleep_and_get_pid, 0.1)])
     [entry] = executor.stats()
     assert entry.busy_seconds - busy_before >= 0.09
     assert (entry.pid, entry.alive) == (pid, True)
     assert counters() == (31, 0, 0, 0)
 
-    outcomes([executor.submit(helpers.crash, "SIGKILL")])
+    outcomes([executor.submit(tasks.crash, "SIGKILL")])
     assert counters()[:3] == (31, 1, 0)  # the crashed task is not "done"
-    [(_, new_pid)] = outcomes([executor.submit(helpers.get_pid)])
+    [(_, new_pid)] = outcomes([executor.submit(tasks.get_pid)])
     assert new_pid != pid
     assert counters() == (32, 1, 0, 1)
     assert executor.stats()[0].pid == new_pid
 
-    outcomes([executor.submit_with(helpers.block_until_released, (gate.path,), timeout=0.3)])
+    outcomes([executor.submit_with(tasks.block_until_released, (gate.path,), timeout=0.3)])
     assert counters()[:3] == (32, 1, 1)
-    outcomes([executor.submit(helpers.get_pid)])
+    outcomes([executor.submit(tasks.get_pid)])
     assert counters() == (33, 1, 1, 2)
 
 
@@ -571,12 +569,12 @@ def test_stats_count_tasks_crashes_timeouts_and_restarts(make_executor, start_me
 
 def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, start_method):
     executor = make_executor(
-        max_workers=2, start_method=start_method, initializer=helpers.failing_initializer
+        max_workers=2, start_method=start_method, initializer=tasks.failing_initializer
     )
     futures, refused = [], 0
     for x in range(5):
         try:
-            futures.append(executor.submit(helpers.square, x))
+            futures.append(executor.submit(tasks.square, x))
         except BrokenProcessPool:  # a forked worker can fail before the last submit
             refused += 1
     assert futures, "the first submit cannot know the pool is broken"
@@ -587,14 +585,14 @@ def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, 
         assert isinstance(cause, RuntimeError)
         assert "initializer failed on purpose" in str(cause)
     with pytest.raises(BrokenProcessPool):
-        executor.submit(helpers.square, 1)
+        executor.submit(tasks.square, 1)
 
 
 def test_an_unpicklable_result_is_a_serialization_error_and_the_pool_goes_on(executor):
     futures = [
-        executor.submit(helpers.square, 2),
-        executor.submit(helpers.return_lock),
-        executor.submit(helpers.square, 3),
+        executor.submit(tasks.square, 2),
+        executor.submit(tasks.return_lock),
+        executor.submit(tasks.square, 3),
     ]
     assert outcomes(futures) == [("ok", 4), ("error", SerializationError), ("ok", 9)]
     error = futures[1].exception()
@@ -607,8 +605,8 @@ def test_an_unpicklable_result_is_a_serialization_error_and_the_pool_goes_on(exe
 
 def test_a_result_that_cannot_be_encoded_for_lack_of_memory_fails_clearly(executor):
     futures = [
-        executor.submit(helpers.return_unencodable_for_memory),
-        executor.submit(helpers.square, 5),
+        executor.submit(tasks.return_unencodable_for_memory),
+        executor.submit(tasks.square, 5),
     ]
     found = outcomes(futures)
     assert found[1] == ("ok", 25)
@@ -632,7 +630,7 @@ import sys
 import time
 
 sys.path.insert(0, {TESTS_DIRECTORY!r})
-import helpers
+from support import tasks
 import gilfree
 from gilfree._workers import zygote
 """
@@ -697,16 +695,16 @@ if __name__ == "__main__":
     start_method, started_dir = sys.argv[1], sys.argv[2]
     executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=start_method)
     paths = [os.path.join(started_dir, f"worker-{index}") for index in range(2)]
-    futures = [executor.submit(helpers.touch_and_spin, path, 30) for path in paths]
+    futures = [executor.submit(tasks.touch_and_spin, path, 30) for path in paths]
     child_path = os.path.join(started_dir, "process")
-    child = gilfree.Process(target=helpers.touch_and_spin, args=(child_path, 30))
+    child = gilfree.Process(target=tasks.touch_and_spin, args=(child_path, 30))
     child.start()
     for path in [*paths, child_path]:
-        assert helpers.wait_for_file(path, 30), path
+        assert tasks.wait_for_file(path, 30), path
     workers = [int(open(path).read()) for path in paths]
     print(json.dumps({"workers": workers, "zygote": zygote.default_pid(), "process": child.pid}),
           flush=True)
-    helpers.spin(30)  # the parent holds its GIL too
+    tasks.spin(30)  # the parent holds its GIL too
 """
 
 
@@ -727,7 +725,7 @@ def test_workers_zygote_and_processes_die_within_1s_of_the_parent_being_killed(
     remaining = max(0.0, 1.0 - (time.monotonic() - killed_at))
     leftover = wait_until_gone(pids, deadline=remaining, zombie_is_gone=True)
     waited = time.monotonic() - killed_at
-    helpers.kill_quietly(leftover)
+    tasks.kill_quietly(leftover)
     assert leftover == set(), f"still alive {waited:.2f} s after the parent was killed: {leftover}"
 
 
@@ -747,15 +745,15 @@ if __name__ == "__main__":
     start_method, how, started_dir = sys.argv[1], sys.argv[2], sys.argv[3]
     executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=start_method)
     # The first submit starts the collector thread, a (short) blocking step of its own.
-    executor.submit(helpers.square, 1).result(timeout=30)
+    executor.submit(tasks.square, 1).result(timeout=30)
     paths = [os.path.join(started_dir, f"task-{index}") for index in range(4)]
     futures = []
     caught = None
     try:
         if how == "map":
-            list(executor.map(helpers.touch_and_spin, paths, [30] * 4))
+            list(executor.map(tasks.touch_and_spin, paths, [30] * 4))
         else:
-            futures = [executor.submit(helpers.touch_and_spin, path, 30) for path in paths]
+            futures = [executor.submit(tasks.touch_and_spin, path, 30) for path in paths]
             futures[0].result()
     except KeyboardInterrupt:
         caught = time.monotonic()
@@ -767,7 +765,7 @@ if __name__ == "__main__":
         else:
             error = future.exception(timeout=10)
             states.append("ok" if error is None else type(error).__name__)
-    after = executor.submit(helpers.square, 7).result(timeout=30)
+    after = executor.submit(tasks.square, 7).result(timeout=30)
     print(json.dumps({"caught": caught, "states": states, "after": after}), flush=True)
 """
 
@@ -779,7 +777,7 @@ def test_ctrl_c_raises_keyboard_interrupt_within_half_a_second(
     script = script_runner(INTERRUPTED_SCRIPT, start_method, how, str(tmp_path))
     paths = [tmp_path / f"task-{index}" for index in range(2)]
     for path in paths:
-        assert helpers.wait_for_file(str(path), RESULT_TIMEOUT), (
+        assert tasks.wait_for_file(str(path), RESULT_TIMEOUT), (
             f"task never started; stderr:\n{script.stderr_path.read_text()}"
         )
     worker_pids = [int(path.read_text()) for path in paths]
@@ -797,7 +795,7 @@ def test_ctrl_c_raises_keyboard_interrupt_within_half_a_second(
         # The interrupted tasks were stopped; none of them may have run to the end.
         assert set(report["states"]) <= {"cancelled", "CancelledError"}, report["states"]
     leftover = wait_until_gone(worker_pids, zombie_is_gone=True)
-    helpers.kill_quietly(leftover)
+    tasks.kill_quietly(leftover)
     assert leftover == set()
 
 
@@ -805,9 +803,9 @@ EXIT_AFTER_FAULTS_SCRIPT = """
 if __name__ == "__main__":
     start_method, pid_path, gate_path = sys.argv[1], sys.argv[2], sys.argv[3]
     executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=start_method, retries=1)
-    crashed = executor.submit_with(helpers.crash, ("SIGKILL", pid_path), retries=0)
-    hung = executor.submit_with(helpers.block_until_released, (gate_path,), timeout=0.3)
-    results = [executor.submit(helpers.sleep_and_get_pid, 0.02) for _ in range(10)]
+    crashed = executor.submit_with(tasks.crash, ("SIGKILL", pid_path), retries=0)
+    hung = executor.submit_with(tasks.block_until_released, (gate_path,), timeout=0.3)
+    results = [executor.submit(tasks.sleep_and_get_pid, 0.02) for _ in range(10)]
     outcomes = [type(crashed.exception(30)).__name__, type(hung.exception(30)).__name__]
     pids = sorted({future.result(30) for future in results} | set(executor._processes))
     print(json.dumps({"outcomes": outcomes, "pids": pids,
@@ -831,5 +829,5 @@ def test_a_script_exits_cleanly_without_shutdown_after_crashes_and_timeouts(
     if report["zygote"]:
         pids.add(report["zygote"])
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    helpers.kill_quietly(leftover)
+    tasks.kill_quietly(leftover)
     assert leftover == set()

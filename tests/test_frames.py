@@ -7,13 +7,13 @@ import pytest
 
 from conftest import create_executor
 from support import frames
+from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
 
 np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 
 pytestmark = pytest.mark.gilfree_only
 
-RESULT_TIMEOUT = 60
 #: Rows enough for a message past the codec's INDIRECT threshold (64 KiB).
 ROWS = 20_000
 

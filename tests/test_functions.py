@@ -16,27 +16,26 @@ import textwrap
 
 import pytest
 
-import helpers
-from conftest import IMPL, run_script
-
-RESULT_TIMEOUT = 30
-
+from conftest import IMPL
+from support import tasks
+from support.limits import RESULT_TIMEOUT
+from support.processes import run_script
 
 # --- by reference (stdlib-compatible) ---------------------------------------------------
 
 
 def test_module_level_function(shared_executor):
-    assert shared_executor.submit(helpers.square, 12).result(timeout=RESULT_TIMEOUT) == 144
+    assert shared_executor.submit(tasks.square, 12).result(timeout=RESULT_TIMEOUT) == 144
 
 
 def test_functools_partial(shared_executor):
-    add_ten = functools.partial(helpers.add, 10)
+    add_ten = functools.partial(tasks.add, 10)
     assert shared_executor.submit(add_ten, 5).result(timeout=RESULT_TIMEOUT) == 15
     assert list(shared_executor.map(add_ten, range(3))) == [10, 11, 12]
 
 
 def test_partial_with_keyword_arguments(shared_executor):
-    echo = functools.partial(helpers.echo, 1, key="value")
+    echo = functools.partial(tasks.echo, 1, key="value")
     result = shared_executor.submit(echo, 2).result(timeout=RESULT_TIMEOUT)
     assert result == ((1, 2), {"key": "value"})
 
@@ -51,13 +50,13 @@ def test_builtin_len_in_map(shared_executor):
 
 
 def test_bound_method_of_a_picklable_object(shared_executor):
-    tripler = helpers.Multiplier(3)
+    tripler = tasks.Multiplier(3)
     assert shared_executor.submit(tripler.apply, 7).result(timeout=RESULT_TIMEOUT) == 21
     assert list(shared_executor.map(tripler.apply, [1, 2])) == [3, 6]
 
 
 def test_distinct_bound_methods_are_not_confused(shared_executor):
-    futures = [shared_executor.submit(helpers.Multiplier(k).apply, 10) for k in range(20)]
+    futures = [shared_executor.submit(tasks.Multiplier(k).apply, 10) for k in range(20)]
     assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [10 * k for k in range(20)]
 
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-import helpers
-from conftest import create_executor, run_script, shm_entries, wait_until_gone
-
-RESULT_TIMEOUT = 30
+from conftest import create_executor
+from support import tasks
+from support.limits import RESULT_TIMEOUT
+from support.processes import run_script, shm_entries, wait_until_gone
 
 
 def blocked_worker_pids(executor, gate, count):
     """Occupy ``count`` workers with blocking tasks; return (futures, worker pids)."""
     pid_paths = [gate.started_path() for _ in range(count)]
-    futures = [executor.submit(helpers.write_pid_and_block, path, gate.path) for path in pid_paths]
+    futures = [executor.submit(tasks.write_pid_and_block, path, gate.path) for path in pid_paths]
     gate.wait_started(pid_paths)
     return futures, [int(Path(path).read_text()) for path in pid_paths]
 
@@ -50,7 +50,7 @@ def test_workers_are_gone_after_the_context_manager_exits(start_method):
     with create_executor(max_workers=2, start_method=start_method) as executor:
         pids = {
             f.result(timeout=RESULT_TIMEOUT)
-            for f in [executor.submit(helpers.get_pid) for _ in range(10)]
+            for f in [executor.submit(tasks.get_pid) for _ in range(10)]
         }
     assert pids
     assert wait_until_gone(pids) == set()
@@ -58,7 +58,7 @@ def test_workers_are_gone_after_the_context_manager_exits(start_method):
 
 def test_workers_are_gone_after_shutdown_with_cancel_futures(executor, gate):
     futures, pids = blocked_worker_pids(executor, gate, 2)
-    queued = [executor.submit(helpers.square, i) for i in range(8)]
+    queued = [executor.submit(tasks.square, i) for i in range(8)]
     gate.release()
     executor.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures + queued)
@@ -69,7 +69,7 @@ def test_workers_are_gone_when_the_executor_is_garbage_collected(start_method):
     executor = create_executor(max_workers=2, start_method=start_method)
     pids = {
         f.result(timeout=RESULT_TIMEOUT)
-        for f in [executor.submit(helpers.get_pid) for _ in range(10)]
+        for f in [executor.submit(tasks.get_pid) for _ in range(10)]
     }
     del executor
     gc.collect()
@@ -81,7 +81,7 @@ def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, sta
         pytest.skip("the stdlib rejects max_tasks_per_child with fork; not required of gilfree")
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=1)
     # One task at a time: CPython gh-115634 deadlocks the stdlib on a backlog.
-    pids = {executor.submit(helpers.get_pid).result(timeout=RESULT_TIMEOUT) for _ in range(6)}
+    pids = {executor.submit(tasks.get_pid).result(timeout=RESULT_TIMEOUT) for _ in range(6)}
     assert len(pids) > 2
     executor.shutdown(wait=True)
     assert wait_until_gone(pids) == set()
@@ -115,9 +115,9 @@ def test_a_refused_collector_thread_breaks_the_pool_and_shutdown_still_works(
     with monkeypatch.context() as patch:
         patch.setattr(threading, name, refuse)
         with pytest.raises(BrokenProcessPool):
-            list(executor.map(helpers.square, range(10)))
+            list(executor.map(tasks.square, range(10)))
         with pytest.raises(BrokenProcessPool):
-            executor.submit(helpers.square, 2)
+            executor.submit(tasks.square, 2)
     executor.shutdown(wait=True)
 
 
@@ -130,10 +130,10 @@ def test_no_new_dev_shm_entries_after_shutdown(start_method):
     before = shm_entries()
     size = 4 * 1024 * 1024
     with create_executor(max_workers=2, start_method=start_method) as executor:
-        blobs = list(executor.map(helpers.make_bytes, [size] * 4))
+        blobs = list(executor.map(tasks.make_bytes, [size] * 4))
         assert [len(blob) for blob in blobs] == [size] * 4
-        assert list(executor.map(helpers.byte_len, blobs)) == [size] * 4
-        assert list(executor.map(helpers.square, range(1000))) == [x * x for x in range(1000)]
+        assert list(executor.map(tasks.byte_len, blobs)) == [size] * 4
+        assert list(executor.map(tasks.square, range(1000))) == [x * x for x in range(1000)]
     new_entries = shm_entries() - before
     assert not new_entries, f"/dev/shm entries left behind: {sorted(new_entries)}"
 
@@ -196,7 +196,7 @@ def test_workers_end_when_a_script_exits_without_shutdown(tmp_path, start_method
     pids = run_exiting_script(tmp_path, start_method, "return")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    helpers.kill_quietly(leftover)
+    tasks.kill_quietly(leftover)
     assert leftover == set()
 
 
@@ -244,5 +244,5 @@ def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):
     pids = run_exiting_script(tmp_path, start_method, "hard-exit")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.
     leftover = wait_until_gone(pids, zombie_is_gone=True)
-    helpers.kill_quietly(leftover)
+    tasks.kill_quietly(leftover)
     assert leftover == set()

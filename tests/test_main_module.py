@@ -15,7 +15,8 @@ import textwrap
 
 import pytest
 
-from conftest import IMPL, run_script
+from conftest import IMPL
+from support.processes import run_script
 
 #: Opens every script: picks gilfree or the stdlib, with the start method from argv.
 PREAMBLE = textwrap.dedent(

@@ -7,7 +7,7 @@ import multiprocessing.shared_memory
 
 import pytest
 
-import helpers
+from support import tasks
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(30)]
 
@@ -46,9 +46,9 @@ def test_the_stand_in_runs_a_pool_with_stdlib_synchronisation():
     import gilfree.multiprocessing as module
 
     with module.Pool(2) as pool:
-        assert pool.map(helpers.square, range(5)) == [0, 1, 4, 9, 16]
+        assert pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
     queue = module.get_context("spawn").Queue()
-    process = module.Process(target=helpers.put_in_queue, args=(queue, "hello"))
+    process = module.Process(target=tasks.put_in_queue, args=(queue, "hello"))
     process.start()
     assert queue.get(timeout=20) == "hello"
     process.join(20)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-import helpers
-from conftest import IS_STDLIB, terminate_within_deadline, wait_until_gone
+from conftest import IS_STDLIB
+from support import tasks
+from support.limits import RESULT_TIMEOUT, TERMINATE_DEADLINE
+from support.processes import terminate_within_deadline, wait_until_gone
 
 pytestmark = pytest.mark.timeout(30)
 
-RESULT_TIMEOUT = 30
 #: Generous upper bound for terminate() to return and for killed workers to go.
-TERMINATE_DEADLINE = 5.0
 SQUARES = [x * x for x in range(100)]
 
 
@@ -62,7 +62,7 @@ def wait_for_some(paths, count, timeout=RESULT_TIMEOUT):
 
 
 def read_pid(path):
-    assert helpers.wait_for_file(path, RESULT_TIMEOUT), f"task never started: {path}"
+    assert tasks.wait_for_file(path, RESULT_TIMEOUT), f"task never started: {path}"
     return int(Path(path).read_text())
 
 
@@ -98,7 +98,7 @@ def test_processes_none_starts_one_worker_per_cpu(new_pool, gate):
     # workers; the last one only runs after the gate opens, on a worker already used.
     started = [gate.started_path() for _ in range(count + 1)]
     results = [
-        the_pool.apply_async(helpers.block_then_call, (gate.path, path, helpers.get_pid))
+        the_pool.apply_async(tasks.block_then_call, (gate.path, path, tasks.get_pid))
         for path in started
     ]
     assert wait_for_some(started, count), f"fewer than {count} tasks ran at once"
@@ -126,10 +126,10 @@ def test_non_callable_initializer_is_rejected():
 
 
 def test_initializer_runs_once_in_each_worker(new_pool, gate):
-    the_pool = new_pool(2, helpers.record_init, ("configured",))  # positional, as the stdlib's
+    the_pool = new_pool(2, tasks.record_init, ("configured",))  # positional, as the stdlib's
     started = [gate.started_path() for _ in range(2)]
     results = [
-        the_pool.apply_async(helpers.block_then_call, (gate.path, path, helpers.get_init_state))
+        the_pool.apply_async(tasks.block_then_call, (gate.path, path, tasks.get_init_state))
         for path in started
     ]
     gate.wait_started(started)  # both tasks run at once: one in each worker
@@ -141,7 +141,7 @@ def test_initializer_runs_once_in_each_worker(new_pool, gate):
 
 def test_maxtasksperchild_replaces_workers(new_pool):
     the_pool = new_pool(1, maxtasksperchild=1)
-    pids = [the_pool.apply(helpers.get_pid) for _ in range(3)]
+    pids = [the_pool.apply(tasks.get_pid) for _ in range(3)]
     assert len(set(pids)) == 3
     assert os.getpid() not in pids
 
@@ -149,10 +149,10 @@ def test_maxtasksperchild_replaces_workers(new_pool):
 def test_context_argument_is_honoured(new_pool, monkeypatch):
     # A spawned worker starts from a fresh interpreter: module state set in the
     # parent after startup does not reach it (a forked one would inherit it).
-    monkeypatch.setattr(helpers, "_init_value", "set-in-parent")
+    monkeypatch.setattr(tasks, "_init_value", "set-in-parent")
     the_pool = new_pool(1, context=multiprocessing.get_context("spawn"))
-    assert the_pool.map(helpers.square, range(5)) == SQUARES[:5]
-    pid, value, _ = the_pool.apply(helpers.get_init_state)
+    assert the_pool.map(tasks.square, range(5)) == SQUARES[:5]
+    pid, value, _ = the_pool.apply(tasks.get_init_state)
     assert pid != os.getpid()
     assert value is None
 
@@ -161,18 +161,18 @@ def test_context_argument_is_honoured(new_pool, monkeypatch):
 
 
 def test_apply_returns_the_result(pool):
-    assert pool.apply(helpers.square, (7,)) == 49
+    assert pool.apply(tasks.square, (7,)) == 49
 
 
 def test_apply_passes_args_and_kwds(pool):
-    assert pool.apply(helpers.echo, (1, "two"), {"three": 3}) == ((1, "two"), {"three": 3})
-    assert pool.apply(helpers.echo_kwargs, kwds={"a": [1]}) == {"a": [1]}
+    assert pool.apply(tasks.echo, (1, "two"), {"three": 3}) == ((1, "two"), {"three": 3})
+    assert pool.apply(tasks.echo_kwargs, kwds={"a": [1]}) == {"a": [1]}
 
 
 def test_apply_async_ready_wait_successful_get(new_pool, gate):
     the_pool = new_pool(1)
     started = gate.started_path()
-    result = the_pool.apply_async(helpers.block_until_released, (gate.path, "done", started))
+    result = the_pool.apply_async(tasks.block_until_released, (gate.path, "done", started))
     gate.wait_started([started])
     assert not result.ready()
     with pytest.raises(ValueError, match="not ready"):
@@ -190,7 +190,7 @@ def test_apply_async_ready_wait_successful_get(new_pool, gate):
 def test_get_timeout_on_blocked_task_raises_timeout_error(new_pool, gate):
     assert multiprocessing.TimeoutError is multiprocessing.context.TimeoutError
     the_pool = new_pool(1)
-    result = the_pool.apply_async(helpers.block_until_released, (gate.path, "late"))
+    result = the_pool.apply_async(tasks.block_until_released, (gate.path, "late"))
     with pytest.raises(multiprocessing.TimeoutError):
         result.get(timeout=0.05)
     gate.release()
@@ -200,7 +200,7 @@ def test_get_timeout_on_blocked_task_raises_timeout_error(new_pool, gate):
 def test_callback_runs_with_the_result_before_get_returns(pool):
     results, errors = [], []
     result = pool.apply_async(
-        helpers.square, (6,), callback=results.append, error_callback=errors.append
+        tasks.square, (6,), callback=results.append, error_callback=errors.append
     )
     assert result.get(RESULT_TIMEOUT) == 36
     assert results == [36]
@@ -210,12 +210,12 @@ def test_callback_runs_with_the_result_before_get_returns(pool):
 def test_error_callback_receives_the_exception(pool):
     results, errors = [], []
     result = pool.apply_async(
-        helpers.raise_custom_error,
+        tasks.raise_custom_error,
         ("boom", 7),
         callback=results.append,
         error_callback=errors.append,
     )
-    with pytest.raises(helpers.CustomError) as info:
+    with pytest.raises(tasks.CustomError) as info:
         result.get(RESULT_TIMEOUT)
     assert len(errors) == 1
     assert errors[0] is info.value
@@ -227,9 +227,9 @@ def test_error_callback_receives_the_exception(pool):
 @pytest.mark.parametrize(
     "function, args, error_type",
     [
-        (helpers.raise_custom_error, ("boom", 7), helpers.CustomError),
-        (helpers.raise_value_error, ("bad",), ValueError),
-        (helpers.raise_key_error, ("missing",), KeyError),
+        (tasks.raise_custom_error, ("boom", 7), tasks.CustomError),
+        (tasks.raise_value_error, ("bad",), ValueError),
+        (tasks.raise_key_error, ("missing",), KeyError),
     ],
     ids=["custom", "ValueError", "KeyError"],
 )
@@ -242,7 +242,7 @@ def test_worker_exception_is_reraised_with_remote_traceback(pool, function, args
     assert type(error.__cause__).__name__ == "RemoteTraceback"
     assert function.__name__ in str(error.__cause__)
     # The pool is still usable.
-    assert pool.apply(helpers.square, (3,)) == 9
+    assert pool.apply(tasks.square, (3,)) == 9
 
 
 # --- map / map_async / starmap ----------------------------------------------------------
@@ -250,27 +250,27 @@ def test_worker_exception_is_reraised_with_remote_traceback(pool, function, args
 
 @pytest.mark.parametrize("chunksize", [None, 1, 7, 1000])
 def test_map_returns_results_in_order(pool, chunksize):
-    assert pool.map(helpers.square, range(100), chunksize=chunksize) == SQUARES
+    assert pool.map(tasks.square, range(100), chunksize=chunksize) == SQUARES
 
 
 def test_map_of_empty_input_is_an_empty_list(pool):
-    assert pool.map(helpers.square, []) == []
+    assert pool.map(tasks.square, []) == []
 
 
 def test_map_accepts_a_generator(pool):
-    assert pool.map(helpers.square, (x for x in range(100))) == SQUARES
+    assert pool.map(tasks.square, (x for x in range(100))) == SQUARES
 
 
 def test_map_raises_the_exception_of_a_failing_item(pool):
     with pytest.raises(ValueError, match="^bad value 13$"):
-        pool.map(functools.partial(helpers.raise_if_equal, bad=13), range(50))
-    assert pool.map(helpers.square, range(10)) == SQUARES[:10]
+        pool.map(functools.partial(tasks.raise_if_equal, bad=13), range(50))
+    assert pool.map(tasks.square, range(10)) == SQUARES[:10]
 
 
 def test_map_async_callback_receives_the_whole_list(pool):
     results, errors = [], []
     result = pool.map_async(
-        helpers.square, range(100), callback=results.append, error_callback=errors.append
+        tasks.square, range(100), callback=results.append, error_callback=errors.append
     )
     assert result.get(RESULT_TIMEOUT) == SQUARES
     assert results == [SQUARES]
@@ -281,7 +281,7 @@ def test_map_async_callback_receives_the_whole_list(pool):
 def test_map_async_error_callback_receives_the_exception(pool):
     results, errors = [], []
     result = pool.map_async(
-        functools.partial(helpers.raise_if_equal, bad=3),
+        functools.partial(tasks.raise_if_equal, bad=3),
         range(10),
         chunksize=2,
         callback=results.append,
@@ -296,14 +296,14 @@ def test_map_async_error_callback_receives_the_exception(pool):
 
 
 def test_starmap_unpacks_argument_tuples(pool):
-    assert pool.starmap(helpers.add, [(1, 2), (3, 4), ("a", "b")]) == [3, 7, "ab"]
-    assert pool.starmap(helpers.add, []) == []
+    assert pool.starmap(tasks.add, [(1, 2), (3, 4), ("a", "b")]) == [3, 7, "ab"]
+    assert pool.starmap(tasks.add, []) == []
 
 
 def test_starmap_async_with_callback(pool):
     results = []
     result = pool.starmap_async(
-        helpers.add, zip(range(20), range(20)), chunksize=3, callback=results.append
+        tasks.add, zip(range(20), range(20)), chunksize=3, callback=results.append
     )
     expected = [2 * x for x in range(20)]
     assert result.get(RESULT_TIMEOUT) == expected
@@ -313,11 +313,11 @@ def test_starmap_async_with_callback(pool):
 @pytest.mark.parametrize(
     "function, inputs",
     [
-        (helpers.square, range(50)),
+        (tasks.square, range(50)),
         (str, range(-5, 50)),
         (abs, range(-20, 20)),
         (len, ["", "a", "ab", (1, 2, 3), {"k": 1}]),
-        (helpers.fib, range(20)),
+        (tasks.fib, range(20)),
     ],
     ids=["square", "str", "abs", "len", "fib"],
 )
@@ -331,7 +331,7 @@ def test_results_match_the_builtin_map(pool, function, inputs):
 
 def test_starmap_matches_builtin_map_over_two_iterables(pool):
     left, right = range(30), range(100, 130)
-    assert pool.starmap(helpers.add, zip(left, right)) == list(map(helpers.add, left, right))
+    assert pool.starmap(tasks.add, zip(left, right)) == list(map(tasks.add, left, right))
 
 
 # --- imap / imap_unordered --------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_starmap_matches_builtin_map_over_two_iterables(pool):
 
 @pytest.mark.parametrize("chunksize", [1, 3, 1000])
 def test_imap_yields_results_in_order(pool, chunksize):
-    iterator = pool.imap(helpers.square, range(100), chunksize)
+    iterator = pool.imap(tasks.square, range(100), chunksize)
     assert iter(iterator) is iterator
     assert list(iterator) == SQUARES
 
@@ -347,12 +347,12 @@ def test_imap_yields_results_in_order(pool, chunksize):
 @pytest.mark.parametrize("method", ["imap", "imap_unordered"])
 def test_imap_rejects_a_zero_chunksize(pool, method):
     with pytest.raises(ValueError, match="^Chunksize must be 1\\+, not 0$"):
-        getattr(pool, method)(helpers.square, range(10), chunksize=0)
+        getattr(pool, method)(tasks.square, range(10), chunksize=0)
 
 
 def test_imap_next_timeout_then_stop_iteration(new_pool, gate):
     the_pool = new_pool(1)
-    iterator = the_pool.imap(functools.partial(helpers.block_until_released, gate.path), ["only"])
+    iterator = the_pool.imap(functools.partial(tasks.block_until_released, gate.path), ["only"])
     with pytest.raises(multiprocessing.TimeoutError):
         iterator.next(timeout=0.05)
     gate.release()
@@ -365,7 +365,7 @@ def test_imap_next_timeout_then_stop_iteration(new_pool, gate):
 
 def test_imap_waits_for_the_first_item_in_order(new_pool, gate):
     the_pool = new_pool(2)
-    iterator = the_pool.imap(functools.partial(helpers.block_on_zero, gate.path), range(10))
+    iterator = the_pool.imap(functools.partial(tasks.block_on_zero, gate.path), range(10))
     with pytest.raises(multiprocessing.TimeoutError):
         iterator.next(timeout=0.1)  # item 0 is held, so nothing can come out yet
     gate.release()
@@ -375,7 +375,7 @@ def test_imap_waits_for_the_first_item_in_order(new_pool, gate):
 def test_imap_unordered_yields_finished_results_first(new_pool, gate):
     the_pool = new_pool(2)
     iterator = the_pool.imap_unordered(
-        functools.partial(helpers.block_on_zero, gate.path), range(10), chunksize=1
+        functools.partial(tasks.block_on_zero, gate.path), range(10), chunksize=1
     )
     # Item 0 holds one worker until the gate opens; the other worker runs the rest.
     first = iterator.next(timeout=RESULT_TIMEOUT)
@@ -385,8 +385,8 @@ def test_imap_unordered_yields_finished_results_first(new_pool, gate):
 
 
 def test_imap_unordered_yields_every_result(pool):
-    assert sorted(pool.imap_unordered(helpers.square, range(100), chunksize=4)) == SQUARES
-    assert list(pool.imap_unordered(helpers.square, [])) == []
+    assert sorted(pool.imap_unordered(tasks.square, range(100), chunksize=4)) == SQUARES
+    assert list(pool.imap_unordered(tasks.square, [])) == []
 
 
 def numbers_then_error(count):
@@ -396,17 +396,17 @@ def numbers_then_error(count):
 
 
 def test_imap_raises_the_input_iterables_exception_after_earlier_results(pool):
-    iterator = pool.imap(helpers.square, numbers_then_error(3))
+    iterator = pool.imap(tasks.square, numbers_then_error(3))
     assert [iterator.next(timeout=RESULT_TIMEOUT) for _ in range(3)] == [0, 1, 4]
     with pytest.raises(ValueError, match="^input iterable failed$"):
         iterator.next(timeout=RESULT_TIMEOUT)
     with pytest.raises(StopIteration):
         iterator.next(timeout=RESULT_TIMEOUT)
-    assert pool.map(helpers.square, range(10)) == SQUARES[:10]
+    assert pool.map(tasks.square, range(10)) == SQUARES[:10]
 
 
 def test_imap_unordered_raises_the_input_iterables_exception_among_results(pool):
-    iterator = pool.imap_unordered(helpers.square, numbers_then_error(3))
+    iterator = pool.imap_unordered(tasks.square, numbers_then_error(3))
     results, errors = [], []
     for _ in range(4):  # three results and the exception, in any order
         try:
@@ -421,12 +421,12 @@ def test_imap_unordered_raises_the_input_iterables_exception_among_results(pool)
 
 def test_map_raises_the_input_iterables_exception(pool):
     with pytest.raises(ValueError, match="^input iterable failed$"):
-        pool.map(helpers.square, numbers_then_error(3))
+        pool.map(tasks.square, numbers_then_error(3))
 
 
 def test_imap_over_an_infinite_generator_then_terminate(new_pool):
     the_pool = new_pool(2)
-    first = list(itertools.islice(the_pool.imap(helpers.square, itertools.count()), 1000))
+    first = list(itertools.islice(the_pool.imap(tasks.square, itertools.count()), 1000))
     assert first == [x * x for x in range(1000)]
     started = time.monotonic()
     the_pool.terminate()
@@ -443,7 +443,7 @@ def test_imap_pulls_a_bounded_number_of_items_ahead(new_pool):
             yield number
 
     the_pool = new_pool(2)
-    iterator = the_pool.imap(helpers.square, counting())
+    iterator = the_pool.imap(tasks.square, counting())
     assert [iterator.next(timeout=RESULT_TIMEOUT) for _ in range(100)] == SQUARES
     assert pulled[0] < 50_000
     time.sleep(0.2)  # a runaway prefetcher would keep pulling meanwhile
@@ -458,10 +458,10 @@ def test_close_then_join_waits_for_outstanding_work(new_pool, gate):
     the_pool = new_pool(2)
     started = [gate.started_path() for _ in range(2)]
     held = [
-        the_pool.apply_async(helpers.block_then_call, (gate.path, path, helpers.get_pid))
+        the_pool.apply_async(tasks.block_then_call, (gate.path, path, tasks.get_pid))
         for path in started
     ]
-    queued = the_pool.map_async(helpers.square, range(20), chunksize=1)
+    queued = the_pool.map_async(tasks.square, range(20), chunksize=1)
     gate.wait_started(started)
     the_pool.close()
     gate.release()
@@ -477,9 +477,9 @@ def test_submitting_after_close_raises_value_error(new_pool):
     the_pool = new_pool(1)
     the_pool.close()
     with pytest.raises(ValueError, match="^Pool not running$"):
-        the_pool.apply_async(helpers.square, (2,))
+        the_pool.apply_async(tasks.square, (2,))
     with pytest.raises(ValueError, match="^Pool not running$"):
-        the_pool.map(helpers.square, range(3))
+        the_pool.map(tasks.square, range(3))
     the_pool.join()
 
 
@@ -487,14 +487,14 @@ def test_join_before_close_raises_value_error(new_pool):
     the_pool = new_pool(1)
     with pytest.raises(ValueError, match="^Pool is still running$"):
         the_pool.join()
-    assert the_pool.apply(helpers.square, (2,)) == 4
+    assert the_pool.apply(tasks.square, (2,)) == 4
 
 
 def test_terminate_stops_a_long_map_async_quickly(new_pool, gate, tmp_path):
     the_pool = new_pool(2)
     pid_paths = [str(tmp_path / f"pid-{index}") for index in range(50)]
     the_pool.starmap_async(
-        helpers.write_pid_and_block, [(path, gate.path) for path in pid_paths], chunksize=1
+        tasks.write_pid_and_block, [(path, gate.path) for path in pid_paths], chunksize=1
     )
     assert wait_for_some(pid_paths, 2), "the two workers never started"
     pids = [read_pid(path) for path in pid_paths if os.path.exists(path)]
@@ -510,17 +510,17 @@ def test_with_block_terminates_the_pool(gate, tmp_path):
     the_pool = make_pool(1)
     with the_pool as entered:
         assert entered is the_pool
-        assert the_pool.apply(helpers.square, (3,)) == 9
-        the_pool.apply_async(helpers.write_pid_and_block, (pid_path, gate.path))
+        assert the_pool.apply(tasks.square, (3,)) == 9
+        the_pool.apply_async(tasks.write_pid_and_block, (pid_path, gate.path))
         pid = read_pid(pid_path)
         started = time.monotonic()
     # __exit__ terminates: the held task's worker is killed, not waited for.
     assert time.monotonic() - started < TERMINATE_DEADLINE
     assert wait_until_gone([pid], TERMINATE_DEADLINE) == set()
     with pytest.raises(ValueError, match="^Pool not running$"):
-        the_pool.apply(helpers.square, (3,))
+        the_pool.apply(tasks.square, (3,))
     with pytest.raises(ValueError, match="^Pool not running$"):
-        the_pool.map(helpers.square, range(3))
+        the_pool.map(tasks.square, range(3))
     the_pool.join()
 
 
@@ -543,7 +543,7 @@ def test_lambdas_and_closures_are_accepted(pool):
 @pytest.mark.gilfree_only
 @pytest.mark.parametrize(
     "function, argument",
-    [(helpers.kill_self, signal.SIGKILL), (helpers.exit_abruptly, 3)],
+    [(tasks.kill_self, signal.SIGKILL), (tasks.exit_abruptly, 3)],
     ids=["SIGKILL", "os._exit"],
 )
 def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, argument):
@@ -556,8 +556,8 @@ def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, a
         result.get(RESULT_TIMEOUT)
     assert result.ready()
     assert not result.successful()
-    assert the_pool.map(helpers.square, range(20)) == SQUARES[:20]
-    assert the_pool.apply(helpers.square, (5,)) == 25
+    assert the_pool.map(tasks.square, range(20)) == SQUARES[:20]
+    assert the_pool.apply(tasks.square, (5,)) == 25
 
 
 # --- results that cannot travel back ------------------------------------------------------------
@@ -565,14 +565,14 @@ def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, a
 
 def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
     the_pool = new_pool(1)
-    result = the_pool.apply_async(helpers.return_lock)
+    result = the_pool.apply_async(tasks.return_lock)
     with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="^Error sending result"):
         result.get(RESULT_TIMEOUT)
     assert not result.successful()
     with pytest.raises(multiprocessing.pool.MaybeEncodingError):
-        the_pool.starmap(helpers.return_lock, [(), ()])
-    assert the_pool.apply(helpers.square, (4,)) == 16
-    assert the_pool.map(helpers.square, range(10)) == SQUARES[:10]
+        the_pool.starmap(tasks.return_lock, [(), ()])
+    assert the_pool.apply(tasks.square, (4,)) == 16
+    assert the_pool.map(tasks.square, range(10)) == SQUARES[:10]
 
 
 # --- workers start with the pool; errors of arguments and inputs, as the stdlib raises them ----
@@ -595,21 +595,21 @@ def test_a_worker_that_exits_is_replaced_without_waiting_for_work(new_pool):
     # As multiprocessing's pool: the worker that did its one task exits, and another starts
     # in its place while no work is waiting.
     the_pool = new_pool(2, maxtasksperchild=1)
-    retired = the_pool.apply(helpers.get_pid)
+    retired = the_pool.apply(tasks.get_pid)
 
     def replaced():
         live = {process.pid for process in the_pool._pool if process.is_alive()}
         return len(live) == 2 and 0 not in live and retired not in live
 
-    assert helpers.wait_for(replaced, RESULT_TIMEOUT), [p.pid for p in the_pool._pool]
+    assert tasks.wait_for(replaced, RESULT_TIMEOUT), [p.pid for p in the_pool._pool]
 
 
 def test_an_argument_that_cannot_be_sent_raises_pickles_own_error(pool):
     with pytest.raises(TypeError, match="lock"):
-        pool.map(helpers.square, [1, threading.Lock()])
+        pool.map(tasks.square, [1, threading.Lock()])
     with pytest.raises(TypeError, match="lock"):
-        pool.apply(helpers.square, (threading.Lock(),))
-    assert pool.map(helpers.square, range(3)) == [0, 1, 4]
+        pool.apply(tasks.square, (threading.Lock(),))
+    assert pool.map(tasks.square, range(3)) == [0, 1, 4]
 
 
 def numbers_then_error_at(count):
@@ -621,7 +621,7 @@ def numbers_then_error_at(count):
 def test_an_input_error_inside_a_chunk_drops_that_chunks_items(pool):
     # As the stdlib: the error comes at the start of the chunk being filled when it happened.
     # (with chunksize > 1 the stdlib's imap returns a plain generator: no next(timeout))
-    iterator = pool.imap(helpers.square, numbers_then_error_at(7), chunksize=2)
+    iterator = pool.imap(tasks.square, numbers_then_error_at(7), chunksize=2)
     assert [next(iterator) for _ in range(6)] == SQUARES[:6]
     with pytest.raises(ValueError, match="^input failed$"):
         next(iterator)

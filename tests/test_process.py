@@ -3,7 +3,7 @@
 ``process_class()`` is the class under test: ``gilfree.Process`` by default,
 ``multiprocessing.Process`` with ``GILFREE_TEST_IMPL=stdlib``. Processes made
 with the ``make_process`` fixture are killed and reaped at teardown if a test
-left them running. Targets live in ``helpers`` and report back through files,
+left them running. Targets live in ``support.tasks`` and report back through files,
 a ``multiprocessing.Queue`` or a ``Pipe``; blocking targets wait on the file
 ``gate`` (conftest). What the parent interpreter does at exit (the traceback a
 failing child prints, daemonic children) is checked in a script run in a
@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 
-import helpers
-from conftest import IS_STDLIB, run_script, wait_until_gone
+from conftest import IS_STDLIB
+from support import tasks
+from support.limits import RESULT_TIMEOUT, TERMINATE_DEADLINE, TESTS_DIRECTORY
+from support.processes import run_script, wait_until_gone
 
 pytestmark = pytest.mark.timeout(30)
 
-RESULT_TIMEOUT = 30
 #: Generous upper bound for a terminated or killed process to be joined.
-TERMINATE_DEADLINE = 5.0
-TESTS_DIRECTORY = str(Path(__file__).resolve().parent)
 
 
 def process_class():
@@ -64,20 +63,19 @@ def make_process():
 def start_blocked(make_process, gate):
     """Start a process that holds until the gate opens; return it once it runs."""
     started = gate.started_path()
-    process = make_process(target=helpers.block_until_released, args=(gate.path, None, started))
+    process = make_process(target=tasks.block_until_released, args=(gate.path, None, started))
     process.start()
     gate.wait_started([started])
     return process, started
 
 
-#: Header of the scripts: the Process class under test, importable helpers.
+#: Header of the scripts: the Process class under test, importable tasks.
 SCRIPT_HEADER = f"""
 import os
 import sys
 
 sys.path.insert(0, {TESTS_DIRECTORY!r})
-import helpers
-
+from support import tasks
 if os.environ.get("GILFREE_TEST_IMPL") == "stdlib":
     from multiprocessing import Process
 else:
@@ -89,17 +87,17 @@ else:
 
 
 def test_names_explicit_kept_default_distinct(make_process):
-    named = make_process(target=helpers.square, args=(2,), name="worker-7")
+    named = make_process(target=tasks.square, args=(2,), name="worker-7")
     assert named.name == "worker-7"
     named.name = "renamed"
     assert named.name == "renamed"
-    first, second = make_process(target=helpers.square), make_process(target=helpers.square)
+    first, second = make_process(target=tasks.square), make_process(target=tasks.square)
     assert isinstance(first.name, str) and first.name
     assert first.name != second.name
 
 
 def test_state_before_start(make_process):
-    process = make_process(target=helpers.square, args=(2,))
+    process = make_process(target=tasks.square, args=(2,))
     assert process.pid is None
     assert process.exitcode is None
     assert not process.is_alive()
@@ -108,11 +106,11 @@ def test_state_before_start(make_process):
 
 
 def test_daemon_flag_is_settable_before_start_only(make_process):
-    process = make_process(target=helpers.square, args=(2,))
+    process = make_process(target=tasks.square, args=(2,))
     assert process.daemon is False
     process.daemon = True
     assert process.daemon is True
-    assert make_process(target=helpers.square, args=(2,), daemon=True).daemon is True
+    assert make_process(target=tasks.square, args=(2,), daemon=True).daemon is True
     process.start()
     process.join(RESULT_TIMEOUT)
     assert process.exitcode == 0
@@ -126,7 +124,7 @@ def test_daemon_flag_is_settable_before_start_only(make_process):
 def test_target_receives_args_and_kwargs(make_process, tmp_path):
     path = str(tmp_path / "call")
     process = make_process(
-        target=helpers.record_call, args=(path, 1, "two"), kwargs={"three": [3], "four": None}
+        target=tasks.record_call, args=(path, 1, "two"), kwargs={"three": [3], "four": None}
     )
     process.start()
     process.join(RESULT_TIMEOUT)
@@ -167,7 +165,7 @@ def test_sentinel_is_ready_when_the_process_ends(make_process, gate):
 
 
 def test_exitcode_is_1_when_the_target_raises(make_process):
-    process = make_process(target=helpers.raise_value_error, args=("expected in a test",))
+    process = make_process(target=tasks.raise_value_error, args=("expected in a test",))
     process.start()
     process.join(RESULT_TIMEOUT)
     assert process.exitcode == 1
@@ -175,7 +173,7 @@ def test_exitcode_is_1_when_the_target_raises(make_process):
 
 @pytest.mark.parametrize("code, exitcode", [(3, 3), (0, 0), (None, 0), ("a message", 1)])
 def test_system_exit_sets_the_exitcode(make_process, code, exitcode):
-    process = make_process(target=helpers.exit_with, args=(code,))
+    process = make_process(target=tasks.exit_with, args=(code,))
     process.start()
     process.join(RESULT_TIMEOUT)
     assert process.exitcode == exitcode
@@ -187,7 +185,7 @@ def test_failing_target_prints_its_traceback(tmp_path):
         + """
 if __name__ == "__main__":
     process = Process(
-        target=helpers.raise_custom_error, args=("boom from the child",), name="worker-7"
+        target=tasks.raise_custom_error, args=("boom from the child",), name="worker-7"
     )
     process.start()
     process.join(30)
@@ -199,7 +197,7 @@ if __name__ == "__main__":
     assert stdout.split() == ["exitcode", "1"]
     assert "Process worker-7:\nTraceback (most recent call last):" in stderr
     assert "raise_custom_error" in stderr
-    assert "helpers.CustomError: boom from the child" in stderr
+    assert "tasks.CustomError: boom from the child" in stderr
 
 
 # --- stopping --------------------------------------------------------------------------------
@@ -217,7 +215,7 @@ def test_terminate_and_kill_give_a_negative_exitcode(make_process, gate, method,
 
 
 def test_close_after_join_releases_the_process(make_process):
-    process = make_process(target=helpers.square, args=(2,))
+    process = make_process(target=tasks.square, args=(2,))
     process.start()
     pid = process.pid
     process.join(RESULT_TIMEOUT)
@@ -240,7 +238,7 @@ def test_close_while_running_raises_value_error(make_process, gate):
 
 
 def test_start_twice_raises_assertion_error(make_process):
-    process = make_process(target=helpers.square, args=(2,))
+    process = make_process(target=tasks.square, args=(2,))
     process.start()
     with pytest.raises(AssertionError, match="^cannot start a process twice$"):
         process.start()
@@ -254,10 +252,10 @@ def test_daemonic_child_is_terminated_when_the_parent_exits(tmp_path, gate):
         SCRIPT_HEADER
         + f"""
 if __name__ == "__main__":
-    process = Process(target=helpers.write_pid_and_block, args=({pid_path!r}, {gate.path!r}),
+    process = Process(target=tasks.write_pid_and_block, args=({pid_path!r}, {gate.path!r}),
                       daemon=True)
     process.start()
-    assert helpers.wait_for_file({pid_path!r}, 30)
+    assert tasks.wait_for_file({pid_path!r}, 30)
 """
     )  # the script ends without joining: the interpreter's exit must stop the child
     returncode, _, stderr = run_script(tmp_path, source)
@@ -272,7 +270,7 @@ def test_non_daemonic_child_is_waited_for_at_parent_exit(tmp_path):
         SCRIPT_HEADER
         + f"""
 if __name__ == "__main__":
-    Process(target=helpers.sleep_then_touch, args=({done_path!r}, 0.3)).start()
+    Process(target=tasks.sleep_then_touch, args=({done_path!r}, 0.3)).start()
 """
     )  # the script ends without joining: the interpreter's exit must wait for the child
     returncode, _, stderr = run_script(tmp_path, source)
@@ -291,7 +289,7 @@ def test_subclass_run_is_called_in_the_child(make_process, tmp_path):
             self.label = label
 
         def run(self):
-            helpers.record_call(self.path, self.label, os.getpid())
+            tasks.record_call(self.path, self.label, os.getpid())
 
     path = str(tmp_path / "call")
     process = make_process(path, "from run", cls=Recorder)
@@ -304,7 +302,7 @@ def test_subclass_run_is_called_in_the_child(make_process, tmp_path):
 def test_queue_in_args_carries_data_back(make_process):
     queue = multiprocessing.Queue()
     try:
-        process = make_process(target=helpers.put_in_queue, args=(queue, {"answer": [42]}))
+        process = make_process(target=tasks.put_in_queue, args=(queue, {"answer": [42]}))
         process.start()
         assert queue.get(timeout=RESULT_TIMEOUT) == {"answer": [42]}
         process.join(RESULT_TIMEOUT)
@@ -317,7 +315,7 @@ def test_queue_in_args_carries_data_back(make_process):
 def test_pipe_in_args_carries_data_both_ways(make_process):
     parent_end, child_end = multiprocessing.Pipe()
     with parent_end:
-        process = make_process(target=helpers.pipe_double, args=(child_end,))
+        process = make_process(target=tasks.pipe_double, args=(child_end,))
         process.start()
         child_end.close()  # the parent's copy: only the child's remains open
         parent_end.send(21)
@@ -358,7 +356,7 @@ def test_lambda_and_closure_targets(make_process):
 
 
 def test_one_process_per_core_runs_fib(make_process):
-    processes = [make_process(target=helpers.fib, args=(25,)) for _ in range(os.cpu_count() or 1)]
+    processes = [make_process(target=tasks.fib, args=(25,)) for _ in range(os.cpu_count() or 1)]
     for process in processes:
         process.start()
     for process in processes:

@@ -7,17 +7,17 @@ import threading
 
 import pytest
 
-import helpers
+from support import tasks
+from support.limits import RESULT_TIMEOUT
 
 pytestmark = pytest.mark.gilfree_only
-RESULT_TIMEOUT = 30
 
 
 def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp_path):
     from gilfree import SerializationError
 
     with open(tmp_path / "data.txt", "w") as handle:
-        future = shared_executor.submit(helpers.echo, 1, {"fh": handle})
+        future = shared_executor.submit(tasks.echo, 1, {"fh": handle})
         with pytest.raises(SerializationError) as caught:
             future.result(timeout=RESULT_TIMEOUT)
     error = caught.value
@@ -32,7 +32,7 @@ def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp
 def test_a_keyword_argument_is_named_too(shared_executor):
     from gilfree import SerializationError
 
-    future = shared_executor.submit(helpers.echo, lock=threading.Lock())
+    future = shared_executor.submit(tasks.echo, lock=threading.Lock())
     with pytest.raises(SerializationError, match=r"^kwargs\['lock'\]: cannot send a thread lock"):
         future.result(timeout=RESULT_TIMEOUT)
 
@@ -42,20 +42,20 @@ def test_a_map_item_that_cannot_be_sent_is_named_by_its_position(shared_executor
 
     items = [1, 2, (n for n in range(3))]
     with pytest.raises(SerializationError, match=r"^map item 2: cannot send a generator"):
-        list(shared_executor.map(helpers.square, items))
+        list(shared_executor.map(tasks.square, items))
 
 
 def test_the_refused_task_never_reaches_a_worker(shared_executor):
     from gilfree import SerializationError
 
     with pytest.raises(SerializationError):
-        shared_executor.submit(helpers.echo, threading.Lock()).result(timeout=RESULT_TIMEOUT)
-    assert shared_executor.submit(helpers.square, 7).result(timeout=RESULT_TIMEOUT) == 49
+        shared_executor.submit(tasks.echo, threading.Lock()).result(timeout=RESULT_TIMEOUT)
+    assert shared_executor.submit(tasks.square, 7).result(timeout=RESULT_TIMEOUT) == 49
 
 
 def test_lambdas_and_closures_can_be_arguments_and_results(shared_executor):
     offset = 5
-    result = shared_executor.submit(helpers.call_with, lambda value: value + offset, 10)
+    result = shared_executor.submit(tasks.call_with, lambda value: value + offset, 10)
     assert result.result(timeout=RESULT_TIMEOUT) == 15
-    made = shared_executor.submit(helpers.make_adder, 3).result(timeout=RESULT_TIMEOUT)
+    made = shared_executor.submit(tasks.make_adder, 3).result(timeout=RESULT_TIMEOUT)
     assert made(4) == 7

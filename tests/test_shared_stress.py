@@ -26,14 +26,15 @@ from collections import deque
 
 import pytest
 
-import helpers
-from conftest import create_executor, shutdown_within_deadline
+from conftest import create_executor
+from support import tasks
+from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
+from support.limits import MIB
+from support.processes import shutdown_within_deadline
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120)]
 numpy = pytest.importorskip("numpy")
 
-MIB = 1 << 20
-RESULT_TIMEOUT = 60
 #: Tasks submitted per case, in bursts of 1..MAX_BURST (``GILFREE_STRESS_TASKS`` for a longer
 #: soak); fewer where workers retire, since each restart costs time.
 TASK_COUNT = int(os.environ.get("GILFREE_STRESS_TASKS", "500"))
@@ -140,7 +141,7 @@ class Plan:
             kind, seed, length, value = self.random.choice(forwardable)
         else:
             kind, seed, length = self.random.choice(KINDS), self.fresh_seed(), self.length()
-            value = helpers.make_stress_value(kind, seed, length)
+            value = tasks.make_stress_value(kind, seed, length)
         if self.random.random() < 0.5 and not fresh_reply:
             reply_seed, reply_length = None, length  # the task returns what it received
         else:
@@ -180,13 +181,13 @@ def settle(future, expected, outcomes, window, timeout=RESULT_TIMEOUT):
     except gilfree.WorkerCrashedError:
         outcomes.crashed += 1
         return
-    except helpers.StressCorruption as error:
+    except tasks.StressCorruption as error:
         outcomes.corrupt.append(f"in a worker: {error}")
         return
     except Exception as error:
         outcomes.unexpected.append(f"{kind} seed {seed}: {type(error).__name__}: {error}")
         return
-    problem = helpers.check_stress_value(kind, seed, length, value)
+    problem = tasks.check_stress_value(kind, seed, length, value)
     if problem is not None:
         outcomes.corrupt.append(f"in the parent, on receipt of {kind} seed {seed}: {problem}")
         return
@@ -196,7 +197,7 @@ def settle(future, expected, outcomes, window, timeout=RESULT_TIMEOUT):
 
 def recheck(entry, outcomes, when):
     kind, seed, length, value = entry
-    problem = helpers.check_stress_value(kind, seed, length, value)
+    problem = tasks.check_stress_value(kind, seed, length, value)
     if problem is not None:
         outcomes.corrupt.append(f"in the parent, {when}, {kind} seed {seed}: {problem}")
 
@@ -215,7 +216,7 @@ def run_bursts(executor, plan, task_count, outcomes, window, chooser, quiet=Fals
         for _ in range(burst):
             kind, seed, length, value, reply_seed, reply_length, sleep = plan.task(window, quiet)
             future = executor.submit(
-                helpers.stress_task, kind, seed, length, value, reply_seed, reply_length, sleep
+                tasks.stress_task, kind, seed, length, value, reply_seed, reply_length, sleep
             )
             future.add_done_callback(outcomes.note_done)
             submitted += 1
@@ -283,10 +284,10 @@ def test_large_messages_stay_intact_and_buffers_are_reused_while_workers_die(
         gc.collect()
 
         # The executor still works, and the workers alive now hold a bounded number of buffers.
-        final = helpers.make_stress_value("array", 10**6, 2 * MIB)
-        echoed = executor.submit(helpers.stress_task, "array", 10**6, 2 * MIB, final, None, 0, 0)
+        final = tasks.make_stress_value("array", 10**6, 2 * MIB)
+        echoed = executor.submit(tasks.stress_task, "array", 10**6, 2 * MIB, final, None, 0, 0)
         echoed = echoed.result(RESULT_TIMEOUT)
-        assert helpers.check_stress_value("array", 10**6, 2 * MIB, echoed) is None
+        assert tasks.check_stress_value("array", 10**6, 2 * MIB, echoed) is None
         del final, echoed
         gc.collect()
         worker_mappings = {pid: gilfree_mappings(pid) for pid in executor._processes if pid > 0}

@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-import helpers
-from conftest import create_executor, shutdown_within_deadline, wait_until_gone
+from conftest import create_executor
 from gilfree import WorkerCrashedError
+from support import tasks
+from support.processes import shutdown_within_deadline, wait_until_gone
 from test_faults import drain, outcomes
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120)]
@@ -70,12 +71,12 @@ def run_rounds(executor, rng):
     sent = 0
     while counts["ok"] + counts["crashed"] < TASKS:
         base = sent
-        futures = [executor.submit(helpers.slow_square, base + offset) for offset in range(SUBMITS)]
+        futures = [executor.submit(tasks.slow_square, base + offset) for offset in range(SUBMITS)]
         items = range(base + SUBMITS, base + SUBMITS + MAP_ITEMS)
         # Chunks of a few ms at most: a chunk as long as the time between kills would often be
         # killed on every try.
         chunksize = rng.choice([None, 1, 4])
-        results, error = drain(executor.map(helpers.slow_square, items, chunksize=chunksize))
+        results, error = drain(executor.map(tasks.slow_square, items, chunksize=chunksize))
         sent += SUBMITS + MAP_ITEMS
 
         for offset, (kind, value) in enumerate(outcomes(futures, timeout=60)):
@@ -104,7 +105,7 @@ def test_soak_with_workers_killed_at_random(retries):
     rng = random.Random(1000 + retries)
     try:
         # Workers running before the killer starts.
-        assert list(executor.map(helpers.square, range(10))) == [x * x for x in range(10)]
+        assert list(executor.map(tasks.square, range(10))) == [x * x for x in range(10)]
         began = time.monotonic()
         killer.start()
         try:
@@ -128,8 +129,8 @@ def test_soak_with_workers_killed_at_random(retries):
         if retries:
             assert counts["ok"] >= 0.97 * TASKS, counts
         # The executor still works once the killing stops.
-        assert list(executor.map(helpers.square, range(500))) == [x * x for x in range(500)]
-        futures = [executor.submit(helpers.square, x) for x in range(50)]
+        assert list(executor.map(tasks.square, range(500))) == [x * x for x in range(500)]
+        futures = [executor.submit(tasks.square, x) for x in range(50)]
         assert outcomes(futures) == [("ok", x * x) for x in range(50)]
         survivors = set(executor._processes)
     finally:

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import run_script
+from support.processes import run_script
 
 pytestmark = pytest.mark.gilfree_only
 

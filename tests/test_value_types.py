@@ -21,19 +21,14 @@ import threading
 
 import pytest
 
-from conftest import (
-    _STDLIB_START_METHOD,
-    IS_STDLIB,
-    create_executor,
-    shutdown_within_deadline,
-    terminate_within_deadline,
-)
+from conftest import _STDLIB_START_METHOD, IS_STDLIB, create_executor
 from support import values
+from support.limits import RESULT_TIMEOUT
+from support.processes import shutdown_within_deadline, terminate_within_deadline
 from support.values import ITEM_COUNT, NAMES, build, check
 
 pytestmark = pytest.mark.timeout(60)
 
-RESULT_TIMEOUT = 30
 MODES = ["identity", "built"]
 #: Values carried inside exceptions raised in a worker.
 EXCEPTION_VALUES = ["ndarray_2d", "ndarray_large", "dataframe", "hostile"]

@@ -1,6 +1,6 @@
 """Module-level task functions and classes used by the test suite.
 
-Everything here is importable by reference (``helpers.<name>``), so the same
+Everything here is importable by reference (``tasks.<name>``), so the same
 tasks run under gilfree and under the stdlib executor, whatever the start
 method. Tasks that must block never sleep blindly: they poll for a "gate" file
 that the test creates, and give up after a deadline so nothing hangs forever.
@@ -12,8 +12,7 @@ import os
 import threading
 import time
 
-#: How long a blocking task waits for its gate before giving up (seconds).
-GATE_TIMEOUT = 30.0
+from support.limits import GATE_TIMEOUT
 
 _POLL_INTERVAL = 0.005
 
