@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ class _WakingList(list):  # type: ignore[type-arg]
         self._role.wake_collector()
 
 
+#: The states of a future that will not change any more.
+_SETTLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+
+
 class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` bound to a gilfree executor: through the waiting role of its
     engine, not the engine itself."""
@@ -39,16 +44,22 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         self._role = role
         self._waiters = _WakingList(role)
 
+    def _settled(self) -> bool:
+        """``done()`` without its lock: the waits poll it after every batch of replies. Reading
+        one attribute is atomic; once true it stays true, and ``result`` then reads the value
+        under the lock."""
+        return self._state in _SETTLED
+
     def result(self, timeout: float | None = None) -> Any:
         """As ``concurrent.futures.Future.result``."""
-        if not self.done():
-            self._role.wait_until(self.done, timeout)
+        if self._state not in _SETTLED:
+            self._role.wait_until(self._settled, timeout)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures.Future.exception``."""
-        if not self.done():
-            self._role.wait_until(self.done, timeout)
+        if self._state not in _SETTLED:
+            self._role.wait_until(self._settled, timeout)
         return super().exception(timeout=0)
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
