@@ -31,10 +31,12 @@ test: test-rust test-python ## every test: cargo tests (with the multi-process s
 test-rust: ## cargo tests of the core crate, in release mode (the stress test is heavy)
 	cargo test --release -p gilfree-core
 
-test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## pytest under each interpreter
+test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## pytest under each interpreter, against worker processes then threads
 	@for version in $(TEST_PYTHONS); do \
 		echo "== pytest under CPython $$version =="; \
 		.venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+		echo "== pytest under CPython $$version, backend=\"thread\" (GILFREE_TEST_IMPL=thread) =="; \
+		GILFREE_TEST_IMPL=thread .venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
 	done
 
 bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too

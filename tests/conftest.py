@@ -1,11 +1,17 @@
 """The fixtures, and the choice of the implementation under test (the helpers they use live in
 ``support``).
 
-``GILFREE_TEST_IMPL=stdlib`` runs the suite against
-``concurrent.futures.ProcessPoolExecutor`` (the reference behaviour; the
-"zygote" start method maps to "forkserver"), any other value or none runs it
-against ``gilfree.ProcessPoolExecutor``. Tests marked ``gilfree_only`` cover
-what only gilfree can do and are skipped under the stdlib.
+``GILFREE_TEST_IMPL`` chooses what the executors and pools under test are:
+
+* ``gilfree`` (default): ``gilfree.ProcessPoolExecutor`` and ``gilfree.Pool``, worker
+  processes, each start method in turn;
+* ``thread``: the same classes with ``backend="thread"`` (the ``start_method`` fixture is
+  ``"thread"``). Tests marked ``process_only`` need what only a process can do (a pid of its
+  own, a crash, a kill, a start method, pickling) and are skipped. As a safety net, a task or a
+  test that would kill or end the test process itself fails instead;
+* ``stdlib``: ``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing.Pool``, the
+  reference behaviour (the "zygote" start method maps to "forkserver"). Tests marked
+  ``gilfree_only`` cover what only gilfree can do and are skipped.
 
 At the end of the session an autouse fixture checks that no child process of
 the test process is still alive (except gilfree's zygote and the stdlib's own
@@ -33,8 +39,11 @@ from support.processes import (
 
 IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
 IS_STDLIB = IMPL == "stdlib"
+IS_THREAD = IMPL == "thread"
+#: What tasks see as the test process's pid (``support.tasks`` refuses to end it).
+os.environ["GILFREE_TEST_PID"] = str(os.getpid())
 
-START_METHODS = ["zygote", "spawn", "fork"]
+START_METHODS = ["thread"] if IS_THREAD else ["zygote", "spawn", "fork"]
 _STDLIB_START_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}
 
 
@@ -55,7 +64,10 @@ def create_executor(start_method=None, **kwargs):
         return concurrent.futures.ProcessPoolExecutor(**kwargs)
     import gilfree
 
-    if start_method is not None:
+    if IS_THREAD:
+        assert start_method in (None, "thread"), "a start method: mark the test process_only"
+        kwargs["backend"] = "thread"
+    elif start_method is not None:
         kwargs["start_method"] = start_method
     return gilfree.ProcessPoolExecutor(**kwargs)
 
@@ -65,6 +77,11 @@ def pytest_configure(config):
         "markers",
         "gilfree_only: behaviour only gilfree offers; skipped with GILFREE_TEST_IMPL=stdlib",
     )
+    config.addinivalue_line(
+        "markers",
+        "process_only: needs worker processes (pids, crashes, kills, start methods, pickling);"
+        " skipped with GILFREE_TEST_IMPL=thread",
+    )
     if IS_STDLIB:
         # CPython >= 3.12 warns when the stdlib forks a process that has threads.
         config.addinivalue_line(
@@ -73,12 +90,31 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if not IS_STDLIB:
+    if IS_STDLIB:
+        marker = "gilfree_only"
+        skip = pytest.mark.skip(reason="gilfree-only behaviour (GILFREE_TEST_IMPL=stdlib)")
+    elif IS_THREAD:
+        marker = "process_only"
+        skip = pytest.mark.skip(reason="needs worker processes (GILFREE_TEST_IMPL=thread)")
+    else:
         return
-    skip = pytest.mark.skip(reason="gilfree-only behaviour (GILFREE_TEST_IMPL=stdlib)")
     for item in items:
-        if "gilfree_only" in item.keywords:
+        if marker in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=IS_THREAD)
+def test_process_survives(monkeypatch):
+    """Under the thread backend, "the worker's pid" is the test process's: a test that signals
+    it fails instead of killing the session (mark it ``process_only``)."""
+    real_kill = os.kill
+
+    def kill(pid, signal_number):
+        if pid in (os.getpid(), 0, -os.getpgid(0)) and signal_number != 0:
+            raise AssertionError(f"signal {signal_number} to the test process: process_only?")
+        real_kill(pid, signal_number)
+
+    monkeypatch.setattr(os, "kill", kill)
 
 
 # --- fixtures ------------------------------------------------------------------------

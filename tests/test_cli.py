@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120), pytest.mark.process_only]
 
 
 def run_module(*arguments, timeout=100, cwd=None):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from support.codec_tags import NDARRAY, PICKLE
 np = pytest.importorskip("numpy")
 hypothesis_numpy = pytest.importorskip("hypothesis.extra.numpy")
 
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 hypothesis_numpy = pytest.importorskip("hypothesis.extra.numpy")
 
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 NATIVE_FRAMES = pytest.importorskip("gilfree._wire.reducers")._frame_builder() is not None
 

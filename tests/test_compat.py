@@ -40,6 +40,7 @@ def test_a_submitted_bound_method_does_not_keep_its_object_alive(shared_executor
     assert alive() is None
 
 
+@pytest.mark.process_only
 def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
     future = executor.submit(tasks.square, tasks.BreaksWhenUnpickled())
     with pytest.raises(BrokenProcessPool):
@@ -47,12 +48,14 @@ def test_arguments_that_fail_to_unpickle_give_broken_process_pool(executor):
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_the_pool_keeps_working_after_arguments_fail_to_unpickle(executor):
     with pytest.raises(BrokenProcessPool):
         executor.submit(tasks.square, tasks.BreaksWhenUnpickled()).result(timeout=RESULT_TIMEOUT)
     assert executor.submit(tasks.square, 5).result(timeout=RESULT_TIMEOUT) == 25
 
 
+@pytest.mark.process_only
 def test_max_tasks_per_child_is_refused_with_fork():
     with pytest.raises(ValueError, match="max_tasks_per_child is incompatible"):
         create_executor(
@@ -60,6 +63,7 @@ def test_max_tasks_per_child_is_refused_with_fork():
         )
 
 
+@pytest.mark.process_only
 def test_processes_lists_the_live_workers(executor):
     pid = executor.submit(tasks.get_pid).result(timeout=RESULT_TIMEOUT)
     processes = executor._processes
@@ -67,6 +71,7 @@ def test_processes_lists_the_live_workers(executor):
     assert processes[pid].is_alive()
 
 
+@pytest.mark.process_only
 def test_processes_lists_the_workers_a_submit_started_as_soon_as_it_returns(
     make_executor, start_method, gate
 ):
@@ -83,6 +88,7 @@ def test_processes_lists_the_workers_a_submit_started_as_soon_as_it_returns(
     assert {future.result(timeout=RESULT_TIMEOUT) for future in futures} <= set(processes)
 
 
+@pytest.mark.process_only
 def test_a_submit_that_cannot_be_sent_still_starts_a_worker(make_executor, start_method):
     # As the stdlib (CPython's test_saturation): each submit starts a worker while none is
     # idle, whether or not its task can be pickled; its future fails with pickle's error

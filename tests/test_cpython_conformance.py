@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 #: gilfree's conformance: nothing to run against the stdlib (GILFREE_TEST_IMPL=stdlib).
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 if sys.version_info[:2] != (3, 13):
     pytest.skip(

@@ -14,7 +14,7 @@ from support import tasks
 from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
 from support.limits import MIB
 
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 numpy = pytest.importorskip("numpy")
 
 

@@ -14,6 +14,7 @@ from support.limits import RESULT_TIMEOUT
 pytestmark = pytest.mark.gilfree_only
 
 
+@pytest.mark.process_only
 def test_a_function_reaches_each_worker_once(start_method):
     probe = tasks.CountedCallable()
     with create_executor(max_workers=1, start_method=start_method) as executor:
@@ -22,6 +23,7 @@ def test_a_function_reaches_each_worker_once(start_method):
     assert set(counts) == {1}
 
 
+@pytest.mark.process_only
 def test_a_killed_worker_fails_only_its_task_and_says_how_it_died(start_method):
     from gilfree import WorkerCrashedError
 
@@ -53,6 +55,7 @@ def test_map_over_a_range_and_a_generator_give_the_same_results(shared_executor)
     assert from_range == from_generator == [n * n for n in numbers]
 
 
+@pytest.mark.process_only
 def test_a_worker_that_cannot_start_breaks_the_pool_instead_of_hanging(monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 

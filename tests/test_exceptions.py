@@ -61,6 +61,7 @@ def test_exception_can_be_caught_with_except(shared_executor):
         pytest.fail("KeyError was not raised")
 
 
+@pytest.mark.process_only
 def test_cause_carries_the_remote_traceback(shared_executor):
     exception = remote_exception(shared_executor, tasks.raise_value_error, "traced")
     cause = exception.__cause__
@@ -104,6 +105,7 @@ def test_exception_that_cannot_be_unpickled_still_fails_the_future(executor):
     assert isinstance(exception, Exception)
 
 
+@pytest.mark.process_only
 def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(executor):
     future = executor.submit(tasks.return_lock)
     exception = future.exception(timeout=RESULT_TIMEOUT)
@@ -113,6 +115,7 @@ def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(execu
     assert list(executor.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.process_only
 def test_system_exit_while_pickling_the_result_reaches_the_future(executor):
     # As in concurrent.futures (CPython's test_exit_during_result_pickle_on_worker): the
     # future gets the SystemExit, and the worker goes on.
@@ -123,6 +126,7 @@ def test_system_exit_while_pickling_the_result_reaches_the_future(executor):
     assert executor.submit(tasks.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
 
 
+@pytest.mark.process_only
 def test_unpicklable_argument_raises_in_the_caller(executor):
     # The stdlib fails the future; raising from submit is an exception in the
     # caller too. Either way the executor must stay usable.

@@ -70,6 +70,7 @@ def test_non_callable_initializer_is_rejected():
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_unknown_start_method_is_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError) as info:
         create_executor(max_workers=1, start_method="teleport")
@@ -385,6 +386,7 @@ def test_context_manager_returns_the_executor(start_method):
 # --- initializer, max_tasks_per_child ------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_method):
     executor = make_executor(
         max_workers=2,
@@ -401,6 +403,7 @@ def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_met
     assert len({pid for pid, _, _ in states}) <= 2
 
 
+@pytest.mark.process_only
 def test_failing_initializer_breaks_the_pool(make_executor, start_method):
     executor = make_executor(
         max_workers=2, start_method=start_method, initializer=tasks.failing_initializer
@@ -415,6 +418,7 @@ def skip_fork_with_max_tasks_per_child(start_method):
         pytest.skip("the stdlib rejects max_tasks_per_child with fork; not required of gilfree")
 
 
+@pytest.mark.process_only
 def test_max_tasks_per_child_replaces_workers(make_executor, start_method):
     skip_fork_with_max_tasks_per_child(start_method)
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=2)
@@ -425,6 +429,7 @@ def test_max_tasks_per_child_replaces_workers(make_executor, start_method):
 
 
 @pytest.mark.skipif(IS_STDLIB, reason="CPython gh-115634: the stdlib deadlocks on this")
+@pytest.mark.process_only
 def test_max_tasks_per_child_with_all_tasks_submitted_at_once(make_executor, start_method):
     skip_fork_with_max_tasks_per_child(start_method)
     executor = make_executor(max_workers=2, start_method=start_method, max_tasks_per_child=2)
@@ -437,6 +442,7 @@ def test_max_tasks_per_child_with_all_tasks_submitted_at_once(make_executor, sta
 # --- mp_context, start_method, preload -----------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_mp_context_object_is_accepted(make_executor):
     executor = make_executor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     assert executor.submit(tasks.square, 9).result(timeout=RESULT_TIMEOUT) == 81
@@ -444,6 +450,7 @@ def test_mp_context_object_is_accepted(make_executor):
 
 @pytest.mark.gilfree_only
 @pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.process_only
 def test_mp_context_start_method_name_is_accepted(make_executor, method):
     executor = make_executor(max_workers=1, mp_context=method)
     assert executor.submit(tasks.square, 8).result(timeout=RESULT_TIMEOUT) == 64
@@ -455,11 +462,13 @@ def test_default_start_method_works(make_executor):
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_preload_is_accepted_and_tasks_work(make_executor, start_method):
     executor = make_executor(max_workers=2, start_method=start_method, preload=["json"])
     assert executor.submit(tasks.add, 2, 3).result(timeout=RESULT_TIMEOUT) == 5
 
 
+@pytest.mark.process_only
 def test_workers_are_other_processes(shared_executor):
     pids = {
         f.result(timeout=RESULT_TIMEOUT)

@@ -148,6 +148,7 @@ def test_submit_with_rejects_bad_timeout_and_retries(shared_executor, kwargs, er
     assert outcomes([shared_executor.submit_with(tasks.square, (3,))]) == [("ok", 9)]
 
 
+@pytest.mark.process_only
 def test_submit_with_passes_args_and_kwargs_unchanged(shared_executor):
     kwargs = {"timeout": 0.001, "retries": -1, "fn": "f", "args": (1,), "kwargs": {}}
     futures = [
@@ -165,6 +166,7 @@ def test_submit_with_passes_args_and_kwargs_unchanged(shared_executor):
 
 
 @pytest.mark.parametrize("how, ending", CRASHES, ids=[how for how, _ in CRASHES])
+@pytest.mark.process_only
 def test_a_crash_fails_only_its_task_and_the_worker_is_replaced(executor, tmp_path, how, ending):
     pid_path = tmp_path / "crashed-pid"
     before = [executor.submit(tasks.square, x) for x in range(5)]
@@ -185,6 +187,7 @@ def test_a_crash_fails_only_its_task_and_the_worker_is_replaced(executor, tmp_pa
     assert_usable(executor, avoid_pids=[pid])
 
 
+@pytest.mark.process_only
 def test_tasks_queued_behind_a_crash_on_the_same_worker_complete(make_executor, start_method):
     executor = make_executor(max_workers=1, start_method=start_method)
     # Fast tasks first, so that the worker gets more than one task in flight at a time.
@@ -195,6 +198,7 @@ def test_tasks_queued_behind_a_crash_on_the_same_worker_complete(make_executor, 
     assert_usable(executor)
 
 
+@pytest.mark.process_only
 def test_several_crashes_in_a_row_leave_every_other_task_untouched(make_executor, start_method):
     executor = make_executor(max_workers=2, start_method=start_method)
     hows = ["SIGKILL", "exit3", "SIGSEGV"] * 2
@@ -209,6 +213,7 @@ def test_several_crashes_in_a_row_leave_every_other_task_untouched(make_executor
 
 
 @pytest.mark.parametrize("chunksize", [5, None])
+@pytest.mark.process_only
 def test_a_crash_in_map_raises_worker_crashed_error_after_the_results_before_it(
     executor, chunksize
 ):
@@ -229,6 +234,7 @@ def test_a_crash_in_map_raises_worker_crashed_error_after_the_results_before_it(
 
 
 @pytest.mark.parametrize("where", ["executor", "submit_with"])
+@pytest.mark.process_only
 def test_a_task_that_crashes_once_succeeds_with_one_retry(
     make_executor, start_method, tmp_path, where
 ):
@@ -249,6 +255,7 @@ def test_a_task_that_crashes_once_succeeds_with_one_retry(
     assert sum(entry.crashes for entry in executor.stats()) == 1
 
 
+@pytest.mark.process_only
 def test_a_task_that_crashes_once_fails_without_retries(make_executor, start_method, tmp_path):
     marker = tmp_path / "crashed-once"
     executor = make_executor(max_workers=2, start_method=start_method)
@@ -260,6 +267,7 @@ def test_a_task_that_crashes_once_fails_without_retries(make_executor, start_met
     assert outcomes([again]) == [("ok", "now")]
 
 
+@pytest.mark.process_only
 def test_retries_run_a_crashing_task_on_fresh_workers_then_say_how_often(
     make_executor, start_method, tmp_path
 ):
@@ -282,6 +290,7 @@ def test_retries_run_a_crashing_task_on_fresh_workers_then_say_how_often(
     assert_usable(executor, avoid_pids=runs)
 
 
+@pytest.mark.process_only
 def test_submit_with_retries_overrides_the_executor_default(make_executor, tmp_path):
     executor = make_executor(max_workers=2, retries=3)
     no_retry = executor.submit_with(
@@ -291,6 +300,7 @@ def test_submit_with_retries_overrides_the_executor_default(make_executor, tmp_p
     assert outcomes([no_retry, default]) == [("error", WorkerCrashedError), ("ok", "b")]
 
 
+@pytest.mark.process_only
 def test_a_crashed_map_chunk_is_retried(make_executor, start_method, tmp_path):
     done = tmp_path / "already-done"
     done.touch()
@@ -310,6 +320,7 @@ def started_pids(directory):
     return [int(name.split("-")[1]) for name in os.listdir(directory)]
 
 
+@pytest.mark.process_only
 def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(
     make_executor, start_method, gate, tmp_path
 ):
@@ -337,6 +348,7 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(
     assert_usable(executor, avoid_pids=[pid])
 
 
+@pytest.mark.process_only
 def test_a_timeout_does_not_touch_tasks_running_beside_it(make_executor, gate, tmp_path):
     executor = make_executor(max_workers=2)
     started = gate.started_path()
@@ -351,6 +363,7 @@ def test_a_timeout_does_not_touch_tasks_running_beside_it(make_executor, gate, t
     )
 
 
+@pytest.mark.process_only
 def test_submit_with_timeout_none_lifts_the_executor_default(make_executor):
     executor = make_executor(max_workers=2, task_timeout=0.3)
     unlimited = executor.submit_with(tasks.sleep_and_return, (0.8, "unlimited"), timeout=None)
@@ -363,6 +376,7 @@ def test_submit_with_timeout_none_lifts_the_executor_default(make_executor):
     ]
 
 
+@pytest.mark.process_only
 def test_a_timed_out_task_is_not_retried(make_executor, gate, tmp_path):
     executor = make_executor(max_workers=2, retries=3, task_timeout=0.4)
     started = tmp_path / "started"
@@ -376,6 +390,7 @@ def test_a_timed_out_task_is_not_retried(make_executor, gate, tmp_path):
 
 
 @pytest.mark.parametrize("chunksize", [1, None])
+@pytest.mark.process_only
 def test_a_hanging_map_item_makes_the_map_raise_task_timeout_error(
     make_executor, gate, tmp_path, chunksize
 ):
@@ -400,6 +415,7 @@ def test_a_hanging_map_item_makes_the_map_raise_task_timeout_error(
     assert_usable(executor)
 
 
+@pytest.mark.process_only
 def test_each_map_item_may_take_the_task_timeout(make_executor):
     executor = make_executor(max_workers=1, task_timeout=0.5)
     # A chunk of 4 items of 0.2 s runs 0.8 s: past one timeout, well within 4 of them.
@@ -408,6 +424,7 @@ def test_each_map_item_may_take_the_task_timeout(make_executor):
     assert sum(entry.timeouts for entry in executor.stats()) == 0
 
 
+@pytest.mark.process_only
 def test_cancelling_a_running_task_returns_false_and_it_completes(make_executor, gate):
     executor = make_executor(max_workers=1, task_timeout=20)
     started = gate.started_path()
@@ -420,6 +437,7 @@ def test_cancelling_a_running_task_returns_false_and_it_completes(make_executor,
     assert sum(entry.crashes + entry.timeouts for entry in executor.stats()) == 0
 
 
+@pytest.mark.process_only
 def test_worker_start_up_does_not_count_against_a_task_timeout(make_executor, start_method):
     executor = make_executor(
         max_workers=1,
@@ -435,6 +453,7 @@ def test_worker_start_up_does_not_count_against_a_task_timeout(make_executor, st
 # --- executor._processes ----------------------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_processes_lists_only_real_pids(make_executor):
     # The window is short (the zygote reports the pid within a millisecond): try many times.
     for _ in range(30):
@@ -463,6 +482,7 @@ def memory_limited_executor(make_executor, start_method):
     return executor, limit, pids.pop()
 
 
+@pytest.mark.process_only
 def test_a_worker_past_max_memory_per_child_is_replaced_after_its_task(make_executor, start_method):
     executor, limit, first = memory_limited_executor(make_executor, start_method)
     big = executor.submit(tasks.allocate_and_keep, limit + (100 << 20))
@@ -476,6 +496,7 @@ def test_a_worker_past_max_memory_per_child_is_replaced_after_its_task(make_exec
     assert entry.pid == after[0][1]
 
 
+@pytest.mark.process_only
 def test_the_task_right_after_a_memory_hog_runs_in_a_new_worker_even_if_submitted_with_it(
     make_executor, start_method
 ):
@@ -487,6 +508,7 @@ def test_the_task_right_after_a_memory_hog_runs_in_a_new_worker_even_if_submitte
     assert found[1][0] == "ok" and found[1][1] != first, "the next task must run in a new worker"
 
 
+@pytest.mark.process_only
 def test_max_tasks_per_child_counts_as_restarts_not_crashes(make_executor, start_method):
     if start_method == "fork":
         pytest.skip("max_tasks_per_child is rejected with fork (as in the stdlib)")
@@ -502,6 +524,7 @@ def test_max_tasks_per_child_counts_as_restarts_not_crashes(make_executor, start
 # --- statistics -------------------------------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_stats_has_one_frozen_entry_per_slot(make_executor, start_method):
     executor = make_executor(max_workers=3, start_method=start_method)
     # Three tasks that overlap, so that every slot gets a worker.
@@ -530,6 +553,7 @@ def test_stats_has_one_frozen_entry_per_slot(make_executor, start_method):
     }
 
 
+@pytest.mark.process_only
 def test_stats_count_tasks_crashes_timeouts_and_restarts(make_executor, start_method, gate):
     executor = make_executor(max_workers=1, start_method=start_method)
 
@@ -567,6 +591,7 @@ def test_stats_count_tasks_crashes_timeouts_and_restarts(make_executor, start_me
 # --- other failures ---------------------------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, start_method):
     executor = make_executor(
         max_workers=2, start_method=start_method, initializer=tasks.failing_initializer
@@ -588,6 +613,7 @@ def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, 
         executor.submit(tasks.square, 1)
 
 
+@pytest.mark.process_only
 def test_an_unpicklable_result_is_a_serialization_error_and_the_pool_goes_on(executor):
     futures = [
         executor.submit(tasks.square, 2),
@@ -603,6 +629,7 @@ def test_an_unpicklable_result_is_a_serialization_error_and_the_pool_goes_on(exe
     assert_usable(executor)
 
 
+@pytest.mark.process_only
 def test_a_result_that_cannot_be_encoded_for_lack_of_memory_fails_clearly(executor):
     futures = [
         executor.submit(tasks.return_unencodable_for_memory),
@@ -708,6 +735,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.process_only
 def test_workers_zygote_and_processes_die_within_1s_of_the_parent_being_killed(
     script_runner, tmp_path, start_method
 ):
@@ -771,6 +799,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.parametrize("how", ["map", "result"])
+@pytest.mark.process_only
 def test_ctrl_c_raises_keyboard_interrupt_within_half_a_second(
     script_runner, tmp_path, start_method, how
 ):
@@ -814,6 +843,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.process_only
 def test_a_script_exits_cleanly_without_shutdown_after_crashes_and_timeouts(
     script_runner, tmp_path, start_method
 ):

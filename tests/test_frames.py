@@ -12,7 +12,7 @@ from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
 np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 
-pytestmark = pytest.mark.gilfree_only
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 #: Rows enough for a message past the codec's INDIRECT threshold (64 KiB).
 ROWS = 20_000

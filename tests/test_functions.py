@@ -95,6 +95,7 @@ def test_nested_function_calling_another_nested_function(shared_executor):
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_nested_function_using_module_globals(shared_executor):
     def where():
         return os.getpid()
@@ -177,6 +178,7 @@ MAIN_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.process_only
 def test_function_defined_in_main_script(tmp_path, start_method):
     returncode, stdout, stderr = run_script(tmp_path, MAIN_SCRIPT, start_method)
     assert returncode == 0, stderr

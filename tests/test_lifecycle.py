@@ -36,6 +36,7 @@ def blocked_worker_pids(executor, gate, count):
 # --- shutdown reaps every worker ------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_workers_are_gone_after_shutdown(executor, gate):
     futures, pids = blocked_worker_pids(executor, gate, 2)
     assert len(set(pids)) == 2
@@ -46,6 +47,7 @@ def test_workers_are_gone_after_shutdown(executor, gate):
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.process_only
 def test_workers_are_gone_after_the_context_manager_exits(start_method):
     with create_executor(max_workers=2, start_method=start_method) as executor:
         pids = {
@@ -56,6 +58,7 @@ def test_workers_are_gone_after_the_context_manager_exits(start_method):
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.process_only
 def test_workers_are_gone_after_shutdown_with_cancel_futures(executor, gate):
     futures, pids = blocked_worker_pids(executor, gate, 2)
     queued = [executor.submit(tasks.square, i) for i in range(8)]
@@ -65,6 +68,7 @@ def test_workers_are_gone_after_shutdown_with_cancel_futures(executor, gate):
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.process_only
 def test_workers_are_gone_when_the_executor_is_garbage_collected(start_method):
     executor = create_executor(max_workers=2, start_method=start_method)
     pids = {
@@ -76,6 +80,7 @@ def test_workers_are_gone_when_the_executor_is_garbage_collected(start_method):
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.process_only
 def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, start_method):
     if start_method == "fork":
         pytest.skip("the stdlib rejects max_tasks_per_child with fork; not required of gilfree")
@@ -90,6 +95,7 @@ def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, sta
 # --- a worker killed mid-task ----------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_killed_worker_fails_its_future_with_broken_process_pool(executor, gate):
     futures, pids = blocked_worker_pids(executor, gate, 1)
     os.kill(pids[0], signal.SIGKILL)
@@ -99,6 +105,7 @@ def test_killed_worker_fails_its_future_with_broken_process_pool(executor, gate)
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_a_refused_collector_thread_breaks_the_pool_and_shutdown_still_works(
     make_executor, start_method, monkeypatch
 ):
@@ -192,6 +199,7 @@ def run_exiting_script(tmp_path, start_method, how):
     return pids
 
 
+@pytest.mark.process_only
 def test_workers_end_when_a_script_exits_without_shutdown(tmp_path, start_method):
     pids = run_exiting_script(tmp_path, start_method, "return")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.
@@ -223,7 +231,9 @@ PENDING_AT_EXIT_SCRIPT = textwrap.dedent(
             executor = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context)
         else:
             import gilfree
-            executor = gilfree.ProcessPoolExecutor(max_workers=2, start_method=sys.argv[1])
+            method = sys.argv[1]
+            where = {"backend": method} if method == "thread" else {"start_method": method}
+            executor = gilfree.ProcessPoolExecutor(max_workers=2, **where)
         executor.submit(sleep_and_print, 0.5, "apple")
         # No shutdown, no result: the interpreter's exit waits for the pending task.
     """
@@ -240,6 +250,7 @@ def test_a_task_pending_at_exit_still_runs_to_its_end(tmp_path, start_method):
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):
     pids = run_exiting_script(tmp_path, start_method, "hard-exit")
     # The script is gone, so its orphans belong to init: a zombie is dead enough.

@@ -84,6 +84,7 @@ INITIALIZER = """
 """
 
 
+@pytest.mark.process_only
 def test_an_initializers_globals_reach_the_tasks(tmp_path, start_method):
     output = run(tmp_path, INITIALIZER, start_method)
     assert output == {"map": [0, 10, 20, 30], "submit": 50, "pool": [0, 7, 14, 21], "apply": 21}
@@ -110,6 +111,7 @@ STATE = """
 """
 
 
+@pytest.mark.process_only
 def test_a_global_filled_by_one_task_is_read_by_the_next(tmp_path, start_method):
     assert run(tmp_path, STATE, start_method) == {"seen": [42] * 4}
 
@@ -139,6 +141,7 @@ BY_VALUE = """
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_by_value_functions_share_the_workers_main_namespace(tmp_path, start_method):
     output = run(tmp_path, BY_VALUE, start_method)
     # ``bump`` ran once, then each call to ``late`` bumps the same counter: one namespace per
@@ -172,6 +175,7 @@ REBOUND = """
 """
 
 
+@pytest.mark.process_only
 def test_names_rebound_since_keep_the_workers_own(tmp_path, start_method):
     output = run(tmp_path, REBOUND, start_method)
     # A name is looked up in the worker's own main module, as the stdlib does: forked workers
@@ -203,6 +207,7 @@ RUNS_ONCE = """
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_the_main_script_runs_once_per_template_not_per_worker(tmp_path, start_method):
     output = run(tmp_path, RUNS_ONCE, start_method)
     assert output["workers"] == 2
@@ -414,7 +419,7 @@ BIG_GLOBAL = """
             output = {
                 "read": list(executor.map(read, [0, 999_999])),
                 "late": executor.submit(late, 10).result(timeout=30),
-                "sizes": [len(executor._engine.functions.lookup(fn)[1]) for fn in (read, late)],
+                "sizes": [len(executor._engine.function(fn)[1]) for fn in (read, late)],
             }
         print(json.dumps(output))
 """

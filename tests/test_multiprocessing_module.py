@@ -9,7 +9,7 @@ import pytest
 
 from support import tasks
 
-pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(30), pytest.mark.process_only]
 
 
 def test_pool_and_process_are_gilfrees():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IS_STDLIB
+from conftest import IS_STDLIB, IS_THREAD
 from support import tasks
 from support.limits import RESULT_TIMEOUT, TERMINATE_DEADLINE
 from support.processes import terminate_within_deadline, wait_until_gone
@@ -42,6 +42,9 @@ def make_pool(*args, **kwargs):
         return multiprocessing.pool.Pool(*args, context=context, **kwargs)
     import gilfree
 
+    if IS_THREAD:
+        assert "context" not in kwargs, "a start method: mark the test process_only"
+        kwargs["backend"] = "thread"
     return gilfree.Pool(*args, **kwargs)
 
 
@@ -91,6 +94,7 @@ def new_pool():
 # --- constructor ---------------------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_processes_none_starts_one_worker_per_cpu(new_pool, gate):
     count = default_worker_count()
     the_pool = new_pool()
@@ -125,6 +129,7 @@ def test_non_callable_initializer_is_rejected():
         make_pool(1, initializer=42)
 
 
+@pytest.mark.process_only
 def test_initializer_runs_once_in_each_worker(new_pool, gate):
     the_pool = new_pool(2, tasks.record_init, ("configured",))  # positional, as the stdlib's
     started = [gate.started_path() for _ in range(2)]
@@ -139,6 +144,7 @@ def test_initializer_runs_once_in_each_worker(new_pool, gate):
     assert [(value, calls) for _, value, calls in states] == [("configured", 1)] * 2
 
 
+@pytest.mark.process_only
 def test_maxtasksperchild_replaces_workers(new_pool):
     the_pool = new_pool(1, maxtasksperchild=1)
     pids = [the_pool.apply(tasks.get_pid) for _ in range(3)]
@@ -146,6 +152,7 @@ def test_maxtasksperchild_replaces_workers(new_pool):
     assert os.getpid() not in pids
 
 
+@pytest.mark.process_only
 def test_context_argument_is_honoured(new_pool, monkeypatch):
     # A spawned worker starts from a fresh interpreter: module state set in the
     # parent after startup does not reach it (a forked one would inherit it).
@@ -233,6 +240,7 @@ def test_error_callback_receives_the_exception(pool):
     ],
     ids=["custom", "ValueError", "KeyError"],
 )
+@pytest.mark.process_only
 def test_worker_exception_is_reraised_with_remote_traceback(pool, function, args, error_type):
     with pytest.raises(error_type) as info:
         pool.apply(function, args)
@@ -454,6 +462,7 @@ def test_imap_pulls_a_bounded_number_of_items_ahead(new_pool):
 # --- close / join / terminate / context manager --------------------------------------------
 
 
+@pytest.mark.process_only
 def test_close_then_join_waits_for_outstanding_work(new_pool, gate):
     the_pool = new_pool(2)
     started = [gate.started_path() for _ in range(2)]
@@ -490,6 +499,7 @@ def test_join_before_close_raises_value_error(new_pool):
     assert the_pool.apply(tasks.square, (2,)) == 4
 
 
+@pytest.mark.process_only
 def test_terminate_stops_a_long_map_async_quickly(new_pool, gate, tmp_path):
     the_pool = new_pool(2)
     pid_paths = [str(tmp_path / f"pid-{index}") for index in range(50)]
@@ -505,6 +515,7 @@ def test_terminate_stops_a_long_map_async_quickly(new_pool, gate, tmp_path):
     assert wait_until_gone(pids, TERMINATE_DEADLINE) == set()
 
 
+@pytest.mark.process_only
 def test_with_block_terminates_the_pool(gate, tmp_path):
     pid_path = str(tmp_path / "pid")
     the_pool = make_pool(1)
@@ -546,6 +557,7 @@ def test_lambdas_and_closures_are_accepted(pool):
     [(tasks.kill_self, signal.SIGKILL), (tasks.exit_abruptly, 3)],
     ids=["SIGKILL", "os._exit"],
 )
+@pytest.mark.process_only
 def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, argument):
     import gilfree
 
@@ -563,6 +575,7 @@ def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, a
 # --- results that cannot travel back ------------------------------------------------------------
 
 
+@pytest.mark.process_only
 def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
     the_pool = new_pool(1)
     result = the_pool.apply_async(tasks.return_lock)
@@ -583,6 +596,7 @@ def touch_pid_file(directory):
     Path(directory, str(os.getpid())).touch()
 
 
+@pytest.mark.process_only
 def test_every_worker_starts_with_the_pool_and_runs_its_initializer(new_pool, tmp_path):
     new_pool(3, touch_pid_file, (str(tmp_path),))  # no task is ever submitted
     deadline = time.monotonic() + RESULT_TIMEOUT
@@ -591,6 +605,7 @@ def test_every_worker_starts_with_the_pool_and_runs_its_initializer(new_pool, tm
     assert len(list(tmp_path.iterdir())) == 3
 
 
+@pytest.mark.process_only
 def test_a_worker_that_exits_is_replaced_without_waiting_for_work(new_pool):
     # As multiprocessing's pool: the worker that did its one task exits, and another starts
     # in its place while no work is waiting.

@@ -26,7 +26,7 @@ from support import tasks
 from support.limits import RESULT_TIMEOUT, TERMINATE_DEADLINE, TESTS_DIRECTORY
 from support.processes import run_script, wait_until_gone
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process_only]
 
 #: Generous upper bound for a terminated or killed process to be joined.
 

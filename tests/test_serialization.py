@@ -13,6 +13,7 @@ from support.limits import RESULT_TIMEOUT
 pytestmark = pytest.mark.gilfree_only
 
 
+@pytest.mark.process_only
 def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp_path):
     from gilfree import SerializationError
 
@@ -29,6 +30,7 @@ def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp
     assert error.__cause__ is not None
 
 
+@pytest.mark.process_only
 def test_a_keyword_argument_is_named_too(shared_executor):
     from gilfree import SerializationError
 
@@ -37,6 +39,7 @@ def test_a_keyword_argument_is_named_too(shared_executor):
         future.result(timeout=RESULT_TIMEOUT)
 
 
+@pytest.mark.process_only
 def test_a_map_item_that_cannot_be_sent_is_named_by_its_position(shared_executor):
     from gilfree import SerializationError
 
@@ -45,6 +48,7 @@ def test_a_map_item_that_cannot_be_sent_is_named_by_its_position(shared_executor
         list(shared_executor.map(tasks.square, items))
 
 
+@pytest.mark.process_only
 def test_the_refused_task_never_reaches_a_worker(shared_executor):
     from gilfree import SerializationError
 

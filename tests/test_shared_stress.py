@@ -32,7 +32,7 @@ from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
 from support.limits import MIB
 from support.processes import shutdown_within_deadline
 
-pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(120), pytest.mark.process_only]
 numpy = pytest.importorskip("numpy")
 
 #: Tasks submitted per case, in bursts of 1..MAX_BURST (``GILFREE_STRESS_TASKS`` for a longer

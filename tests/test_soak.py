@@ -99,6 +99,7 @@ def run_rounds(executor, rng):
 
 
 @pytest.mark.parametrize("retries", [0, 3])
+@pytest.mark.process_only
 def test_soak_with_workers_killed_at_random(retries):
     executor = create_executor(max_workers=2, retries=retries)
     killer = Killer(executor, seed=retries)

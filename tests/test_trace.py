@@ -40,6 +40,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.process_only
 def test_a_debug_run_traces_units_workers_and_settlements(tmp_path, start_method):
     returncode, stdout, stderr = run_script(
         tmp_path, SCRIPT, start_method, environment={"GILFREE_DEBUG": "1"}

@@ -21,11 +21,11 @@ import threading
 
 import pytest
 
-from conftest import _STDLIB_START_METHOD, IS_STDLIB, create_executor
+from conftest import _STDLIB_START_METHOD, IS_STDLIB, IS_THREAD, create_executor
 from support import values
 from support.limits import RESULT_TIMEOUT
 from support.processes import shutdown_within_deadline, terminate_within_deadline
-from support.values import ITEM_COUNT, NAMES, build, check
+from support.values import ITEM_COUNT, NAMES, build
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,7 +41,15 @@ def make_pool(start_method):
         return multiprocessing.pool.Pool(2, context=context)
     import gilfree
 
+    if IS_THREAD:
+        return gilfree.Pool(2, backend="thread")
     return gilfree.Pool(2, context=start_method)
+
+
+def check(name, received):
+    """``values.check``: under the thread backend nothing is pickled, so an array arrives as it
+    was sent (a non-contiguous view stays one)."""
+    values.check(name, received, pickled=not IS_THREAD)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +213,8 @@ def initialized(start_method):
         else:
             import gilfree
 
-            the_pool = gilfree.Pool(1, values.remember, initargs, context=start_method)
+            where = {"backend": "thread"} if IS_THREAD else {"context": start_method}
+            the_pool = gilfree.Pool(1, values.remember, initargs, **where)
         try:
             yield executor, the_pool
         finally:
@@ -260,6 +269,7 @@ def test_an_exception_holding_a_value_arrives_with_its_type(shared_executor, poo
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_explain_names_the_unsendable_part_without_touching_the_values(shared_executor):
     from gilfree import SerializationError
 
@@ -278,6 +288,7 @@ def test_explain_names_the_unsendable_part_without_touching_the_values(shared_ex
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.process_only
 def test_a_result_that_cannot_be_sent_is_named_without_touching_the_values(shared_executor, pool):
     from multiprocessing.pool import MaybeEncodingError
 

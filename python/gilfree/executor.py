@@ -5,6 +5,14 @@ Same constructor, methods and semantics as ``concurrent.futures.ProcessPoolExecu
 per-worker shared-memory rings instead of pipes and a manager thread, functions are sent once per
 worker (by value when they cannot be imported, so lambdas and closures work), and workers are
 forked from a pre-warmed template process.
+
+``backend="thread"`` runs the same front end (futures, map chunking, retries, stats) over
+threads of this process instead (``gilfree._transports.thread``): for free-threaded Python,
+where threads run Python in parallel, or for work that releases the GIL. Threads share objects
+with the caller (nothing is copied; a task that mutates its argument mutates the caller's), all
+report this process's pid, and cannot be killed, so the process-only options
+(``PROCESS_ONLY_OPTIONS``) are refused. ``backend="auto"`` picks threads only on a
+free-threaded build running with the GIL off.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.slots import WorkerStats
+from gilfree._engine.transport import Transport
 from gilfree._engine.units import NO_LIMITS, Call, Limits, MapJob
+from gilfree._transports.process import ProcessTransport
+from gilfree._transports.thread import ThreadTransport
 from gilfree._wire import main as _main
 from gilfree._wire import protocol
 from gilfree._wire.pickling import dumps_for_worker
@@ -67,6 +78,46 @@ def check_retries(name: str, value: Any) -> int:
     if value < 0:
         raise ValueError(f"{name} must be 0 or more, got {value}")
     return value
+
+
+#: What runs the tasks: ``backend=`` of the executor and Pool.
+BACKENDS = ("process", "thread", "auto")
+
+#: Options only worker processes can honour (a thread has no start method, cannot be recycled
+#: or measured apart, and cannot be killed on a timeout).
+PROCESS_ONLY_OPTIONS = (
+    "mp_context",
+    "start_method",
+    "preload",
+    "max_tasks_per_child",
+    "max_memory_per_child",
+    "task_timeout",
+)
+
+
+def resolve_backend(backend: Any) -> str:
+    """``"process"`` or ``"thread"``: ``"auto"`` is threads only where they run Python in
+    parallel (a free-threaded build with the GIL off now)."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
+        )
+    if backend == "auto":
+        gil_enabled = getattr(sys, "_is_gil_enabled", None)
+        return "thread" if gil_enabled is not None and not gil_enabled() else "process"
+    return str(backend)
+
+
+def refuse_process_options(**given: Any) -> None:
+    """Raises ValueError naming the process-only options given (not None, not empty) to a
+    thread backend."""
+    named = [name for name, value in given.items() if value is not None and value != ()]
+    if named:
+        raise ValueError(
+            f"{', '.join(named)}: process-only option{'s' if len(named) > 1 else ''}, but"
+            " backend='thread' runs tasks on threads of this process (no start method, no"
+            " recycling, no kill on timeout). Leave it out, or use backend='process'."
+        )
 
 
 def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
@@ -121,6 +172,10 @@ class ProcessPoolExecutor(_StdExecutor):
         max_memory_per_child: resident bytes past which a worker is replaced once its current
             task is done (read from ``/proc/self/statm`` on Linux; elsewhere the peak resident
             size, which can only overstate it).
+        backend: ``"process"`` (default): worker processes; ``"thread"``: threads of this
+            process, which take none of the process-only options (see the module docstring);
+            ``"auto"``: threads on a free-threaded build running with the GIL off, else
+            processes.
     """
 
     def __init__(
@@ -136,6 +191,7 @@ class ProcessPoolExecutor(_StdExecutor):
         task_timeout: float | None = None,
         retries: int = 0,
         max_memory_per_child: int | None = None,
+        backend: str = "process",
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -148,12 +204,6 @@ class ProcessPoolExecutor(_StdExecutor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
-        method = resolve_start_method(mp_context, start_method)
-        if method == "fork" and max_tasks_per_child is not None:
-            raise ValueError(
-                "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
-                " method; supply a different mp_context."
-            )
         limits = Limits(
             check_timeout("task_timeout", task_timeout), check_retries("retries", retries)
         )
@@ -165,6 +215,23 @@ class ProcessPoolExecutor(_StdExecutor):
             raise ValueError(
                 f"max_memory_per_child must be a positive number of bytes or None, got"
                 f" {max_memory_per_child!r}"
+            )
+        if resolve_backend(backend) == "thread":
+            refuse_process_options(
+                mp_context=mp_context,
+                start_method=start_method,
+                preload=tuple(preload),
+                max_tasks_per_child=max_tasks_per_child,
+                max_memory_per_child=max_memory_per_child,
+                task_timeout=task_timeout,
+            )
+            method = "thread"
+        else:
+            method = resolve_start_method(mp_context, start_method)
+        if method == "fork" and max_tasks_per_child is not None:
+            raise ValueError(
+                "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"
+                " method; supply a different mp_context."
             )
         self._start(
             max_workers,
@@ -191,26 +258,19 @@ class ProcessPoolExecutor(_StdExecutor):
     ) -> None:
         """Builds the engine from checked arguments (``gilfree.Pool`` calls this directly:
         unlike this executor, multiprocessing.Pool allows recycling forked workers, and starts
-        every worker at once and keeps them all running: ``eager``)."""
-        initializer_and_args = (initializer, initargs)
-        inherits = method == "fork"  # a forked worker has the initializer in its memory
-        setup = parent_setup(method)
-        setup.max_memory = max_memory
+        every worker at once and keeps them all running: ``eager``). ``method`` is a start
+        method, or ``"thread"`` for the thread backend."""
         self._limits = limits
-
-        def make_setup() -> bytes:
-            if not inherits:
-                setup.initializer = dumps_for_worker(initializer_and_args)
-            return protocol.dumps(setup)
-
         self._max_workers = max_workers
-        self._engine = Engine(
-            max_workers,
-            Launcher(method, tuple(preload), initializer_and_args if inherits else (None, ())),
-            make_setup,
-            max_tasks_per_child,
-            eager,
-        )
+        self._start_method = method
+        transport: Transport
+        if method == "thread":
+            transport = ThreadTransport(initializer, initargs)
+        else:
+            transport = _process_transport(
+                max_workers, method, initializer, initargs, preload, max_memory
+            )
+        self._engine = Engine(transport, max_workers, max_tasks_per_child, eager)
         #: The collector thread and shutdown.
         self._lifecycle = Lifecycle(self._engine)
         self._finalizer = weakref.finalize(self, self._lifecycle.shutdown, False, False)
@@ -229,7 +289,9 @@ class ProcessPoolExecutor(_StdExecutor):
         for, so this waits for those pids (at most ``PID_WAIT_SECONDS`` in all)."""
         deadline = time.monotonic() + PID_WAIT_SECONDS
         processes: dict[int, WorkerProcess] = {}
-        for process in self._engine.worker_processes():
+        for process in self._engine.worker_handles():
+            if not isinstance(process, WorkerProcess):
+                continue  # a thread (backend="thread"): no process of its own
             pid = process.wait_for_pid(max(0.0, deadline - time.monotonic()))
             if pid:
                 processes[pid] = process
@@ -237,8 +299,14 @@ class ProcessPoolExecutor(_StdExecutor):
 
     @property
     def start_method(self) -> str:
-        """How this executor starts its workers."""
-        return self._engine._launcher.method  # noqa: SLF001 - one engine per executor
+        """How this executor starts its workers: ``"zygote"``, ``"spawn"`` or ``"fork"``, or
+        ``"thread"`` for the thread backend."""
+        return self._start_method
+
+    @property
+    def backend(self) -> str:
+        """What runs the tasks: ``"process"`` or ``"thread"`` (``"auto"`` resolved)."""
+        return self._engine.transport.name
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Schedules ``fn(*args, **kwargs)``; returns a Future for its result."""
@@ -262,6 +330,8 @@ class ProcessPoolExecutor(_StdExecutor):
             self._limits.timeout if timeout is DEFAULT else check_timeout("timeout", timeout),
             self._limits.retries if retries is DEFAULT else check_retries("retries", retries),
         )
+        if limits.timeout is not None and self.backend == "thread":
+            refuse_process_options(timeout=limits.timeout)
         return self._submit(fn, tuple(args), {} if kwargs is None else dict(kwargs), limits)
 
     def _submit(
@@ -269,7 +339,7 @@ class ProcessPoolExecutor(_StdExecutor):
     ) -> Future:
         future = Future(self._engine.pump_role)
         try:
-            function = self._engine.functions.lookup(fn)
+            function = self._engine.function(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.check_open()
             future.set_exception(explain({"fn": fn}, error))
@@ -277,7 +347,7 @@ class ProcessPoolExecutor(_StdExecutor):
             return future
         shared: list[Any] = []
         try:
-            payload = protocol.dumps((args, kwargs), shared)
+            payload = self._engine.pack((args, kwargs), shared)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
@@ -311,7 +381,7 @@ class ProcessPoolExecutor(_StdExecutor):
             items, star = _mapping.snapshot(iterables[0]), False
         else:
             items, star = list(zip(*iterables)), True
-        function = self._engine.functions.lookup(fn)
+        function = self._engine.function(fn)
         sizer = ChunkSizer(chunksize, self._max_workers)
         job = MapJob(fn, function, items, star, sizer, limits=self._limits)
         self._engine.submit(job)
@@ -329,3 +399,26 @@ class ProcessPoolExecutor(_StdExecutor):
 
 
 Executor = ProcessPoolExecutor
+
+
+def _process_transport(
+    max_workers: int,
+    method: str,
+    initializer: Callable[..., Any] | None,
+    initargs: tuple[Any, ...],
+    preload: Iterable[str],
+    max_memory: int | None,
+) -> ProcessTransport:
+    """The shared-memory process transport, with each worker's setup."""
+    initializer_and_args = (initializer, initargs)
+    inherits = method == "fork"  # a forked worker has the initializer in its memory
+    setup = parent_setup(method)
+    setup.max_memory = max_memory
+
+    def make_setup() -> bytes:
+        if not inherits:
+            setup.initializer = dumps_for_worker(initializer_and_args)
+        return protocol.dumps(setup)
+
+    launcher = Launcher(method, tuple(preload), initializer_and_args if inherits else (None, ()))
+    return ProcessTransport(max_workers, launcher, make_setup)

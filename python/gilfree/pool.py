@@ -43,7 +43,12 @@ from gilfree._engine.chunking import ChunkSizer
 from gilfree._engine.units import Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
 from gilfree.errors import SerializationError
-from gilfree.executor import ProcessPoolExecutor, resolve_start_method
+from gilfree.executor import (
+    ProcessPoolExecutor,
+    refuse_process_options,
+    resolve_backend,
+    resolve_start_method,
+)
 
 if TYPE_CHECKING:
     from gilfree._engine.engine import Engine
@@ -169,26 +174,29 @@ class MapResult(ApplyResult):
     def __init__(
         self,
         engine: Engine,
-        job: MapJob,
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         super().__init__(engine, callback, error_callback)
-        self._job = job
+        self._job: MapJob | None = None
         self._lock = threading.Lock()
         self._chunks_done = 0
         self._decided = False
-        job.on_progress = self._job_progressed
 
-    def _start(self) -> None:
-        """Called once the job is queued (or found to have nothing to run)."""
+    def _start(self, job: MapJob) -> None:
+        """Called once ``job`` (made with ``on_progress=self._job_progressed``) is queued, or
+        found to have nothing to run."""
+        with self._lock:
+            self._job = job
         self._job_progressed(None)
 
     def _job_progressed(self, chunk: Chunk | None) -> None:
-        job = self._job
         with self._lock:
             if chunk is not None:
                 self._chunks_done += 1
+            job = self._job
+            if job is None:
+                return  # chunks may end before _start: it looks again
             cut = len(job.chunks) + len(job.tail_chunks)
             if self._decided or not job.exhausted() or self._chunks_done < cut:
                 return
@@ -214,14 +222,24 @@ class IMapIterator:
     ``multiprocessing.TimeoutError`` if the next result is not ready in time. An item whose call
     raised raises that exception in its turn; iteration then goes on with the next item."""
 
-    def __init__(self, engine: Engine, job: MapJob) -> None:
+    #: The job read (set by ``_follow``, before the job is queued).
+    _job: MapJob
+
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._job = job
         self._chunk: Chunk | None = None
         self._chunk_index = 0
         self._offset = 0
         self._failures: list[tuple[int, BaseException]] = []
         self._finished = False
+
+    def on_progress(self) -> Callable[[Chunk | None], None] | None:
+        """What the job this reader follows calls as its chunks end: nothing, in order."""
+        return None
+
+    def _follow(self, job: MapJob) -> None:
+        """Reads ``job`` (made with ``on_progress()``), before it is queued."""
+        self._job = job
 
     def __iter__(self) -> IMapIterator:
         return self
@@ -289,11 +307,14 @@ class IMapUnorderedIterator(IMapIterator):
     """The iterator ``imap_unordered`` returns: results as they complete (a chunk's results
     together, in their input order)."""
 
-    def __init__(self, engine: Engine, job: MapJob) -> None:
-        super().__init__(engine, job)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
         self._completed: list[Chunk] = []
         self._lock = threading.Lock()
-        job.on_progress = self._job_progressed
+
+    def on_progress(self) -> Callable[[Chunk | None], None] | None:
+        """Completed chunks are queued for reading as they end."""
+        return self._job_progressed
 
     def _job_progressed(self, chunk: Chunk | None) -> None:
         if chunk is not None:
@@ -326,6 +347,9 @@ class Pool:
             ``"fork"`` and ``"spawn"`` as in multiprocessing; ``"forkserver"`` and the default
             use gilfree's zygote, so workers do not inherit the parent's memory (pass what
             they need as arguments or ``initargs``).
+        backend: ``"process"`` (default), ``"thread"`` (threads of this process, like
+            ``multiprocessing.pool.ThreadPool``: no ``maxtasksperchild`` or ``context``) or
+            ``"auto"``; see ``gilfree.executor``.
     """
 
     def __init__(
@@ -335,6 +359,8 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
+        *,
+        backend: str = "process",
     ) -> None:
         self._state = RUN  # first: __del__ reads it even if the checks below raise
         if processes is None:
@@ -347,12 +373,17 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if resolve_backend(backend) == "thread":
+            refuse_process_options(maxtasksperchild=maxtasksperchild, context=context)
+            method = "thread"
+        else:
+            method = resolve_start_method(context, None)
         self._processes = processes
         self._ctx = context
         executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
         executor._start(  # noqa: SLF001 - the executor is Pool's engine room
             processes,
-            resolve_start_method(context, None),
+            method,
             initializer,
             tuple(initargs),
             maxtasksperchild,
@@ -376,7 +407,7 @@ class Pool:
     @property
     def _pool(self) -> list[Any]:
         """multiprocessing's private list of worker processes (some code reads their pids)."""
-        return self._engine.worker_processes()
+        return self._engine.worker_handles()
 
     def _check_running(self) -> None:
         if self._state != RUN:
@@ -413,14 +444,15 @@ class Pool:
         items: Any,
         star: bool,
         chunksize: int | None,
-        window: int | None = None,
+        window: int | None,
+        on_progress: Callable[[Chunk | None], None] | None,
     ) -> MapJob:
         self._check_running()
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        function = self._engine.functions.lookup(func)
+        function = self._engine.function(func)
         sizer = ChunkSizer(chunksize, self._processes)
-        return MapJob(func, function, items, star, sizer, window)
+        return MapJob(func, function, items, star, sizer, window, on_progress=on_progress)
 
     def _map_async(
         self,
@@ -432,10 +464,11 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None,
     ) -> MapResult:
         self._check_running()
-        job = self._job(func, _mapping.snapshot(iterable), star, chunksize)
-        result = MapResult(self._engine, job, callback, error_callback)
+        result = MapResult(self._engine, callback, error_callback)
+        progress = result._job_progressed  # noqa: SLF001 - the job reports to its reader
+        job = self._job(func, _mapping.snapshot(iterable), star, chunksize, None, progress)
         self._engine.submit(job)
-        result._start()  # noqa: SLF001
+        result._start(job)  # noqa: SLF001
         return result
 
     def map(
@@ -487,8 +520,9 @@ class Pool:
     ) -> IMapIterator:
         self._check_running()
         window = IMAP_WINDOW_PER_WORKER * self._processes
-        job = self._job(func, iter(iterable), False, chunksize, window)
-        results = iterator_class(self._engine, job)
+        results = iterator_class(self._engine)
+        job = self._job(func, iter(iterable), False, chunksize, window, results.on_progress())
+        results._follow(job)  # noqa: SLF001
         self._engine.submit(job)
         return results
 

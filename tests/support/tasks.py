@@ -204,8 +204,16 @@ class CountedCallable:
         return _unpickle_count
 
 
+def _refuse_in_test_process():
+    """Fails a task that would end the test process itself: under the thread backend it runs
+    there (such a test is ``process_only``)."""
+    if str(os.getpid()) == os.environ.get("GILFREE_TEST_PID"):
+        raise AssertionError("this task ends its process: the test is process_only")
+
+
 def kill_self(signal_number):
     """Ends the worker with a signal, as a crash would."""
+    _refuse_in_test_process()
     os.kill(os.getpid(), signal_number)
     time.sleep(5)
 
@@ -256,6 +264,7 @@ def kill_self_holding(array):
     """Dies with SIGKILL while the argument (a shared buffer view) is mapped here."""
     import signal
 
+    _refuse_in_test_process()
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(5)
 
@@ -412,6 +421,7 @@ def exit_with(code):
 
 def exit_abruptly(code):
     """End the process at once, skipping every cleanup (a crash, for the parent)."""
+    _refuse_in_test_process()
     os._exit(code)
 
 
@@ -441,6 +451,7 @@ def crash(how, pid_path=None):
     import resource
     import signal
 
+    _refuse_in_test_process()
     if pid_path is not None:
         _touch(pid_path)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

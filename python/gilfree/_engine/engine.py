@@ -1,11 +1,14 @@
 """The engine behind an executor: scheduling, result collection and worker lifecycle.
 
 ```
-submit(fn, *args) -> Call ──> pending ──dispatch──> slot i request ring ──> worker i
+submit(fn, *args) -> Call ──> pending ──dispatch──> slot i: transport worker i ──┐
 map(fn, items)    -> MapJob ─┘   (cut into chunks as slots free up)              │
-future.result() / map iterator ──pump──< doorbell + response rings <─────────────┘
+future.result() / map iterator ──pump──< transport.pump() (outcomes) <───────────┘
                                  (or the collector thread, when nobody waits)
 ```
+
+The engine is the front end: it knows units, slots and outcomes, and reaches the workers only
+through a ``Transport`` (``transport``: processes on shared-memory rings, or threads).
 
 Dispatch puts at most one or two units in flight per worker (two while its messages are short),
 so long tasks go to whichever worker frees up first and pending futures stay cancellable.
@@ -29,18 +32,11 @@ from gilfree import _core, _trace
 from gilfree._engine.backlog import Backlog
 from gilfree._engine.recovery import Ending, settle
 from gilfree._engine.slots import Slot, WorkerStats
-from gilfree._engine.units import Call, Chunk, MapJob, rebuild_exception
+from gilfree._engine.transport import Outcome, Transport
+from gilfree._engine.units import Call, Chunk, EncodedFunction, MapJob, rebuild_exception
 from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
 from gilfree._wire import protocol
-from gilfree._wire.functions import FunctionRegistry
 from gilfree._wire.serialization import explain
-from gilfree._workers.launch import Launcher, WorkerProcess
-from gilfree.errors import BrokenProcessPool
-
-#: Bytes per ring; pages are only backed when touched.
-RING_CAPACITY = 4 << 20
-#: How long a pumper busy-waits for a reply before sleeping on the doorbell.
-PUMP_SPIN_MICROSECONDS = 50.0
 
 
 class Engine:
@@ -48,29 +44,27 @@ class Engine:
 
     def __init__(
         self,
+        transport: Transport,
         worker_count: int,
-        launcher: Launcher,
-        make_setup: Callable[[], bytes],
         max_tasks_per_child: int | None,
         eager: bool = False,
     ) -> None:
-        self._channel = _core.ParentChannel(worker_count, RING_CAPACITY)
-        self._launcher = launcher
-        launcher.on_exit = self.on_worker_exit
-        launcher.prepare()
-        self._make_setup: Callable[[], bytes] | None = make_setup
+        #: Starts the workers, sends them units, reports their outcomes.
+        self.transport = transport
+        transport.on_exit = self.on_worker_exit
         self._max_tasks_per_child = max_tasks_per_child
         #: Keep a worker on every slot (multiprocessing.Pool), rather than starting them as
         #: work arrives (concurrent.futures).
         self._eager = eager
-        self.functions = FunctionRegistry(launcher.main_names)
+        #: No worker starts any more (shutdown or terminate).
+        self._final = False
         self._task_ids = itertools.count(1)
         #: Where every unit of work is: pending, to resend, parked or in flight.
         self._backlog = Backlog(worker_count)
         self._slots = [Slot(index, self._backlog.inflight(index)) for index in range(worker_count)]
         self._broken: str | None = None
         self._lock = threading.RLock()
-        self.pump_role = PumpRole(self.pump_once, self._channel.kick, self.interrupt)
+        self.pump_role = PumpRole(self.pump_once, transport.kick, self.interrupt)
         self._last_check = 0.0
         self._exits_unchecked = False
         #: Whether submits are refused (shutdown began).
@@ -88,7 +82,7 @@ class Engine:
             return  # an empty input, or one whose first item failed: nothing to run
         with self._lock:
             self._check_usable()
-            if self._launcher.method == "fork":
+            if self.transport.starts_all:
                 self._start_all()
             self._backlog.submit(work)
             self._dispatch()
@@ -101,9 +95,9 @@ class Engine:
         fork, else one if no worker is idle (as the stdlib counts: one that finished a task and
         has nothing to do)."""
         with self._lock:
-            if self._broken is not None or self._make_setup is None:
+            if self._broken is not None or self._final:
                 return
-            if self._launcher.method == "fork":
+            if self.transport.starts_all:
                 self._start_all()
                 return
             if any(slot.live() and not slot.inflight and slot.tasks_done for slot in self._slots):
@@ -117,14 +111,22 @@ class Engine:
         """Starts a worker on every slot that has none (fork: as the stdlib, every worker is
         forked at the first submit, before the pool's own threads run; under ``_lock``)."""
         for slot in self._slots:
-            if self._broken is not None or self._make_setup is None:
+            if self._broken is not None or self._final:
                 return
             if not slot.live():
                 self._start_worker(slot)
 
+    def function(self, fn: Callable[..., Any]) -> EncodedFunction:
+        """``fn`` as units carry it (the transport's ``function``)."""
+        return self.transport.function(fn)
+
+    def pack(self, value: Any, shared: list[Any]) -> Any:
+        """``value`` as a unit's payload (the transport's ``pack``)."""
+        return self.transport.pack(value, shared)
+
     def _check_usable(self) -> None:
         if self._broken is not None:
-            raise BrokenProcessPool(self._broken)
+            raise self.transport.broken_error(self._broken)
         self.check_open()
 
     def check_open(self) -> None:
@@ -182,7 +184,7 @@ class Engine:
                 assert isinstance(work, MapJob)
                 chunk = work.cut(slot.quota)
                 try:
-                    chunk.encode()
+                    chunk.encode(self.transport.pack)
                 except Exception as error:  # noqa: BLE001 - an item that cannot be sent
                     explained = explain(chunk.named_items(), error)
                     chunk.fail(explained)
@@ -204,9 +206,9 @@ class Engine:
         if best is not None and not best.inflight:
             return best
         for slot in self._slots:
-            process = slot.process
-            retired = slot.retiring and not slot.inflight and process is not None
-            if retired and process is not None and process.poll() is not None:
+            worker = slot.worker
+            retired = slot.retiring and not slot.inflight and worker is not None
+            if retired and worker is not None and worker.poll() is not None:
                 self._forget_worker(slot)
             if not slot.live():
                 return slot if self._start_worker(slot) else None
@@ -215,16 +217,13 @@ class Engine:
     def _start_worker(self, slot: Slot) -> bool:
         """Starts a worker on ``slot``. A failure to start one breaks the pool, since nothing
         queued could ever run."""
-        self._channel.reset_slot(slot.index)
         slot.quota = self._max_tasks_per_child
         slot.starts += 1
         try:
-            assert self._make_setup is not None, "no worker starts after stop_workers"
-            setup = self._make_setup()  # per worker: see gilfree._wire.pickling
-            self._channel.send(slot.index, protocol.SETUP, slot.epoch, 0, 0, setup)
-            slot.process = self._launcher.start(self._channel.fd, slot.index, slot.epoch)
+            assert not self._final, "no worker starts after stop_workers"
+            slot.worker = self.transport.start(slot.index, slot.epoch)
         except Exception as error:  # noqa: BLE001 - initargs that cannot be sent, fork failing
-            self._break(f"could not start a worker process: {error}", error)
+            self._break(f"could not start a worker {self.transport.name}: {error}", error)
             return False
         if _trace.ENABLED:
             _trace.log.debug(
@@ -236,23 +235,20 @@ class Engine:
         return True
 
     def _send(self, slot: Slot, work: Call | Chunk) -> None:
-        function_id, encoded = work.function
-        must_define, forget = slot.remember_function(function_id)
-        if must_define:
-            self._channel.send(
-                slot.index, protocol.DEFINE, slot.epoch, forget, function_id, encoded
-            )
+        worker = slot.worker
+        assert worker is not None
         task_id = next(self._task_ids)
         slot.sent(time.monotonic())
         self._backlog.sent(slot.index, task_id, work)
-        self._channel.send(slot.index, work.kind, slot.epoch, task_id, function_id, work.payload)
+        worker.send(task_id, work)
         if _trace.ENABLED:
+            payload = work.payload
             _trace.log.debug(
                 "sent %s task %d (%d items, %d bytes) to slot %d, epoch %d",
                 protocol.kind_name(work.kind),
                 task_id,
                 work.item_count(),
-                len(work.payload),
+                len(payload) if isinstance(payload, bytes) else 0,
                 slot.index,
                 slot.epoch,
             )
@@ -260,13 +256,13 @@ class Engine:
             slot.quota -= work.item_count()
             if slot.quota <= 0:
                 slot.retiring = True
-                self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+                worker.retire()
 
     # -- collecting -------------------------------------------------------------------------
 
     def pump_once(self, timeout: float) -> None:
         """Waits up to ``timeout`` for replies and handles them; checks workers when idle."""
-        responses = self._channel.pump(timeout, PUMP_SPIN_MICROSECONDS)
+        responses = self.transport.pump(timeout)
         if responses:
             self._handle(responses)
         now = time.monotonic()
@@ -274,8 +270,9 @@ class Engine:
             self._last_check = now
             self.check_workers()
 
-    def _handle(self, responses: list[tuple[int, int, int, int, int, bytes]]) -> None:
-        finished: list[tuple[Any, int, bytes]] = []
+    def _handle(self, responses: list[Outcome]) -> None:
+        finished: list[tuple[Any, int, Any]] = []
+        encoded = self.transport.encoded
         releases: list[tuple[Slot, int, int]] = []
         with self._lock:
             now = time.monotonic()
@@ -302,10 +299,8 @@ class Engine:
                     continue
                 elif kind == protocol.INIT_FAILED:
                     self._break(
-                        "A process in the process pool was terminated abruptly while the future"
-                        " was running or pending: its initializer (or the main script, run"
-                        " again there) raised",
-                        rebuild_exception(payload),
+                        self.transport.init_failed_reason,
+                        rebuild_exception(payload) if encoded else payload,
                     )
                     continue
                 work = self._backlog.replied(slot.index, task_id)
@@ -320,8 +315,12 @@ class Engine:
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 finished.append((work, kind, payload))
             self._dispatch()
-        for work, kind, payload in finished:
-            work.complete(kind, payload)
+        if encoded:
+            for work, kind, payload in finished:
+                work.complete(kind, payload)  # decodes
+        else:
+            for work, kind, payload in finished:
+                work.finish(kind, payload)
         if releases:
             self._release(releases)
         self.pump_role.notify_progress()
@@ -332,8 +331,8 @@ class Engine:
         it)."""
         with self._lock:
             for slot, epoch, task_id in releases:
-                if slot.epoch == epoch:
-                    self._channel.send(slot.index, protocol.RELEASE, epoch, task_id, 0, b"")
+                if slot.epoch == epoch and slot.worker is not None:
+                    slot.worker.release(task_id)
 
     def check_workers(self) -> None:
         """Notices ended workers (settling the work they had, freeing their slots) and kills
@@ -343,27 +342,27 @@ class Engine:
         with self._lock:
             for slot in self._slots:
                 task_id = slot.expired(now)
-                if task_id is not None and slot.process is not None:
+                if task_id is not None and slot.worker is not None:
                     slot.timed_out_task = task_id
                     slot.retiring = True  # takes no more work
                     if _trace.ENABLED:
                         _trace.log.debug(
                             "killing worker pid %d on slot %d: task %d is past its timeout",
-                            slot.process.pid,
+                            slot.worker.pid,
                             slot.index,
                             task_id,
                         )
-                    slot.process.kill()
-        ended = [slot for slot in self._slots if slot.process and slot.process.poll() is not None]
+                    slot.worker.kill()
+        ended = [slot for slot in self._slots if slot.worker and slot.worker.poll() is not None]
         if not ended:
             return
-        # An ended worker's last replies may still sit in its ring: take them first.
-        responses = self._channel.pump(0.0, 0.0)
+        # An ended worker's last replies may still be on their way: take them first.
+        responses = self.transport.pump(0.0)
         if responses:
             self._handle(responses)
         with self._lock:
             for slot in ended:
-                if slot.process is not None and slot.process.exit_code is not None:
+                if slot.worker is not None and slot.worker.poll() is not None:
                     self._forget_worker(slot)
             self._dispatch()
             if self._eager:
@@ -377,25 +376,26 @@ class Engine:
     def _forget_worker(self, slot: Slot) -> None:
         """Clears the slot of an ended (reaped) worker and settles the work it had in flight
         (see ``recovery``)."""
-        process = slot.process
-        assert process is not None and process.exit_code is not None
-        ending = Ending(process.pid, process.exit_code, slot.timed_out_task)
+        worker = slot.worker
+        exit_code = None if worker is None else worker.poll()
+        assert worker is not None and exit_code is not None
+        ending = Ending(worker.pid, exit_code, slot.timed_out_task)
         if ending.timed_out_task is not None:
             slot.timeouts += 1
-        elif not slot.stopped and (process.exit_code != 0 or not slot.retiring):
+        elif not slot.stopped and (exit_code != 0 or not slot.retiring):
             slot.crashes += 1
         if _trace.ENABLED:
             _trace.log.debug(
                 "worker pid %d on slot %d, epoch %d ended (%s) with %d units in flight",
-                process.pid,
+                worker.pid,
                 slot.index,
                 slot.epoch,
-                _core.describe_exit(process.exit_code),
+                _core.describe_exit(exit_code),
                 len(slot.inflight),
             )
         lost = self._backlog.lose(slot.index)
         slot.clear()
-        self._channel.reset_slot(slot.index)
+        worker.ended()
         settlement = settle(lost, ending)
         self._backlog.resend(settlement.resend)
         for work, error in settlement.failed:
@@ -403,9 +403,9 @@ class Engine:
 
     def _retire(self, slot: Slot) -> None:
         """The worker asked to be replaced (memory): it gets no more work, then EXIT."""
-        if not slot.retiring:
+        if not slot.retiring and slot.worker is not None:
             slot.retiring = True
-            self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+            slot.worker.retire()
 
     def stats(self) -> list[WorkerStats]:
         """Each slot's counters."""
@@ -417,7 +417,7 @@ class Engine:
         collector if nobody pumps, checks the workers even with no work outstanding (a pool
         replaces the worker at once, as multiprocessing's does)."""
         self._exits_unchecked = True
-        self._channel.kick()
+        self.transport.kick()
         self.pump_role.wake_collector()
 
     def exits_unchecked(self) -> bool:
@@ -433,7 +433,7 @@ class Engine:
     def _break(self, reason: str, cause: BaseException) -> None:
         """Marks the pool unusable (initializer failure): everything pending fails."""
         self._broken = reason
-        error = BrokenProcessPool(reason)
+        error = self.transport.broken_error(reason)
         error.__cause__ = cause
         self._backlog.fail_everything(error)
 
@@ -455,12 +455,12 @@ class Engine:
         ``cancel_pending``."""
         with self._lock:
             if final:
-                self._make_setup = None
+                self._stop_starting()
             self._backlog.fail_resend(error)
             for slot in self._slots:
-                if slot.process is None:
+                if slot.worker is None:
                     continue
-                slot.process.kill()
+                slot.worker.kill()
                 slot.retiring = True  # takes no more work
                 slot.stopped = True
                 self._backlog.fail_inflight(slot.index, error)
@@ -468,35 +468,42 @@ class Engine:
     def stop_workers(self, timeout: float) -> None:
         """Tells every worker to exit and waits for them (killing stragglers after timeout)."""
         with self._lock:
-            self._make_setup = None  # drops initargs and breaks the executor's cycles
-            live = [slot for slot in self._slots if slot.process is not None]
+            self._stop_starting()
+            live = [slot for slot in self._slots if slot.worker is not None]
             for slot in live:
-                if not slot.retiring:
-                    self._channel.send(slot.index, protocol.EXIT, slot.epoch, 0, 0, b"")
+                if not slot.retiring and slot.worker is not None:
+                    slot.worker.retire()
         deadline = time.monotonic() + timeout
         for slot in live:
-            process = slot.process
-            if process is None:
+            worker = slot.worker
+            if worker is None:
                 continue
-            while process.poll() is None:
+            while worker.poll() is None:
                 if time.monotonic() > deadline:
-                    process.kill()
+                    worker.kill()
                     deadline = float("inf")
                 # Replies are dropped (nothing waits for them now); draining lets a worker that
-                # is stuck writing a reply reach its EXIT. A zygote worker's exit kicks the wait.
-                self._channel.pump(0.001, 0.0)
-            if _trace.ENABLED and process.exit_code is not None:
+                # is stuck writing a reply reach its EXIT. A worker's exit kicks the wait.
+                self.transport.pump(0.001)
+            exit_code = worker.poll()
+            if _trace.ENABLED and exit_code is not None:
                 _trace.log.debug(
                     "worker pid %d on slot %d exited at shutdown (%s)",
-                    process.pid,
+                    worker.pid,
                     slot.index,
-                    _core.describe_exit(process.exit_code),
+                    _core.describe_exit(exit_code),
                 )
 
-    def worker_processes(self) -> list[WorkerProcess]:
-        """The live workers' process handles."""
+    def _stop_starting(self) -> None:
+        """No worker starts from now on; the transport drops initargs (which also breaks the
+        executor's reference cycles)."""
+        self._final = True
+        self.transport.close()
+
+    def worker_handles(self) -> list[Any]:
+        """What the live workers show of themselves (process handles, or threads)."""
         with self._lock:
-            return [slot.process for slot in self._slots if slot.process is not None]
+            return [slot.worker.handle for slot in self._slots if slot.worker is not None]
 
     @property
     def broken(self) -> str | None:

@@ -1,17 +1,13 @@
-"""One worker slot: the ring pair a worker process serves, and what the parent knows of it."""
+"""One worker slot: a place for one worker at a time, and what the front end knows of it."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gilfree._wire.protocol import ONE_OFF
-from gilfree._workers.launch import WorkerProcess
-
-#: Functions a worker keeps at most; the parent tells it which to drop.
-WORKER_FUNCTION_CACHE = 256
+if TYPE_CHECKING:
+    from gilfree._engine.transport import Worker
 
 #: Tasks queued per worker when its messages take less than this (pipelining); 1 otherwise,
 #: so long tasks are handed out one at a time to whichever worker is free (balance).
@@ -42,8 +38,8 @@ class WorkerStats:
 
 
 class Slot:
-    """A slot's state. ``epoch`` counts the workers that served it; replies of older epochs are
-    dropped. Guarded by the engine's lock.
+    """A slot's state. ``epoch`` counts the workers that served it; outcomes of older epochs
+    are dropped. Guarded by the engine's lock.
 
     ``inflight`` is the slot's units in flight, by task id, oldest first: the engine's
     ``Backlog`` owns it and makes every change; the slot only reads it."""
@@ -51,11 +47,10 @@ class Slot:
     def __init__(self, index: int, inflight: Mapping[int, Any]) -> None:
         self.index = index
         self.epoch = 0
-        self.process: WorkerProcess | None = None
+        self.worker: Worker | None = None
         self.ready = False
         self.retiring = False
         self.inflight = inflight
-        self.functions: OrderedDict[int, None] = OrderedDict()
         self.quota: int | None = None
         self.busy_seconds: float | None = None
         self.last_reply = 0.0
@@ -73,27 +68,14 @@ class Slot:
 
     def live(self) -> bool:
         """Whether a worker has been started here and not yet seen to end."""
-        return self.process is not None
+        return self.worker is not None
 
     def capacity(self) -> int:
         """How many more units of work this slot accepts now."""
-        if self.process is None or self.retiring:
+        if self.worker is None or self.retiring:
             return 0
         fast = self.busy_seconds is not None and self.busy_seconds < PIPELINE_BELOW_SECONDS
         return (2 if fast else 1) - len(self.inflight)
-
-    def remember_function(self, function_id: int) -> tuple[bool, int]:
-        """Notes that ``function_id`` is about to be used here. Returns whether its body must be
-        sent, and the id the worker should forget to stay within its cache (0: none)."""
-        if function_id == ONE_OFF:
-            return True, 0
-        if function_id in self.functions:
-            self.functions.move_to_end(function_id)
-            return False, 0
-        self.functions[function_id] = None
-        if len(self.functions) > WORKER_FUNCTION_CACHE:
-            return True, self.functions.popitem(last=False)[0]
-        return True, 0
 
     def record_reply(self, seconds: float, items: int, now: float) -> None:
         """Notes a reply to a unit of ``items`` tasks that ran ``seconds``: updates the moving
@@ -122,11 +104,11 @@ class Slot:
 
     def stats(self) -> WorkerStats:
         """The slot's counters now."""
-        process = self.process
-        alive = process is not None and process.exit_code is None
+        worker = self.worker
+        alive = worker is not None and worker.poll() is None
         return WorkerStats(
             slot=self.index,
-            pid=process.pid if alive and process is not None else 0,
+            pid=worker.pid if alive and worker is not None else 0,
             alive=alive,
             tasks_done=self.tasks_done,
             crashes=self.crashes,
@@ -137,8 +119,7 @@ class Slot:
 
     def clear(self) -> None:
         """Forgets the ended worker (what it had in flight has left the backlog already)."""
-        self.functions.clear()
-        self.process = None
+        self.worker = None
         self.ready = False
         self.retiring = False
         self.quota = None

@@ -82,7 +82,7 @@ class Call:
         future: Future,
         fn: Callable[..., Any],
         function: EncodedFunction,
-        payload: bytes,
+        payload: Any,
         shared: list[Any],
         limits: Limits = NO_LIMITS,
     ) -> None:
@@ -102,16 +102,26 @@ class Call:
         return 1
 
     def complete(self, kind: int, payload: bytes) -> None:
-        """Sets the future from a worker's reply."""
+        """Sets the future from a worker's encoded reply (RESULT or ERROR)."""
+        value: Any
         try:
             if kind == protocol.RESULT:
-                self.future.set_result(protocol.loads(payload))
+                value = protocol.loads(payload)
             else:
-                self.future.set_exception(rebuild_exception(payload))
+                value = rebuild_exception(payload)
+        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
+            kind, value = protocol.ERROR, unpickling_failed(self.fn, error)
+        self.finish(kind, value)
+
+    def finish(self, kind: int, value: Any) -> None:
+        """Sets the future: RESULT with ``value``, ERROR with the exception ``value``."""
+        try:
+            if kind == protocol.RESULT:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass
-        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-            self.future.set_exception(unpickling_failed(self.fn, error))
         # Only now: the reply may refer to buffers of the request (an echo), which must not be
         # recycled before it has been read.
         self.shared = None
@@ -154,8 +164,8 @@ class Chunk:
         self.count = len(items)
         #: The items until the chunk is encoded.
         self.items: Sequence[Any] | None = items
-        #: The CHUNK message's payload, kept until the chunk ends (it may be sent again).
-        self.payload = b""
+        #: The chunk's payload (see ``encode``), kept until the chunk ends (it may be sent again).
+        self.payload: Any = b""
         limits = job.limits
         #: The chunk's items run one after another: each may take the task timeout.
         self.timeout = None if limits.timeout is None else limits.timeout * max(1, self.count)
@@ -177,12 +187,12 @@ class Chunk:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
         return self.count
 
-    def encode(self) -> bytes:
-        """The CHUNK payload; the shared buffers it refers to are kept until the chunk ends."""
+    def encode(self, pack: Callable[[Any, list[Any]], Any]) -> None:
+        """Makes the CHUNK payload with the transport's ``pack``; what it refers to (shared
+        buffers) is kept until the chunk ends."""
         self.shared = []
-        self.payload = protocol.dumps((self.items, self.job.star), self.shared)
+        self.payload = pack((self.items, self.job.star), self.shared)
         self.items = None  # kept only if encoding failed, for named_items
-        return self.payload
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
@@ -190,16 +200,27 @@ class Chunk:
         return {f"map item {self.start + index}": item for index, item in enumerate(items)}
 
     def complete(self, kind: int, payload: bytes) -> None:
-        """Stores the results and the items' failures."""
+        """Stores the results and the items' failures from a worker's encoded reply
+        (CHUNK_RESULT, or ERROR for the chunk as a whole)."""
+        value: Any
         try:
             if kind == protocol.CHUNK_RESULT:
-                self.results, failures = protocol.loads(payload)
-                self.failures = [(index, rebuild_exception(error)) for index, error in failures]
+                results, failures = protocol.loads(payload)
+                value = (results, [(index, rebuild_exception(error)) for index, error in failures])
             else:
-                self.results, self.failures = [], [(0, rebuild_exception(payload))]
+                value = rebuild_exception(payload)
         except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-            self.results, self.failures = [], [(0, unpickling_failed(self.fn, error))]
-        self.shared = None  # after decoding, as in Call.complete
+            kind, value = protocol.ERROR, unpickling_failed(self.fn, error)
+        self.finish(kind, value)
+
+    def finish(self, kind: int, value: Any) -> None:
+        """Stores CHUNK_RESULT's ``(results, [(index, exception)])``, or ERROR's exception as
+        the failure of the chunk as a whole."""
+        if kind == protocol.CHUNK_RESULT:
+            self.results, self.failures = value
+        else:
+            self.results, self.failures = [], [(0, value)]
+        self.shared = None  # after decoding, as in Call.finish
         self.payload = b""
         self.done = True
         self.job.chunk_done(self)
@@ -226,8 +247,8 @@ class MapJob:
     expensive and growing (see ``ChunkSizer.expensive_tail``), the last items are cut from the
     back instead; ``ordered`` still gives the chunks in input order.
 
-    ``on_progress`` is called with each chunk that ends (in the thread collecting results), and
-    with None when the job is stopped.
+    ``on_progress``, given by whoever reads the job (``Pool``'s results), is called with each
+    chunk that ends (in the thread collecting results), and with None when the job is stopped.
     """
 
     def __init__(
@@ -239,6 +260,7 @@ class MapJob:
         sizer: ChunkSizer,
         window: int | None = None,
         limits: Limits = NO_LIMITS,
+        on_progress: Callable[[Chunk | None], None] | None = None,
     ) -> None:
         self.fn = fn
         self.limits = limits
@@ -254,7 +276,7 @@ class MapJob:
         #: Stopped by ``stop`` (its reader went away, the pool shut down): chunks in flight are
         #: no longer wanted. An error of the input itself sets only ``failure``.
         self.stopped = False
-        self.on_progress: Callable[[Chunk | None], None] | None = None
+        self.on_progress = on_progress
         self.items: Sequence[Any] | None
         self._iterator: Iterator[Any] | None
         if isinstance(items, Iterator):

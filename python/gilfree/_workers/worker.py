@@ -13,14 +13,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from gilfree import _core
 from gilfree._core import WorkerChannel
 from gilfree._wire import main as _main
 from gilfree._wire import protocol
+
+_Failure = TypeVar("_Failure")
 
 #: How long an idle worker busy-waits for the next request before sleeping on the futex.
 SPIN_MICROSECONDS = 100.0
@@ -119,12 +121,22 @@ def _load_arguments(payload: bytes) -> Any:
 
 
 def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], list[tuple[int, bytes]]]:
-    """Runs a chunk's calls: ``(results, failures)``, where each failure is ``(index, encoded
-    exception)`` and leaves a None at its index in ``results``; the calls after a failure run
-    too, as they would one by one."""
+    """Runs a chunk's calls (see ``run_items``), each failure as an encoded exception."""
     items, star = _load_arguments(payload)
+    return run_items(fn, items, star, protocol.dump_exception)
+
+
+def run_items(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    star: bool,
+    describe: Callable[[BaseException], _Failure],
+) -> tuple[list[Any], list[tuple[int, _Failure]]]:
+    """Runs ``fn`` over ``items`` (``fn(*item)`` with ``star``): ``(results, failures)``, where
+    each failure is ``(index, describe(exception))`` and leaves a None at its index in
+    ``results``; the calls after a failure run too, as they would one by one."""
     results: list[Any] = []
-    failures: list[tuple[int, bytes]] = []
+    failures: list[tuple[int, _Failure]] = []
     calls = itertools.starmap(fn, items) if star else map(fn, items)
     while True:
         try:
@@ -132,7 +144,7 @@ def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], list[
             # on after one: the loop runs at C speed between failures.
             results.extend(calls)
         except BaseException as error:  # noqa: BLE001 - reported to the parent
-            failures.append((len(results), protocol.dump_exception(error)))
+            failures.append((len(results), describe(error)))
             results.append(None)
         else:
             return results, failures
