@@ -183,6 +183,18 @@ def load_gilfree() -> Contender:
     return ExecutorContender("gilfree", "gilfree", gilfree.ProcessPoolExecutor)
 
 
+def load_gilfree_threads() -> Contender:
+    """Return gilfree's executor on threads (``backend="thread"``)."""
+    gilfree = importlib.import_module("gilfree")
+    executor_class = functools.partial(gilfree.ProcessPoolExecutor, backend="thread")
+    return ExecutorContender("gthread", "gilfree(threads)", executor_class)
+
+
+def load_thread_pool_executor() -> Contender:
+    """Return the stdlib `ThreadPoolExecutor`."""
+    return ExecutorContender("tpe", "ThreadPoolExecutor", concurrent.futures.ThreadPoolExecutor)
+
+
 def load_gilfree_pool() -> Contender:
     """Return ``gilfree.Pool`` driven through multiprocessing.Pool's API."""
     gilfree = importlib.import_module("gilfree")
@@ -248,6 +260,22 @@ class Entry:
 REGISTRY: tuple[Entry, ...] = (
     Entry("gilfree", "gilfree", load_gilfree, optional=False, module="gilfree"),
     Entry("gpool", "gilfree.Pool", load_gilfree_pool, optional=False, module="gilfree"),
+    Entry(
+        "gthread",
+        "gilfree(threads)",
+        load_gilfree_threads,
+        optional=False,
+        module="gilfree",
+        everywhere=False,
+    ),
+    Entry(
+        "tpe",
+        "ThreadPoolExecutor",
+        load_thread_pool_executor,
+        optional=False,
+        module="concurrent.futures",
+        everywhere=False,
+    ),
     Entry(
         "ppe",
         "ProcessPoolExecutor",

@@ -177,7 +177,7 @@ def format_section(
         if row.detail:
             figure = f"{figure}, {row.detail}" if figure else row.detail
         targets = ""
-        if row.contender_key == "gilfree":
+        if row.contender_key == row.workload.subject:
             checks = [check_target(rows, row, target) for target in row.workload.targets]
             issues = [target.issue for target in row.workload.targets]
             verdicts += [(issue, passed) for issue, (passed, _) in zip(issues, checks, strict=True)]
@@ -298,7 +298,7 @@ def plot_section(axes: Any, rows: list[Row], section: list[Row]) -> None:
                     position = place + (index - (len(names) - 1) / 2) * bar_width
                     positions.append(position)
                     ratios.append(ratio)
-                    if row.contender_key != "gilfree":
+                    if row.contender_key != workload.subject:
                         continue
                     for target in workload.targets:
                         if target.reference == reference:

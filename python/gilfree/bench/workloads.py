@@ -142,7 +142,8 @@ class Workload:
     replaces the run's repetitions under ``--quick`` (for rows cheap enough to time more than
     once); ``environment`` is set in the interpreter's environment before it starts (workloads
     with different ones never share an interpreter); ``warm_up`` runs once on the pool after
-    the runner's own warm-up, untimed (a short map of the row's task).
+    the runner's own warm-up, untimed (a short map of the row's task); ``subject`` is the
+    contender whose row carries the targets (gilfree, or a variant of it).
     """
 
     key: str
@@ -166,6 +167,7 @@ class Workload:
     quick_repetitions: int | None = None
     environment: tuple[tuple[str, str], ...] = ()
     warm_up: Callable[[Contender, object, Settings], None] | None = None
+    subject: str = "gilfree"
 
 
 def measure_round_trip(contender: Contender, pool: object, settings: Settings) -> float:
@@ -320,6 +322,16 @@ WORKLOADS: tuple[Workload, ...] = (
         measure=measure_round_trip,
         figure=microseconds_per_trip,
         targets=(Target("ppe", 8.0, "≥8× PPE"),),
+    ),
+    Workload(
+        key="thread_round_trip",
+        title="round trip (no-op), threads",
+        measure=measure_round_trip,
+        figure=microseconds_per_trip,
+        targets=(Target("tpe", 1.0, "≤ ThreadPoolExecutor time", issue=11),),
+        contenders=("gthread", "tpe"),
+        references=("tpe", "tpe"),
+        subject="gthread",
     ),
     Workload(
         key="tiny_tasks",
