@@ -13,8 +13,8 @@ through a ``Transport`` (``transport``: processes on shared-memory rings, or thr
 Dispatch puts at most one or two units in flight per worker (two while its messages are short),
 so long tasks go to whichever worker frees up first and pending futures stay cancellable.
 
-Collection has one "pumper" at a time (see ``waiting``): a thread that drains the response
-rings (GIL released while it waits), completes futures and refills the workers.
+Collection has one "pumper" at a time (see ``waiting``): a thread that collects the transport's
+outcomes (GIL released while it waits), completes futures and refills the workers.
 
 Locks: ``_lock`` guards the scheduling state (pending, slots); ``pump_role.progress`` guards the
 pumper role. Never take ``_lock`` while holding ``pump_role.progress``.
@@ -195,12 +195,20 @@ class Engine:
                     backlog.drop_pending()
 
     def _free_slot(self) -> Slot | None:
+        # Among equally loaded slots: the worker that replied last if it busy-waits for its next
+        # unit a moment (processes: it is still awake), else the one that replied first (threads
+        # asleep on their inboxes: measured, taking turns wakes them faster than reusing one).
+        warm = self.transport.spins
         best: Slot | None = None
         for slot in self._slots:
             if slot.capacity() > 0 and (
                 best is None
                 or len(slot.inflight) < len(best.inflight)
-                or (len(slot.inflight) == len(best.inflight) and slot.last_reply > best.last_reply)
+                or (
+                    len(slot.inflight) == len(best.inflight)
+                    and (slot.last_reply > best.last_reply) == warm
+                    and slot.last_reply != best.last_reply
+                )
             ):
                 best = slot
         if best is not None and not best.inflight:

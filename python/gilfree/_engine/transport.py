@@ -102,6 +102,9 @@ class Transport(Protocol):
     encoded: bool
     #: Every slot gets a worker at the first submit (the stdlib's fork start method).
     starts_all: bool
+    #: A worker busy-waits a moment for its next unit after replying: the engine then prefers
+    #: the one that replied last (still awake); otherwise it lets the workers take turns.
+    spins: bool
     #: The error a broken pool raises (``BrokenProcessPool``, ``BrokenThreadPool``).
     broken_error: type[BrokenExecutor]
     #: Why the pool is broken when a worker's initializer raised (the stdlib's words).

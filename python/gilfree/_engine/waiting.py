@@ -1,4 +1,4 @@
-"""Who drains the response rings: one "pumper" thread at a time.
+"""Who collects the workers' outcomes (``Transport.pump``): one "pumper" thread at a time.
 
 A caller waiting for a result pumps itself (no thread hand-off on the round trip). The
 collector thread pumps only when work is outstanding and no caller does; a caller that finds
@@ -123,7 +123,8 @@ class PumpRole:
         with self.progress:
             self._holder = None
             self._collector_holds = False
-            self.progress.notify_all()
+            if self.callers_waiting:
+                self.progress.notify_all()
 
     def notify_progress(self) -> None:
         """Wakes callers waiting on another pumper (after it completed some futures)."""

@@ -37,6 +37,7 @@ class ProcessTransport:
 
     name = "process"
     encoded = True
+    spins = True  # SPIN_MICROSECONDS in gilfree._workers.worker
     broken_error: type[BrokenExecutor] = BrokenProcessPool
     init_failed_reason = (
         "A process in the process pool was terminated abruptly while the future was running or"

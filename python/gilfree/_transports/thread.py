@@ -40,6 +40,7 @@ class ThreadTransport:
     name = "thread"
     encoded = False
     starts_all = False
+    spins = False
     broken_error: type[BrokenExecutor] = BrokenThreadPool
     init_failed_reason = "A thread initializer failed, the thread pool is not usable anymore"
 
@@ -76,13 +77,11 @@ class ThreadTransport:
         except queue.Empty:
             return []
         taken = [] if first is None else [first]
-        while True:
-            try:
-                outcome = outcomes.get_nowait()
-            except queue.Empty:
-                return taken
+        while not outcomes.empty():  # only the pumper takes from it: get_nowait cannot fail
+            outcome = outcomes.get_nowait()
             if outcome is not None:
                 taken.append(outcome)
+        return taken
 
     def kick(self) -> None:
         """Wakes a ``pump`` waiting in another thread."""
