@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from conftest import IMPL
+from conftest import IMPL, IS_THREAD
 from support.processes import run_script
 
 #: Opens every script: picks gilfree or the stdlib, with the start method from argv.
@@ -320,12 +320,15 @@ def test_workers_get_the_parents_environment_back(tmp_path, monkeypatch):
     assert output == {"values": [None, None]}
 
 
+#: The backend under test (``GILFREE_TEST_IMPL=thread``: threads of the kernel's process).
+BACKEND = "thread" if IS_THREAD else "process"
 NOTEBOOK_CELLS = [
     "import gilfree",
     "scale = 1\ndef init(k):\n    global scale\n    scale = k\ndef task(i):\n    return i * scale",
-    "with gilfree.ProcessPoolExecutor(2, initializer=init, initargs=(10,)) as ex:\n"
+    f"with gilfree.ProcessPoolExecutor(2, initializer=init, initargs=(10,), backend={BACKEND!r})"
+    " as ex:\n"
     "    executor_result = list(ex.map(task, range(4)))\n"
-    "with gilfree.Pool(2, initializer=init, initargs=(3,)) as pool:\n"
+    f"with gilfree.Pool(2, initializer=init, initargs=(3,), backend={BACKEND!r}) as pool:\n"
     "    pool_result = pool.map(task, range(4))\n"
     "print(executor_result, pool_result)",
 ]

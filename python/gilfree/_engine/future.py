@@ -1,7 +1,7 @@
 """The executor's Future: a ``concurrent.futures.Future`` whose waits drive the pool.
 
 A caller blocked in ``result()`` or ``exception()`` does not sleep on a condition variable while
-another thread collects results: it drains the response rings itself (``PumpRole.wait_until``),
+another thread collects results: it collects the outcomes itself (``PumpRole.wait_until``),
 which saves a thread hand-off per task. Waits that concurrent.futures performs on its own
 (``wait``, ``as_completed``) and done-callbacks wake the engine's collector thread instead.
 """

@@ -149,7 +149,7 @@ class Lifecycle:
         with self._finalize_lock:
             if self._state == _CLOSED:
                 return
-            with self._engine.pump_role.held():  # stop_workers drains the rings itself
+            with self._engine.pump_role.held():  # stop_workers pumps the transport itself
                 self._engine.stop_workers(WORKER_EXIT_TIMEOUT)
             with self._wake:
                 self._state = _CLOSED
