@@ -33,7 +33,14 @@ from gilfree._engine.backlog import Backlog
 from gilfree._engine.recovery import Ending, settle
 from gilfree._engine.slots import Slot, WorkerStats
 from gilfree._engine.transport import Outcome, Transport
-from gilfree._engine.units import Call, Chunk, EncodedFunction, MapJob, rebuild_exception
+from gilfree._engine.units import (
+    Call,
+    Chunk,
+    EncodedFunction,
+    MapJob,
+    decode_reply,
+    rebuild_exception,
+)
 from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
 from gilfree._wire import protocol
 from gilfree._wire.serialization import explain
@@ -323,12 +330,10 @@ class Engine:
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 finished.append((work, kind, payload))
             self._dispatch()
-        if encoded:
-            for work, kind, payload in finished:
-                work.complete(kind, payload)  # decodes
-        else:
-            for work, kind, payload in finished:
-                work.finish(kind, payload)
+        for work, kind, payload in finished:
+            if encoded:
+                kind, payload = decode_reply(work.fn, kind, payload)
+            work.finish(kind, payload)
         if releases:
             self._release(releases)
         self.pump_role.notify_progress()

@@ -46,6 +46,21 @@ def unpickling_failed(fn: Callable[..., Any], error: BaseException) -> BaseExcep
     return broken
 
 
+def decode_reply(fn: Callable[..., Any], kind: int, payload: bytes) -> tuple[int, Any]:
+    """``(kind, value)`` of a worker's encoded reply, for a unit's ``finish``: RESULT with the
+    value, CHUNK_RESULT with ``(results, [(index, exception)])``, ERROR with the exception. A
+    reply that cannot be decoded becomes ERROR with ``unpickling_failed``."""
+    try:
+        if kind == protocol.RESULT:
+            return kind, protocol.loads(payload)
+        if kind == protocol.CHUNK_RESULT:
+            results, failures = protocol.loads(payload)
+            return kind, (results, [(index, rebuild_exception(error)) for index, error in failures])
+        return protocol.ERROR, rebuild_exception(payload)
+    except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
+        return protocol.ERROR, unpickling_failed(fn, error)
+
+
 def function_name(fn: Callable[..., Any]) -> str:
     """A readable name for messages: ``module.qualname`` or the repr."""
     qualname = getattr(fn, "__qualname__", None)
@@ -100,18 +115,6 @@ class Call:
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
         return 1
-
-    def complete(self, kind: int, payload: bytes) -> None:
-        """Sets the future from a worker's encoded reply (RESULT or ERROR)."""
-        value: Any
-        try:
-            if kind == protocol.RESULT:
-                value = protocol.loads(payload)
-            else:
-                value = rebuild_exception(payload)
-        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-            kind, value = protocol.ERROR, unpickling_failed(self.fn, error)
-        self.finish(kind, value)
 
     def finish(self, kind: int, value: Any) -> None:
         """Sets the future: RESULT with ``value``, ERROR with the exception ``value``."""
@@ -198,20 +201,6 @@ class Chunk:
         """The chunk's items under names for error messages (``map item 7``)."""
         items = () if self.items is None else self.items  # never truth-tested
         return {f"map item {self.start + index}": item for index, item in enumerate(items)}
-
-    def complete(self, kind: int, payload: bytes) -> None:
-        """Stores the results and the items' failures from a worker's encoded reply
-        (CHUNK_RESULT, or ERROR for the chunk as a whole)."""
-        value: Any
-        try:
-            if kind == protocol.CHUNK_RESULT:
-                results, failures = protocol.loads(payload)
-                value = (results, [(index, rebuild_exception(error)) for index, error in failures])
-            else:
-                value = rebuild_exception(payload)
-        except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-            kind, value = protocol.ERROR, unpickling_failed(self.fn, error)
-        self.finish(kind, value)
 
     def finish(self, kind: int, value: Any) -> None:
         """Stores CHUNK_RESULT's ``(results, [(index, exception)])``, or ERROR's exception as
