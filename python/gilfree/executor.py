@@ -387,6 +387,12 @@ class ProcessPoolExecutor(_StdExecutor):
         self._engine.submit(job)
         return _mapping.results(self._engine.pump_role, job, deadline)
 
+    def _abort(self) -> None:
+        """Cancels what has not started and kills the workers running the rest (their futures
+        fail with ``CancelledError``), as Ctrl-C does; the executor stays usable (workers start
+        again for new work). For ``gilfree.joblib``'s ``abort_everything``."""
+        self._engine.interrupt()
+
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool | None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self._engine.interrupt()  # Ctrl-C: do not wait for the running tasks
