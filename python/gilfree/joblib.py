@@ -105,7 +105,9 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Runs one joblib batch; ``callback`` (joblib's) gets the future once it is done."""
         assert self._executor is not None, "submit before configure"
-        future = self._executor.submit(func)
+        # The batch travels as an argument, not as the function: its arrays then go out of band
+        # through shared buffers, and the worker does not cache a one-off function.
+        future = self._executor.submit(_run_batch, func)
         if callback is not None:
             future.add_done_callback(callback)
         return future
@@ -131,6 +133,11 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
     def terminate(self) -> None:
         """End of a ``Parallel`` call: the executor is kept for the next one."""
         self.reset_batch_stats()
+
+
+def _run_batch(batch: Any) -> Any:
+    """Runs one joblib batch (a ``BatchedCalls``) in a worker."""
+    return batch()
 
 
 def register() -> None:
