@@ -14,6 +14,7 @@ joblib = pytest.importorskip("joblib")
 
 import gilfree.joblib as gilfree_joblib  # noqa: E402 - after the skip
 from support import tasks  # noqa: E402
+from support.notebooks import run_notebook  # noqa: E402
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only, pytest.mark.timeout(60)]
 
@@ -130,3 +131,20 @@ def test_register_is_idempotent_and_the_nested_backend_pickles():
     gilfree_joblib.register()
     backend, _ = gilfree_joblib.GilfreeBackend(nesting_level=0).get_nested_backend()
     assert pickle.loads(pickle.dumps(backend)) is not None
+
+
+NOTEBOOK_CELLS = [
+    "import joblib, numpy as np, gilfree.joblib",
+    "scale = 3\ndef scaled_sum(a):\n    return float(a.sum()) * scale",
+    "arrays = [np.full((100, 100), k, dtype=float) for k in range(6)]\n"
+    "with joblib.parallel_config(backend='gilfree', n_jobs=2):\n"
+    "    sums = joblib.Parallel()(joblib.delayed(scaled_sum)(a) for a in arrays)\n"
+    "print(sums)",
+]
+
+
+@pytest.mark.timeout(120)
+def test_a_notebook_function_runs_on_the_backend(tmp_path):
+    """A function defined in a notebook cell, reading a notebook global, in the workers."""
+    text = run_notebook(tmp_path, NOTEBOOK_CELLS)
+    assert text.strip() == str([30000.0 * k for k in range(6)])

@@ -8,7 +8,6 @@ too, against the stdlib (``GILFREE_TEST_IMPL=stdlib``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import textwrap
 import pytest
 
 from conftest import IMPL, IS_THREAD
+from support.notebooks import run_notebook
 from support.processes import run_script
 
 #: Opens every script: picks gilfree or the stdlib, with the start method from argv.
@@ -337,31 +337,27 @@ NOTEBOOK_CELLS = [
 @pytest.mark.gilfree_only
 @pytest.mark.timeout(120)
 def test_the_initializer_pattern_in_a_notebook(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=60,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    environment = {
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        client.execute()
-    outputs = notebook.cells[-1].outputs
-    text = "".join(output.get("text", "") for output in outputs)
-    assert text.strip() == "[0, 10, 20, 30] [0, 3, 6, 9]", outputs
+    text = run_notebook(tmp_path, NOTEBOOK_CELLS)
+    assert text.strip() == "[0, 10, 20, 30] [0, 3, 6, 9]"
+
+
+ARGUMENT_CELLS = [
+    "import functools, gilfree",
+    "def by_last_digit(value):\n    return value % 10\ndef add(a, b):\n    return a + b",
+    f"with gilfree.ProcessPoolExecutor(2, backend={BACKEND!r}) as ex:\n"
+    "    ordered = ex.submit(sorted, [31, 12, 23], key=by_last_digit).result()\n"
+    "    reduced = list(ex.map(functools.reduce, [add, add], [[1, 2, 3], [4, 5]]))\n"
+    "print(ordered, reduced)",
+]
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.timeout(120)
+def test_a_notebook_function_as_an_argument(tmp_path):
+    """The workers' main module has no notebook names: a notebook function passed as an
+    argument (not as the task) travels by value too."""
+    text = run_notebook(tmp_path, ARGUMENT_CELLS)
+    assert text.strip() == "[31, 12, 23] [6, 9]"
 
 
 RUN_UNGUARDED = """

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-# Registers the codec's pickle fallback and pandas reducers with gilfree._core (cheap: no pandas).
-from gilfree._wire import protocol as _protocol  # noqa: F401
+# Registers the codec's pickle fallback and pandas reducers with gilfree._core (no pandas import).
+from gilfree._wire import values as _values  # noqa: F401
 
 if TYPE_CHECKING:
     from gilfree._engine.slots import WorkerStats

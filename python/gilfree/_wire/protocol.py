@@ -2,8 +2,8 @@
 
 Every message is ``Header(kind, epoch, task_id, arg)`` + payload (see ``gilfree._core``).
 Arguments and results travel in gilfree's codec (``_core.encode``: builtin values natively,
-anything else as pickle inside the same payload, through `pickle_value`, which this module
-registers with the codec, as it does the pandas reducers of `gilfree._wire.reducers`). Function
+anything else as pickle inside the same payload, through the hooks `gilfree._wire.values`
+registers: its pickle fallback and the pandas reducers of `gilfree._wire.reducers`). Function
 bodies and initializers are plain pickles; a function is sent once per worker in a ``DEFINE``
 message and named by id afterwards.
 """
@@ -18,7 +18,6 @@ from typing import Any
 
 from gilfree import _core
 from gilfree._core import decode, encode
-from gilfree._wire import reducers
 
 # A forked child must not inherit a shared-buffer registry lock held by another thread.
 os.register_at_fork(
@@ -75,46 +74,6 @@ def kind_name(kind: int) -> str:
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-
-#: Out-of-band buffers smaller than this stay inside the pickle.
-OUT_OF_BAND_MIN = 4096
-
-
-def pickle_value(value: Any, share: bool = False) -> tuple[bytes, list[pickle.PickleBuffer]]:
-    """How the codec pickles what it does not encode natively: pickle (protocol 5), or
-    cloudpickle (by value) for what pickle refuses, so lambdas and closures can be arguments
-    and results too. With ``share``, contiguous out-of-band buffers (numpy arrays and the blocks
-    of pandas objects, ``PickleBuffer``) of ``OUT_OF_BAND_MIN`` bytes or more are returned beside
-    the pickle: the codec copies each once, into the message (or a shared buffer of its own
-    when large), and the receiver reads it in place. Raises pickle's own error when both
-    picklers fail."""
-    buffers: list[pickle.PickleBuffer] = []
-
-    def place(buffer: pickle.PickleBuffer) -> bool:
-        try:
-            size = buffer.raw().nbytes
-        except BufferError:  # not contiguous
-            return True
-        if size < OUT_OF_BAND_MIN:
-            return True  # in-band
-        buffers.append(buffer)
-        return False
-
-    callback = place if share else None
-    try:
-        return pickle.dumps(value, PROTOCOL, buffer_callback=callback), buffers
-    except Exception as error:  # noqa: BLE001 - any refusal: cloudpickle may still manage
-        import cloudpickle
-
-        buffers.clear()
-        try:
-            return cloudpickle.dumps(value, PROTOCOL, buffer_callback=callback), buffers
-        except Exception:  # noqa: BLE001 - pickle's message is the one to show
-            raise error from None
-
-
-# The codec's pickle fallback and the pandas reducers, handed to it once (it never looks them up).
-_core.register_hooks(pickle_value, reducers.reducer_for, reducers.rebuild)
 
 #: Encodes an argument or result payload: ``dumps(value, shared)`` puts large buffers, and the
 #: whole payload when it is large, in shared memory and appends those buffers to the list

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gilfree._wire.protocol import pickle_value
+from gilfree._wire.values import pickle_value
 from gilfree.errors import SerializationError
 
 #: The root name of a result that cannot be sent back (``result[2]: cannot send ...``).
