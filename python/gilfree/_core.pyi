@@ -16,6 +16,7 @@ __all__ = [
     "after_fork_in_child",
     "after_fork_in_parent",
     "before_fork",
+    "copied_to_shared",
     "decode",
     "describe_exit",
     "encode",
@@ -151,6 +152,10 @@ class SharedBuffer:
     @property
     def handle(self) -> tuple[int, int, int, int]:
         """``(pid, fd, offset, length)``: what another process passes to ``open_buffer``."""
+    @property
+    def file_offset(self) -> int:
+        """Where the bytes start in the memory file ``handle`` names (after the region's
+        header): the offset to map them again with ``mmap``, privately for instance."""
     def __len__(self) -> int: ...
     if sys.version_info >= (3, 12):
         def __buffer__(self, flags: int, /) -> memoryview: ...
@@ -158,6 +163,11 @@ class SharedBuffer:
 def export(obj: object, minimum: int) -> SharedBuffer | None:
     """``obj``'s bytes as a shared buffer: by reference if already in shared memory, else a copy
     if at least ``minimum`` bytes; None to send it inline (or if it is not contiguous)."""
+
+def copied_to_shared() -> int:
+    """Bytes this process has copied into shared buffers to send them, since it started: large
+    buffers and large messages (buffers already in shared memory travel without a copy). A
+    measure of the data plane's copies, for tests and benchmarks."""
 
 def open_buffer(pid: int, fd: int, offset: int, length: int) -> SharedBuffer:
     """Opens a buffer another process exported (its ``handle``), through ``/proc``."""

@@ -46,8 +46,8 @@ pub struct Origin {
     pub fd: i32,
 }
 
-/// Bytes before a region's data: the mapping table, on its own cache line.
-const HEADER: usize = 64;
+/// Bytes before a region's data in its memory file: the mapping table, on its own cache line.
+pub const HEADER: usize = 64;
 /// Mappings listed by pid in the header; more are only counted.
 const MAPPING_ENTRIES: usize = 15;
 const _: () = assert!(std::mem::size_of::<Mappings>() <= HEADER);

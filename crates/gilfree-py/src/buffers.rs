@@ -4,6 +4,7 @@
 #![allow(unsafe_code)] // the buffer protocol and raw buffer access; each block says why it holds
 
 use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gilfree_core::region::{Origin, Region};
@@ -16,6 +17,14 @@ use crate::errors::Error;
 
 /// Whether other processes can open this process's buffers (`/proc/<pid>/fd`: Linux).
 pub const SHARING_SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Bytes this process has copied into shared buffers to send them (see `copied_to_shared`).
+static COPIED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `length` bytes copied into shared memory.
+fn count_copy(length: usize) {
+    COPIED.fetch_add(u64::try_from(length).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
 
 /// Where a shared buffer can be opened from: ``(pid, fd, offset, length)``.
 pub type Handle = (u32, i32, usize, usize);
@@ -78,6 +87,13 @@ impl SharedBuffer {
     #[getter(handle)]
     fn py_handle(&self) -> Handle {
         self.handle()
+    }
+
+    /// Where the bytes start in the memory file ``handle`` names (after the region's header):
+    /// the offset to map them again with ``mmap``, privately for instance.
+    #[getter]
+    fn file_offset(&self) -> usize {
+        gilfree_core::region::HEADER + self.offset
     }
 
     fn __len__(&self) -> usize {
@@ -172,6 +188,7 @@ pub fn share_address(
 
 fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
     let region = Region::acquire(length).map_err(Error::from)?;
+    count_copy(length);
     let target = region.as_ptr() as usize;
     // SAFETY: the source is pinned by the caller's Py_buffer for the whole copy; the target is
     // a region of `length` bytes acquired just now, that no one else uses; they cannot overlap.
@@ -191,6 +208,7 @@ fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<
 /// A shared buffer of `length` bytes written by `fill` (GIL held: it may read Python objects).
 pub fn filled_region(length: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<SharedBuffer> {
     let region = Region::acquire(length).map_err(Error::from)?;
+    count_copy(length);
     // SAFETY: a region of at least `length` bytes, acquired just now: no other process knows
     // it yet and no other view of it exists in this one.
     fill(unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), length) });
@@ -199,6 +217,14 @@ pub fn filled_region(length: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<Sh
         offset: 0,
         length,
     })
+}
+
+/// Bytes this process has copied into shared buffers to send them, since it started: large
+/// buffers and large messages (buffers already in shared memory travel without a copy). A
+/// measure of the data plane's copies, for tests and benchmarks.
+#[pyfunction]
+pub fn copied_to_shared() -> u64 {
+    COPIED.load(Ordering::Relaxed)
 }
 
 /// Opens a buffer another process exported (its ``handle``).
@@ -266,5 +292,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(after_fork_in_child, module)?)?;
     module.add_function(wrap_pyfunction!(export, module)?)?;
     module.add_function(wrap_pyfunction!(open_buffer, module)?)?;
+    module.add_function(wrap_pyfunction!(copied_to_shared, module)?)?;
     Ok(())
 }
