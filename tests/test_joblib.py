@@ -12,8 +12,12 @@ import pytest
 
 joblib = pytest.importorskip("joblib")
 
-import gilfree.joblib as gilfree_joblib  # noqa: E402 - after the skip
+import gilfree  # noqa: E402 - after the skip
+import gilfree.joblib as gilfree_joblib  # noqa: E402
+from gilfree import WorkerCrashedError, _core, shared_ndarray  # noqa: E402
+from gilfree.joblib.arrays import CallArrays  # noqa: E402
 from support import tasks  # noqa: E402
+from support.frames import shared_ranges  # noqa: E402
 from support.notebooks import run_notebook  # noqa: E402
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only, pytest.mark.timeout(60)]
@@ -32,6 +36,52 @@ def fail_on(x, bad):
 def sleep_then(seconds, value):
     time.sleep(seconds)
     return value
+
+
+def view_facts(array):
+    """What a worker sees of an array: writeable, in gilfree's shared memory, its sum."""
+    address = array.__array_interface__["data"][0]
+    shared = any(start <= address < end for start, end in shared_ranges())
+    return array.flags.writeable, shared, float(array.sum())
+
+
+def try_write(array, index, value):
+    """Writes ``value`` at ``array.flat[index]``; False if the array is read-only."""
+    try:
+        array.flat[index] = value
+    except ValueError:
+        return False
+    return float(array.flat[index])
+
+
+def sleep_then_read(seconds, array, index):
+    time.sleep(seconds)
+    return float(array.flat[index])
+
+
+def fill(out, index, value):
+    """Workers writing results into a memmap the parent made (joblib's documented idiom)."""
+    out[index] = value
+    return True
+
+
+def thread_limits():
+    """This worker's BLAS and OpenMP thread counts (threadpoolctl) and OMP_NUM_THREADS."""
+    from threadpoolctl import threadpool_info
+
+    counts = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
+    return counts, os.environ.get("OMP_NUM_THREADS")
+
+
+def buffer_descriptors():
+    """How many of gilfree's shared-memory files this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += "gilfree-buffer" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 @pytest.fixture
@@ -100,6 +150,21 @@ def test_an_error_aborts_the_batches_not_started(config, tmp_path):
     assert len(list(marks.iterdir())) < 20
 
 
+def test_a_worker_crash_raises_worker_crashed_error(config):
+    with pytest.raises(WorkerCrashedError):
+        joblib.Parallel()(joblib.delayed(tasks.crash_if)(x, 3) for x in range(8))
+    assert joblib.Parallel()(joblib.delayed(tasks.square)(x) for x in range(4)) == [0, 1, 4, 9]
+
+
+def test_a_batch_that_cannot_be_sent_fails_with_serialization_error(config):
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(gilfree.SerializationError, match="_thread.lock"):
+        joblib.Parallel()(joblib.delayed(id)(np.zeros(3), lock) for _ in range(4))
+    assert joblib.Parallel()(joblib.delayed(abs)(-x) for x in range(3)) == [0, 1, 2]
+
+
 def test_timeout(config):
     with pytest.raises(multiprocessing.TimeoutError):  # what joblib raises, as with loky
         joblib.Parallel(timeout=0.2)(joblib.delayed(sleep_then)(5, x) for x in range(2))
@@ -131,6 +196,145 @@ def test_register_is_idempotent_and_the_nested_backend_pickles():
     gilfree_joblib.register()
     backend, _ = gilfree_joblib.GilfreeBackend(nesting_level=0).get_nested_backend()
     assert pickle.loads(pickle.dumps(backend)) is not None
+
+
+# --- big arrays, shared once per call ------------------------------------------------------
+
+
+def test_a_100_mb_argument_across_50_tasks_is_copied_once(config):
+    x = np.random.default_rng(0).random((100_000, 125))  # 100 MB
+    before = _core.copied_to_shared()
+    sums = joblib.Parallel()(joblib.delayed(np.sum)(x) for _ in range(50))
+    copied = _core.copied_to_shared() - before
+    assert sums == [x.sum()] * 50
+    assert copied < 2 * x.nbytes, f"{copied / x.nbytes:.1f} times the array copied"
+
+
+def test_without_max_nbytes_each_batch_copies_the_array():
+    """The control of the test above: sharing off, every batch copies its array."""
+    x = np.ones((1000, 1000))  # 8 MB
+    with joblib.parallel_config(backend="gilfree", n_jobs=2, max_nbytes=None):
+        before = _core.copied_to_shared()
+        sums = joblib.Parallel(batch_size=1)(joblib.delayed(np.sum)(x) for _ in range(10))
+        copied = _core.copied_to_shared() - before
+    assert sums == [1e6] * 10
+    assert copied >= 10 * x.nbytes
+
+
+def test_shared_segments_return_to_their_count_after_each_call(config):
+    """Each call's shared copies are released when it ends, so the regions a call used serve
+    the next call's new arrays: the count of shared-memory files stays where the first call
+    left it (gilfree keeps idle ones for reuse), instead of growing by one per array."""
+    rng = np.random.default_rng(1)
+    joblib.Parallel()(joblib.delayed(np.sum)(rng.random(500_000)) for _ in range(4))
+    counts = []
+    for _ in range(5):
+        arrays = [rng.random(500_000) for _ in range(3)]  # 4 MB each, new every call
+        joblib.Parallel()(joblib.delayed(np.sum)(a) for a in arrays for _ in range(4))
+        counts.append(buffer_descriptors())
+    assert max(counts) - min(counts) <= 1, counts
+
+
+@pytest.mark.parametrize(
+    ("mmap_mode", "writeable", "seen_by_others"),
+    [
+        ("r", False, False),
+        ("r+", True, True),
+        ("w+", True, True),
+        ("c", True, False),
+        (None, True, False),
+    ],
+)
+def test_mmap_mode_decides_what_workers_get(mmap_mode, writeable, seen_by_others):
+    """Every mode gives a view of the one shared copy (copy-on-write for "c" and None); only
+    "r+" and "w+" let a write reach the other tasks of the call; the original stays as is."""
+    x = np.arange(500_000, dtype=np.float64)  # 4 MB
+    with joblib.parallel_config(backend="gilfree", n_jobs=2, mmap_mode=mmap_mode):
+        facts = joblib.Parallel()(joblib.delayed(view_facts)(x) for _ in range(4))
+        assert facts == [(writeable, True, float(x.sum()))] * 4
+        # The first task writes at once; the others read once it surely has.
+        calls = [joblib.delayed(try_write)(x, 5, -1.0)] + [
+            joblib.delayed(sleep_then_read)(0.5, x, 5) for _ in range(3)
+        ]
+        written, *reads = joblib.Parallel(batch_size=1)(calls)
+    assert written == (-1.0 if writeable else False)
+    assert reads == [-1.0 if seen_by_others else 5.0] * 3
+    assert x[5] == 5.0
+
+
+def test_arrays_in_any_layout_arrive_equal(config):
+    big = np.arange(2_000_000, dtype=np.float32).reshape(1000, 2000)
+    for array in [big, np.asfortranarray(big), big[::2, ::3], big.astype(">f8"), big[:, :0]]:
+        got = joblib.Parallel()(joblib.delayed(np.copy)(array) for _ in range(2))
+        for copy in got:
+            np.testing.assert_array_equal(copy, array, strict=True)
+
+
+def test_object_arrays_stay_in_band(config):
+    """An object array's bytes are pointers: it is pickled with each batch, never shared."""
+    objects = np.array([{"k": i} for i in range(200_000)], dtype=object)  # 1.6 MB of pointers
+    got = joblib.Parallel()(joblib.delayed(lambda a: a[12345]["k"])(objects) for _ in range(2))
+    assert got == [12345, 12345]
+    arrays = CallArrays(max_nbytes=1, mmap_mode="r")
+    arrays.dumps([objects, np.zeros(10)])
+    assert arrays.shared_count == 1  # the float array only
+
+
+def test_an_array_already_in_shared_memory_is_not_copied(config):
+    x = shared_ndarray((1000, 1000))
+    x += 2.0
+    before = _core.copied_to_shared()
+    assert joblib.Parallel()(joblib.delayed(np.sum)(x) for _ in range(8)) == [2e6] * 8
+    assert _core.copied_to_shared() - before < x.nbytes
+
+
+@pytest.mark.parametrize("mode", ["w+", "r+"])
+def test_workers_write_into_a_memmap_the_parent_sees(config, tmp_path, mode):
+    path = tmp_path / "out.mmap"
+    np.memmap(path, dtype=np.float64, mode="w+", shape=(40,))[:] = -1
+    out = np.memmap(path, dtype=np.float64, mode=mode, shape=(40,))
+    assert all(joblib.Parallel()(joblib.delayed(fill)(out, i, i * 1.5) for i in range(40)))
+    np.testing.assert_array_equal(out, np.arange(40) * 1.5)
+    # Slices (what scikit-learn passes) reopen the same bytes: a strided view at an offset.
+    view = out[3::4]
+    assert all(joblib.Parallel()(joblib.delayed(fill)(view, i, -i) for i in range(len(view))))
+    np.testing.assert_array_equal(out[3::4], -np.arange(10.0))
+
+
+def test_a_read_only_memmap_stays_read_only(config, tmp_path):
+    path = tmp_path / "in.mmap"
+    np.memmap(path, dtype=np.int32, mode="w+", shape=(10, 10))[:] = 7
+    x = np.memmap(path, dtype=np.int32, mode="r", shape=(10, 10))
+    assert joblib.Parallel()(joblib.delayed(try_write)(x[2:], 0, 1) for _ in range(2)) == [
+        False,
+        False,
+    ]
+
+
+def test_bad_max_nbytes_and_mmap_mode_are_refused():
+    for settings, match in [
+        ({"max_nbytes": -1}, "max_nbytes"),
+        ({"mmap_mode": "rw"}, "mmap_mode"),
+    ]:
+        with (
+            joblib.parallel_config(backend="gilfree", n_jobs=2, **settings),
+            pytest.raises(ValueError, match=match),
+        ):
+            joblib.Parallel()(joblib.delayed(abs)(x) for x in range(3))
+
+
+# --- thread limits -----------------------------------------------------------------------
+
+
+def test_workers_limit_their_thread_pools():
+    pytest.importorskip("threadpoolctl")
+    default = max(joblib.cpu_count() // 2, 1)
+    for inner, expected in [(None, default), (2, 2)]:
+        with joblib.parallel_config(backend="gilfree", n_jobs=2, inner_max_num_threads=inner):
+            found = joblib.Parallel()(joblib.delayed(thread_limits)() for _ in range(4))
+        for counts, omp in found:
+            assert omp == str(expected)
+            assert counts.get("blas", expected) == expected, counts
 
 
 NOTEBOOK_CELLS = [

@@ -6,7 +6,7 @@ that block, ``joblib.Parallel`` and scikit-learn's ``n_jobs`` run their batches 
 with your main script already loaded), lambdas and ``__main__`` functions sent by value, numpy
 arrays and pandas frames in gilfree's codec instead of pickle.
 
-The backend follows joblib's contract (checked against joblib 1.5 and 1.6):
+The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
 
 * ``Parallel`` calls ``submit(func, callback)`` once per batch; joblib sizes the batches itself
   (``AutoBatchingMixin``), and gilfree does not cut them again. The callback runs in the thread
@@ -15,35 +15,50 @@ The backend follows joblib's contract (checked against joblib 1.5 and 1.6):
   ``timeout`` work.
 * ``abort_everything`` (a task raised) cancels the batches not started and kills the workers
   running the others; the backend stays usable for the next ``Parallel`` call of the same
-  ``with`` block, as scikit-learn's searches need.
+  ``with`` block, as scikit-learn's searches need. A worker that dies under a batch fails it
+  with ``gilfree.WorkerCrashedError`` (a ``BrokenProcessPool``), not joblib's
+  ``TerminatedWorkerError``.
 * ``n_jobs=1`` falls back to joblib's sequential backend; ``n_jobs=-1`` is every CPU.
-* One executor serves every ``Parallel`` call made with the same backend instance (one
-  ``parallel_config`` block), and grows when a call asks for more workers; it shuts down when
+* Arrays of ``max_nbytes`` or more are shared once per call, and ``np.memmap`` files are
+  reopened by name in the workers (``gilfree.joblib.arrays``), with ``mmap_mode`` as joblib
+  documents it.
+* Workers hold the thread pools of BLAS and OpenMP to ``inner_max_num_threads``, else
+  ``cpu_count() // n_jobs`` (``gilfree.joblib.threads``).
+* One executor serves the ``Parallel`` calls made with the same backend instance (one
+  ``parallel_config`` block) while they ask for the same number of workers; it shuts down when
   the instance is collected, or at exit.
-
-Not yet: sharing arrays of ``max_nbytes`` or more once per call (they travel with each batch,
-through gilfree's shared buffers), and limiting the workers' BLAS threads.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import sys
+import threading
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 try:
     import joblib
-    from joblib._parallel_backends import (
+    from joblib._parallel_backends import (  # joblib's backend API lives here
         AutoBatchingMixin,
         FallbackToBackend,
         ParallelBackendBase,
         SequentialBackend,
     )
+    from joblib.disk import memstr_to_bytes
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "gilfree.joblib needs joblib: pip install joblib (or gilfree[joblib])"
     ) from error
 
+from gilfree._wire.serialization import explain
 from gilfree.executor import ProcessPoolExecutor
+from gilfree.joblib.threads import limit_threads
+
+if TYPE_CHECKING:
+    from gilfree.joblib.arrays import CallArrays
+
+#: The ``mmap_mode`` values joblib documents.
+MMAP_MODES = (None, "r", "r+", "w+", "c")
 
 __all__ = ["BACKEND_NAME", "GilfreeBackend", "register"]
 
@@ -56,6 +71,7 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
 
     supports_retrieve_callback = True
     supports_timeout = True
+    supports_inner_max_num_threads = True
     uses_threads = False
     supports_sharedmem = False
 
@@ -69,7 +85,12 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
             nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **kwargs
         )
         self._executor: ProcessPoolExecutor | None = None
-        self._workers = 0
+        #: What the executor was made for: its worker count and their thread limits.
+        self._made_for: tuple[int, tuple[tuple[str, str], ...]] | None = None
+        #: The current call's array settings, and its shared arrays once numpy is loaded.
+        self._array_settings: tuple[int, str | None] | None = None
+        self._arrays: CallArrays | None = None
+        self._arrays_lock = threading.Lock()
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """How many workers ``n_jobs`` means: -1 every CPU, -2 all but one, and so on."""
@@ -78,7 +99,7 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         if n_jobs is None:
             return 1
         if n_jobs < 0:
-            return max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+            return max(int(joblib.cpu_count()) + 1 + n_jobs, 1)
         return int(n_jobs)
 
     def configure(
@@ -89,25 +110,45 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         require: str | None = None,
         **backend_kwargs: Any,
     ) -> int:
-        """Readies an executor of ``n_jobs`` workers for one ``Parallel`` call; returns the
-        number of workers. One worker means joblib's sequential backend."""
+        """Readies an executor of ``n_jobs`` workers for one ``Parallel`` call and reads its
+        ``max_nbytes`` and ``mmap_mode``; returns the number of workers. One worker means
+        joblib's sequential backend."""
         workers = self.effective_n_jobs(n_jobs)
         if workers == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        self._array_settings = _array_settings(
+            backend_kwargs.get("max_nbytes", "1M"), backend_kwargs.get("mmap_mode", "r")
+        )
         self.parallel = parallel
-        if self._executor is None or self._workers < workers:
+        environment = self._prepare_worker_env(n_jobs=workers)
+        made_for = (workers, tuple(sorted(environment.items())))
+        if self._executor is None or self._made_for != made_for:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
-            self._executor = ProcessPoolExecutor(workers)
-            self._workers = workers
+            self._executor = ProcessPoolExecutor(
+                workers, initializer=limit_threads, initargs=(environment,)
+            )
+            self._made_for = made_for
         return workers
 
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Runs one joblib batch; ``callback`` (joblib's) gets the future once it is done."""
         assert self._executor is not None, "submit before configure"
-        # The batch travels as an argument, not as the function: its arrays then go out of band
-        # through shared buffers, and the worker does not cache a one-off function.
-        future = self._executor.submit(_run_batch, func)
+        arrays = self._call_arrays()
+        future: Any
+        if arrays is None:
+            # The batch travels as an argument, not as the function: its arrays then go out of
+            # band through shared buffers, and the worker does not cache a one-off function.
+            future = self._executor.submit(_run_batch, func)
+        else:
+            try:
+                data, buffers = arrays.dumps(func)
+            except Exception as error:  # noqa: BLE001 - the batch's failure, as loky reports it
+                future = Future()
+                # Named down to the argument: the batch's items are (function, args, kwargs).
+                future.set_exception(explain({"batch": getattr(func, "items", func)}, error))
+            else:
+                future = self._executor.submit(_run_pickled_batch, data, buffers)
         if callback is not None:
             future.add_done_callback(callback)
         return future
@@ -129,15 +170,68 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         futures fail with ``CancelledError``); the executor stays usable."""
         if self._executor is not None:
             self._executor._abort()  # noqa: SLF001 - gilfree's own executor
+        self._end_call()
 
     def terminate(self) -> None:
-        """End of a ``Parallel`` call: the executor is kept for the next one."""
+        """End of a ``Parallel`` call: its shared arrays are released; the executor is kept
+        for the next call."""
+        self._end_call()
         self.reset_batch_stats()
+
+    def _call_arrays(self) -> CallArrays | None:
+        """The call's ``CallArrays``, made when first needed; None while numpy is not loaded
+        (no array can be sent) or when sharing is off."""
+        if self._arrays is not None or "numpy" not in sys.modules:
+            return self._arrays
+        from gilfree.joblib.arrays import CallArrays
+
+        with self._arrays_lock:
+            if self._arrays is None and self._array_settings is not None:
+                self._arrays = CallArrays(*self._array_settings)
+        return self._arrays
+
+    def _end_call(self) -> None:
+        with self._arrays_lock:
+            arrays, self._arrays = self._arrays, None
+        if arrays is not None:
+            arrays.close()
+
+
+def _array_settings(max_nbytes: Any, mmap_mode: Any) -> tuple[int, str | None]:
+    """``(bytes from which an array is shared, mmap_mode)``, from ``Parallel``'s arguments."""
+    if max_nbytes is None:
+        limit = sys.maxsize  # sharing off; memmaps are still reopened by name
+    elif isinstance(max_nbytes, str):
+        try:
+            limit = memstr_to_bytes(max_nbytes)
+        except (ValueError, KeyError, IndexError):
+            raise ValueError(
+                f"max_nbytes must be a number of bytes or a size such as '1M', got {max_nbytes!r}"
+            ) from None
+    elif isinstance(max_nbytes, int) and not isinstance(max_nbytes, bool) and max_nbytes >= 0:
+        limit = max_nbytes
+    else:
+        raise ValueError(
+            f"max_nbytes must be a non-negative int, a size such as '1M' or None, "
+            f"got {max_nbytes!r}"
+        )
+    if mmap_mode not in MMAP_MODES:
+        raise ValueError(
+            f"mmap_mode must be one of {', '.join(map(repr, MMAP_MODES))}, got {mmap_mode!r}"
+        )
+    return limit, mmap_mode
 
 
 def _run_batch(batch: Any) -> Any:
     """Runs one joblib batch (a ``BatchedCalls``) in a worker."""
     return batch()
+
+
+def _run_pickled_batch(data: bytes, buffers: list[Any]) -> Any:
+    """Runs a batch that ``CallArrays.dumps`` pickled, in a worker."""
+    from gilfree.joblib.arrays import loads
+
+    return loads(data, buffers)()
 
 
 def register() -> None:
