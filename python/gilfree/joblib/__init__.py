@@ -31,8 +31,10 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +93,8 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         self._array_settings: tuple[int, str | None] | None = None
         self._arrays: CallArrays | None = None
         self._arrays_lock = threading.Lock()
+        #: Set when a batch of the current call ends (see ``retrieval_context``).
+        self._batch_ended = threading.Event()
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """How many workers ``n_jobs`` means: -1 every CPU, -2 all but one, and so on."""
@@ -120,6 +124,7 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
             backend_kwargs.get("max_nbytes", "1M"), backend_kwargs.get("mmap_mode", "r")
         )
         self.parallel = parallel
+        self._batch_ended = threading.Event()
         environment = self._prepare_worker_env(n_jobs=workers)
         made_for = (workers, tuple(sorted(environment.items())))
         if self._executor is None or self._made_for != made_for:
@@ -151,6 +156,8 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
                 future = self._executor.submit(_run_pickled_batch, data, buffers)
         if callback is not None:
             future.add_done_callback(callback)
+        ended = self._batch_ended
+        future.add_done_callback(lambda _: ended.set())  # after joblib's callback
         return future
 
     def apply_async(self, func: Any, callback: Any = None) -> Any:
@@ -164,6 +171,15 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
     def retrieve_result(self, out: Any, timeout: float | None = None) -> Any:
         """The batch's results, waiting at most ``timeout`` seconds (joblib before 1.5)."""
         return out.result(timeout)
+
+    @contextlib.contextmanager
+    def retrieval_context(self) -> Iterator[None]:
+        """Entered by ``Parallel`` before it collects results: waits until a batch of the call
+        has ended (or the call's ``timeout``). joblib's result loop sleeps 10 ms whenever the
+        batch it waits for has not ended, so looking first when one has spares a short call
+        that sleep (a 2-task call took 11 ms instead of 1)."""
+        self._batch_ended.wait(getattr(self.parallel, "timeout", None))
+        yield
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancels the batches not started and kills the workers running the others (their
