@@ -92,6 +92,19 @@ def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, sta
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.gilfree_only  # the stdlib waits for such threads forever
+@pytest.mark.process_only
+@pytest.mark.timeout(60)
+def test_every_worker_that_cannot_end_is_killed_at_shutdown(executor):
+    """Workers join their threads as they exit (as multiprocessing children do); two workers
+    held by threads that outlive the shutdown's deadline are both killed, not only the first."""
+    futures = [executor.submit(tasks.leave_a_thread_running, 120) for _ in range(2)]
+    pids = {future.result(timeout=RESULT_TIMEOUT) for future in futures}
+    assert len(pids) == 2
+    executor.shutdown(wait=True)
+    assert wait_until_gone(pids) == set()
+
+
 # --- a worker killed mid-task ----------------------------------------------------------
 
 

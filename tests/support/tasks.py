@@ -440,6 +440,19 @@ def sleep_then_touch(path, seconds):
 
 # --- faults and lifecycle (test_faults, test_soak) ----------------------------------------
 
+
+def leave_a_thread_running(seconds):
+    """Starts a non-daemon thread that sleeps ``seconds`` and returns this worker's pid after a
+    short wait (so that two such tasks land on two workers): the worker cannot end by itself
+    before the thread does."""
+    import threading
+
+    _refuse_in_test_process()
+    threading.Thread(target=time.sleep, args=(seconds,)).start()
+    time.sleep(0.3)
+    return os.getpid()
+
+
 #: Memory a task keeps alive in its worker (``allocate_and_keep``), per process.
 _kept_alive = []
 

@@ -491,10 +491,12 @@ class Engine:
             worker = slot.worker
             if worker is None:
                 continue
+            killed = False
             while worker.poll() is None:
-                if time.monotonic() > deadline:
+                # One deadline for all: past it, each worker still there is killed, once.
+                if not killed and time.monotonic() > deadline:
                     worker.kill()
-                    deadline = float("inf")
+                    killed = True
                 # Replies are dropped (nothing waits for them now); draining lets a worker that
                 # is stuck writing a reply reach its EXIT. A worker's exit kicks the wait.
                 self.transport.pump(0.001)

@@ -8,10 +8,12 @@ answers ``READY`` and loops. It spins briefly for the next request before sleepi
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ PARENT_WATCH_SECONDS = 0.1
 KEPT_FREE_BYTES = 64 << 20
 #: Longest an exiting worker waits for the parent to read its last shared replies.
 RELEASE_WAIT_SECONDS = 30.0
+#: How long a worker may take to run its exit hooks (join threads, exit handlers) once its loop
+#: has ended, before SIGALRM ends it.
+EXIT_GRACE_SECONDS = 10
 
 
 @dataclass
@@ -276,10 +281,23 @@ Initializer = tuple[Callable[..., Any] | None, tuple[Any, ...]]
 
 
 def serve(fd: int, slot: int, epoch: int, inherited: Initializer = (None, ())) -> int:
-    """Runs a worker on slot ``slot`` of the segment behind ``fd``; returns the exit code."""
+    """Runs a worker on slot ``slot`` of the segment behind ``fd``; returns the exit code.
+
+    It ends as a multiprocessing child does (``Process._bootstrap``, and Python 3.13's fork
+    children): the exit handlers it inherited (the parent's or the zygote's) are dropped at
+    start, and at the end non-daemon threads are joined and ``threading``'s exit callbacks run
+    (an executor a task started, loky's among them, shuts down there), then the exit handlers
+    its tasks registered, then multiprocessing's (queue feeders, children)."""
+    atexit._clear()  # noqa: SLF001 - as multiprocessing's fork children do
     try:
         return _serve(fd, slot, epoch, inherited)
     finally:
+        # A thread that never ends (or a handler that hangs) would keep a retiring worker, and
+        # so its slot, forever: SIGALRM, left to its default action, ends the process first.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(EXIT_GRACE_SECONDS)
+        threading._shutdown()  # type: ignore[attr-defined]  # noqa: SLF001 - as _bootstrap does
+        atexit._run_exitfuncs()  # noqa: SLF001
         _flush_multiprocessing()
 
 
