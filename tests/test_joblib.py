@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import textwrap
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from gilfree.joblib.arrays import CallArrays  # noqa: E402
 from support import tasks  # noqa: E402
 from support.frames import shared_ranges  # noqa: E402
 from support.notebooks import run_notebook  # noqa: E402
+from support.processes import run_script, wait_until_gone  # noqa: E402
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only, pytest.mark.timeout(60)]
 
@@ -82,6 +84,22 @@ def buffer_descriptors():
         except OSError:  # closed meanwhile
             pass
     return count
+
+
+_initialized = []
+
+
+def initialize(value):
+    _initialized.append(value)
+
+
+def initialized_with(_):
+    return list(_initialized)
+
+
+def fail_at_once():
+    raise tasks.CustomError("no tasks")
+    yield  # a generator
 
 
 @pytest.fixture
@@ -163,6 +181,60 @@ def test_a_batch_that_cannot_be_sent_fails_with_serialization_error(config):
     with pytest.raises(gilfree.SerializationError, match="_thread.lock"):
         joblib.Parallel()(joblib.delayed(id)(np.zeros(3), lock) for _ in range(4))
     assert joblib.Parallel()(joblib.delayed(abs)(-x) for x in range(3)) == [0, 1, 2]
+
+
+def test_an_empty_iterable_and_one_failing_at_once(config):
+    assert joblib.Parallel()(joblib.delayed(abs)(x) for x in []) == []
+    with pytest.raises(tasks.CustomError, match="no tasks"):
+        joblib.Parallel()(fail_at_once())
+    assert joblib.Parallel()(joblib.delayed(abs)(x) for x in [-1]) == [1]
+
+
+def test_an_initializer_runs_once_in_each_worker():
+    with joblib.parallel_config(
+        backend="gilfree", n_jobs=2, initializer=initialize, initargs=("config",)
+    ):
+        assert (
+            joblib.Parallel()(joblib.delayed(initialized_with)(x) for x in range(6))
+            == [["config"]] * 6
+        )
+    in_parallel = joblib.Parallel(
+        backend="gilfree", n_jobs=2, initializer=initialize, initargs=("parallel",)
+    )
+    assert in_parallel(joblib.delayed(initialized_with)(x) for x in range(4)) == [["parallel"]] * 4
+
+
+NESTED_LOKY_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+
+    import joblib
+    import gilfree.joblib
+
+
+    def nested(n):
+        joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(abs)(x) for x in range(n))
+        return sorted(process.pid for process in multiprocessing.active_children())
+
+
+    if __name__ == "__main__":
+        on_gilfree = joblib.Parallel(n_jobs=2, backend="gilfree")
+        pids = on_gilfree(joblib.delayed(nested)(4) for _ in range(2))
+        print(" ".join(str(pid) for group in pids for pid in group))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_loky_started_inside_a_task_ends_with_the_worker(tmp_path):
+    """A task that runs joblib's default backend leaves loky's executor in the worker; the
+    worker shuts it down as it exits, as a multiprocessing child does, so the script ends at
+    once and no loky process outlives it (they waited 300 s for loky's idle timeout)."""
+    returncode, stdout, stderr = run_script(tmp_path, NESTED_LOKY_SCRIPT)
+    assert returncode == 0, stderr
+    loky_pids = [int(pid) for pid in stdout.split()]
+    assert loky_pids
+    assert not wait_until_gone(loky_pids)
 
 
 def test_timeout(config):

@@ -36,6 +36,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -87,14 +88,15 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
             nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **kwargs
         )
         self._executor: ProcessPoolExecutor | None = None
-        #: What the executor was made for: its worker count and their thread limits.
-        self._made_for: tuple[int, tuple[tuple[str, str], ...]] | None = None
+        #: What the executor was made for: worker count, thread limits, initializer.
+        self._made_for: _MadeFor | None = None
         #: The current call's array settings, and its shared arrays once numpy is loaded.
         self._array_settings: tuple[int, str | None] | None = None
         self._arrays: CallArrays | None = None
         self._arrays_lock = threading.Lock()
         #: Set when a batch of the current call ends (see ``retrieval_context``).
         self._batch_ended = threading.Event()
+        self._submitted = False
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """How many workers ``n_jobs`` means: -1 every CPU, -2 all but one, and so on."""
@@ -120,18 +122,22 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         workers = self.effective_n_jobs(n_jobs)
         if workers == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        settings = {**self.backend_kwargs, **backend_kwargs}  # parallel_config's, Parallel's
         self._array_settings = _array_settings(
-            backend_kwargs.get("max_nbytes", "1M"), backend_kwargs.get("mmap_mode", "r")
+            settings.get("max_nbytes", "1M"), settings.get("mmap_mode", "r")
         )
         self.parallel = parallel
         self._batch_ended = threading.Event()
+        self._submitted = False
         environment = self._prepare_worker_env(n_jobs=workers)
-        made_for = (workers, tuple(sorted(environment.items())))
-        if self._executor is None or self._made_for != made_for:
+        initializer = settings.get("initializer")
+        initargs = tuple(settings.get("initargs", ()))
+        made_for = _MadeFor(workers, tuple(sorted(environment.items())), initializer, initargs)
+        if self._executor is None or not made_for.same_as(self._made_for):
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
             self._executor = ProcessPoolExecutor(
-                workers, initializer=limit_threads, initargs=(environment,)
+                workers, initializer=_start_worker, initargs=(environment, initializer, initargs)
             )
             self._made_for = made_for
         return workers
@@ -139,6 +145,7 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Runs one joblib batch; ``callback`` (joblib's) gets the future once it is done."""
         assert self._executor is not None, "submit before configure"
+        self._submitted = True
         arrays = self._call_arrays()
         future: Any
         if arrays is None:
@@ -177,8 +184,10 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         """Entered by ``Parallel`` before it collects results: waits until a batch of the call
         has ended (or the call's ``timeout``). joblib's result loop sleeps 10 ms whenever the
         batch it waits for has not ended, so looking first when one has spares a short call
-        that sleep (a 2-task call took 11 ms instead of 1)."""
-        self._batch_ended.wait(getattr(self.parallel, "timeout", None))
+        that sleep (a 2-task call took 11 ms instead of 1). A call that submitted nothing (its
+        iterable empty, or failing at once) has nothing to wait for."""
+        if self._submitted:
+            self._batch_ended.wait(getattr(self.parallel, "timeout", None))
         yield
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -236,6 +245,36 @@ def _array_settings(max_nbytes: Any, mmap_mode: Any) -> tuple[int, str | None]:
             f"mmap_mode must be one of {', '.join(map(repr, MMAP_MODES))}, got {mmap_mode!r}"
         )
     return limit, mmap_mode
+
+
+@dataclass(frozen=True)
+class _MadeFor:
+    """What an executor's workers were started with."""
+
+    workers: int
+    environment: tuple[tuple[str, str], ...]
+    initializer: Any
+    initargs: tuple[Any, ...]
+
+    def same_as(self, other: _MadeFor | None) -> bool:
+        """Whether ``other`` starts workers the same way. The initializer and its arguments
+        are compared by identity: a user's objects may not compare, or compare equal while
+        different."""
+        return (
+            other is not None
+            and (self.workers, self.environment) == (other.workers, other.environment)
+            and self.initializer is other.initializer
+            and len(self.initargs) == len(other.initargs)
+            and all(mine is theirs for mine, theirs in zip(self.initargs, other.initargs))
+        )
+
+
+def _start_worker(environment: dict[str, str], initializer: Any, initargs: tuple[Any, ...]) -> None:
+    """A worker's initializer: joblib's thread limits, then the user's initializer if any
+    (``parallel_config(initializer=..., initargs=...)`` or ``Parallel``'s)."""
+    limit_threads(environment)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _run_batch(batch: Any) -> Any:
