@@ -7,7 +7,7 @@ DEMO_PYTHON ?= 3.11
 python_for = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)),$(shell command -v python$(1)),$(error no CPython $(1) found (pyenv or python$(1) on PATH)))
 SOURCES := pyproject.toml Cargo.toml $(shell find crates python -name '*.rs' -o -name '*.py' -o -name '*.toml' 2>/dev/null)
 
-.PHONY: help demo test test-rust test-python bench lint clean
+.PHONY: help demo test test-rust test-python test-joblib-suite bench lint clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -26,7 +26,7 @@ demo: .venv-$(DEMO_PYTHON)/bench-installed ## build, run the seed workloads, the
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed --stdlib-echo
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --plot bench.png
 
-test: test-rust test-python ## every test: cargo tests (with the multi-process stress test) and pytest on each Python
+test: test-rust test-python test-joblib-suite ## every test: cargo tests (with the multi-process stress test), pytest on each Python, joblib's own suite on gilfree
 
 test-rust: ## cargo tests of the core crate, in release mode (the stress test is heavy)
 	cargo test --release -p gilfree-core
@@ -37,6 +37,14 @@ test-python: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## py
 		.venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
 		echo "== pytest under CPython $$version, backend=\"thread\" (GILFREE_TEST_IMPL=thread) =="; \
 		GILFREE_TEST_IMPL=thread .venv-$$version/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+	done
+
+test-joblib-suite: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## joblib's own test_parallel.py against the gilfree backend (tests/joblib_suite)
+	@for version in $(TEST_PYTHONS); do \
+		echo "== joblib's test_parallel on the gilfree backend, CPython $$version =="; \
+		PYTHONPATH=tests/joblib_suite .venv-$$version/bin/python -m pytest -p gilfree_joblib_plugin \
+			--gilfree-only --pyargs joblib.test.test_parallel -p no:cacheprovider -q --timeout 60 -rxs \
+			|| exit 1; \
 	done
 
 bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too
