@@ -30,6 +30,9 @@ from typing import Any
 #: True while this process runs the parent's main script: starting workers then is the
 #: unguarded-script mistake (no ``if __name__ == "__main__":``), refused as multiprocessing does.
 importing = False
+#: True in gilfree's own processes (template, workers, ``gilfree.Process`` children): they
+#: start a template process only when asked to, never ahead of time (see ``zygote.prestart``).
+in_gilfree_process = False
 
 _UNGUARDED = """
         An attempt has been made to start a gilfree worker before this process has finished

@@ -45,8 +45,10 @@ def read_payload(fd: int) -> bytes:
 
 def run(fds: list[int]) -> int:
     """Runs the process object; returns its exit code."""
+    from gilfree._wire import main as _main
     from gilfree._workers.worker import apply_setup
 
+    _main.in_gilfree_process = True
     _inherited[:] = fds[FIRST_INHERITED:]
     try:
         setup, process = pickle.loads(read_payload(fds[PAYLOAD]))

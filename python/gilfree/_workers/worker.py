@@ -289,6 +289,7 @@ def serve(fd: int, slot: int, epoch: int, inherited: Initializer = (None, ())) -
     (an executor a task started, loky's among them, shuts down there), then the exit handlers
     its tasks registered, then multiprocessing's (queue feeders, children)."""
     atexit._clear()  # noqa: SLF001 - as multiprocessing's fork children do
+    _main.in_gilfree_process = True
     try:
         return _serve(fd, slot, epoch, inherited)
     finally:

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gilfree import _core
+from gilfree import _core, _trace
 from gilfree._wire import main as _main
 from gilfree._wire.main import parent_main_path
 
@@ -123,6 +123,7 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
     import importlib
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _main.in_gilfree_process = True  # and in every child it forks
     for name, value in THREAD_LIMITS.items():
         if name not in os.environ:
             os.environ[name] = value
@@ -393,6 +394,24 @@ def get(preload: tuple[str, ...]) -> Zygote:
                     _zygotes.pop(other).close()
             zygote = _zygotes[template] = Zygote(template)
         return zygote
+
+
+def prestart() -> None:
+    """Starts the zygote (no preload) in the background, so that the first executor finds it
+    ready, where this process would start one on its own: its main process, not while it
+    imports the main script, not in gilfree's own processes or multiprocessing's children.
+    Never raises: the executor starts the zygote, or says why it cannot, when it is needed."""
+    import multiprocessing
+
+    if _main.importing or _main.in_gilfree_process or multiprocessing.parent_process() is not None:
+        return
+    if not hasattr(os, "fork"):
+        return
+    try:
+        get(())
+    except Exception:  # noqa: BLE001 - an optimisation only; the executor will report
+        if _trace.ENABLED:
+            _trace.log.debug("no zygote started ahead of time", exc_info=True)
 
 
 def pids() -> list[int]:

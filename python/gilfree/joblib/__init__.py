@@ -27,6 +27,9 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
 * One executor serves the ``Parallel`` calls made with the same backend instance (one
   ``parallel_config`` block) while they ask for the same number of workers; it shuts down when
   the instance is collected, or at exit.
+* Importing this module in a script's main process starts gilfree's template process (the
+  zygote, which imports the script's modules once) in the background, so that the first
+  ``Parallel`` call finds it booted instead of waiting for those imports.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from gilfree._wire.serialization import explain
+from gilfree._workers import zygote as _zygote
 from gilfree.executor import ProcessPoolExecutor
 from gilfree.joblib.threads import limit_threads
 
@@ -295,3 +299,7 @@ def register() -> None:
 
 
 register()
+# The workers' template process boots while the script goes on (imports, loading data), so
+# the first Parallel call finds it ready; nothing starts in gilfree's or multiprocessing's
+# own child processes.
+_zygote.prestart()
