@@ -9,11 +9,16 @@ is being built, loky, mpire) only disables its own contender.
 A "best chunksize" contender (``ppe_best``, ``loky_best``) is the same executor with a
 ``chunksize_sweep``: the workloads that honour it (the numpy rows of issue 10) time its map at
 each chunksize of the sweep and keep the best, noting which one won.
+
+A joblib contender (``jl_gilfree``, ``jl_loky``, ``jl_threads``, ``jl_seq``; ``--contenders jl``
+picks them all) is no pool: it is a joblib backend, which the joblib rows of issue 12
+(`gilfree.bench.joblib_workloads`) set with ``joblib.parallel_config`` around the call they time.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -177,6 +182,43 @@ class MpireContender(Contender):
             pool.terminate()
 
 
+class JoblibContender(Contender):
+    """A joblib backend: ``backend`` as ``joblib.parallel_config`` names it, with ``n_jobs`` the
+    run's workers, or 1 for a ``sequential`` contender (joblib's sequential backend).
+
+    It creates no pool (the pool operations raise): the joblib rows make their ``Parallel``
+    call (or scikit-learn's ``n_jobs`` does) inside `configured`, as a user's script does.
+    """
+
+    def __init__(self, key: str, name: str, backend: str, *, sequential: bool = False) -> None:
+        super().__init__(key, name)
+        self.backend = backend
+        self.sequential = sequential
+
+    def n_jobs(self, workers: int) -> int:
+        """The ``n_jobs`` to give ``Parallel`` (or an estimator) for a run of ``workers``."""
+        return 1 if self.sequential else workers
+
+    def configured(self, workers: int) -> contextlib.AbstractContextManager[Any]:
+        """``joblib.parallel_config(backend=..., n_jobs=...)``: a fresh backend for the block
+        (gilfree's keeps one executor per block; loky's executor outlives it, reused)."""
+        joblib = importlib.import_module("joblib")
+        config: contextlib.AbstractContextManager[Any] = joblib.parallel_config(
+            backend=self.backend, n_jobs=self.n_jobs(workers)
+        )
+        return config
+
+
+def load_joblib(key: str, name: str, backend: str, *, sequential: bool = False) -> Contender:
+    """Return a joblib contender; importing ``gilfree.joblib`` registers gilfree's backend (so
+    it, and joblib, are imported here, before anything is timed). Raises ImportError without
+    joblib."""
+    importlib.import_module("joblib")
+    if backend == "gilfree":
+        importlib.import_module("gilfree.joblib")
+    return JoblibContender(key, name, backend, sequential=sequential)
+
+
 def load_gilfree() -> Contender:
     """Return the gilfree contender; raises if gilfree's executor cannot be imported."""
     gilfree = importlib.import_module("gilfree")
@@ -319,6 +361,22 @@ REGISTRY: tuple[Entry, ...] = (
         everywhere=False,
     ),
     Entry("mpire", "mpire", load_mpire, optional=True, module="mpire"),
+    *(
+        Entry(
+            key,
+            name,
+            functools.partial(load_joblib, key, name, backend, sequential=backend == "sequential"),
+            optional=True,
+            module="joblib",
+            everywhere=False,
+        )
+        for key, name, backend in (
+            ("jl_gilfree", "joblib gilfree", "gilfree"),
+            ("jl_loky", "joblib loky", "loky"),
+            ("jl_threads", "joblib threading", "threading"),
+            ("jl_seq", "joblib n_jobs=1", "sequential"),
+        )
+    ),
 )
 
 

@@ -2,7 +2,8 @@
 
 Each measurement runs in a fresh interpreter started on one of the scripts in
 ``gilfree/bench/scripts``: ``numpy_pandas`` (imports numpy and pandas, like a user's data script;
-every row but one) or ``stdlib`` (imports only ``concurrent.futures.ProcessPoolExecutor``). The
+most rows), ``sklearn`` (numpy, pandas and scikit-learn's grid search: the grid-search rows) or
+``stdlib`` (imports only ``concurrent.futures.ProcessPoolExecutor``). The
 workloads take their task functions from that script, through `tasks`, so workers resolve them in
 the main script they load, as they do for a user.
 """
@@ -13,12 +14,21 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-SCRIPT_FILES = {"numpy_pandas": "bench_numpy_pandas.py", "stdlib": "bench_stdlib.py"}
+SCRIPT_FILES = {
+    "numpy_pandas": "bench_numpy_pandas.py",
+    "sklearn": "bench_sklearn.py",
+    "stdlib": "bench_stdlib.py",
+}
 #: The modules each script imports at its top (the rows on a script are skipped without them).
-SCRIPT_REQUIRES = {"numpy_pandas": ("numpy", "pandas"), "stdlib": ()}
+SCRIPT_REQUIRES = {
+    "numpy_pandas": ("numpy", "pandas"),
+    "sklearn": ("numpy", "pandas", "sklearn"),
+    "stdlib": (),
+}
 #: What each script imports at its top, as the table's notes say it.
 SCRIPT_IMPORTS = {
     "numpy_pandas": "numpy and pandas",
+    "sklearn": "numpy, pandas and scikit-learn's GridSearchCV and RidgeClassifier",
     "stdlib": "only concurrent.futures' ProcessPoolExecutor",
 }
 

@@ -31,6 +31,10 @@ REFERENCE_NAMES = {
     "pool": "Pool",
     "sequential": "sequential",
     "pickle": "pickle",
+    "jl_loky": "loky",
+    "jl_seq": "n_jobs=1",
+    "jl_threads": "threading",
+    "loop": "plain loop",
 }
 
 

@@ -319,6 +319,7 @@ def build_settings(arguments: argparse.Namespace) -> Settings:
         matrix_count=600 if quick else 3000,
         frame_count=60 if quick else 200,
         big_frame_megabytes=20 if quick else 80,
+        joblib_megabytes=25 if quick else 100,
     )
 
 

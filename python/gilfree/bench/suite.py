@@ -1,14 +1,21 @@
 """The whole suite, in table order: the pool workloads, the data workloads, the numpy and pandas
-rows, the start-up rows."""
+rows, the joblib rows, the start-up rows."""
 
 from __future__ import annotations
 
 from gilfree.bench.data_workloads import DATA_WORKLOADS
+from gilfree.bench.joblib_workloads import JOBLIB_WORKLOADS
 from gilfree.bench.numeric_workloads import NUMERIC_WORKLOADS
 from gilfree.bench.start_workloads import START_WORKLOADS
 from gilfree.bench.workloads import WORKLOADS, Workload
 
-SUITE: tuple[Workload, ...] = (*WORKLOADS, *DATA_WORKLOADS, *NUMERIC_WORKLOADS, *START_WORKLOADS)
+SUITE: tuple[Workload, ...] = (
+    *WORKLOADS,
+    *DATA_WORKLOADS,
+    *NUMERIC_WORKLOADS,
+    *JOBLIB_WORKLOADS,
+    *START_WORKLOADS,
+)
 
 
 def find_workload(key: str) -> Workload:

@@ -8,7 +8,8 @@ loads before it can run them. Each `Workload` says how to time one repetition ag
 contender, which reference row (the sequential loop, if any) it is compared with, and which
 targets gilfree must reach. The data workloads of issue 3 live in `gilfree.bench.data_workloads`,
 the start-up and memory rows of issue 9 in `gilfree.bench.start_workloads`, the numpy and pandas
-rows of issue 10 in `gilfree.bench.numeric_workloads`.
+rows of issue 10 in `gilfree.bench.numeric_workloads`, the joblib rows of issue 12 in
+`gilfree.bench.joblib_workloads`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Settings:
     matrix_count: int = 3000
     frame_count: int = 200
     big_frame_megabytes: int = 80
+    joblib_megabytes: int = 100
 
 
 @dataclass(frozen=True)
