@@ -198,6 +198,8 @@ def test_an_initializer_runs_once_in_each_worker():
             joblib.Parallel()(joblib.delayed(initialized_with)(x) for x in range(6))
             == [["config"]] * 6
         )
+    if tuple(int(part) for part in joblib.__version__.split(".")[:2]) < (1, 5):
+        return  # Parallel takes an initializer from joblib 1.5 on
     in_parallel = joblib.Parallel(
         backend="gilfree", n_jobs=2, initializer=initialize, initargs=("parallel",)
     )

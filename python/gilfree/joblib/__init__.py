@@ -88,9 +88,11 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         inner_max_num_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **kwargs
-        )
+        # joblib 1.4's base class takes no other keyword arguments; 1.5+ keeps them as
+        # ``backend_kwargs``, as this does for every version.
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+        #: What ``parallel_config`` passed beyond joblib's own arguments.
+        self.backend_kwargs: dict[str, Any] = dict(kwargs)
         self._executor: ProcessPoolExecutor | None = None
         #: What the executor was made for: worker count, thread limits, initializer.
         self._made_for: _MadeFor | None = None
