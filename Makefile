@@ -56,12 +56,13 @@ bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with lo
 
 LINT_VENV := .venv-$(DEMO_PYTHON)
 
-lint: $(LINT_VENV)/lint-installed ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict, stubtest of _core, the import layers
+lint: $(LINT_VENV)/lint-installed ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict (and the API's typing checks, tests/typing), stubtest of _core, the import layers
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(LINT_VENV)/bin/ruff check python tests
 	$(LINT_VENV)/bin/ruff format --check python tests
 	$(LINT_VENV)/bin/mypy
+	$(LINT_VENV)/bin/mypy --strict --warn-unused-ignores tests/typing
 	$(LINT_VENV)/bin/python -m mypy.stubtest gilfree._core --mypy-config-file pyproject.toml
 	cd python && ../$(LINT_VENV)/bin/lint-imports ../pyproject.toml
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gilfree._wire import values as _values  # noqa: F401
 
 if TYPE_CHECKING:
+    from gilfree._engine.future import Future
     from gilfree._engine.slots import WorkerStats
     from gilfree.errors import (
         BrokenProcessPool,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokenProcessPool",
     "Executor",
+    "Future",
     "Pool",
     "Process",
     "ProcessPoolExecutor",
@@ -52,6 +54,7 @@ _HOMES = {
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
     "WorkerStats": "gilfree._engine.slots",
+    "Future": "gilfree._engine.future",
     "Pool": "gilfree.pool",
     "Process": "gilfree.process",
 }

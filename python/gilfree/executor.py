@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, TypeVarTuple, overload
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.chunking import ChunkSizer
@@ -150,6 +150,11 @@ def parent_setup(method: str) -> WorkerSetup:
     )
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
 class ProcessPoolExecutor(_StdExecutor):
     """Runs calls in a pool of worker processes (see the module docstring).
 
@@ -178,11 +183,60 @@ class ProcessPoolExecutor(_StdExecutor):
             processes.
     """
 
+    # As typeshed types the stdlib's: ``initargs`` are what ``initializer`` takes.
+    @overload
     def __init__(
         self,
         max_workers: int | None = None,
         mp_context: Any = None,
-        initializer: Callable[..., Any] | None = None,
+        initializer: Callable[[], object] | None = None,
+        initargs: tuple[()] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        preload: Iterable[str] = (),
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
+        backend: str = "process",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        *,
+        initializer: Callable[[*_Ts], object],
+        initargs: tuple[*_Ts],
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        preload: Iterable[str] = (),
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
+        backend: str = "process",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        max_workers: int | None,
+        mp_context: Any,
+        initializer: Callable[[*_Ts], object],
+        initargs: tuple[*_Ts],
+        *,
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        preload: Iterable[str] = (),
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
+        backend: str = "process",
+    ) -> None: ...
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         *,
         max_tasks_per_child: int | None = None,
@@ -308,20 +362,20 @@ class ProcessPoolExecutor(_StdExecutor):
         """What runs the tasks: ``"process"`` or ``"thread"`` (``"auto"`` resolved)."""
         return self._engine.transport.name
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Schedules ``fn(*args, **kwargs)``; returns a Future for its result."""
         return self._submit(fn, args, kwargs, self._limits)
 
     def submit_with(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _T],
         /,
         args: Iterable[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         timeout: float | _Default | None = DEFAULT,
         retries: int | _Default = DEFAULT,
-    ) -> Future:
+    ) -> Future[_T]:
         """Schedules ``fn(*args, **kwargs)`` with its own ``timeout`` (seconds it may run, or
         None for no limit) and ``retries`` (runs again after its worker crashed); each left
         out takes the executor's ``task_timeout`` / ``retries``. ``fn``'s own keyword arguments
@@ -335,9 +389,9 @@ class ProcessPoolExecutor(_StdExecutor):
         return self._submit(fn, tuple(args), {} if kwargs is None else dict(kwargs), limits)
 
     def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
-    ) -> Future:
-        future = Future(self._engine.pump_role)
+        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
+    ) -> Future[_T]:
+        future: Future[_T] = Future(self._engine.pump_role)
         try:
             function = self._engine.function(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
@@ -363,11 +417,11 @@ class ProcessPoolExecutor(_StdExecutor):
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[_T]:
         """Like the builtin ``map``, run in the workers; results come back in order.
 
         ``chunksize=None`` (default) sizes chunks from measured task durations (a few ms of

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import traceback
-import types
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
@@ -36,7 +35,7 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in types
     MaybeEncodingError,
     RemoteTraceback,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.chunking import ChunkSizer
@@ -91,7 +90,11 @@ def _report_callback_error(kind: str) -> None:
     traceback.print_exc()
 
 
-class ApplyResult:
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+
+
+class ApplyResult(Generic[_T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``.
 
     ``callback`` (with the result) or ``error_callback`` (with the exception) runs in the
@@ -101,7 +104,7 @@ class ApplyResult:
     def __init__(
         self,
         engine: Engine,
-        callback: Callable[[Any], object] | None,
+        callback: Callable[[_T], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         self._engine = engine
@@ -111,7 +114,7 @@ class ApplyResult:
         self._success: bool | None = None
         self._value: Any = None
 
-    def _watch(self, future: Future) -> None:
+    def _watch(self, future: Future[_T]) -> None:
         future.add_done_callback(self._future_done)
 
     def _future_done(self, future: concurrent.futures.Future[Any]) -> None:
@@ -151,30 +154,28 @@ class ApplyResult:
         if not self._event.is_set():
             self._engine.pump_role.wait_until(self._event.is_set, timeout)
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> _T:
         """The result; raises the call's exception, or ``multiprocessing.TimeoutError`` if it
         is not ready within ``timeout`` seconds."""
         self.wait(timeout)
         if not self.ready():
             raise MultiprocessingTimeoutError
         if self._success:
-            return self._value
+            return self._value  # type: ignore[no-any-return] # set with the call's result
         raise self._value
-
-    __class_getitem__ = classmethod(types.GenericAlias)  # type: ignore[var-annotated]
 
 
 AsyncResult = ApplyResult
 
 
-class MapResult(ApplyResult):
+class MapResult(ApplyResult[list[_T]]):
     """The result of ``map_async``/``starmap_async``: ready when every item has run; the
     result is the list of results in input order, or the first failing item's exception."""
 
     def __init__(
         self,
         engine: Engine,
-        callback: Callable[[Any], object] | None,
+        callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         super().__init__(engine, callback, error_callback)
@@ -217,7 +218,7 @@ class MapResult(ApplyResult):
         self._set(True, results)
 
 
-class IMapIterator:
+class IMapIterator(Generic[_T]):
     """The iterator ``imap`` returns: results in input order. ``next(timeout)`` raises
     ``multiprocessing.TimeoutError`` if the next result is not ready in time. An item whose call
     raised raises that exception in its turn; iteration then goes on with the next item."""
@@ -241,13 +242,13 @@ class IMapIterator:
         """Reads ``job`` (made with ``on_progress()``), before it is queued."""
         self._job = job
 
-    def __iter__(self) -> IMapIterator:
+    def __iter__(self) -> IMapIterator[_T]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> _T:
         return self.next()
 
-    def next(self, timeout: float | None = None) -> Any:
+    def next(self, timeout: float | None = None) -> _T:
         """The next result (see the class docstring)."""
         while True:
             if self._finished:
@@ -262,7 +263,7 @@ class IMapIterator:
                     self._offset += 1  # the failed item's place holder
                 raise _pool_error(error)
             if self._offset < len(chunk.results):
-                value = chunk.results[self._offset]
+                value: _T = chunk.results[self._offset]
                 chunk.results[self._offset] = None  # released once taken
                 self._offset += 1
                 return value
@@ -303,7 +304,7 @@ class IMapIterator:
             self._engine.resume(job)
 
 
-class IMapUnorderedIterator(IMapIterator):
+class IMapUnorderedIterator(IMapIterator[_T]):
     """The iterator ``imap_unordered`` returns: results as they complete (a chunk's results
     together, in their input order)."""
 
@@ -416,19 +417,19 @@ class Pool:
     # -- single calls -----------------------------------------------------------------------
 
     def apply(
-        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
-    ) -> Any:
+        self, func: Callable[..., _T], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> _T:
         """``func(*args, **kwds)`` in a worker; waits for and returns its result."""
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: dict[str, Any] | None = None,
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[_T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> ApplyResult:
+    ) -> ApplyResult[_T]:
         """Schedules ``func(*args, **kwds)``; returns an ``AsyncResult``."""
         self._check_running()
         result = ApplyResult(self._engine, callback, error_callback)
@@ -456,13 +457,13 @@ class Pool:
 
     def _map_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Any],
         star: bool,
         chunksize: int | None,
-        callback: Callable[[Any], object] | None,
+        callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         self._check_running()
         result = MapResult(self._engine, callback, error_callback)
         progress = result._job_progressed  # noqa: SLF001 - the job reports to its reader
@@ -472,52 +473,50 @@ class Pool:
         return result
 
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
-    ) -> list[Any]:
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+    ) -> list[_T]:
         """``[func(x) for x in iterable]``, run in the workers. ``chunksize=None`` sizes chunks
         from measured task durations."""
-        results: list[Any] = self._map_async(func, iterable, False, chunksize, None, None).get()
-        return results
+        return self._map_async(func, iterable, False, chunksize, None, None).get()
 
     def map_async(
         self,
-        func: Callable[..., Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         """Like ``map``, returning a ``MapResult`` at once."""
         return self._map_async(func, iterable, False, chunksize, callback, error_callback)
 
     def starmap(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
-    ) -> list[Any]:
+    ) -> list[_T]:
         """``[func(*args) for args in iterable]``, run in the workers."""
-        results: list[Any] = self._map_async(func, iterable, True, chunksize, None, None).get()
-        return results
+        return self._map_async(func, iterable, True, chunksize, None, None).get()
 
     def starmap_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         """Like ``starmap``, returning a ``MapResult`` at once."""
         return self._map_async(func, iterable, True, chunksize, callback, error_callback)
 
     def _imap(
         self,
-        iterator_class: type[IMapIterator],
-        func: Callable[..., Any],
+        iterator_class: type[IMapIterator[_T]],
+        func: Callable[..., _T],
         iterable: Iterable[Any],
         chunksize: int | None,
-    ) -> IMapIterator:
+    ) -> IMapIterator[_T]:
         self._check_running()
         window = IMAP_WINDOW_PER_WORKER * self._processes
         results = iterator_class(self._engine)
@@ -527,15 +526,15 @@ class Pool:
         return results
 
     def imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
-    ) -> IMapIterator:
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+    ) -> IMapIterator[_T]:
         """Lazy ``map``: an iterator of results in input order. The input is read as workers
         need it, so it may be endless. ``chunksize=None`` sizes chunks adaptively."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
     def imap_unordered(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
-    ) -> IMapIterator:
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+    ) -> IMapIterator[_T]:
         """Like ``imap``, but results come in the order they complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 

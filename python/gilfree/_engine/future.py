@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from gilfree._engine.waiting import PumpRole
@@ -31,13 +31,15 @@ class _WakingList(list):  # type: ignore[type-arg]
         self._role.wake_collector()
 
 
+_T = TypeVar("_T")
+
 #: The states of a future that will not change any more.
 _SETTLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 
 
-class Future(concurrent.futures.Future):  # type: ignore[type-arg]
+class Future(concurrent.futures.Future[_T]):
     """A ``concurrent.futures.Future`` bound to a gilfree executor: through the waiting role of its
-    engine, not the engine itself."""
+    engine, not the engine itself. Generic in its result, as the stdlib's."""
 
     def __init__(self, role: PumpRole) -> None:
         super().__init__()
@@ -50,7 +52,7 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         under the lock."""
         return self._state in _SETTLED
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> _T:
         """As ``concurrent.futures.Future.result``."""
         if self._state not in _SETTLED:
             self._role.wait_until(self._settled, timeout)
@@ -62,7 +64,7 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
             self._role.wait_until(self._settled, timeout)
         return super().exception(timeout=0)
 
-    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[_T]], object]) -> None:
         """As ``concurrent.futures.Future.add_done_callback``."""
         super().add_done_callback(fn)
         if not self.done():

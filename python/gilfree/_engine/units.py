@@ -94,7 +94,7 @@ class Call:
 
     def __init__(
         self,
-        future: Future,
+        future: Future[Any],
         fn: Callable[..., Any],
         function: EncodedFunction,
         payload: Any,
