@@ -145,8 +145,10 @@ def test_generators(config, return_as):
 
 
 def test_an_error_arrives_with_its_type_and_the_backend_stays_usable(config):
-    with pytest.raises(tasks.CustomError, match="item 7"):
+    with pytest.raises(tasks.CustomError, match="item 7") as raised:
         joblib.Parallel()(joblib.delayed(fail_on)(x, 7) for x in range(50))
+    # The remote traceback, as concurrent.futures gives it: the worker's frames, as text.
+    assert "in fail_on" in str(raised.value.__cause__)
     # scikit-learn's searches call Parallel again in the same block after an abort.
     assert joblib.Parallel()(joblib.delayed(tasks.square)(x) for x in range(10)) == [
         x * x for x in range(10)
