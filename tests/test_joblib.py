@@ -165,9 +165,10 @@ def test_an_error_aborts_the_batches_not_started(config, tmp_path):
     with pytest.raises(tasks.CustomError):
         joblib.Parallel(batch_size=1, pre_dispatch="all")(calls)
     # Without the abort the 100 batches, all queued, would have run by now (2 s of work on 2
-    # workers takes 1 s); with it only those already started ran.
+    # workers takes 1 s); with it only those already started ran: a handful, a score or so
+    # with both cores busy (the abort waits for the thread that collects results).
     time.sleep(1.5)
-    assert len(list(marks.iterdir())) < 20
+    assert len(list(marks.iterdir())) < 50
 
 
 def test_a_worker_crash_raises_worker_crashed_error(config):

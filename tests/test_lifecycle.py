@@ -92,6 +92,16 @@ def test_replaced_workers_are_reaped_with_max_tasks_per_child(make_executor, sta
     assert wait_until_gone(pids) == set()
 
 
+@pytest.mark.gilfree_only  # the stdlib's fork children skip exit handlers before 3.13
+@pytest.mark.process_only
+def test_exit_handlers_a_task_registered_run_when_its_worker_exits(executor, tmp_path):
+    marker = tmp_path / "handler-ran"
+    pid = executor.submit(tasks.touch_at_exit, str(marker)).result(timeout=RESULT_TIMEOUT)
+    executor.shutdown(wait=True)
+    assert wait_until_gone([pid]) == set()
+    assert marker.exists()
+
+
 @pytest.mark.gilfree_only  # the stdlib waits for such threads forever
 @pytest.mark.process_only
 @pytest.mark.timeout(60)

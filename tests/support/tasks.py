@@ -441,6 +441,15 @@ def sleep_then_touch(path, seconds):
 # --- faults and lifecycle (test_faults, test_soak) ----------------------------------------
 
 
+def touch_at_exit(path):
+    """Registers an exit handler that creates ``path``; returns this worker's pid."""
+    import atexit
+
+    _refuse_in_test_process()
+    atexit.register(_touch, path)
+    return os.getpid()
+
+
 def leave_a_thread_running(seconds):
     """Starts a non-daemon thread that sleeps ``seconds`` and returns this worker's pid after a
     short wait (so that two such tasks land on two workers): the worker cannot end by itself
