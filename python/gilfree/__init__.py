@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gilfree._wire import values as _values  # noqa: F401
 
 if TYPE_CHECKING:
+    from gilfree._engine.aio import AsyncMapIterator
     from gilfree._engine.future import Future
     from gilfree._engine.slots import WorkerStats
     from gilfree.errors import (
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from gilfree.shared import shared_ndarray
 
 __all__ = [
+    "AsyncMapIterator",
     "BrokenProcessPool",
     "Executor",
     "Future",
@@ -55,6 +57,7 @@ _HOMES = {
     "ProcessPoolExecutor": "gilfree.executor",
     "WorkerStats": "gilfree._engine.slots",
     "Future": "gilfree._engine.future",
+    "AsyncMapIterator": "gilfree._engine.aio",
     "Pool": "gilfree.pool",
     "Process": "gilfree.process",
 }

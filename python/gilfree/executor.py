@@ -22,18 +22,26 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any, ParamSpec, TypeVar, TypeVarTuple, overload
+from typing import Any, ParamSpec, Self, TypeVar, TypeVarTuple, overload
 
 from gilfree._engine import mapping as _mapping
+from gilfree._engine.aio import AsyncMapIterator, LoopOutcome
 from gilfree._engine.chunking import ChunkSizer
 from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.slots import WorkerStats
 from gilfree._engine.transport import Transport
-from gilfree._engine.units import NO_LIMITS, Call, Limits, MapJob
+from gilfree._engine.units import (
+    NO_LIMITS,
+    READ_AHEAD_CHUNKS_PER_WORKER,
+    Call,
+    CallFuture,
+    Limits,
+    MapJob,
+)
 from gilfree._transports.process import ProcessTransport
 from gilfree._transports.thread import ThreadTransport
 from gilfree._wire import main as _main
@@ -380,25 +388,43 @@ class ProcessPoolExecutor(_StdExecutor):
         None for no limit) and ``retries`` (runs again after its worker crashed); each left
         out takes the executor's ``task_timeout`` / ``retries``. ``fn``'s own keyword arguments
         go in ``kwargs``, so none of its names is taken."""
+        limits = self._limits_with(timeout, retries)
+        return self._submit(fn, tuple(args), {} if kwargs is None else dict(kwargs), limits)
+
+    def _limits_with(self, timeout: float | _Default | None, retries: int | _Default) -> Limits:
+        """The executor's limits with ``submit_with``'s overrides, checked."""
         limits = Limits(
             self._limits.timeout if timeout is DEFAULT else check_timeout("timeout", timeout),
             self._limits.retries if retries is DEFAULT else check_retries("retries", retries),
         )
         if limits.timeout is not None and self.backend == "thread":
             refuse_process_options(timeout=limits.timeout)
-        return self._submit(fn, tuple(args), {} if kwargs is None else dict(kwargs), limits)
+        return limits
 
     def _submit(
         self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
     ) -> Future[_T]:
         future: Future[_T] = Future(self._engine.pump_role)
+        self._submit_to(future, fn, args, kwargs, limits)
+        return future
+
+    def _submit_to(
+        self,
+        future: CallFuture,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limits: Limits,
+    ) -> None:
+        """Queues ``fn(*args, **kwargs)`` to complete ``future``; an error of encoding fails
+        it (after the checks that raise, as concurrent.futures does)."""
         try:
             function = self._engine.function(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
             self._engine.check_open()
             future.set_exception(explain({"fn": fn}, error))
             self._engine.note_unsent_submit()
-            return future
+            return
         shared: list[Any] = []
         try:
             payload = self._engine.pack((args, kwargs), shared)
@@ -406,9 +432,109 @@ class ProcessPoolExecutor(_StdExecutor):
             self._engine.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
-            return future
+            return
         self._engine.submit(Call(future, fn, function, payload, shared, limits))
-        return future
+
+    # -- asyncio ----------------------------------------------------------------------------
+
+    def run(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Coroutine[Any, Any, _T]:
+        """``fn(*args, **kwargs)`` run in a worker, awaited: ``await executor.run(f, x)``.
+
+        Same semantics and errors as ``submit(...).result()``, without blocking the event loop;
+        nothing is submitted until it is awaited. If the awaiting task is cancelled before the
+        call starts, the call is cancelled; once it runs, it runs to its end and its result is
+        dropped (``run_with(..., kill_on_cancel=True)`` kills its worker instead).
+        """
+        return self._run(fn, args, kwargs, self._limits, kill=False)
+
+    def run_with(
+        self,
+        fn: Callable[..., _T],
+        /,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | _Default | None = DEFAULT,
+        retries: int | _Default = DEFAULT,
+        kill_on_cancel: bool = False,
+    ) -> Coroutine[Any, Any, _T]:
+        """``run`` with ``submit_with``'s per-call ``timeout`` and ``retries``, and
+        ``kill_on_cancel``: cancelling the awaiting task while the call runs kills its worker
+        (within milliseconds; a fresh one replaces it, the executor stays usable) instead of
+        letting the call finish. Process backend only. ``fn``'s own keyword arguments go in
+        ``kwargs``, so none of its names is taken. The options are checked at once."""
+        if not isinstance(kill_on_cancel, bool):
+            raise TypeError(f"kill_on_cancel must be True or False, got {kill_on_cancel!r}")
+        if kill_on_cancel and self.backend == "thread":
+            refuse_process_options(kill_on_cancel=True)
+        limits = self._limits_with(timeout, retries)
+        kwargs_dict = {} if kwargs is None else dict(kwargs)
+        return self._run(fn, tuple(args), kwargs_dict, limits, kill=kill_on_cancel)
+
+    async def _run(
+        self,
+        fn: Callable[..., _T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limits: Limits,
+        kill: bool,
+    ) -> _T:
+        # One coroutine per awaited call, and a LoopOutcome rather than a Future (see aio).
+        outcome = LoopOutcome.in_running_loop()
+        self._submit_to(outcome, fn, args, kwargs, limits)
+        try:
+            result: _T = await outcome.waiter
+        except BaseException:
+            if outcome.waiter.cancelled():  # the awaiting task was cancelled (or the call)
+                self._engine.give_up(outcome, kill)
+            raise
+        return result
+
+    def amap(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> AsyncMapIterator[_T]:
+        """``map`` for ``async for``: ``async for y in executor.amap(f, xs)``.
+
+        The input is read lazily, as workers need it, and at most a few chunks per worker run
+        ahead of the reader, so an endless generator works in bounded memory. Results come in
+        input order, or with ``ordered=False`` as chunks complete. The first failing item
+        raises its exception (remote traceback as ``__cause__``) and ends the iteration.
+        ``chunksize=None`` sizes chunks from measured task durations. Leaving the loop early,
+        or ``aclose()``, stops the work not yet started.
+        """
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        self._engine.check_open()
+        items, star = _mapping.lazy(iterables)
+        function = self._engine.function(fn)
+        sizer = ChunkSizer(chunksize, self._max_workers)
+        reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
+        window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
+        job = MapJob(fn, function, items, star, sizer, window, self._limits, reader.on_progress)
+        reader.follow(job)
+        self._engine.submit(job)
+        return reader
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._engine.interrupt()
+        await self.ashutdown(wait=True)
+
+    async def ashutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """``shutdown`` for coroutines: the waiting happens in a thread, never in the event
+        loop's."""
+        import asyncio
+
+        await asyncio.to_thread(self.shutdown, wait, cancel_futures=cancel_futures)
 
     def stats(self) -> list[WorkerStats]:
         """Per-worker counters, one ``WorkerStats`` per worker slot: tasks done, crashes,

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import CancelledError
 from concurrent.futures.process import _RemoteTraceback
 from multiprocessing import TimeoutError as MultiprocessingTimeoutError
@@ -35,11 +35,12 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in types
     MaybeEncodingError,
     RemoteTraceback,
 )
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from gilfree._engine import mapping as _mapping
+from gilfree._engine.aio import AsyncMapIterator
 from gilfree._engine.chunking import ChunkSizer
-from gilfree._engine.units import Chunk, MapJob
+from gilfree._engine.units import READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
 from gilfree.errors import SerializationError
 from gilfree.executor import (
@@ -63,8 +64,6 @@ __all__ = [
 ]
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
-#: Chunks an ``imap`` may have cut beyond the caller's position, per worker.
-IMAP_WINDOW_PER_WORKER = 4
 
 
 def _pool_error(error: BaseException) -> BaseException:
@@ -92,6 +91,7 @@ def _report_callback_error(kind: str) -> None:
 
 _S = TypeVar("_S")
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 class ApplyResult(Generic[_T]):
@@ -518,7 +518,7 @@ class Pool:
         chunksize: int | None,
     ) -> IMapIterator[_T]:
         self._check_running()
-        window = IMAP_WINDOW_PER_WORKER * self._processes
+        window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
         results = iterator_class(self._engine)
         job = self._job(func, iter(iterable), False, chunksize, window, results.on_progress())
         results._follow(job)  # noqa: SLF001
@@ -537,6 +537,78 @@ class Pool:
     ) -> IMapIterator[_T]:
         """Like ``imap``, but results come in the order they complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    # -- asyncio ----------------------------------------------------------------------------
+
+    def run(
+        self, func: Callable[_P, _T], /, *args: _P.args, **kwds: _P.kwargs
+    ) -> Coroutine[Any, Any, _T]:
+        """``func(*args, **kwds)`` in a worker, awaited: ``apply`` for coroutines, with its
+        errors, never blocking the event loop. Cancelling the awaiting task cancels a call not
+        yet started; a running one finishes and its result is dropped (see ``run_with``)."""
+        return self.run_with(func, args, kwds)
+
+    def run_with(
+        self,
+        func: Callable[..., _T],
+        /,
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        *,
+        kill_on_cancel: bool = False,
+    ) -> Coroutine[Any, Any, _T]:
+        """``run`` with ``kill_on_cancel``: cancelling the awaiting task while the call runs
+        kills its worker (a fresh one replaces it) instead of letting the call finish. Process
+        backend only."""
+        self._check_running()
+        kwds = {} if kwds is None else kwds
+        return self._run(self._executor.run_with(func, args, kwds, kill_on_cancel=kill_on_cancel))
+
+    @staticmethod
+    async def _run(awaited: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            return await awaited
+        except Exception as error:  # noqa: BLE001 - raised as the blocking API raises it
+            raise _pool_error(error)  # noqa: B904 - the same exception, or its pool form
+
+    def amap(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        ordered: bool = True,
+    ) -> AsyncMapIterator[_T]:
+        """``imap`` (or with ``ordered=False``, ``imap_unordered``) for ``async for``: the input
+        is read as workers need it, at most a few chunks per worker ahead of the reader. The
+        first failing item raises its exception, as ``imap`` raises it, and ends the
+        iteration; leaving the loop early or ``aclose()`` stops the work not yet started."""
+        self._check_running()
+        reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered, _pool_error)
+        items, star = _mapping.lazy((iterable,))
+        window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
+        job = self._job(func, items, star, chunksize, window, reader.on_progress)
+        reader.follow(job)
+        self._engine.submit(job)
+        return reader
+
+    async def __aenter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """As ``__exit__``: ``terminate()``, run in a thread."""
+        import asyncio
+
+        await asyncio.to_thread(self.terminate)
+
+    async def ashutdown(self) -> None:
+        """``close()`` then ``join()``, the waiting done in a thread, never in the event
+        loop's: the outstanding work finishes, then the workers exit."""
+        import asyncio
+
+        self.close()
+        await asyncio.to_thread(self.join)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -43,6 +43,32 @@ def executor_calls(executor: gilfree.ProcessPoolExecutor) -> None:
     executor.submit(greet, "a", exclamation="?")  # type: ignore[call-arg]
 
 
+async def executor_awaits(executor: gilfree.ProcessPoolExecutor) -> None:
+    assert_type(await executor.run(square, 3), int)
+    assert_type(await executor.run(greet, "a", punctuation="?"), str)
+    assert_type(await executor.run_with(square, (3,), kill_on_cancel=True), int)
+    assert_type(executor.amap(square, [1, 2]), gilfree.AsyncMapIterator[int])
+    async for result in executor.amap(add, [1], [2.0], ordered=False):
+        assert_type(result, float)
+    await executor.run(square, "3")  # type: ignore[arg-type]
+    await executor.run(greet, "a", punctuation=1)  # type: ignore[arg-type]
+    await executor.run_with(square, (3,), kill_on_cancel="yes")  # type: ignore[arg-type]
+    async with executor as entered:
+        assert_type(entered, gilfree.ProcessPoolExecutor)
+    await executor.ashutdown(cancel_futures=True)
+
+
+async def pool_awaits(pool: gilfree.Pool) -> None:
+    assert_type(await pool.run(square, 3), int)
+    assert_type(await pool.run_with(square, (3,), kill_on_cancel=True), int)
+    async for result in pool.amap(square, range(3)):
+        assert_type(result, int)
+    await pool.run(square, "3")  # type: ignore[arg-type]
+    async with pool as entered:
+        assert_type(entered, gilfree.Pool)
+    await pool.ashutdown()
+
+
 def executor_construction() -> None:
     gilfree.ProcessPoolExecutor(2, initializer=setup, initargs=(1, "a"))
     gilfree.ProcessPoolExecutor(2, None, setup, (1, "a"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gilfree._engine.units import Call, Chunk, MapJob
 
@@ -55,6 +56,14 @@ class Backlog:
     def inflight(self, slot: int) -> dict[int, Unit]:
         """``slot``'s units in flight, by task id, oldest first: read it, never change it."""
         return self._inflight[slot]
+
+    def call_of(self, future: Any) -> Call | None:
+        """The call of ``future`` in flight or waiting to be sent again, if it is there."""
+        for units in (self._resend, *(inflight.values() for inflight in self._inflight)):
+            for unit in units:
+                if isinstance(unit, Call) and unit.future is future:
+                    return unit
+        return None
 
     def next_to_send(self) -> Unit | MapJob:
         """What goes out next: the oldest unit to resend, else the oldest pending entry (a map

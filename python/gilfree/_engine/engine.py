@@ -26,6 +26,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from typing import Any
 
 from gilfree import _core, _trace
@@ -35,10 +36,12 @@ from gilfree._engine.slots import Slot, WorkerStats
 from gilfree._engine.transport import Outcome, Transport
 from gilfree._engine.units import (
     Call,
+    CallFuture,
     Chunk,
     EncodedFunction,
     MapJob,
     decode_reply,
+    function_name,
     rebuild_exception,
 )
 from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
@@ -179,6 +182,10 @@ class Engine:
             work = backlog.next_to_send()
             if backlog.has_resend():
                 assert not isinstance(work, MapJob)
+                if work.kill_requested:  # given up while it waited to be sent again
+                    backlog.take_resend()
+                    work.fail(CancelledError(f"{function_name(work.fn)} was cancelled"))
+                    continue
                 self._send(slot, work)
                 backlog.take_resend()
             elif isinstance(work, Call):
@@ -354,18 +361,7 @@ class Engine:
         now = time.monotonic()
         with self._lock:
             for slot in self._slots:
-                task_id = slot.expired(now)
-                if task_id is not None and slot.worker is not None:
-                    slot.timed_out_task = task_id
-                    slot.retiring = True  # takes no more work
-                    if _trace.ENABLED:
-                        _trace.log.debug(
-                            "killing worker pid %d on slot %d: task %d is past its timeout",
-                            slot.worker.pid,
-                            slot.index,
-                            task_id,
-                        )
-                    slot.worker.kill()
+                self._kill_if_due(slot, now)
         ended = [slot for slot in self._slots if slot.worker and slot.worker.poll() is not None]
         if not ended:
             return
@@ -381,6 +377,47 @@ class Engine:
             if self._eager:
                 self.fill()
 
+    def _kill_if_due(self, slot: Slot, now: float) -> None:
+        """Kills the worker of ``slot`` if its running unit is past its timeout, or was given
+        up by its caller with a kill asked for (under ``_lock``). Its exit is settled later
+        (``_forget_worker``), failing that unit alone."""
+        worker = slot.worker
+        if worker is None:
+            return
+        task_id = slot.expired(now)
+        if task_id is not None:
+            slot.timed_out_task = task_id
+            why = "is past its timeout"
+        else:
+            task_id = slot.given_up()
+            if task_id is None:
+                return
+            slot.cancelled_task = task_id
+            why = "was given up by its caller"
+        slot.retiring = True  # takes no more work
+        if _trace.ENABLED:
+            _trace.log.debug(
+                "killing worker pid %d on slot %d: task %d %s", worker.pid, slot.index, task_id, why
+            )
+        worker.kill()
+
+    def give_up(self, future: CallFuture, kill: bool) -> None:
+        """The caller of the call behind ``future`` no longer wants it (its awaiting asyncio
+        task was cancelled). Not started: it is cancelled. Running, with ``kill``: its worker
+        is killed (now, or once the unit starts if it is queued behind another on its worker),
+        the call fails with CancelledError, and a fresh worker takes the slot. Without
+        ``kill`` it runs to its end, and its result goes unread."""
+        with self._lock:
+            if future.cancel() or not kill:
+                return
+            call = self._backlog.call_of(future)
+            if call is None:
+                return  # it ended meanwhile
+            call.kill_requested = True
+            now = time.monotonic()
+            for slot in self._slots:
+                self._kill_if_due(slot, now)
+
     def fill(self) -> None:
         """Starts a worker on every slot that has none (while the pool is usable)."""
         with self._lock:
@@ -392,10 +429,12 @@ class Engine:
         worker = slot.worker
         exit_code = None if worker is None else worker.poll()
         assert worker is not None and exit_code is not None
-        ending = Ending(worker.pid, exit_code, slot.timed_out_task)
+        ending = Ending(worker.pid, exit_code, slot.timed_out_task, slot.cancelled_task)
         if ending.timed_out_task is not None:
             slot.timeouts += 1
-        elif not slot.stopped and (exit_code != 0 or not slot.retiring):
+        elif ending.cancelled_task is None and (
+            not slot.stopped and (exit_code != 0 or not slot.retiring)
+        ):
             slot.crashes += 1
         if _trace.ENABLED:
             _trace.log.debug(
@@ -454,8 +493,6 @@ class Engine:
         """Ctrl-C in a waiting caller: cancels what has not started, kills the workers and fails
         the tasks they were running with CancelledError. The executor stays usable: workers
         start again when work comes."""
-        from concurrent.futures import CancelledError
-
         self.cancel_pending()
         self.kill_workers(CancelledError("interrupted by KeyboardInterrupt"), final=False)
 
@@ -532,6 +569,4 @@ def _nothing() -> None:
 
 def concurrent_cancelled() -> BaseException:
     """The error a map reader gets past the chunks of a job cancelled by shutdown."""
-    from concurrent.futures import CancelledError
-
     return CancelledError()

@@ -1,7 +1,8 @@
 """An engine's lifecycle: the collector thread, shutdown, and clean-up at exit or collection.
 
 The collector thread sleeps while nothing is outstanding and no worker has ended unnoticed. When
-work is outstanding and no caller is pumping, it pumps (so futures complete, callbacks run,
+work is outstanding and no caller is pumping, it pumps (and lingers a moment after the last unit
+ended: ``LINGER_SECONDS``) (so futures complete, callbacks run,
 ``wait``/``as_completed`` return even if nobody calls ``result()``); when a worker ended, it
 checks the workers (a pool replaces one at once). It polls every few milliseconds while a caller
 holds the role. Shutdown's last pumping (``stop_workers``) holds the role too, so the collector
@@ -18,6 +19,7 @@ order in which modules happened to be imported).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,11 @@ _live: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 WORKER_EXIT_TIMEOUT = 5.0
 #: The collector's poll while work is outstanding but a caller holds the pumper role.
 COLLECTOR_POLL_SECONDS = 0.005
+#: How long the collector keeps pumping after the last outstanding unit ended, since more work
+#: often follows at once (a coroutine awaiting one run after another, a callback submitting
+#: the next task): the next submit then finds it waiting on the transport, and costs no
+#: wake-up of the collector. It waits on the transport's doorbell, so lingering is nearly free.
+LINGER_SECONDS = 0.001
 
 
 class Lifecycle:
@@ -94,9 +101,13 @@ class Lifecycle:
             role = engine.pump_role
             if role.try_take_for_collector():
                 try:
+                    linger_until = 0.0
                     while not role.callers_waiting:
                         if engine.outstanding() > 0:
                             engine.pump_once(SLICE_SECONDS)
+                            linger_until = time.monotonic() + LINGER_SECONDS
+                        elif time.monotonic() < linger_until:
+                            engine.pump_once(LINGER_SECONDS / 2)
                         elif engine.exits_unchecked() and self._state == _OPEN:
                             engine.pump_once(0.0)  # checks the workers: no reply to wait for
                         else:

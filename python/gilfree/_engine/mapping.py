@@ -22,6 +22,21 @@ def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
     return list(iterable)
 
 
+def lazy(iterables: tuple[Iterable[Any], ...]) -> tuple[Sequence[Any] | Iterator[Any], bool]:
+    """``(items, star)`` of a lazy map (``amap``): the input read only as chunks are cut, or
+    kept whole where it is an immutable sequence (a ``range`` is cut into sub-ranges); several
+    iterables are zipped, lazily, into argument tuples."""
+    if len(iterables) != 1:
+        if not iterables:
+            raise TypeError("amap() needs at least one iterable")
+        return zip(*iterables, strict=False), True
+    iterable = iterables[0]
+    kind = type(iterable)  # by identity, as in snapshot
+    if kind is range or kind is tuple or kind is str or kind is bytes:
+        return iterable, False  # type: ignore[return-value]
+    return iter(iterable), False
+
+
 def results(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Any]:
     """The results of ``job`` in input order.
 
@@ -52,18 +67,23 @@ def _chunks(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Ite
 
 
 def wait_for_chunk(role: PumpRole, job: MapJob, index: int, deadline: float | None) -> Chunk:
-    def ready() -> bool:
-        if job.failure is not None and index >= len(job.chunks):
-            return True
-        chunk = job.ordered(index)
-        return chunk is not None and chunk.done
-
+    """The ``index``-th chunk in input order once it has ended, pumping meanwhile; raises the
+    job's failure where it left a gap, TimeoutError past ``deadline``."""
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not role.wait_until(ready, timeout):
+    if not role.wait_until(lambda: chunk_settled(job, index), timeout):
         raise TimeoutError()
     chunk = job.ordered(index)  # raises the job's failure where it left a gap
     assert chunk is not None
     return chunk
+
+
+def chunk_settled(job: MapJob, index: int) -> bool:
+    """Whether the ``index``-th chunk in input order has ended, or never will be cut (the
+    job failed before it: ``job.ordered`` raises that failure)."""
+    if job.failure is not None and index >= len(job.chunks):
+        return True
+    chunk = job.ordered(index)
+    return chunk is not None and chunk.done
 
 
 class Abandoned(Exception):

@@ -6,6 +6,8 @@ untouched (other tasks are never affected by a crash). The running one:
 
 * fails with ``TaskTimeoutError`` if the parent killed the worker because that unit ran past
   its timeout (a timed-out task is not retried: it would most likely time out again);
+* fails with ``CancelledError`` if the parent killed the worker because the unit's caller
+  gave it up and asked for that (an awaiting asyncio task cancelled with ``kill_on_cancel``);
 * else is sent again if it has retries left (``retries=N``), on whichever worker is free next
   (a fresh one replaces the dead worker);
 * else fails with ``WorkerCrashedError``, naming the worker's pid, how it ended and the
@@ -16,6 +18,7 @@ A unit of a map job that was stopped meanwhile (its reader went away) is not sen
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
 from gilfree import _core, _trace
@@ -33,6 +36,8 @@ class Ending:
     exit_code: int
     #: The task id whose timeout made the parent kill the worker, if that is why it ended.
     timed_out_task: int | None = None
+    #: The task id whose caller gave it up and had the worker killed, if that is why it ended.
+    cancelled_task: int | None = None
 
 
 @dataclass
@@ -52,9 +57,11 @@ def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
     for position, (task_id, unit) in enumerate(lost):
         if isinstance(unit, Chunk) and unit.job.stopped and unit.job.failure is not None:
             settlement.failed.append((unit, unit.job.failure))
-        elif ending.timed_out_task is not None:
+        elif ending.timed_out_task is not None or ending.cancelled_task is not None:
             if task_id == ending.timed_out_task:
                 settlement.failed.append((unit, timeout_error(unit, ending)))
+            elif task_id == ending.cancelled_task:
+                settlement.failed.append((unit, cancelled_error(unit, ending)))
             else:
                 settlement.resend.append(unit)
         elif position > 0:
@@ -89,6 +96,14 @@ def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:
     return WorkerCrashedError(
         f"worker pid {ending.pid} ended ({_core.describe_exit(ending.exit_code)}) while running"
         f" {function_name(unit.fn)}{tries}"
+    )
+
+
+def cancelled_error(unit: Unit, ending: Ending) -> CancelledError:
+    """The error of a unit whose worker was killed because its caller gave it up."""
+    return CancelledError(
+        f"{function_name(unit.fn)} was cancelled while it ran; worker pid {ending.pid} was"
+        " killed and is replaced"
     )
 
 

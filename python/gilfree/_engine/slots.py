@@ -58,6 +58,8 @@ class Slot:
         self.running_since = 0.0
         #: The task whose timeout made us kill the worker (its exit is not seen yet).
         self.timed_out_task: int | None = None
+        #: The task whose caller gave it up and had us kill the worker (exit not seen yet).
+        self.cancelled_task: int | None = None
         #: The parent killed the worker on purpose (terminate, Ctrl-C): not a crash.
         self.stopped = False
         self.tasks_done = 0
@@ -95,12 +97,25 @@ class Slot:
 
     def expired(self, now: float) -> int | None:
         """The task id of the running unit if it has run past its timeout, else None."""
-        if not self.inflight or self.timed_out_task is not None or not self.ready:
+        if not self.inflight or self.killing() or not self.ready:
             return None  # (a worker's start-up and initializer do not count)
         task_id, unit = next(iter(self.inflight.items()))
         if unit.timeout is not None and now - self.running_since > unit.timeout:
             return task_id
         return None
+
+    def given_up(self) -> int | None:
+        """The task id of the running unit if its caller gave it up and asked for its worker
+        to be killed (``Call.kill_requested``), else None. A unit queued behind another has
+        not started: its worker is killed only once it runs."""
+        if not self.inflight or self.killing() or not self.ready:
+            return None
+        task_id, unit = next(iter(self.inflight.items()))
+        return task_id if unit.kill_requested else None
+
+    def killing(self) -> bool:
+        """Whether the parent killed the worker for one of its tasks (its exit not seen yet)."""
+        return self.timed_out_task is not None or self.cancelled_task is not None
 
     def stats(self) -> WorkerStats:
         """The slot's counters now."""
@@ -125,5 +140,6 @@ class Slot:
         self.quota = None
         self.busy_seconds = None
         self.timed_out_task = None
+        self.cancelled_task = None
         self.stopped = False
         self.epoch += 1

@@ -8,10 +8,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gilfree._engine.chunking import ChunkSizer
-from gilfree._engine.future import Future
 from gilfree._wire import protocol
 
 #: ``(function id, encoded function)`` from ``FunctionRegistry.lookup``.
@@ -71,6 +70,8 @@ def function_name(fn: Callable[..., Any]) -> str:
 #: Most items in a chunk read from an iterator: with the window, it bounds how far ahead of
 #: its reader an ``imap`` reads (a few thousand items per worker at most).
 ITERATOR_CHUNK_LIMIT = 4096
+#: Chunks a lazy map (``imap``, ``amap``) may have cut beyond its reader's position, per worker.
+READ_AHEAD_CHUNKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,36 @@ class Limits:
 NO_LIMITS = Limits()
 
 
+class CallFuture(Protocol):
+    """What a ``Call`` completes: a ``concurrent.futures.Future`` (``submit``), or an awaited
+    call's ``aio.LoopOutcome`` (``run``). ``set_running_or_notify_cancel`` and ``cancel`` are
+    called under the engine's lock."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+    def cancel(self) -> bool: ...
+    def set_result(self, result: Any) -> None: ...
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+
 class Call:
     """One ``submit``: a function call with its future. The arguments are encoded at submit."""
 
-    __slots__ = ("attempts", "fn", "function", "future", "payload", "retries", "shared", "timeout")
+    __slots__ = (
+        "attempts",
+        "fn",
+        "function",
+        "future",
+        "kill_requested",
+        "payload",
+        "retries",
+        "shared",
+        "timeout",
+    )
     kind = protocol.CALL
 
     def __init__(
         self,
-        future: Future[Any],
+        future: CallFuture,
         fn: Callable[..., Any],
         function: EncodedFunction,
         payload: Any,
@@ -111,6 +133,9 @@ class Call:
         #: Re-runs left after a crash, and runs started so far.
         self.retries = limits.retries
         self.attempts = 1
+        #: Its caller gave it up and asked for its worker to be killed once it runs
+        #: (``Engine.give_up``).
+        self.kill_requested = False
 
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
@@ -158,6 +183,8 @@ class Chunk:
         "timeout",
     )
     kind = protocol.CHUNK
+    #: A chunk is never given up alone (its map job is stopped instead).
+    kill_requested = False
 
     def __init__(self, job: MapJob, start: int, items: Sequence[Any]) -> None:
         self.job = job

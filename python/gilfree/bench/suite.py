@@ -1,8 +1,9 @@
 """The whole suite, in table order: the pool workloads, the data workloads, the numpy and pandas
-rows, the joblib rows, the start-up rows."""
+rows, the joblib rows, the asyncio rows, the start-up rows."""
 
 from __future__ import annotations
 
+from gilfree.bench.asyncio_workloads import ASYNCIO_WORKLOADS
 from gilfree.bench.data_workloads import DATA_WORKLOADS
 from gilfree.bench.joblib_workloads import JOBLIB_WORKLOADS
 from gilfree.bench.numeric_workloads import NUMERIC_WORKLOADS
@@ -14,6 +15,7 @@ SUITE: tuple[Workload, ...] = (
     *DATA_WORKLOADS,
     *NUMERIC_WORKLOADS,
     *JOBLIB_WORKLOADS,
+    *ASYNCIO_WORKLOADS,
     *START_WORKLOADS,
 )
 

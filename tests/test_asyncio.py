@@ -1,0 +1,574 @@
+"""asyncio (issue #13): ``await executor.run(...)``, ``run_with(..., kill_on_cancel=True)``,
+``async for ... in executor.amap(...)``, ``async with`` and ``ashutdown``, on the executor and
+Pool, with the blocking API's semantics and errors; completions reach the loop in batches.
+
+Each test runs its coroutine with ``asyncio.run`` under a ``wait_for`` bound, so a lost
+completion fails the test instead of hanging it. Timing figures (the round trip, a ticker's
+lag while 10 000 runs complete) live in the benchmark (``python -m gilfree bench --only
+asyncio``), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+
+import pytest
+
+from conftest import IS_THREAD, create_executor
+from support import tasks, values
+from support.limits import RESULT_TIMEOUT
+from support.processes import shutdown_within_deadline, terminate_within_deadline
+from support.values import NAMES, build
+
+pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(90)]
+
+
+def run(coroutine):
+    """Runs ``coroutine`` on a fresh loop, failing past RESULT_TIMEOUT."""
+    return asyncio.run(asyncio.wait_for(coroutine, RESULT_TIMEOUT))
+
+
+def make_pool(start_method, **kwargs):
+    import gilfree
+
+    if IS_THREAD:
+        return gilfree.Pool(2, backend="thread", **kwargs)
+    return gilfree.Pool(2, context=start_method, **kwargs)
+
+
+@pytest.fixture
+def pool(start_method):
+    the_pool = make_pool(start_method)
+    yield the_pool
+    terminate_within_deadline([the_pool])
+
+
+def check(name, received):
+    values.check(name, received, pickled=not IS_THREAD)
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_carries_every_kind_of_value(shared_executor, name):
+    async def main():
+        sent = await shared_executor.run(values.identity, build(name))
+        built = await shared_executor.run(values.build_in_worker, name)
+        return sent, built
+
+    sent, built = run(main())
+    check(name, sent)
+    check(name, built)
+
+
+def test_run_passes_every_keyword_to_the_function(shared_executor):
+    """``run`` takes no keyword of its own, so none of ``fn``'s names is taken; ``run_with``
+    takes ``fn``'s keywords in a dict."""
+
+    async def main():
+        direct = await shared_executor.run(
+            tasks.echo, 1, kill_on_cancel=2, timeout=3, retries=4, fn=5
+        )
+        via_dict = await shared_executor.run_with(
+            tasks.echo, (1,), {"kill_on_cancel": True, "args": 6}
+        )
+        lambda_result = await shared_executor.run(lambda a, b=0: a + b, 1, b=2)
+        return direct, via_dict, lambda_result
+
+    direct, via_dict, lambda_result = run(main())
+    assert direct == ((1,), {"kill_on_cancel": 2, "timeout": 3, "retries": 4, "fn": 5})
+    assert via_dict == ((1,), {"kill_on_cancel": True, "args": 6})
+    assert lambda_result == 3
+
+
+def test_an_awaited_error_keeps_its_type_and_remote_traceback(shared_executor):
+    async def main():
+        with pytest.raises(tasks.CustomError) as raised:
+            await shared_executor.run(tasks.raise_custom_error, "boom")
+        return raised.value
+
+    error = run(main())
+    assert error.args == ("boom",)
+    if not IS_THREAD:
+        assert "raise_custom_error" in str(error.__cause__)
+
+
+def test_an_unsendable_argument_raises_through_await(shared_executor):
+    async def main():
+        await shared_executor.run(tasks.echo, threading.Lock())
+
+    if IS_THREAD:
+        assert run(main()) is None  # nothing is pickled between threads
+        return
+    import gilfree
+
+    with pytest.raises(gilfree.SerializationError, match="args\\[0\\]"):
+        run(main())
+
+
+def test_run_after_shutdown_raises_as_submit_does(make_executor, start_method):
+    executor = make_executor(max_workers=1, start_method=start_method)
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        run(executor.run(tasks.square, 2))
+
+
+def test_run_with_checks_its_arguments(shared_executor):
+    with pytest.raises(TypeError, match="kill_on_cancel must be True or False"):
+        run(shared_executor.run_with(tasks.square, (2,), kill_on_cancel=1))
+    with pytest.raises(ValueError, match="timeout must be more than 0"):
+        run(shared_executor.run_with(tasks.square, (2,), timeout=0))
+
+
+@pytest.mark.skipif(not IS_THREAD, reason="the thread backend's refusal")
+def test_kill_on_cancel_is_refused_on_threads(shared_executor):
+    with pytest.raises(ValueError, match="kill_on_cancel: process-only option"):
+        run(shared_executor.run_with(tasks.square, (2,), kill_on_cancel=True))
+
+
+def test_run_in_executor_and_wrap_future_keep_working(shared_executor):
+    async def main():
+        loop = asyncio.get_running_loop()
+        in_executor = await loop.run_in_executor(shared_executor, tasks.square, 5)
+        wrapped = await asyncio.wrap_future(shared_executor.submit(tasks.square, 6))
+        return in_executor, wrapped
+
+    assert run(main()) == (25, 36)
+
+
+def test_many_runs_complete_with_fewer_wake_ups_than_results(shared_executor):
+    """10 000 concurrent runs all complete, and the loop is woken far fewer times than results
+    arrive: completions are handed over in batches (``LoopBridge``), not one
+    ``call_soon_threadsafe`` each."""
+    from gilfree._engine import aio
+
+    count = 10_000
+
+    async def main():
+        bridge = aio.bridge_for(asyncio.get_running_loop())
+        before = bridge.wakeups
+        results = await asyncio.gather(
+            *(shared_executor.run(tasks.square, i) for i in range(count))
+        )
+        return results, bridge.wakeups - before
+
+    results, wakeups = run(main())
+    assert results == [i * i for i in range(count)]
+    assert wakeups <= count // 4, f"{wakeups} wake-ups for {count} results"
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+def test_a_cancelled_run_that_started_finishes_and_its_result_is_dropped(
+    make_executor, start_method, gate, tmp_path
+):
+    executor = make_executor(max_workers=1, start_method=start_method)
+    started = gate.started_path()
+
+    async def main():
+        task = asyncio.create_task(
+            executor.run(tasks.block_until_released, gate.path, "dropped", started)
+        )
+        await asyncio.to_thread(gate.wait_started, [started])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.release()
+        return await executor.run(tasks.get_pid)
+
+    first_pid = run(main())
+    stats = executor.stats()
+    assert sum(entry.tasks_done for entry in stats) == 2  # the cancelled call ran to its end
+    assert sum(entry.crashes + entry.restarts for entry in stats) == 0
+    if not IS_THREAD:
+        assert first_pid in executor._processes
+
+
+def test_a_cancelled_run_that_had_not_started_never_runs(
+    make_executor, start_method, gate, tmp_path
+):
+    executor = make_executor(max_workers=1, start_method=start_method)
+    started = gate.started_path()
+    record = tmp_path / "ran"
+
+    async def main():
+        blocker = asyncio.create_task(
+            executor.run(tasks.block_until_released, gate.path, "first", started)
+        )
+        await asyncio.to_thread(gate.wait_started, [started])
+        queued = asyncio.create_task(executor.run(tasks.record_call, str(record)))
+        await asyncio.sleep(0.05)  # the queued call is submitted, waiting for the worker
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        gate.release()
+        return await blocker, await executor.run(tasks.square, 3)
+
+    assert run(main()) == ("first", 9)
+    assert not record.exists()
+
+
+@pytest.mark.process_only
+@pytest.mark.parametrize("queued_behind", [False, True], ids=["running", "queued-behind"])
+def test_kill_on_cancel_kills_the_worker_and_the_pool_goes_on(
+    make_executor, start_method, tmp_path, queued_behind
+):
+    """Cancelling the awaiting task kills the worker running the call: its pid is gone within
+    1 s, nothing counts as a crash, and the next run succeeds on a fresh worker. A call sent
+    behind another on its worker is killed once it starts, and the one before it is kept."""
+    executor = make_executor(max_workers=1, start_method=start_method)
+    pid_path = tmp_path / "pid"
+
+    async def main():
+        loop_pid = await executor.run(tasks.get_pid)
+        ahead = None
+        if queued_behind:  # the one given up is sent behind another on the same worker
+            for _ in range(20):  # measured quick: the worker is sent two units at a time
+                await executor.run(tasks.square, 1)
+            ahead = asyncio.create_task(executor.run(tasks.sleep_and_return, 0.3, "kept"))
+        doomed = asyncio.create_task(
+            executor.run_with(
+                tasks.write_pid_and_block,
+                (str(pid_path), str(tmp_path / "never")),
+                kill_on_cancel=True,
+            )
+        )
+        if queued_behind:
+            await asyncio.sleep(0.05)
+            (slot,) = executor._engine._slots
+            assert len(slot.inflight) == 2, "the call is not queued behind the other"
+            doomed.cancel()  # sent behind ``ahead``, not started yet
+            assert await ahead == "kept"
+        else:
+            await asyncio.to_thread(tasks.wait_for_file, str(pid_path), RESULT_TIMEOUT)
+            doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await asyncio.to_thread(tasks.wait_for_file, str(pid_path), RESULT_TIMEOUT)
+        worker_pid = int(pid_path.read_text())
+        assert worker_pid == loop_pid
+        deadline = time.monotonic() + 1.0
+        while _alive(worker_pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not _alive(worker_pid), "the killed worker is still there after 1 s"
+        return worker_pid, await executor.run(tasks.get_pid)
+
+    killed_pid, next_pid = run(main())
+    assert next_pid != killed_pid
+    stats = executor.stats()
+    assert (sum(e.crashes for e in stats), sum(e.timeouts for e in stats)) == (0, 0)
+    assert sum(e.restarts for e in stats) == 1
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_shutdown_cancelling_futures_cancels_their_awaits(make_executor, start_method, gate):
+    executor = make_executor(max_workers=1, start_method=start_method)
+    started = gate.started_path()
+
+    async def main():
+        running = asyncio.create_task(
+            executor.run(tasks.block_until_released, gate.path, "ran", started)
+        )
+        await asyncio.to_thread(gate.wait_started, [started])
+        pending = asyncio.create_task(executor.run(tasks.square, 2))
+        await asyncio.sleep(0.05)
+        executor.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        gate.release()
+        return await running
+
+    assert run(main()) == "ran"
+
+
+# --- amap ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 3])
+def test_amap_gives_results_in_order(shared_executor, chunksize):
+    async def main():
+        ordered = [
+            y async for y in shared_executor.amap(tasks.square, range(100), chunksize=chunksize)
+        ]
+        listed = [y async for y in shared_executor.amap(tasks.square, list(range(50)))]
+        starred = [y async for y in shared_executor.amap(tasks.add, range(5), [10] * 5)]
+        return ordered, listed, starred
+
+    ordered, listed, starred = run(main())
+    assert ordered == [x * x for x in range(100)]
+    assert listed == [x * x for x in range(50)]
+    assert starred == [10, 11, 12, 13, 14]
+
+
+def test_amap_unordered_gives_every_result_once(shared_executor):
+    async def main():
+        items = (x for x in range(1000))
+        return [y async for y in shared_executor.amap(tasks.square, items, ordered=False)]
+
+    assert sorted(run(main())) == [x * x for x in range(1000)]
+
+
+@pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "hostile"])
+def test_amap_carries_values_users_send(shared_executor, name):
+    async def main():
+        return [y async for y in shared_executor.amap(values.identity, [build(name)] * 3)]
+
+    for received in run(main()):
+        check(name, received)
+
+
+def test_amap_of_an_empty_input_ends_at_once(shared_executor):
+    async def main():
+        return [y async for y in shared_executor.amap(tasks.square, iter(()))]
+
+    assert run(main()) == []
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_amap_reads_an_endless_input_lazily_with_bounded_read_ahead(shared_executor, ordered):
+    """Taking 20 results of an endless generator reads at most a window of chunks more (4
+    chunks per worker, of ``chunksize`` items, plus the one item kept in hand); leaving the
+    loop stops the job."""
+    pulled = itertools.count()
+    taken = []
+
+    def endless():
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    async def main():
+        results = shared_executor.amap(tasks.square, endless(), chunksize=2, ordered=ordered)
+        async for y in results:
+            taken.append(y)
+            if len(taken) == 20:
+                break
+        await results.aclose()
+        await asyncio.sleep(0.1)
+
+    run(main())
+    read = next(pulled)
+    assert len(taken) == 20
+    assert read <= 20 + 4 * 2 * 2 + 2 + 1, f"{read} items read for 20 taken"
+    if ordered:
+        assert taken == [x * x for x in range(20)]
+
+
+def test_amap_raises_the_first_failure_after_the_results_before_it(shared_executor):
+    async def main():
+        taken = []
+        with pytest.raises(ValueError, match="bad") as raised:
+            async for y in shared_executor.amap(tasks.raise_if_equal, range(10), [4] * 10):
+                taken.append(y)
+        return taken, raised.value
+
+    taken, error = run(main())
+    assert taken == [0, 1, 2, 3]
+    if not IS_THREAD:
+        assert "raise_if_equal" in str(error.__cause__)
+
+
+def test_amap_raises_the_inputs_own_error_in_its_turn(shared_executor):
+    def failing_input():
+        yield 1
+        yield 2
+        raise KeyError("input broke")
+
+    async def main():
+        taken = []
+        with pytest.raises(KeyError, match="input broke"):
+            async for y in shared_executor.amap(tasks.square, failing_input(), chunksize=1):
+                taken.append(y)
+        return taken
+
+    assert run(main()) == [1, 4]
+
+
+def test_a_cancelled_amap_reader_stops_its_job(shared_executor):
+    pulled = itertools.count()
+
+    def endless():
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    async def main():
+        async def consume():
+            async for _ in shared_executor.amap(tasks.sleep_and_return, endless(), chunksize=1):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)
+        read = next(pulled)
+        await asyncio.sleep(0.2)
+        return read, next(pulled)
+
+    before, after = run(main())
+    assert after == before + 1  # nothing more was read once the reader went away
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def test_async_with_shuts_the_executor_down(start_method):
+    executor = create_executor(max_workers=2, start_method=start_method)
+
+    async def main():
+        async with executor as entered:
+            assert entered is executor
+            return await executor.run(tasks.get_pid)
+
+    try:
+        run(main())
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            executor.submit(tasks.square, 2)
+        if not IS_THREAD:
+            assert not any(process.is_alive() for process in executor._processes.values())
+    finally:
+        shutdown_within_deadline([executor])
+
+
+def test_ashutdown_waits_without_blocking_the_loop(make_executor, start_method, gate):
+    """While ``ashutdown`` waits for a running task, the loop keeps running other tasks."""
+    executor = make_executor(max_workers=1, start_method=start_method)
+    started = gate.started_path()
+
+    async def main():
+        future = executor.submit(tasks.block_until_released, gate.path, "done", started)
+        await asyncio.to_thread(gate.wait_started, [started])
+        shutting = asyncio.create_task(executor.ashutdown())
+        ticks = 0
+        while ticks < 10:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not shutting.done()
+        gate.release()
+        await shutting
+        return future.result(timeout=0), ticks
+
+    assert run(main()) == ("done", 10)
+
+
+def test_ashutdown_can_cancel_the_pending_futures(make_executor, start_method, gate):
+    executor = make_executor(max_workers=1, start_method=start_method)
+    started = gate.started_path()
+
+    async def main():
+        running = executor.submit(tasks.block_until_released, gate.path, "done", started)
+        await asyncio.to_thread(gate.wait_started, [started])
+        pending = executor.submit(tasks.square, 3)
+        shutting = asyncio.create_task(executor.ashutdown(cancel_futures=True))
+        await asyncio.sleep(0.05)
+        gate.release()
+        await shutting
+        return running.result(timeout=0), pending.cancelled()
+
+    assert run(main()) == ("done", True)
+
+
+# --- Pool ----------------------------------------------------------------------------------
+
+
+def test_pool_run_and_amap(pool):
+    async def main():
+        single = await pool.run(tasks.square, 7)
+        keywords = await pool.run(tasks.echo, 1, kill_on_cancel=2)
+        mapped = [y async for y in pool.amap(tasks.square, range(20))]
+        unordered = [y async for y in pool.amap(tasks.square, range(20), ordered=False)]
+        return single, keywords, mapped, unordered
+
+    single, keywords, mapped, unordered = run(main())
+    assert single == 49
+    assert keywords == ((1,), {"kill_on_cancel": 2})
+    assert mapped == [x * x for x in range(20)]
+    assert sorted(unordered) == mapped
+
+
+def test_pool_errors_are_the_blocking_apis(pool):
+    async def main():
+        with pytest.raises(tasks.CustomError) as raised:
+            await pool.run(tasks.raise_custom_error, "x")
+        if not IS_THREAD:
+            assert type(raised.value.__cause__) is RemoteTraceback
+            with pytest.raises(MaybeEncodingError):
+                await pool.run(tasks.return_lock)
+            with pytest.raises(MaybeEncodingError):
+                async for _ in pool.amap(lambda _: threading.Lock(), [1], chunksize=1):
+                    pass
+        with pytest.raises(ValueError, match="bad"):
+            async for _ in pool.amap(tasks.raise_value_error, ["bad"]):
+                pass
+
+    run(main())
+
+
+def test_pool_async_with_terminates_and_ashutdown_joins(start_method):
+    async def main():
+        async with make_pool(start_method) as entered:
+            first = await entered.run(tasks.square, 2)
+        with pytest.raises(ValueError, match="Pool not running"):
+            await entered.run(tasks.square, 2)
+        other = make_pool(start_method)
+        result = other.apply_async(tasks.sleep_and_return, (0.1, "finished"))
+        await other.ashutdown()
+        return first, result.get(timeout=0), entered, other
+
+    first, finished, entered, other = run(main())
+    assert (first, finished) == (4, "finished")
+    terminate_within_deadline([entered, other])
+
+
+def test_loops_on_other_threads_get_their_own_completions(shared_executor):
+    """Two event loops, each on its own thread, await the same executor at once."""
+    outcomes = {}
+
+    def loop_thread(tag):
+        async def main():
+            return await asyncio.gather(
+                *(shared_executor.run(tasks.add, tag, i) for i in range(200))
+            )
+
+        outcomes[tag] = run(main())
+
+    threads = [threading.Thread(target=loop_thread, args=(tag,)) for tag in (1000, 2000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(RESULT_TIMEOUT)
+    assert outcomes == {tag: [tag + i for i in range(200)] for tag in (1000, 2000)}
+
+
+def test_no_task_runs_in_the_event_loops_thread(shared_executor):
+    """Work goes to workers: a thread backend's task runs on a pool thread, a process's in
+    another process."""
+
+    async def main():
+        return await shared_executor.run(_where)
+
+    pid, thread_id = run(main())
+    if IS_THREAD:
+        assert thread_id != threading.get_ident()
+    else:
+        assert pid != os.getpid()
+
+
+def _where():
+    return os.getpid(), threading.get_ident()
