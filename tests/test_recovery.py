@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 from types import SimpleNamespace
 
@@ -53,3 +54,13 @@ def test_when_the_timed_out_unit_had_already_finished_everything_is_sent_again()
     queued = task("queued")
     settlement = settle([(8, queued)], Ending(9, -signal.SIGKILL, timed_out_task=7))
     assert settlement.resend == [queued] and settlement.failed == []
+
+
+def test_a_unit_given_up_by_its_caller_is_cancelled_without_retry_and_the_others_sent_again():
+    """``kill_on_cancel``: the parent killed the worker for a unit its caller gave up."""
+    doomed, other = task("doomed", retries=3), task("other")
+    settlement = settle([(7, doomed), (8, other)], Ending(9, -signal.SIGKILL, cancelled_task=7))
+    assert settlement.resend == [other]
+    [(unit, error)] = settlement.failed
+    assert unit is doomed and isinstance(error, concurrent.futures.CancelledError)
+    assert "cancelled" in str(error) and "pid 9" in str(error) and doomed.retries == 3
