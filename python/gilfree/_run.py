@@ -9,7 +9,10 @@ are rebound to gilfree's classes:
   keep their start method);
 * ``multiprocessing.Process`` -> ``gilfree.Process``;
 * ``concurrent.futures.ProcessPoolExecutor`` and ``concurrent.futures.process.
-  ProcessPoolExecutor`` -> ``gilfree.ProcessPoolExecutor``.
+  ProcessPoolExecutor`` -> ``gilfree.ProcessPoolExecutor``;
+* multiprocessing's default start method becomes ``"forkserver"``, so the locks, queues and
+  semaphores the script makes (``multiprocessing.RLock()``...) can be sent to gilfree's
+  workers, which are not forked from the script's process (tqdm's ``process_map`` sends one).
 
 Then the script runs as ``__main__`` (``runpy.run_path``) with ``sys.argv`` and ``sys.path[0]``
 as ``python script.py args...`` would set them. A module (``-m``; ``-mNAME`` too) runs through
@@ -67,6 +70,10 @@ def install() -> None:
     if INSTALL not in _main.before_main:  # the template and workers rebind before the script
         _main.before_main.append(INSTALL)
     # Rebinding the stdlib's classes to gilfree's drop-ins, which typeshed cannot know of.
+    # Workers start from gilfree's template, not by forking this process, so locks, queues and
+    # semaphores made here must be the kind another process can open by name (as forkserver's
+    # are): tqdm's process_map hands its workers an mp.RLock() as initargs.
+    multiprocessing.set_start_method("forkserver", force=True)
     multiprocessing.Pool = gilfree.Pool  # type: ignore[assignment]
     multiprocessing.pool.Pool = gilfree.Pool  # type: ignore[misc, assignment]
     multiprocessing.Process = gilfree.Process  # type: ignore[misc]

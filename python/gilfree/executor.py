@@ -32,6 +32,7 @@ from gilfree._engine.chunking import ChunkSizer
 from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
+from gilfree._engine.progress import start as start_progress
 from gilfree._engine.slots import WorkerStats
 from gilfree._engine.transport import Transport
 from gilfree._engine.units import (
@@ -498,6 +499,8 @@ class ProcessPoolExecutor(_StdExecutor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
+        progress: Any = False,
+        total: int | None = None,
     ) -> AsyncMapIterator[_T]:
         """``map`` for ``async for``: ``async for y in executor.amap(f, xs)``.
 
@@ -506,7 +509,8 @@ class ProcessPoolExecutor(_StdExecutor):
         input order, or with ``ordered=False`` as chunks complete. The first failing item
         raises its exception (remote traceback as ``__cause__``) and ends the iteration.
         ``chunksize=None`` sizes chunks from measured task durations. Leaving the loop early,
-        or ``aclose()``, stops the work not yet started.
+        or ``aclose()``, stops the work not yet started. ``progress`` and ``total`` as in
+        ``map``.
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
@@ -516,9 +520,12 @@ class ProcessPoolExecutor(_StdExecutor):
         sizer = ChunkSizer(chunksize, self._max_workers)
         reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
-        job = MapJob(fn, function, items, star, sizer, window, self._limits, reader.on_progress)
+        counter = start_progress(progress, iterables, total)
+        job = MapJob(
+            fn, function, items, star, sizer, window, self._limits, reader.on_progress, counter
+        )
         reader.follow(job)
-        self._engine.submit(job)
+        self._submit_job(job)
         return reader
 
     async def __aenter__(self) -> Self:
@@ -547,15 +554,24 @@ class ProcessPoolExecutor(_StdExecutor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        progress: Any = False,
+        total: int | None = None,
     ) -> Iterator[_T]:
         """Like the builtin ``map``, run in the workers; results come back in order.
 
         ``chunksize=None`` (default) sizes chunks from measured task durations (a few ms of
         work per message). ``timeout`` counts from this call; ``next()`` raises TimeoutError
-        when a result is not ready by then.
+        when a result is not ready by then. ``progress=True`` shows a tqdm bar of the items
+        done (``tqdm.auto``: a widget in notebooks); a tqdm class, or a callable ``(done,
+        total)``, gets the count instead (see ``gilfree._engine.progress``). ``total`` is the
+        bar's total where the input has no ``len()``.
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if self._submit_overridden() and not progress:
+            # concurrent.futures builds map on submit: code that wraps submit sees every item
+            # go through it (tqdm's process_map counts its bar's items that way).
+            return _StdExecutor.map(self, fn, *iterables, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         if len(iterables) == 1:
             items, star = _mapping.snapshot(iterables[0]), False
@@ -563,9 +579,23 @@ class ProcessPoolExecutor(_StdExecutor):
             items, star = list(zip(*iterables)), True
         function = self._engine.function(fn)
         sizer = ChunkSizer(chunksize, self._max_workers)
-        job = MapJob(fn, function, items, star, sizer, limits=self._limits)
-        self._engine.submit(job)
+        counter = start_progress(progress, (items,), total)
+        job = MapJob(fn, function, items, star, sizer, limits=self._limits, progress=counter)
+        self._submit_job(job)
         return _mapping.results(self._engine.pump_role, job, deadline)
+
+    def _submit_overridden(self) -> bool:
+        """Whether ``submit`` was replaced on this executor, or by a subclass."""
+        return "submit" in vars(self) or type(self).submit is not ProcessPoolExecutor.submit
+
+    def _submit_job(self, job: MapJob) -> None:
+        """Queues ``job``; its progress display is closed if it cannot be."""
+        try:
+            self._engine.submit(job)
+        except BaseException:
+            if job.progress is not None:
+                job.progress.close()
+            raise
 
     def _abort(self) -> None:
         """Cancels what has not started and kills the workers running the rest (their futures

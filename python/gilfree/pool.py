@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator
 from gilfree._engine.chunking import ChunkSizer
-from gilfree._engine.units import READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
+from gilfree._engine.progress import start as start_progress
+from gilfree._engine.units import NO_LIMITS, READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
 from gilfree.errors import SerializationError
 from gilfree.executor import (
@@ -92,6 +93,8 @@ def _report_callback_error(kind: str) -> None:
 _S = TypeVar("_S")
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+#: ``progress=``, ``total=`` and the input whose length is the total.
+_Shown = tuple[Any, "int | None", Any]
 
 
 class ApplyResult(Generic[_T]):
@@ -447,13 +450,27 @@ class Pool:
         chunksize: int | None,
         window: int | None,
         on_progress: Callable[[Chunk | None], None] | None,
+        shown: _Shown,
     ) -> MapJob:
+        """A map job over ``items`` (``shown``: the ``progress=`` and ``total=`` asked for, and
+        the input their total is read from), once every argument is checked."""
         self._check_running()
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         function = self._engine.function(func)
         sizer = ChunkSizer(chunksize, self._processes)
-        return MapJob(func, function, items, star, sizer, window, on_progress=on_progress)
+        progress, total, counted = shown
+        counter = start_progress(progress, (counted,), total)
+        return MapJob(func, function, items, star, sizer, window, NO_LIMITS, on_progress, counter)
+
+    def _submit(self, job: MapJob) -> None:
+        """Queues ``job``; its progress display is closed if it cannot be."""
+        try:
+            self._engine.submit(job)
+        except BaseException:
+            if job.progress is not None:
+                job.progress.close()
+            raise
 
     def _map_async(
         self,
@@ -463,21 +480,32 @@ class Pool:
         chunksize: int | None,
         callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        progress: Any = False,
+        total: int | None = None,
     ) -> MapResult[_T]:
         self._check_running()
         result = MapResult(self._engine, callback, error_callback)
-        progress = result._job_progressed  # noqa: SLF001 - the job reports to its reader
-        job = self._job(func, _mapping.snapshot(iterable), star, chunksize, None, progress)
-        self._engine.submit(job)
+        ended = result._job_progressed  # noqa: SLF001 - the job reports to its reader
+        items = _mapping.snapshot(iterable)
+        job = self._job(func, items, star, chunksize, None, ended, (progress, total, items))
+        self._submit(job)
         result._start(job)  # noqa: SLF001
         return result
 
     def map(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> list[_T]:
         """``[func(x) for x in iterable]``, run in the workers. ``chunksize=None`` sizes chunks
-        from measured task durations."""
-        return self._map_async(func, iterable, False, chunksize, None, None).get()
+        from measured task durations. ``progress=True`` shows a tqdm bar of the items done (a
+        tqdm class, or a callable ``(done, total)``, gets the count instead); ``total`` is the
+        bar's total where the input has no ``len()``."""
+        return self._map_async(func, iterable, False, chunksize, None, None, progress, total).get()
 
     def map_async(
         self,
@@ -486,18 +514,27 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> MapResult[_T]:
         """Like ``map``, returning a ``MapResult`` at once."""
-        return self._map_async(func, iterable, False, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, False, chunksize, callback, error_callback, progress, total
+        )
 
     def starmap(
         self,
         func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> list[_T]:
-        """``[func(*args) for args in iterable]``, run in the workers."""
-        return self._map_async(func, iterable, True, chunksize, None, None).get()
+        """``[func(*args) for args in iterable]``, run in the workers; ``progress`` and
+        ``total`` as in ``map``."""
+        return self._map_async(func, iterable, True, chunksize, None, None, progress, total).get()
 
     def starmap_async(
         self,
@@ -506,9 +543,14 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> MapResult[_T]:
         """Like ``starmap``, returning a ``MapResult`` at once."""
-        return self._map_async(func, iterable, True, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, True, chunksize, callback, error_callback, progress, total
+        )
 
     def _imap(
         self,
@@ -516,27 +558,51 @@ class Pool:
         func: Callable[..., _T],
         iterable: Iterable[Any],
         chunksize: int | None,
+        shown: _Shown,
     ) -> IMapIterator[_T]:
         self._check_running()
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
         results = iterator_class(self._engine)
-        job = self._job(func, iter(iterable), False, chunksize, window, results.on_progress())
+        progress, total, _ = shown
+        job = self._job(
+            func,
+            iter(iterable),
+            False,
+            chunksize,
+            window,
+            results.on_progress(),
+            (progress, total, iterable),
+        )
         results._follow(job)  # noqa: SLF001
-        self._engine.submit(job)
+        self._submit(job)
         return results
 
     def imap(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> IMapIterator[_T]:
         """Lazy ``map``: an iterator of results in input order. The input is read as workers
-        need it, so it may be endless. ``chunksize=None`` sizes chunks adaptively."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+        need it, so it may be endless. ``chunksize=None`` sizes chunks adaptively;
+        ``progress`` and ``total`` as in ``map``."""
+        return self._imap(IMapIterator, func, iterable, chunksize, (progress, total, iterable))
 
     def imap_unordered(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
+        total: int | None = None,
     ) -> IMapIterator[_T]:
         """Like ``imap``, but results come in the order they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+        shown = (progress, total, iterable)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, shown)
 
     # -- asyncio ----------------------------------------------------------------------------
 
@@ -578,18 +644,22 @@ class Pool:
         chunksize: int | None = None,
         *,
         ordered: bool = True,
+        progress: Any = False,
+        total: int | None = None,
     ) -> AsyncMapIterator[_T]:
         """``imap`` (or with ``ordered=False``, ``imap_unordered``) for ``async for``: the input
         is read as workers need it, at most a few chunks per worker ahead of the reader. The
         first failing item raises its exception, as ``imap`` raises it, and ends the
-        iteration; leaving the loop early or ``aclose()`` stops the work not yet started."""
+        iteration; leaving the loop early or ``aclose()`` stops the work not yet started.
+        ``progress`` and ``total`` as in ``map``."""
         self._check_running()
         reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered, _pool_error)
         items, star = _mapping.lazy((iterable,))
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
-        job = self._job(func, items, star, chunksize, window, reader.on_progress)
+        shown = (progress, total, iterable)
+        job = self._job(func, items, star, chunksize, window, reader.on_progress, shown)
         reader.follow(job)
-        self._engine.submit(job)
+        self._submit(job)
         return reader
 
     async def __aenter__(self) -> Pool:

@@ -11,6 +11,13 @@ import pytest
 def run_notebook(tmp_path, cells: list[str], timeout: float = 60) -> str:
     """Runs ``cells`` in a fresh python3 kernel started in ``tmp_path``; returns the text the
     last cell printed. Skips the test where nbformat or nbclient is missing."""
+    outputs = notebook_outputs(tmp_path, cells, timeout)
+    return "".join(output.get("text", "") for output in outputs)
+
+
+def notebook_outputs(tmp_path, cells: list[str], timeout: float = 60) -> list[dict]:
+    """Runs ``cells`` as ``run_notebook`` does; returns the last cell's outputs (streams and
+    displays, as nbformat records them)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.v4.new_notebook()
@@ -33,5 +40,4 @@ def run_notebook(tmp_path, cells: list[str], timeout: float = 60) -> str:
         for name, value in environment.items():
             patch.setenv(name, value)
         client.execute()
-    outputs = notebook.cells[-1].outputs
-    return "".join(output.get("text", "") for output in outputs)
+    return list(notebook.cells[-1].outputs)

@@ -38,6 +38,7 @@ def executor_calls(executor: gilfree.ProcessPoolExecutor) -> None:
     assert_type(executor.submit_with(greet, ("a",)), gilfree.Future[str])
     assert_type(executor.map(square, [1, 2]), Iterator[int])
     assert_type(executor.map(add, [1], [2.0]), Iterator[float])
+    assert_type(executor.map(square, [1, 2], progress=True, total=2), Iterator[int])
     executor.submit(square, "3")  # type: ignore[arg-type]
     executor.submit(square)  # type: ignore[call-arg]
     executor.submit(greet, "a", exclamation="?")  # type: ignore[call-arg]
@@ -86,6 +87,7 @@ def pool_calls(pool: gilfree.Pool) -> None:
     assert_type(pool.map_async(square, range(3)).get(), list[int])
     assert_type(pool.starmap(add, [(1, 2.0)]), list[float])
     assert_type(pool.imap(square, range(3)), IMapIterator[int])
+    assert_type(pool.map(square, range(3), progress=lambda done, total: None), list[int])
     assert_type(next(pool.imap_unordered(square, range(3))), int)
     pool.map(square, ["a"])  # type: ignore[arg-type]
     pool.apply_async(square, (3,), callback=len)  # type: ignore[misc]

@@ -294,6 +294,7 @@ class Engine:
 
     def _handle(self, responses: list[Outcome]) -> None:
         finished: list[tuple[Any, int, Any]] = []
+        running: list[tuple[Chunk, int]] = []
         encoded = self.transport.encoded
         releases: list[tuple[Slot, int, int]] = []
         with self._lock:
@@ -319,6 +320,11 @@ class Engine:
                 elif kind == protocol.DECLINED:
                     self._backlog.declined(slot.index, task_id)
                     continue
+                elif kind == protocol.PROGRESS:
+                    unit = slot.inflight.get(task_id)
+                    if isinstance(unit, Chunk):
+                        running.append((unit, arg))
+                    continue
                 elif kind == protocol.INIT_FAILED:
                     self._break(
                         self.transport.init_failed_reason,
@@ -337,6 +343,8 @@ class Engine:
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 finished.append((work, kind, payload))
             self._dispatch()
+        for chunk, done in running:
+            chunk.job.chunk_running(chunk, done)
         for work, kind, payload in finished:
             if encoded:
                 kind, payload = decode_reply(work.fn, kind, payload)

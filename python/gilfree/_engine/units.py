@@ -8,10 +8,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gilfree._engine.chunking import ChunkSizer
 from gilfree._wire import protocol
+
+if TYPE_CHECKING:
+    from gilfree._engine.progress import ItemProgress
 
 #: ``(function id, encoded function)`` from ``FunctionRegistry.lookup``.
 EncodedFunction = tuple[int, bytes]
@@ -175,6 +178,7 @@ class Chunk:
         "function",
         "items",
         "job",
+        "kind",
         "payload",
         "results",
         "retries",
@@ -182,12 +186,13 @@ class Chunk:
         "start",
         "timeout",
     )
-    kind = protocol.CHUNK
     #: A chunk is never given up alone (its map job is stopped instead).
     kill_requested = False
 
     def __init__(self, job: MapJob, start: int, items: Sequence[Any]) -> None:
         self.job = job
+        #: CHUNK, with WATCH_FLAG if its job shows progress (its worker reports while it runs).
+        self.kind = protocol.CHUNK if job.progress is None else protocol.CHUNK | protocol.WATCH_FLAG
         self.fn = job.fn
         self.function = job.function
         self.start = start
@@ -265,6 +270,7 @@ class MapJob:
 
     ``on_progress``, given by whoever reads the job (``Pool``'s results), is called with each
     chunk that ends (in the thread collecting results), and with None when the job is stopped.
+    ``progress`` counts its items for a display (``progress=``; see ``gilfree._engine.progress``).
     """
 
     def __init__(
@@ -277,8 +283,10 @@ class MapJob:
         window: int | None = None,
         limits: Limits = NO_LIMITS,
         on_progress: Callable[[Chunk | None], None] | None = None,
+        progress: ItemProgress | None = None,
     ) -> None:
         self.fn = fn
+        self.progress = progress
         self.limits = limits
         self.function = function
         self.star = star
@@ -319,10 +327,15 @@ class MapJob:
             self._iterator = None
             self.failure = error
             self._lookahead = []
-            return taken if len(taken) >= count else []
+            kept = taken if len(taken) >= count else []
+            if self.progress is not None:  # what will run is all there is to count
+                self.progress.input_ended(self.next_start + len(kept))
+            return kept
         if len(taken) < count + 1:
             self._iterator = None
             self.next_end = self.next_start + len(taken)
+            if self.progress is not None:
+                self.progress.input_ended(self.next_end)
         self._lookahead = taken[count:]
         return taken[:count]
 
@@ -397,12 +410,21 @@ class MapJob:
 
     def chunk_done(self, chunk: Chunk) -> None:
         """Called by a chunk that has ended."""
+        if self.progress is not None:
+            self.progress.ended(chunk)
         if self.on_progress is not None:
             self.on_progress(chunk)
+
+    def chunk_running(self, chunk: Chunk, done: int) -> None:
+        """The worker running ``chunk`` reports ``done`` of its items done."""
+        if self.progress is not None:
+            self.progress.running(chunk, done)
 
     def stop(self, error: BaseException) -> None:
         """Cuts no more chunks; readers past the last chunk get ``error``."""
         self.stopped = True
+        if self.progress is not None:
+            self.progress.close()
         if self.failure is None:
             self.failure = error
             if self.on_progress is not None:

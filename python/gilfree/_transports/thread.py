@@ -24,6 +24,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any
 
 from gilfree._wire import protocol
+from gilfree._workers.progress import ChunkWatch
 from gilfree._workers.worker import run_items
 
 if TYPE_CHECKING:
@@ -177,14 +178,24 @@ class ThreadWorker:
 
     def _loop(self, report: Callable[[Outcome], None]) -> None:
         inbox, slot, epoch = self._inbox, self._slot, self._epoch
+        watch = ChunkWatch(
+            lambda task_id, done: report((slot, protocol.PROGRESS, epoch, task_id, done, None))
+        )
         while not self._abandoned:
             task = inbox.get()
             if task is None:
                 return
             started = time.perf_counter_ns()
-            kind, value = _run(*task[1:])
-            task_id = task[0]
-            del task  # release the arguments now, not at the next task
+            task_id, kind, fn, payload = task
+            del task
+            results: list[Any] = []
+            watched = kind & protocol.WATCH_FLAG
+            if watched:
+                watch.begin(task_id, results)
+            kind, value = _run(kind & ~protocol.WATCH_FLAG, fn, payload, results)
+            if watched:
+                watch.end()  # before the outcome: no PROGRESS after it
+            del fn, payload, results  # release the arguments now, not at the next task
             report((slot, kind, epoch, task_id, time.perf_counter_ns() - started, value))
             value = None
 
@@ -198,12 +209,12 @@ class ThreadWorker:
 _Task = tuple[int, int, Callable[..., Any], Any]
 
 
-def _run(kind: int, fn: Callable[..., Any], payload: Any) -> tuple[int, Any]:
-    """Runs a CALL or a CHUNK: ``(RESULT, value)``, ``(ERROR, exception)``, or
-    ``(CHUNK_RESULT, (results, [(index, exception)]))``."""
+def _run(kind: int, fn: Callable[..., Any], payload: Any, results: list[Any]) -> tuple[int, Any]:
+    """Runs a CALL or a CHUNK (its results into ``results``): ``(RESULT, value)``, ``(ERROR,
+    exception)``, or ``(CHUNK_RESULT, (results, [(index, exception)]))``."""
     if kind == protocol.CHUNK:
         items, star = payload
-        return protocol.CHUNK_RESULT, run_items(fn, items, star, _same)
+        return protocol.CHUNK_RESULT, run_items(fn, items, star, _same, results)
     args, kwargs = payload
     try:
         return protocol.RESULT, fn(*args, **kwargs)

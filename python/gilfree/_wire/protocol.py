@@ -42,9 +42,13 @@ ERROR = 14  #: arg: busy ns; payload: (exception, traceback text)
 CHUNK_RESULT = 15  #: arg: busy ns; payload: (results, [(index, (exception, traceback))])
 RETIRE = 16  #: the worker's memory passed max_memory_per_child: send no more work, then EXIT
 DECLINED = 17  #: task_id: not run (the worker is retiring): send it to another worker
+PROGRESS = 18  #: task_id: a running chunk; arg: how many of its items are done so far
 #: Or-ed into a reply's kind when its payload refers to shared buffers the worker keeps until
 #: the parent answers RELEASE.
 SHARED_FLAG = 0x100
+#: Or-ed into a CHUNK's kind when someone watches its progress: the worker reports PROGRESS
+#: while the chunk runs (``gilfree._workers.progress``).
+WATCH_FLAG = 0x200
 
 #: The function id of a function sent with the one call that uses it, then forgotten.
 ONE_OFF = 0
@@ -63,13 +67,18 @@ KIND_NAMES = {
     CHUNK_RESULT: "CHUNK_RESULT",
     RETIRE: "RETIRE",
     DECLINED: "DECLINED",
+    PROGRESS: "PROGRESS",
 }
 
 
 def kind_name(kind: int) -> str:
-    """``RESULT``, ``CHUNK_RESULT+SHARED``: a message kind for people (debug traces)."""
-    name = KIND_NAMES.get(kind & ~SHARED_FLAG, str(kind & ~SHARED_FLAG))
-    return name + "+SHARED" if kind & SHARED_FLAG else name
+    """``RESULT``, ``CHUNK_RESULT+SHARED``, ``CHUNK+WATCH``: a message kind for people (debug
+    traces)."""
+    plain = kind & ~(SHARED_FLAG | WATCH_FLAG)
+    name = KIND_NAMES.get(plain, str(plain))
+    if kind & SHARED_FLAG:
+        name += "+SHARED"
+    return name + "+WATCH" if kind & WATCH_FLAG else name
 
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL

@@ -23,6 +23,7 @@ from gilfree import _core
 from gilfree._core import WorkerChannel
 from gilfree._wire import main as _main
 from gilfree._wire import protocol
+from gilfree._workers.progress import ChunkWatch
 
 _Failure = TypeVar("_Failure")
 
@@ -125,10 +126,12 @@ def _load_arguments(payload: bytes) -> Any:
         raise BrokenProcessPool(f"could not unpickle the task's arguments: {error!r}") from error
 
 
-def _run_chunk(fn: Callable[..., Any], payload: bytes) -> tuple[list[Any], list[tuple[int, bytes]]]:
+def _run_chunk(
+    fn: Callable[..., Any], payload: bytes, results: list[Any]
+) -> tuple[list[Any], list[tuple[int, bytes]]]:
     """Runs a chunk's calls (see ``run_items``), each failure as an encoded exception."""
     items, star = _load_arguments(payload)
-    return run_items(fn, items, star, protocol.dump_exception)
+    return run_items(fn, items, star, protocol.dump_exception, results)
 
 
 def run_items(
@@ -136,11 +139,14 @@ def run_items(
     items: Iterable[Any],
     star: bool,
     describe: Callable[[BaseException], _Failure],
+    results: list[Any] | None = None,
 ) -> tuple[list[Any], list[tuple[int, _Failure]]]:
     """Runs ``fn`` over ``items`` (``fn(*item)`` with ``star``): ``(results, failures)``, where
     each failure is ``(index, describe(exception))`` and leaves a None at its index in
-    ``results``; the calls after a failure run too, as they would one by one."""
-    results: list[Any] = []
+    ``results``; the calls after a failure run too, as they would one by one. ``results`` may
+    be given (empty): a ``ChunkWatch`` reads its length while the items run."""
+    if results is None:
+        results = []
     failures: list[tuple[int, _Failure]] = []
     calls = itertools.starmap(fn, items) if star else map(fn, items)
     while True:
@@ -189,6 +195,7 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     held: dict[int, list[Any]] = {}  # task id -> shared buffers of its reply, until RELEASE
     receive, send = channel.receive, channel.send
+    watch = ChunkWatch(lambda task_id, done: send(protocol.PROGRESS, epoch, task_id, done, b""))
     retiring = False  # past max_memory: decline queued work, wait for EXIT
     fn: Callable[..., Any] | None
     results: list[Any] | None
@@ -200,6 +207,8 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
             continue
         kind, _, task_id, arg, payload = message
         started = time.perf_counter_ns()
+        watched = kind & protocol.WATCH_FLAG
+        kind &= ~protocol.WATCH_FLAG
         if retiring and kind in (protocol.CALL, protocol.CHUNK):
             if arg == protocol.ONE_OFF:
                 functions.pop(arg, None)
@@ -219,14 +228,19 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
         elif kind == protocol.CHUNK:
             fn = functions.pop(arg) if arg == protocol.ONE_OFF else functions[arg]
             shared = []
+            results = []
+            if watched:
+                watch.begin(task_id, results)
             try:
-                results, failures = _run_chunk(fn, payload)
+                results, failures = _run_chunk(fn, payload, results)
             except BaseException as error:  # noqa: BLE001 - the arguments could not be loaded
                 reply_kind, reply = protocol.ERROR, protocol.dump_exception(error)
             else:
                 reply_kind, reply = _encode_result(
                     protocol.CHUNK_RESULT, (results, failures), shared
                 )
+            if watched:
+                watch.end()  # before the reply: no PROGRESS after it, nor beside it
             fn = results = None
         elif kind == protocol.DEFINE:
             functions.pop(task_id, None)  # the parent's cache dropped it

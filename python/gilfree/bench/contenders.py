@@ -225,6 +225,26 @@ def load_gilfree() -> Contender:
     return ExecutorContender("gilfree", "gilfree", gilfree.ProcessPoolExecutor)
 
 
+class ProgressContender(ExecutorContender):
+    """gilfree's executor whose ``map`` shows a progress bar (``progress=True``: tqdm)."""
+
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``list(executor.map(function, arguments, chunksize=chunksize, progress=True))``."""
+        return list(pool.map(function, arguments, chunksize=chunksize, progress=True))
+
+
+def load_gilfree_progress() -> Contender:
+    """Return gilfree's executor, its maps with a tqdm bar."""
+    gilfree = importlib.import_module("gilfree")
+    return ProgressContender("gprogress", "gilfree progress=True", gilfree.ProcessPoolExecutor)
+
+
 def load_gilfree_threads() -> Contender:
     """Return gilfree's executor on threads (``backend="thread"``)."""
     gilfree = importlib.import_module("gilfree")
@@ -308,6 +328,14 @@ REGISTRY: tuple[Entry, ...] = (
         load_gilfree_threads,
         optional=False,
         module="gilfree",
+        everywhere=False,
+    ),
+    Entry(
+        "gprogress",
+        "gilfree progress=True",
+        load_gilfree_progress,
+        optional=True,
+        module="tqdm",
         everywhere=False,
     ),
     Entry(

@@ -1,5 +1,5 @@
 """The whole suite, in table order: the pool workloads, the data workloads, the numpy and pandas
-rows, the joblib rows, the asyncio rows, the start-up rows."""
+rows, the joblib rows, the asyncio and progress rows, the start-up rows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from gilfree.bench.asyncio_workloads import ASYNCIO_WORKLOADS
 from gilfree.bench.data_workloads import DATA_WORKLOADS
 from gilfree.bench.joblib_workloads import JOBLIB_WORKLOADS
 from gilfree.bench.numeric_workloads import NUMERIC_WORKLOADS
+from gilfree.bench.progress_workloads import PROGRESS_WORKLOADS
 from gilfree.bench.start_workloads import START_WORKLOADS
 from gilfree.bench.workloads import WORKLOADS, Workload
 
@@ -16,6 +17,7 @@ SUITE: tuple[Workload, ...] = (
     *NUMERIC_WORKLOADS,
     *JOBLIB_WORKLOADS,
     *ASYNCIO_WORKLOADS,
+    *PROGRESS_WORKLOADS,
     *START_WORKLOADS,
 )
 
