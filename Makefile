@@ -7,7 +7,7 @@ DEMO_PYTHON ?= 3.11
 python_for = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)),$(shell command -v python$(1)),$(error no CPython $(1) found (pyenv or python$(1) on PATH)))
 SOURCES := pyproject.toml Cargo.toml $(shell find crates python -name '*.rs' -o -name '*.py' -o -name '*.toml' 2>/dev/null)
 
-.PHONY: help demo test test-rust test-python test-joblib-suite bench lint clean
+.PHONY: help demo test test-rust test-python test-joblib-suite bench lint docs clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -56,7 +56,14 @@ bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with lo
 
 LINT_VENV := .venv-$(DEMO_PYTHON)
 
-lint: $(LINT_VENV)/lint-installed ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict (and the API's typing checks, tests/typing), stubtest of _core, the import layers
+.venv-%/docs-installed: .venv-%/installed
+	.venv-$*/bin/python -m pip install -q --group docs
+	touch $@
+
+docs: $(LINT_VENV)/docs-installed ## the documentation site (mkdocs-material, API reference from the docstrings) into site/, strictly: any warning fails
+	NO_MKDOCS_2_WARNING=1 $(LINT_VENV)/bin/mkdocs build --strict --site-dir site
+
+lint: $(LINT_VENV)/lint-installed docs ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict (and the API's typing checks, tests/typing), stubtest of _core, the import layers, the docs site built strictly
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(LINT_VENV)/bin/ruff check python tests
@@ -67,4 +74,4 @@ lint: $(LINT_VENV)/lint-installed ## rustfmt, clippy (pedantic; warnings are err
 	cd python && ../$(LINT_VENV)/bin/lint-imports ../pyproject.toml
 
 clean: ## remove build outputs and virtual environments
-	rm -rf target .venv-* python/gilfree/*.so
+	rm -rf target .venv-* python/gilfree/*.so site

@@ -142,25 +142,59 @@ def test_run_in_executor_and_wrap_future_keep_working(shared_executor):
     assert run(main()) == (25, 36)
 
 
-def test_many_runs_complete_with_fewer_wake_ups_than_results(shared_executor):
-    """10 000 concurrent runs all complete, and the loop is woken far fewer times than results
-    arrive: completions are handed over in batches (``LoopBridge``), not one
-    ``call_soon_threadsafe`` each."""
-    from gilfree._engine import aio
-
+def test_many_concurrent_runs_complete(shared_executor):
     count = 10_000
 
     async def main():
+        return await asyncio.gather(*(shared_executor.run(tasks.square, i) for i in range(count)))
+
+    assert run(main()) == [i * i for i in range(count)]
+
+
+def test_completions_that_arrive_while_the_loop_is_busy_share_one_wake_up(shared_executor):
+    """Under load, completions reach the loop in batches (``LoopBridge``), not one
+    ``call_soon_threadsafe`` each: while the loop's thread is busy, the results of 2000 runs
+    arrive, and they cost a handful of wake-ups."""
+    from gilfree._engine import aio
+
+    count = 2000
+
+    async def main():
         bridge = aio.bridge_for(asyncio.get_running_loop())
+        runs = [asyncio.create_task(shared_executor.run(tasks.square, i)) for i in range(count)]
+        await asyncio.sleep(0)  # every run is submitted
         before = bridge.wakeups
-        results = await asyncio.gather(
-            *(shared_executor.run(tasks.square, i) for i in range(count))
-        )
+        time.sleep(1.0)  # the loop's thread is busy: the completions pile up meanwhile
+        results = await asyncio.gather(*runs)
         return results, bridge.wakeups - before
 
     results, wakeups = run(main())
     assert results == [i * i for i in range(count)]
     assert wakeups <= count // 4, f"{wakeups} wake-ups for {count} results"
+
+
+def test_a_bridge_hands_a_burst_over_in_bounded_drains():
+    """1000 callbacks posted from another thread while the loop is blocked: one wake-up, and
+    drains of at most DRAIN_BATCH callbacks, with the loop's other callbacks in between."""
+    from gilfree._engine import aio
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        bridge = aio.LoopBridge(loop)
+        order = []
+        poster = threading.Thread(
+            target=lambda: [bridge.post(order.append, i) for i in range(1000)]
+        )
+        poster.start()
+        poster.join()  # in the loop's thread: nothing drains meanwhile
+        loop.call_soon(order.append, "other")
+        await asyncio.sleep(0.05)
+        return order, bridge.wakeups
+
+    order, wakeups = run(main())
+    assert wakeups == 1
+    assert [item for item in order if item != "other"] == list(range(1000))
+    assert order.index("other") <= aio.DRAIN_BATCH  # not held up behind the whole burst
 
 
 # --- cancellation --------------------------------------------------------------------------
@@ -534,6 +568,22 @@ def test_pool_async_with_terminates_and_ashutdown_joins(start_method):
     first, finished, entered, other = run(main())
     assert (first, finished) == (4, "finished")
     terminate_within_deadline([entered, other])
+
+
+def test_a_finished_loop_is_not_kept_alive(shared_executor):
+    """The bridge of each loop is kept only as long as the loop lives."""
+    import gc
+    import weakref
+
+    loops = []
+
+    async def main():
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await shared_executor.run(tasks.square, 4)
+
+    assert run(main()) == 16
+    gc.collect()
+    assert loops[0]() is None
 
 
 def test_loops_on_other_threads_get_their_own_completions(shared_executor):

@@ -48,7 +48,9 @@ class LoopBridge:
     docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the bridges are kept in a WeakKeyDictionary keyed by their loop, which a
+        # strong reference from the value would keep alive for ever.
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         #: A drain is scheduled and has not yet emptied the queue.
@@ -64,12 +66,16 @@ class LoopBridge:
                 return  # the drain to come takes it
             self._scheduled = True
             self.wakeups += 1
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop is closed: nothing awaits there any more
-            with self._lock:
-                self._queue.clear()
-                self._scheduled = False
+        loop = self._loop()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._drain)
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        with self._lock:  # the loop is gone or closed: nothing awaits there any more
+            self._queue.clear()
+            self._scheduled = False
 
     def _drain(self) -> None:
         with self._lock:
@@ -79,8 +85,9 @@ class LoopBridge:
             self._scheduled = more
         for callback, args in batch:
             callback(*args)
-        if more:
-            self._loop.call_soon(self._drain)  # after the callbacks already waiting
+        loop = self._loop()
+        if more and loop is not None:
+            loop.call_soon(self._drain)  # after the callbacks already waiting
 
 
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = (
