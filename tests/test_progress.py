@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from conftest import IS_THREAD
 from support import tasks
 from support.limits import RESULT_TIMEOUT, SCRIPT_TIMEOUT
 from support.notebooks import notebook_outputs
-from support.processes import terminate_within_deadline
+from support.processes import run_script, terminate_within_deadline
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(90)]
 
@@ -221,6 +222,32 @@ def test_bad_progress_and_total_are_refused(shared_executor, pool):
         shared_executor.map(tasks.square, range(3), progress="yes")
     with pytest.raises(ValueError, match="total must be a number of items"):
         pool.map(tasks.square, range(3), progress=Recorder(), total=-1)
+
+
+BAR_SCRIPT = """
+import gilfree
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    with gilfree.ProcessPoolExecutor(2) as executor:
+        results = list(executor.map(square, range(300), progress=True))
+    with gilfree.Pool(2) as pool:
+        results += list(pool.imap(square, (x for x in range(200)), progress=True))
+    print(len(results))
+"""
+
+
+@pytest.mark.process_only
+def test_progress_true_in_a_script_draws_tqdm_bars_that_end_complete(tmp_path):
+    pytest.importorskip("tqdm")
+    code, out, err = run_script(tmp_path, BAR_SCRIPT)
+    assert code == 0, err
+    assert out.strip() == "500"
+    shown = [part.split("|")[2].split()[0] for part in re.split("[\r\n]", err) if "|" in part]
+    assert [count for count in shown if count.endswith("/300")][-1] == "300/300", shown
+    assert shown[-1] == "200/200", shown
 
 
 TQDM_SCRIPT = """
