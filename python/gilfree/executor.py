@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, Self, TypeVar, TypeVarTuple, overload
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator, LoopOutcome
-from gilfree._engine.chunking import ChunkSizer
+from gilfree._engine.chunking import TARGET_SECONDS, ChunkSizer
 from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
@@ -323,9 +323,6 @@ class ProcessPoolExecutor(_StdExecutor):
         unlike this executor, multiprocessing.Pool allows recycling forked workers, and starts
         every worker at once and keeps them all running: ``eager``). ``method`` is a start
         method, or ``"thread"`` for the thread backend."""
-        self._limits = limits
-        self._max_workers = max_workers
-        self._start_method = method
         transport: Transport
         if method == "thread":
             transport = ThreadTransport(initializer, initargs)
@@ -333,6 +330,21 @@ class ProcessPoolExecutor(_StdExecutor):
             transport = _process_transport(
                 max_workers, method, initializer, initargs, preload, max_memory
             )
+        self._run_on(transport, max_workers, method, limits, max_tasks_per_child, eager)
+
+    def _run_on(
+        self,
+        transport: Transport,
+        max_workers: int,
+        method: str,
+        limits: Limits = NO_LIMITS,
+        max_tasks_per_child: int | None = None,
+        eager: bool = False,
+    ) -> None:
+        """Builds the front end over ``transport`` (the cluster executors call this too)."""
+        self._limits = limits
+        self._max_workers = max_workers
+        self._start_method = method
         self._engine = Engine(transport, max_workers, max_tasks_per_child, eager)
         #: The collector thread and shutdown.
         self._lifecycle = Lifecycle(self._engine)
@@ -398,9 +410,15 @@ class ProcessPoolExecutor(_StdExecutor):
             self._limits.timeout if timeout is DEFAULT else check_timeout("timeout", timeout),
             self._limits.retries if retries is DEFAULT else check_retries("retries", retries),
         )
-        if limits.timeout is not None and self.backend == "thread":
-            refuse_process_options(timeout=limits.timeout)
+        if limits.timeout is not None:
+            self._check_can_kill("timeout")
         return limits
+
+    def _check_can_kill(self, option: str) -> None:
+        """Refuses ``option``, which kills a worker in the middle of a task, where workers
+        cannot be killed (threads; a cluster's tasks)."""
+        if self.backend == "thread":
+            refuse_process_options(**{option: True})
 
     def _submit(
         self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
@@ -468,8 +486,8 @@ class ProcessPoolExecutor(_StdExecutor):
         ``kwargs``, so none of its names is taken. The options are checked at once."""
         if not isinstance(kill_on_cancel, bool):
             raise TypeError(f"kill_on_cancel must be True or False, got {kill_on_cancel!r}")
-        if kill_on_cancel and self.backend == "thread":
-            refuse_process_options(kill_on_cancel=True)
+        if kill_on_cancel:
+            self._check_can_kill("kill_on_cancel")
         limits = self._limits_with(timeout, retries)
         kwargs_dict = {} if kwargs is None else dict(kwargs)
         return self._run(fn, tuple(args), kwargs_dict, limits, kill=kill_on_cancel)
@@ -517,7 +535,7 @@ class ProcessPoolExecutor(_StdExecutor):
         self._engine.check_open()
         items, star = _mapping.lazy(iterables)
         function = self._engine.function(fn)
-        sizer = ChunkSizer(chunksize, self._max_workers)
+        sizer = self._sizer(chunksize)
         reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
         counter = start_progress(progress, iterables, total)
@@ -578,11 +596,19 @@ class ProcessPoolExecutor(_StdExecutor):
         else:
             items, star = list(zip(*iterables)), True
         function = self._engine.function(fn)
-        sizer = ChunkSizer(chunksize, self._max_workers)
+        sizer = self._sizer(chunksize)
         counter = start_progress(progress, (items,), total)
         job = MapJob(fn, function, items, star, sizer, limits=self._limits, progress=counter)
         self._submit_job(job)
         return _mapping.results(self._engine.pump_role, job, deadline)
+
+    def _sizer(self, chunksize: int | None) -> ChunkSizer:
+        """The chunk sizes of one map: ``chunksize``, or adaptive, aiming at
+        ``_CHUNK_SECONDS`` of work per message."""
+        return ChunkSizer(chunksize, self._max_workers, self._CHUNK_SECONDS)
+
+    #: Seconds of work a map aims to put in each message (see ``gilfree._engine.chunking``).
+    _CHUNK_SECONDS = TARGET_SECONDS
 
     def _submit_overridden(self) -> bool:
         """Whether ``submit`` was replaced on this executor, or by a subclass."""

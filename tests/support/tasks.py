@@ -613,3 +613,10 @@ def tick(x):
     while time.perf_counter() < end:
         pass
     return x
+
+
+def unique_token(_=None):
+    """A value no other call returns: two identical calls that both ran give two."""
+    import uuid
+
+    return uuid.uuid4().hex

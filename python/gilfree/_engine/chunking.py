@@ -1,7 +1,8 @@
 """Adaptive chunk sizes for ``map(chunksize=None)``.
 
-Aim: about 5 ms of work per message, so neither tiny tasks nor medium ones (a DataFrame each, whose
-pickling and decoding cost the parent per message) are drowned in per-message cost,
+Aim: about 5 ms of work per message (``target_seconds``: a cluster's executor aims higher), so
+neither tiny tasks nor medium ones (a DataFrame each, whose pickling and decoding cost the
+parent per message) are drowned in per-message cost,
 while keeping the end of a map balanced across workers. The size follows the cost per item of the
 latest measured chunk (not an average: costs that grow along the input, as in ``map(fib,
 range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk measured, and does
@@ -32,8 +33,13 @@ RISING_EVIDENCE = 3
 class ChunkSizer:
     """Chooses the next chunk's size for one ``map`` call."""
 
-    def __init__(self, fixed: int | None, worker_count: int) -> None:
+    def __init__(
+        self, fixed: int | None, worker_count: int, target_seconds: float = TARGET_SECONDS
+    ) -> None:
         self._fixed = fixed
+        #: Seconds of work per message (a cluster's messages cost more: it aims higher).
+        self._target = target_seconds
+        self._floor = target_seconds * FLOOR_SECONDS / TARGET_SECONDS
         self._worker_count = max(1, worker_count)
         self._seconds_per_item: float | None = None
         self._largest_measured = 0
@@ -47,14 +53,14 @@ class ChunkSizer:
         if self._seconds_per_item is None:
             return 1
         seconds_per_item = max(self._seconds_per_item, 1e-9)
-        size = min(int(TARGET_SECONDS / seconds_per_item), self._largest_measured * GROWTH)
+        size = min(int(self._target / seconds_per_item), self._largest_measured * GROWTH)
         balance = math.ceil(remaining / (4 * self._worker_count))
         # The floor never takes more than a worker's fair share: costs measured on cheap early
         # items say little about later ones when costs grow along the input.
         fair_share = math.ceil(remaining / self._worker_count)
         floor = 0
         if self._measured_seconds >= FLOOR_TRUST_SECONDS and not self._costs_rising():
-            floor = min(int(FLOOR_SECONDS / seconds_per_item), fair_share)
+            floor = min(int(self._floor / seconds_per_item), fair_share)
         return max(1, min(size, max(balance, floor), remaining))
 
     def record(self, start: int, item_count: int, busy_seconds: float) -> None:

@@ -437,7 +437,9 @@ class Engine:
         worker = slot.worker
         exit_code = None if worker is None else worker.poll()
         assert worker is not None and exit_code is not None
-        ending = Ending(worker.pid, exit_code, slot.timed_out_task, slot.cancelled_task)
+        ending = Ending(
+            worker.pid, exit_code, slot.timed_out_task, slot.cancelled_task, worker.end_reason
+        )
         if ending.timed_out_task is not None:
             slot.timeouts += 1
         elif ending.cancelled_task is None and (

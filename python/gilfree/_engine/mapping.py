@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,18 +37,31 @@ def lazy(iterables: tuple[Iterable[Any], ...]) -> tuple[Sequence[Any] | Iterator
     return iter(iterable), False
 
 
-def results(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Any]:
+def results(
+    role: PumpRole,
+    job: MapJob,
+    deadline: float | None,
+    resume: Callable[[MapJob], None] | None = None,
+) -> Iterator[Any]:
     """The results of ``job`` in input order.
 
     Each chunk's list is drained by ``list.pop`` from a C-level iterator, so a result is
     released as soon as the caller has taken it, and the per-item cost stays out of Python.
     The drain counts the items: a result is never compared with anything (``iter(pop,
     sentinel)`` would call ``result == sentinel``, which raises for a numpy array).
+
+    A job with a window (a lazy map) learns how far its reader has got, and ``resume`` lets
+    the engine cut more once it has.
     """
-    return itertools.chain.from_iterable(_chunks(role, job, deadline))
+    return itertools.chain.from_iterable(_chunks(role, job, deadline, resume))
 
 
-def _chunks(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Iterator[Any]]:
+def _chunks(
+    role: PumpRole,
+    job: MapJob,
+    deadline: float | None,
+    resume: Callable[[MapJob], None] | None,
+) -> Iterator[Iterator[Any]]:
     index = 0
     try:
         while index != job.chunk_count():
@@ -62,6 +75,9 @@ def _chunks(role: PumpRole, job: MapJob, deadline: float | None) -> Iterator[Ite
             if failure is not None:
                 raise failure[1]
             index += 1
+            if resume is not None:
+                job.consumed = index
+                resume(job)
     finally:
         job.stop(Abandoned())
 

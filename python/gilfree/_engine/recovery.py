@@ -38,6 +38,9 @@ class Ending:
     timed_out_task: int | None = None
     #: The task id whose caller gave it up and had the worker killed, if that is why it ended.
     cancelled_task: int | None = None
+    #: How the worker was lost, where its transport knows better than an exit code (a cluster
+    #: worker: "the Dask worker tcp://... was lost").
+    reason: str | None = None
 
 
 @dataclass
@@ -93,10 +96,10 @@ def _unit_text(unit: Unit) -> str:
 def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:
     """The error of a unit whose worker died under it."""
     tries = f" (tried {unit.attempts} times)" if unit.attempts > 1 else ""
-    return WorkerCrashedError(
-        f"worker pid {ending.pid} ended ({_core.describe_exit(ending.exit_code)}) while running"
-        f" {function_name(unit.fn)}{tries}"
-    )
+    how = ending.reason
+    if how is None:
+        how = f"worker pid {ending.pid} ended ({_core.describe_exit(ending.exit_code)})"
+    return WorkerCrashedError(f"{how} while running {function_name(unit.fn)}{tries}")
 
 
 def cancelled_error(unit: Unit, ending: Ending) -> CancelledError:

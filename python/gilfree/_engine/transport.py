@@ -66,6 +66,12 @@ class Worker(Protocol):
         (``pid``, ``exitcode``, ``is_alive()``, ``join()``) or a ``threading.Thread``."""
         ...
 
+    @property
+    def end_reason(self) -> str | None:
+        """How the worker was lost, in words, where an exit code would not say it (a cluster's
+        worker); None otherwise."""
+        ...
+
     def send(self, task_id: int, unit: Call | Chunk) -> None:
         """Hands ``unit`` to the worker (under the engine's lock)."""
         ...

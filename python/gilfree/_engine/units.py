@@ -21,10 +21,15 @@ EncodedFunction = tuple[int, bytes]
 
 
 def rebuild_exception(payload: bytes) -> BaseException:
-    """Decodes ``(exception, traceback text)`` from a worker and chains the remote traceback as
-    ``__cause__``, as concurrent.futures does."""
+    """Decodes ``(exception, traceback text)`` from a worker (see ``with_remote_traceback``)."""
     error: BaseException
     error, text = protocol.loads(payload)
+    return with_remote_traceback(error, text)
+
+
+def with_remote_traceback(error: BaseException, text: str) -> BaseException:
+    """``error`` with the traceback ``text`` it had where it was raised chained as
+    ``__cause__``, as concurrent.futures does."""
     # _RemoteTraceback takes the text; typeshed has it take a traceback.
     error.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')  # type: ignore[arg-type]
     return error

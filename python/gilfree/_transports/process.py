@@ -116,6 +116,9 @@ class RingWorker:
         """The process handle ``executor._processes`` shows."""
         return self.process
 
+    #: A process's or a thread's end is told by its exit code.
+    end_reason: str | None = None
+
     def send(self, task_id: int, unit: Call | Chunk) -> None:
         """DEFINE the unit's function if this worker lacks it, then CALL or CHUNK."""
         function_id, encoded = unit.function

@@ -23,6 +23,7 @@ from concurrent.futures import BrokenExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any
 
+from gilfree._transports.queued import OutcomeQueue
 from gilfree._wire import protocol
 from gilfree._workers.progress import ChunkWatch
 from gilfree._workers.worker import run_items
@@ -50,8 +51,10 @@ class ThreadTransport:
             initializer,
             initargs,
         )
-        #: Outcomes of every worker, and None for a kick.
-        self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        #: Outcomes of every worker: ``report`` from the workers' threads, ``pump`` and
+        #: ``kick`` for the engine.
+        outcomes = OutcomeQueue()
+        self.report, self.pump, self.kick = outcomes.report, outcomes.pump, outcomes.kick
         self.on_exit: Callable[[], None] = _nothing
 
     def function(self, fn: Callable[..., Any]) -> EncodedFunction:
@@ -65,28 +68,6 @@ class ThreadTransport:
     def start(self, slot: int, epoch: int) -> ThreadWorker:
         """Starts a thread for ``slot``; it runs the initializer first."""
         return ThreadWorker(self, slot, epoch, self._initializer)
-
-    def report(self, outcome: Outcome) -> None:
-        """Queues a worker's outcome for ``pump`` (from the worker's thread)."""
-        self._outcomes.put(outcome)
-
-    def pump(self, timeout: float) -> list[Outcome]:
-        """The outcomes queued, waiting up to ``timeout`` for the first (GIL released)."""
-        outcomes = self._outcomes
-        try:
-            first = outcomes.get(timeout=timeout) if timeout > 0 else outcomes.get_nowait()
-        except queue.Empty:
-            return []
-        taken = [] if first is None else [first]
-        while not outcomes.empty():  # only the pumper takes from it: get_nowait cannot fail
-            outcome = outcomes.get_nowait()
-            if outcome is not None:
-                taken.append(outcome)
-        return taken
-
-    def kick(self) -> None:
-        """Wakes a ``pump`` waiting in another thread."""
-        self._outcomes.put(None)
 
     def close(self) -> None:
         """Drops the initializer and its arguments."""
@@ -124,6 +105,9 @@ class ThreadWorker:
     def handle(self) -> threading.Thread:
         """The thread, as ``multiprocessing.pool.ThreadPool._pool`` shows its workers."""
         return self.thread
+
+    #: A process's or a thread's end is told by its exit code.
+    end_reason: str | None = None
 
     def send(self, task_id: int, unit: Call | Chunk) -> None:
         """Queues what the thread needs of ``unit``, taken now: once sent, the unit belongs to

@@ -245,6 +245,15 @@ def load_gilfree_progress() -> Contender:
     return ProgressContender("gprogress", "gilfree progress=True", gilfree.ProcessPoolExecutor)
 
 
+def load_dask(native: bool) -> Contender:
+    """Return an executor over a local Dask cluster: gilfree's, or Dask's own."""
+    from gilfree.bench.cluster_contenders import DaskContender
+
+    if native:
+        return DaskContender("dask_native", "Dask get_executor()", native=True)
+    return DaskContender("dask_gilfree", "gilfree DaskExecutor", native=False)
+
+
 def load_gilfree_threads() -> Contender:
     """Return gilfree's executor on threads (``backend="thread"``)."""
     gilfree = importlib.import_module("gilfree")
@@ -337,6 +346,20 @@ REGISTRY: tuple[Entry, ...] = (
         optional=True,
         module="tqdm",
         everywhere=False,
+    ),
+    *(
+        Entry(
+            key,
+            name,
+            functools.partial(load_dask, native),
+            optional=True,
+            module="distributed",
+            everywhere=False,
+        )
+        for key, name, native in (
+            ("dask_gilfree", "gilfree DaskExecutor", False),
+            ("dask_native", "Dask get_executor()", True),
+        )
     ),
     Entry(
         "tpe",

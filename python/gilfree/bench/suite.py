@@ -1,9 +1,10 @@
 """The whole suite, in table order: the pool workloads, the data workloads, the numpy and pandas
-rows, the joblib rows, the asyncio and progress rows, the start-up rows."""
+rows, the joblib rows, the asyncio and progress rows, the cluster rows, the start-up rows."""
 
 from __future__ import annotations
 
 from gilfree.bench.asyncio_workloads import ASYNCIO_WORKLOADS
+from gilfree.bench.cluster_workloads import CLUSTER_WORKLOADS
 from gilfree.bench.data_workloads import DATA_WORKLOADS
 from gilfree.bench.joblib_workloads import JOBLIB_WORKLOADS
 from gilfree.bench.numeric_workloads import NUMERIC_WORKLOADS
@@ -18,6 +19,7 @@ SUITE: tuple[Workload, ...] = (
     *JOBLIB_WORKLOADS,
     *ASYNCIO_WORKLOADS,
     *PROGRESS_WORKLOADS,
+    *CLUSTER_WORKLOADS,
     *START_WORKLOADS,
 )
 

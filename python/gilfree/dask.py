@@ -1,0 +1,137 @@
+"""``gilfree.dask.DaskExecutor``: the executor's API and semantics on a Dask cluster.
+
+The same front end as ``gilfree.ProcessPoolExecutor`` (futures, ``map`` cut into chunks sized
+from measured durations, retries, ``shutdown(cancel_futures=True)``, ``run``/``amap``,
+progress), over a transport that runs each unit as a Dask task (``gilfree._transports.dask``).
+Where ``Client.get_executor()`` differs from concurrent.futures, this executor does not:
+
+* every call runs (tasks are submitted with ``pure=False``: identical calls are not merged);
+* ``map`` cuts its input into chunks (aiming at ``CHUNK_SECONDS`` of work each, so Dask's
+  per-task cost of a few milliseconds is hidden), reads it lazily with at most 4 chunks per
+  worker ahead of the reader (generators, even endless ones, work), and keeps the order;
+* ``shutdown(cancel_futures=True)`` cancels what has not started; ``cancel()`` of a running
+  call returns False; ``running()`` is true while it runs;
+* an exception arrives with its own type and the remote traceback as ``__cause__``; a call
+  whose Dask worker was lost fails with ``WorkerCrashedError``, and ``retries=`` runs it again.
+
+What a cluster cannot do: Dask cannot stop a task that is running, so per-task timeouts
+(``submit_with(timeout=)``) and ``run_with(kill_on_cancel=True)`` are refused, and
+``executor._processes`` is empty (the workers are the cluster's). ``initializer`` is not
+offered: a Dask worker plugin is the cluster's way to prepare its workers.
+
+The executor closes only what it started: given nothing, it starts a ``LocalCluster`` and
+closes it at shutdown; given an address, it closes the client it opened; given a
+``distributed.Client``, it closes nothing. ``pip install gilfree[dask]`` installs Dask;
+``import gilfree`` never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from gilfree._engine import mapping as _mapping
+from gilfree._engine.progress import start as start_progress
+from gilfree._engine.units import READ_AHEAD_CHUNKS_PER_WORKER, Limits, MapJob
+from gilfree._transports.dask import BrokenDaskExecutor, DaskTransport
+from gilfree.executor import ProcessPoolExecutor, check_retries
+
+__all__ = ["BrokenDaskExecutor", "DaskExecutor"]
+
+_T = TypeVar("_T")
+
+#: Seconds of work a ``map`` aims to put in each Dask task.
+CHUNK_SECONDS = 0.2
+
+
+class DaskExecutor(ProcessPoolExecutor):
+    """Runs calls on a Dask cluster with ``concurrent.futures``' semantics (see the module
+    docstring).
+
+    Args:
+        client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``), or
+            None to start a ``LocalCluster`` of one single-threaded worker process per core.
+        max_workers: how many units run at once; default: the cluster's threads, counted now.
+        retries: times a call whose Dask worker was lost is run again before it fails with
+            ``WorkerCrashedError`` (default 0).
+    """
+
+    _CHUNK_SECONDS = CHUNK_SECONDS
+
+    def __init__(
+        self, client: Any = None, *, max_workers: int | None = None, retries: int = 0
+    ) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise ImportError(
+                "gilfree.dask.DaskExecutor needs Dask: pip install gilfree[dask]"
+            ) from None
+        limits = Limits(None, check_retries("retries", retries))
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0
+        ):
+            raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
+        owned: list[Any] = []
+        if client is None:
+            import dask
+
+            # A task whose worker dies is not handed to another worker by the scheduler:
+            # retries= decides whether it runs again (Dask's default gives it 3 more workers
+            # to kill).
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                cluster = distributed.LocalCluster(
+                    threads_per_worker=1, processes=True, dashboard_address=":0"
+                )
+            client = distributed.Client(cluster)
+            owned = [client, cluster]
+        elif isinstance(client, str):
+            client = distributed.Client(client)
+            owned = [client]
+        elif not isinstance(client, distributed.Client):
+            raise TypeError(
+                "client must be a distributed.Client, a scheduler address, or None (a"
+                f" LocalCluster is started), got {client!r}"
+            )
+        if max_workers is None:
+            max_workers = max(1, sum(client.nthreads().values()))
+        self.client: distributed.Client = client
+        self._run_on(DaskTransport(client, owned), max_workers, "dask", limits)
+
+    def _check_can_kill(self, option: str) -> None:
+        raise ValueError(
+            f"{option}: Dask cannot stop a task that is running (cancelling its future forgets"
+            " it and lets it run), so gilfree.dask.DaskExecutor offers no per-task timeout or"
+            f" kill. Leave {option} out, or bound the task's own work."
+        )
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: Any = False,
+        total: int | None = None,
+    ) -> Iterator[_T]:
+        """Like the builtin ``map``, run on the cluster; results come back in order. The input
+        is read lazily, at most 4 chunks per worker ahead of the reader. ``timeout`` counts
+        from this call; ``progress`` and ``total`` as in ``ProcessPoolExecutor.map``."""
+        import time
+
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        self._engine.check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items, star = _mapping.lazy(iterables)
+        function = self._engine.function(fn)
+        window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
+        counter = start_progress(progress, iterables, total)
+        job = MapJob(
+            fn, function, items, star, self._sizer(chunksize), window, self._limits, None, counter
+        )
+        self._submit_job(job)
+        return _mapping.results(self._engine.pump_role, job, deadline, self._engine.resume)
+
+    def __repr__(self) -> str:
+        return f"<gilfree.dask.DaskExecutor client={self.client!r} max_workers={self._max_workers}>"

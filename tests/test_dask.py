@@ -1,0 +1,172 @@
+"""``gilfree.dask.DaskExecutor`` (issue #14): the executor's semantics on a Dask cluster.
+
+One ``LocalCluster`` of two single-threaded worker processes serves the module (started with
+``allowed-failures`` 0, so a task whose worker dies is not handed to another worker by the
+scheduler: ``retries=`` decides). The executor is given the cluster's client, so it closes
+nothing of it; one test lets an executor start and close a cluster of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import itertools
+import os
+
+import pytest
+
+from conftest import IMPL
+from support import tasks
+from support.limits import RESULT_TIMEOUT
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+import gilfree  # noqa: E402
+from gilfree.dask import DaskExecutor  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(IMPL != "gilfree", reason="a cluster's executor: run once, not per IMPL"),
+    # distributed's own threads and sockets end with the cluster; its warnings are its own.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+    the_client = distributed.Client(cluster)
+    yield the_client
+    the_client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def executor(client):
+    the_executor = DaskExecutor(client)
+    yield the_executor
+    the_executor.shutdown(wait=True)
+
+
+def test_calls_run_on_the_cluster_with_their_results(executor):
+    assert executor.submit(tasks.square, 7).result(RESULT_TIMEOUT) == 49
+    assert executor.submit(lambda a, b=1: a + b, 1, b=5).result(RESULT_TIMEOUT) == 6
+    assert executor.submit(os.getpid).result(RESULT_TIMEOUT) != os.getpid()
+    assert executor._max_workers == 2  # the cluster's threads
+
+
+def test_identical_calls_all_run(executor):
+    """Dask's own executor merges identical calls (``pure=True``); every call runs here."""
+    futures = [executor.submit(tasks.unique_token) for _ in range(4)]
+    tokens = {future.result(RESULT_TIMEOUT) for future in futures}
+    assert len(tokens) == 4
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio(executor):
+    futures = [executor.submit(tasks.square, x) for x in range(20)]
+    _done, not_done = concurrent.futures.wait(futures, timeout=RESULT_TIMEOUT)
+    assert not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == sorted(
+        x * x for x in range(20)
+    )
+
+    async def main():
+        wrapped = await asyncio.wrap_future(executor.submit(tasks.square, 3))
+        ran = await executor.run(tasks.square, 4)
+        mapped = [y async for y in executor.amap(tasks.square, range(10))]
+        return wrapped, ran, mapped
+
+    assert asyncio.run(main()) == (9, 16, [x * x for x in range(10)])
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 64])
+def test_map_keeps_order_and_chunks(executor, chunksize):
+    results = list(executor.map(tasks.square, range(2000), chunksize=chunksize))
+    assert results == [x * x for x in range(2000)]
+    assert list(executor.map(tasks.add, range(5), [10] * 5)) == [10, 11, 12, 13, 14]
+
+
+def test_map_reads_an_endless_generator_lazily(executor):
+    pulled = itertools.count()
+
+    def endless():
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    results = executor.map(tasks.square, endless(), chunksize=2)
+    taken = list(itertools.islice(results, 20))
+    del results  # dropping the results stops the job
+    gc.collect()
+    assert taken == [x * x for x in range(20)]
+    assert next(pulled) <= 20 + 4 * 2 * 2 + 2 + 1
+
+
+def test_an_exception_keeps_its_type_and_remote_traceback(executor):
+    with pytest.raises(tasks.CustomError) as raised:
+        executor.submit(tasks.raise_custom_error, "boom").result(RESULT_TIMEOUT)
+    assert raised.value.args == ("boom",)
+    assert "raise_custom_error" in str(raised.value.__cause__)
+    with pytest.raises(ValueError, match="bad value 3"):
+        list(executor.map(tasks.raise_if_equal, range(6), [3] * 6))
+
+
+def test_a_crash_gives_worker_crashed_error_and_retries_recover(client, tmp_path):
+    with DaskExecutor(client) as crashing:
+        with pytest.raises(gilfree.WorkerCrashedError, match="Dask cluster lost the worker"):
+            crashing.submit(tasks.crash, "exit3").result(RESULT_TIMEOUT)
+        assert crashing.submit(tasks.square, 5).result(RESULT_TIMEOUT) == 25
+    marker = str(tmp_path / "crashed-once")
+    with DaskExecutor(client, retries=1) as retrying:
+        future = retrying.submit(tasks.crash_the_first_time, marker, "second run", "exit3")
+        assert future.result(RESULT_TIMEOUT) == "second run"
+    client.wait_for_workers(2, timeout=RESULT_TIMEOUT)
+
+
+def test_shutdown_can_cancel_what_has_not_started(client, tmp_path):
+    gate = tmp_path / "gate"
+    the_executor = DaskExecutor(client, max_workers=1)
+    running = the_executor.submit(tasks.block_until_released, str(gate), "ran")
+    pending = [the_executor.submit(tasks.square, x) for x in range(5)]
+    the_executor.shutdown(wait=False, cancel_futures=True)
+    gate.touch()
+    assert running.result(RESULT_TIMEOUT) == "ran"
+    assert all(future.cancelled() for future in pending)
+    assert not running.cancel()
+
+
+def test_what_a_cluster_cannot_do_is_refused(executor):
+    with pytest.raises(ValueError, match="Dask cannot stop a task"):
+        executor.submit_with(tasks.square, (2,), timeout=1)
+    with pytest.raises(ValueError, match="Dask cannot stop a task"):
+        executor.run_with(tasks.square, (2,), kill_on_cancel=True)
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        DaskExecutor(42)
+
+
+def test_an_executor_closes_only_what_it_started(client):
+    DaskExecutor(client).shutdown()
+    assert client.status == "running"
+    own = DaskExecutor()
+    own_client = own.client
+    assert own.submit(tasks.square, 6).result(RESULT_TIMEOUT) == 36
+    own.shutdown()
+    assert own_client.status == "closed"
+
+
+def test_importing_gilfree_never_imports_dask(tmp_path):
+    from support.processes import run_script
+
+    code, out, err = run_script(
+        tmp_path,
+        "import sys\nimport gilfree, gilfree.executor, gilfree.pool\n"
+        "print(sorted(name for name in ('dask', 'distributed') if name in sys.modules))\n",
+    )
+    assert (code, out.strip()) == (0, "[]"), err
