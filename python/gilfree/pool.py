@@ -463,15 +463,6 @@ class Pool:
         counter = start_progress(progress, (counted,), total)
         return MapJob(func, function, items, star, sizer, window, NO_LIMITS, on_progress, counter)
 
-    def _submit(self, job: MapJob) -> None:
-        """Queues ``job``; its progress display is closed if it cannot be."""
-        try:
-            self._engine.submit(job)
-        except BaseException:
-            if job.progress is not None:
-                job.progress.close()
-            raise
-
     def _map_async(
         self,
         func: Callable[..., _T],
@@ -488,7 +479,7 @@ class Pool:
         ended = result._job_progressed  # noqa: SLF001 - the job reports to its reader
         items = _mapping.snapshot(iterable)
         job = self._job(func, items, star, chunksize, None, ended, (progress, total, items))
-        self._submit(job)
+        self._executor._submit_job(job)  # noqa: SLF001
         result._start(job)  # noqa: SLF001
         return result
 
@@ -574,7 +565,7 @@ class Pool:
             (progress, total, iterable),
         )
         results._follow(job)  # noqa: SLF001
-        self._submit(job)
+        self._executor._submit_job(job)  # noqa: SLF001
         return results
 
     def imap(
@@ -659,7 +650,7 @@ class Pool:
         shown = (progress, total, iterable)
         job = self._job(func, items, star, chunksize, window, reader.on_progress, shown)
         reader.follow(job)
-        self._submit(job)
+        self._executor._submit_job(job)  # noqa: SLF001
         return reader
 
     async def __aenter__(self) -> Pool:
