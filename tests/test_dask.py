@@ -170,3 +170,18 @@ def test_importing_gilfree_never_imports_dask(tmp_path):
         "print(sorted(name for name in ('dask', 'distributed') if name in sys.modules))\n",
     )
     assert (code, out.strip()) == (0, "[]"), err
+
+
+def test_a_pool_on_the_cluster(client):
+    """``gilfree.dask.Pool``: multiprocessing.Pool's API on the cluster."""
+    from gilfree.dask import Pool
+
+    with Pool(client) as pool:
+        assert pool.map(tasks.square, range(100)) == [x * x for x in range(100)]
+        assert list(pool.imap(tasks.square, (x for x in range(10)))) == [x * x for x in range(10)]
+        assert pool.apply_async(tasks.add, (1, 2)).get(RESULT_TIMEOUT) == 3
+        assert pool.starmap(tasks.add, [(1, 2), (3, 4)]) == [3, 7]
+        with pytest.raises(ValueError, match="bad value 2"):
+            pool.starmap(tasks.raise_if_equal, [(x, 2) for x in range(4)])
+        assert asyncio.run(pool.run(tasks.square, 9)) == 81
+    assert client.status == "running"

@@ -35,8 +35,10 @@ from gilfree._engine.progress import start as start_progress
 from gilfree._engine.units import READ_AHEAD_CHUNKS_PER_WORKER, Limits, MapJob
 from gilfree._transports.dask import BrokenDaskExecutor, DaskTransport
 from gilfree.executor import ProcessPoolExecutor, check_retries
+from gilfree.pool import RUN
+from gilfree.pool import Pool as _Pool
 
-__all__ = ["BrokenDaskExecutor", "DaskExecutor"]
+__all__ = ["BrokenDaskExecutor", "DaskExecutor", "Pool"]
 
 _T = TypeVar("_T")
 
@@ -135,3 +137,23 @@ class DaskExecutor(ProcessPoolExecutor):
 
     def __repr__(self) -> str:
         return f"<gilfree.dask.DaskExecutor client={self.client!r} max_workers={self._max_workers}>"
+
+
+class Pool(_Pool):
+    """``multiprocessing.Pool``'s API on a Dask cluster: ``gilfree.Pool``'s methods and result
+    objects (``map``, ``imap``, ``apply_async``, ``run``, ``amap``, ``terminate``...) over a
+    ``DaskExecutor`` (see the module docstring for what a cluster does and refuses).
+
+    Args:
+        client: as for ``DaskExecutor``: a ``distributed.Client``, an address, or None.
+        processes: how many units run at once; default: the cluster's threads.
+        retries: times a call whose Dask worker was lost is run again (default 0).
+    """
+
+    def __init__(
+        self, client: Any = None, processes: int | None = None, *, retries: int = 0
+    ) -> None:
+        self._state = RUN  # first: __del__ reads it even if the executor cannot start
+        self._ctx = None
+        executor = DaskExecutor(client, max_workers=processes, retries=retries)
+        self._adopt(executor, executor._max_workers)  # noqa: SLF001 - its own executor

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator
-from gilfree._engine.chunking import ChunkSizer
 from gilfree._engine.progress import start as start_progress
 from gilfree._engine.units import NO_LIMITS, READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
@@ -382,7 +381,6 @@ class Pool:
             method = "thread"
         else:
             method = resolve_start_method(context, None)
-        self._processes = processes
         self._ctx = context
         executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
         executor._start(  # noqa: SLF001 - the executor is Pool's engine room
@@ -394,8 +392,13 @@ class Pool:
             (),
             eager=True,
         )
+        self._adopt(executor, processes)
+
+    def _adopt(self, executor: ProcessPoolExecutor, processes: int) -> None:
+        """Runs this pool on ``executor``'s engine (a cluster's pool hands its own)."""
+        self._processes = processes
         self._executor = executor
-        self._engine: Engine = executor._engine  # noqa: SLF001
+        self._engine: Engine = executor._engine  # noqa: SLF001 - the executor is Pool's engine room
         self._lifecycle = executor._lifecycle  # noqa: SLF001
         self._engine.fill()
 
@@ -458,7 +461,7 @@ class Pool:
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         function = self._engine.function(func)
-        sizer = ChunkSizer(chunksize, self._processes)
+        sizer = self._executor._sizer(chunksize)  # noqa: SLF001 - sized as the executor sizes
         progress, total, counted = shown
         counter = start_progress(progress, (counted,), total)
         return MapJob(func, function, items, star, sizer, window, NO_LIMITS, on_progress, counter)
