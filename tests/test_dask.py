@@ -185,3 +185,66 @@ def test_a_pool_on_the_cluster(client):
             pool.starmap(tasks.raise_if_equal, [(x, 2) for x in range(4)])
         assert asyncio.run(pool.run(tasks.square, 9)) == 81
     assert client.status == "running"
+
+
+PLUGIN_SCRIPT = """
+import os, sys, time
+import dask
+import distributed
+import gilfree
+from gilfree.dask import WorkerPlugin
+
+def where(_=None):
+    return os.getpid()
+
+def crash():
+    os._exit(3)
+
+if __name__ == "__main__":
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0"
+        )
+    client = distributed.Client(cluster)
+    client.register_plugin(WorkerPlugin(max_workers=2))
+    (dask_pid,) = client.run(os.getpid).values()
+    assert dask.config.get("distributed.worker.daemon"), "daemon workers are the default"
+    with dask.annotate(executor="gilfree"):
+        pids = set(client.gather(client.map(where, range(8), pure=False)))
+        lambda_result = client.submit(lambda x: x * 2, 21, pure=False).result()
+    assert dask_pid not in pids, (dask_pid, pids)
+    assert lambda_result == 42
+    scattered = client.scatter(list(range(1000)))
+    with dask.annotate(executor="gilfree"):
+        crashed = client.submit(crash, pure=False)
+        try:
+            crashed.result()
+        except gilfree.WorkerCrashedError as error:
+            print("crashed:", type(error).__name__)
+        survivor = client.submit(where, pure=False).result()
+    assert sum(client.gather(scattered)) == sum(range(1000)), "the scattered data was lost"
+    assert list(client.run(os.getpid).values()) == [dask_pid], "the Dask worker was replaced"
+    client.close()
+    cluster.close()
+    deadline = time.monotonic() + 10
+    left = {pid for pid in pids | {survivor} if os.path.exists(f"/proc/{pid}")}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = {pid for pid in left if os.path.exists(f"/proc/{pid}")}
+    assert not left, f"gilfree workers left after the cluster closed: {left}"
+    print("plugin ok", len(pids))
+"""
+
+
+def test_the_worker_plugin_runs_tasks_in_gilfree_workers_of_daemon_dask_workers(tmp_path):
+    """``WorkerPlugin``: tasks under ``dask.annotate(executor="gilfree")`` run in gilfree's
+    worker processes (other pids than the Dask worker's; a ``__main__`` function and a lambda),
+    with Dask's default daemon workers; a task that crashes its process fails with
+    ``WorkerCrashedError`` and the Dask worker keeps its scattered data; no gilfree process is
+    left once the cluster has closed."""
+    from support.processes import run_script
+
+    code, out, err = run_script(tmp_path, PLUGIN_SCRIPT)
+    assert code == 0, out + err
+    assert "crashed: WorkerCrashedError" in out
+    assert "plugin ok" in out

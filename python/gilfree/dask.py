@@ -23,12 +23,20 @@ The executor closes only what it started: given nothing, it starts a ``LocalClus
 closes it at shutdown; given an address, it closes the client it opened; given a
 ``distributed.Client``, it closes nothing. ``pip install gilfree[dask]`` installs Dask;
 ``import gilfree`` never imports it.
+
+``WorkerPlugin`` goes the other way: it makes gilfree the process pool inside each Dask worker,
+for the tasks annotated ``dask.annotate(executor="gilfree")`` (or all of them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
+
+try:
+    import distributed
+except ImportError as missing:  # pragma: no cover - the extra is what brings it
+    raise ImportError("gilfree.dask needs Dask: pip install gilfree[dask]") from missing
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.progress import start as start_progress
@@ -38,7 +46,7 @@ from gilfree.executor import ProcessPoolExecutor, check_retries
 from gilfree.pool import RUN
 from gilfree.pool import Pool as _Pool
 
-__all__ = ["BrokenDaskExecutor", "DaskExecutor", "Pool"]
+__all__ = ["BrokenDaskExecutor", "DaskExecutor", "Pool", "WorkerPlugin"]
 
 _T = TypeVar("_T")
 
@@ -63,12 +71,6 @@ class DaskExecutor(ProcessPoolExecutor):
     def __init__(
         self, client: Any = None, *, max_workers: int | None = None, retries: int = 0
     ) -> None:
-        try:
-            import distributed
-        except ImportError:
-            raise ImportError(
-                "gilfree.dask.DaskExecutor needs Dask: pip install gilfree[dask]"
-            ) from None
         limits = Limits(None, check_retries("retries", retries))
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0
@@ -157,3 +159,42 @@ class Pool(_Pool):
         self._ctx = None
         executor = DaskExecutor(client, max_workers=processes, retries=retries)
         self._adopt(executor, executor._max_workers)  # noqa: SLF001 - its own executor
+
+
+class WorkerPlugin(distributed.WorkerPlugin):
+    """Makes gilfree the process pool inside each Dask worker.
+
+    ``client.register_plugin(WorkerPlugin(max_workers=2))`` gives every worker (those that join
+    later too) a ``gilfree.ProcessPoolExecutor`` registered as the worker's executor
+    ``"gilfree"``: tasks submitted under ``dask.annotate(executor="gilfree")`` run in its
+    worker processes, and with ``default=True`` every task does. They get gilfree's crash
+    isolation (a task that kills its process fails with ``WorkerCrashedError``; the Dask
+    worker, and the data it holds, stay), lambdas and ``__main__`` functions, and per-task
+    timeouts (``task_timeout=``, given to the executor with any of its other options). It works
+    with Dask's default daemon workers: gilfree's workers are not multiprocessing children. The
+    pool is shut down when the worker closes, so no gilfree process outlives the cluster.
+    """
+
+    name = "gilfree"
+
+    def __init__(
+        self, max_workers: int | None = None, *, default: bool = False, **options: Any
+    ) -> None:
+        self._max_workers = max_workers
+        self._default = default
+        self._options = options
+        self._executor: ProcessPoolExecutor | None = None
+
+    def setup(self, worker: distributed.Worker) -> None:
+        """Starts the pool and registers it with ``worker``."""
+        executor = ProcessPoolExecutor(self._max_workers, **self._options)
+        self._executor = executor
+        worker.executors["gilfree"] = executor
+        if self._default:
+            worker.executors["default"] = executor
+
+    def teardown(self, worker: distributed.Worker) -> None:
+        """Shuts the pool down: what it has not started is cancelled, its workers exit."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
