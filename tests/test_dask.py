@@ -248,3 +248,18 @@ def test_the_worker_plugin_runs_tasks_in_gilfree_workers_of_daemon_dask_workers(
     assert code == 0, out + err
     assert "crashed: WorkerCrashedError" in out
     assert "plugin ok" in out
+
+
+def test_one_string_picks_where_work_runs(client):
+    local = gilfree.executor_at("local", max_workers=1)
+    with local:
+        assert type(local) is gilfree.ProcessPoolExecutor
+        assert local.submit(tasks.square, 3).result(RESULT_TIMEOUT) == 9
+    address = client.scheduler.address.removeprefix("tcp://")
+    with gilfree.executor_at(f"dask://{address}", retries=1) as remote:
+        assert isinstance(remote, DaskExecutor)
+        assert remote.submit(tasks.square, 4).result(RESULT_TIMEOUT) == 16
+    assert remote.client.status == "closed" and client.status == "running"
+    for wrong in ("ray://x", "dask:/x", "tcp://host:1", ""):
+        with pytest.raises(ValueError, match='"local", "dask://host:port"'):
+            gilfree.executor_at(wrong)

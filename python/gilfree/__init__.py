@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gilfree._engine.aio import AsyncMapIterator
     from gilfree._engine.future import Future
     from gilfree._engine.slots import WorkerStats
+    from gilfree.connect import executor_at
     from gilfree.errors import (
         BrokenProcessPool,
         SerializationError,
@@ -43,6 +44,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerCrashedError",
     "WorkerStats",
+    "executor_at",
     "shared_ndarray",
 ]
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ _HOMES = {
     "SerializationError": "gilfree.errors",
     "TaskTimeoutError": "gilfree.errors",
     "shared_ndarray": "gilfree.shared",
+    "executor_at": "gilfree.connect",
     "Executor": "gilfree.executor",
     "ProcessPoolExecutor": "gilfree.executor",
     "WorkerStats": "gilfree._engine.slots",

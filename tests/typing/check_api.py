@@ -70,6 +70,11 @@ async def pool_awaits(pool: gilfree.Pool) -> None:
     await pool.ashutdown()
 
 
+def where_work_runs() -> None:
+    assert_type(gilfree.executor_at("local", max_workers=2), gilfree.ProcessPoolExecutor)
+    gilfree.executor_at(42)  # type: ignore[arg-type]
+
+
 def executor_construction() -> None:
     gilfree.ProcessPoolExecutor(2, initializer=setup, initargs=(1, "a"))
     gilfree.ProcessPoolExecutor(2, None, setup, (1, "a"))

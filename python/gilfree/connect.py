@@ -1,0 +1,31 @@
+"""``gilfree.executor_at(where)``: one string picks where work runs.
+
+``"local"``: gilfree's ``ProcessPoolExecutor`` on this machine. ``"dask://host:port"``: a
+``gilfree.dask.DaskExecutor`` on the Dask scheduler at that address (it opens a client, and
+closes it at shutdown); ``"dask://"``: a ``DaskExecutor`` on a ``LocalCluster`` of its own.
+Every one is an executor with the same API and semantics, so moving a script from one machine
+to a cluster changes that string alone. Keyword options go to the executor's constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gilfree.executor import ProcessPoolExecutor
+
+#: The forms ``where`` takes, for error messages.
+FORMS = '"local", "dask://host:port" or "dask://" (a local Dask cluster)'
+
+
+def executor_at(where: str = "local", **options: Any) -> ProcessPoolExecutor:
+    """An executor running work where ``where`` says (see the module docstring)."""
+    if not isinstance(where, str):
+        raise TypeError(f"where must be a string: {FORMS}; got {where!r}")
+    if where == "local":
+        return ProcessPoolExecutor(**options)
+    scheme, separator, address = where.partition("://")
+    if separator and scheme == "dask":
+        from gilfree.dask import DaskExecutor
+
+        return DaskExecutor(f"tcp://{address}" if address else None, **options)
+    raise ValueError(f"where must be {FORMS}; got {where!r}")
