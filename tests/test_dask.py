@@ -263,3 +263,26 @@ def test_one_string_picks_where_work_runs(client):
     for wrong in ("ray://x", "dask:/x", "tcp://host:1", ""):
         with pytest.raises(ValueError, match='"local", "dask://host:port"'):
             gilfree.executor_at(wrong)
+
+
+def test_a_large_argument_is_placed_on_the_cluster_once(executor, monkeypatch):
+    """An 8 MB array given to 40 calls of a map (and to 3 submits in flight together) is
+    scattered once, and each call receives the array itself."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(1_000_000, dtype=np.float64)
+    scattered = []
+    real_scatter = executor.client.scatter
+
+    def counting_scatter(data, **kwargs):
+        scattered.append(len(data))
+        return real_scatter(data, **kwargs)
+
+    monkeypatch.setattr(executor.client, "scatter", counting_scatter)
+    sums = list(executor.map(np.sum, [array] * 40, chunksize=4))
+    assert sums == [float(array.sum())] * 40
+    assert len(scattered) == 1
+    small = list(executor.map(tasks.square, range(50)))  # nothing small is scattered
+    assert small == [x * x for x in range(50)] and len(scattered) == 1
+    futures = [executor.submit(np.sum, array) for _ in range(3)]
+    assert [f.result(RESULT_TIMEOUT) for f in futures] == [float(array.sum())] * 3
+    assert len(scattered) <= 2  # once more at most: the map's units had all ended

@@ -23,6 +23,7 @@ import itertools
 import signal
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 #: Units of a Dask transport call ``unit.fn`` themselves: nothing is registered.
 NO_FUNCTION: EncodedFunction = (0, b"")
+#: Values of this many bytes or more are placed on the cluster once (``client.scatter``).
+PLACE_BYTES = 1 << 20
 
 
 class BrokenDaskExecutor(BrokenExecutor):
@@ -62,6 +65,9 @@ class DaskTransport:
         self._owned = owned
         self._token = uuid.uuid4().hex[:12]
         self._keys = itertools.count()
+        self._lock = threading.Lock()
+        #: Values placed on the cluster, by ``id``, while units that use them are out.
+        self._placements: dict[int, _Placed] = {}
         outcomes = OutcomeQueue()
         self.report, self.pump, self.kick = outcomes.report, outcomes.pump, outcomes.kick
         self.on_exit: Callable[[], None] = _nothing
@@ -71,8 +77,45 @@ class DaskTransport:
         return NO_FUNCTION
 
     def pack(self, value: Any, shared: list[Any]) -> Any:
-        """``value`` itself: Dask serializes it with the task."""
-        return value
+        """``value`` (a call's ``(args, kwargs)``, a chunk's ``(items, star)``) as Dask sends
+        it, with each large top-level value (``PLACE_BYTES`` or more: an argument, an item, an
+        item's argument) placed on the cluster once (``client.scatter``) and replaced by its
+        Dask future, which the task receives as the value. A value is placed once for as long
+        as a unit that uses it is out: the units keep a ``Placement`` in ``shared``."""
+        first, second = value
+        if isinstance(second, bool):  # a chunk: (items, star)
+            items = [
+                tuple(self._placed(arg, shared) for arg in item)
+                if second
+                else self._placed(item, shared)
+                for item in first
+            ]
+            return items, second
+        args = tuple(self._placed(arg, shared) for arg in first)
+        kwargs = {name: self._placed(arg, shared) for name, arg in second.items()}
+        return args, kwargs
+
+    def _placed(self, value: Any, shared: list[Any]) -> Any:
+        """``value``, or the future of its placed copy if it is large (see ``pack``)."""
+        if _nbytes(value) < PLACE_BYTES:
+            return value
+        with self._lock:
+            entry = self._placements.get(id(value))
+            if entry is None or entry.value is not value:
+                [future] = self.client.scatter([value], hash=False)
+                entry = self._placements[id(value)] = _Placed(value, future)
+            entry.users += 1
+        shared.append(Placement(self, id(value)))
+        return entry.future
+
+    def unplace(self, key: int) -> None:
+        """A unit that used the placed value ``key`` has ended."""
+        with self._lock:
+            entry = self._placements.get(key)
+            if entry is not None:
+                entry.users -= 1
+                if entry.users <= 0:
+                    del self._placements[key]  # Dask releases the data with its future
 
     def start(self, slot: int, epoch: int) -> DaskLane:
         """A lane for ``slot``: ready at once (the cluster's workers are already running)."""
@@ -207,6 +250,43 @@ class DaskLane:
 
     def ended(self) -> None:
         """Nothing to free."""
+
+
+class _Placed:
+    """A value placed on the cluster: the value (so its id stays its own), its Dask future, and
+    how many units that use it are out."""
+
+    __slots__ = ("future", "users", "value")
+
+    def __init__(self, value: Any, future: Any) -> None:
+        self.value = value
+        self.future = future
+        self.users = 0
+
+
+class Placement:
+    """Held in a unit's ``shared`` list: when the unit drops the list, the placed value loses
+    a user."""
+
+    __slots__ = ("__weakref__",)
+
+    def __init__(self, transport: DaskTransport, key: int) -> None:
+        weakref.finalize(self, transport.unplace, key)
+
+
+def _nbytes(value: Any) -> int:
+    """The bytes ``value`` holds, for the large kinds users pass (arrays, frames, bytes); 0
+    for anything else. Never compares or truth-tests the value."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value)
+    nbytes = getattr(value, "nbytes", None)  # numpy arrays, pandas Series and Index, Arrow
+    if isinstance(nbytes, int):
+        return nbytes
+    usage = getattr(value, "memory_usage", None)  # a pandas DataFrame
+    if kind.__name__ == "DataFrame" and callable(usage):
+        return int(usage(index=True, deep=False).sum())
+    return 0
 
 
 def _local(kind: int, value: Any) -> Any:
