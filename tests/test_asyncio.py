@@ -365,6 +365,23 @@ def test_amap_carries_values_users_send(shared_executor, name):
         check(name, received)
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_a_parked_amap_goes_on_when_its_reader_moves_on(shared_executor, ordered):
+    """The reader pauses until the window is full and the job parks, and the collector, with
+    nothing outstanding, goes idle; taking results again resumes the job, which must wake the
+    collector, since nobody else collects for an ``amap``."""
+
+    async def main():
+        results = []
+        async for y in shared_executor.amap(tasks.square, range(40), chunksize=1, ordered=ordered):
+            results.append(y)
+            if len(results) == 1:
+                await asyncio.sleep(0.3)
+        return results
+
+    assert sorted(run(main())) == [x * x for x in range(40)]
+
+
 def test_amap_of_an_empty_input_ends_at_once(shared_executor):
     async def main():
         return [y async for y in shared_executor.amap(tasks.square, iter(()))]

@@ -153,10 +153,15 @@ class Engine:
         return self._backlog.outstanding()
 
     def resume(self, job: MapJob) -> None:
-        """Called by a map job's reader after it took results: a parked job may go on."""
+        """Called by a map job's reader after it took results: a parked job may go on. Its
+        new chunks are outstanding work, as a submit's are: the collector must know (a reader
+        that does not pump, such as ``amap``'s, relies on it)."""
         with self._lock:
-            if self._backlog.resume(job):
+            resumed = self._backlog.resume(job)
+            if resumed:
                 self._dispatch()
+        if resumed:
+            self.on_work()
 
     def unpark_all(self) -> None:
         """Lets every parked job run to its end without waiting for its reader (shutdown)."""

@@ -91,13 +91,18 @@ class Lifecycle:
             with self._wake:
                 if self._state == _CLOSED:
                     return
+                # Idle is announced before the look at the work, never after: a submit queues
+                # its work, then reads _idle (note_submit, without the lock), so either this
+                # look sees the work, or the submit sees _idle and wakes this wait.
+                self._idle = True
                 idle = engine.outstanding() == 0
                 if idle and (self._state != _OPEN or not engine.exits_unchecked()):
                     if self._state == _CLOSING:
+                        self._idle = False
                         break
-                    self._idle = True
                     self._wake.wait()
                     continue
+                self._idle = False
             role = engine.pump_role
             if role.try_take_for_collector():
                 try:
