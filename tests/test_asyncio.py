@@ -639,3 +639,20 @@ def test_no_task_runs_in_the_event_loops_thread(shared_executor):
 
 def _where():
     return os.getpid(), threading.get_ident()
+
+
+NOTEBOOK_CELLS = [
+    "import gilfree\nexecutor = gilfree.ProcessPoolExecutor(2)",
+    "first = await executor.run(abs, -3)\n"
+    "values = [x async for x in executor.amap(abs, range(-5, 0))]",
+    "await executor.ashutdown()\nprint(first, values)",
+]
+
+
+@pytest.mark.process_only
+def test_top_level_await_in_a_notebook(tmp_path):
+    """In a notebook (IPython's loop, top-level ``await``): ``run``, ``amap`` and
+    ``ashutdown``."""
+    from support.notebooks import run_notebook
+
+    assert run_notebook(tmp_path, NOTEBOOK_CELLS).strip() == "3 [5, 4, 3, 2, 1]"
