@@ -305,7 +305,7 @@ def _alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:  # gone before the open (FileNotFoundError) or the read (ProcessLookupError)
         return False
 
 

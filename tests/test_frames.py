@@ -91,24 +91,33 @@ def test_ten_thousand_tasks_do_not_grow_shared_or_resident_memory():
         for _ in range(10):
             round_of_work(executor)
         worker_pids = [stats.pid for stats in executor.stats()]
-        before = frames.resident_bytes(), frames.shared_mapping_count()
-        workers_before = [worker_resident(pid) for pid in worker_pids]
-        kinds_before = [resident_kinds(pid) for pid in worker_pids]
-        for _ in range(100):  # 100 x (100 + 1) tasks
-            round_of_work(executor)
-        after = frames.resident_bytes(), frames.shared_mapping_count()
-        workers_after = [worker_resident(pid) for pid in worker_pids]
-        kinds_after = [resident_kinds(pid) for pid in worker_pids]
+        # Two windows of 100 rounds (100 x (100 + 1) tasks each). The first can hold one-time
+        # costs that come late (seen once in a while on the CI machine: a worker's resident
+        # memory, mostly clean shared pages, grew by 115 MiB once); a leak grows in both, and
+        # the second, the steady state, is the one checked. The first is reported with it.
+        windows = []
+        for _ in range(2):
+            before = frames.resident_bytes(), frames.shared_mapping_count()
+            workers_before = [resident_kinds(pid) for pid in worker_pids]
+            for _ in range(100):
+                round_of_work(executor)
+            after = frames.resident_bytes(), frames.shared_mapping_count()
+            windows.append(
+                (before, after, workers_before, [resident_kinds(pid) for pid in worker_pids])
+            )
         assert [stats.pid for stats in executor.stats()] == worker_pids, "a worker was replaced"
     mib = 1 << 20
+    first, (before, after, workers_before, workers_after) = windows
+    report = f"the first window, resident kinds (KiB) before and after: {first[2]} -> {first[3]}"
     assert after[0] - before[0] < 32 * mib, (
         f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB"
     )
     assert after[1] <= before[1] + 2, f"{after[1] - before[1]} more shared mappings"
-    for index, (pid, start, end) in enumerate(zip(worker_pids, workers_before, workers_after)):
-        assert end - start < 32 * mib, (
-            f"worker {pid} grew by {(end - start) / mib:.0f} MiB; resident kinds (KiB) before"
-            f" {kinds_before[index]}, after {kinds_after[index]}"
+    for pid, start, end in zip(worker_pids, workers_before, workers_after):
+        grown = (end["Rss"] - start["Rss"]) << 10
+        assert grown < 32 * mib, (
+            f"worker {pid} grew by {grown / mib:.0f} MiB in the steady state ({start} -> {end});"
+            f" {report}"
         )
 
 
@@ -123,10 +132,3 @@ def resident_kinds(pid: int) -> dict[str, int]:
             if name in ("Rss", "Anonymous", "Shared_Clean", "Private_Clean", "Private_Dirty"):
                 kinds[name] = int(rest.split()[0])
     return kinds
-
-
-def worker_resident(pid: int) -> int:
-    import os
-
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
