@@ -39,8 +39,7 @@ except ImportError as missing:  # pragma: no cover - the extra is what brings it
     raise ImportError("gilfree.dask needs Dask: pip install gilfree[dask]") from missing
 
 from gilfree._engine import mapping as _mapping
-from gilfree._engine.progress import start as start_progress
-from gilfree._engine.units import READ_AHEAD_CHUNKS_PER_WORKER, Limits, MapJob
+from gilfree._engine.units import Limits
 from gilfree._transports.dask import BrokenDaskExecutor, DaskTransport
 from gilfree.executor import ProcessPoolExecutor, check_retries
 from gilfree.pool import RUN
@@ -123,17 +122,8 @@ class DaskExecutor(ProcessPoolExecutor):
         from this call; ``progress`` and ``total`` as in ``ProcessPoolExecutor.map``."""
         import time
 
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        self._engine.check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        items, star = _mapping.lazy(iterables)
-        function = self._engine.function(fn)
-        window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
-        counter = start_progress(progress, iterables, total)
-        job = MapJob(
-            fn, function, items, star, self._sizer(chunksize), window, self._limits, None, counter
-        )
+        job = self._lazy_job(fn, iterables, chunksize, progress, total, None)
         self._submit_job(job)
         return _mapping.results(self._engine.pump_role, job, deadline, self._engine.resume)
 

@@ -40,6 +40,7 @@ from gilfree._engine.units import (
     READ_AHEAD_CHUNKS_PER_WORKER,
     Call,
     CallFuture,
+    Chunk,
     Limits,
     MapJob,
 )
@@ -530,21 +531,33 @@ class ProcessPoolExecutor(_StdExecutor):
         or ``aclose()``, stops the work not yet started. ``progress`` and ``total`` as in
         ``map``.
         """
+        reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
+        job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress)
+        reader.follow(job)
+        self._submit_job(job)
+        return reader
+
+    def _lazy_job(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int | None,
+        progress: Any,
+        total: int | None,
+        on_progress: Callable[[Chunk | None], None] | None,
+    ) -> MapJob:
+        """A map job that reads ``iterables`` lazily, at most ``READ_AHEAD_CHUNKS_PER_WORKER``
+        chunks per worker ahead of its reader (``amap``; a cluster executor's ``map``), its
+        arguments checked; not queued yet."""
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         self._engine.check_open()
         items, star = _mapping.lazy(iterables)
         function = self._engine.function(fn)
-        sizer = self._sizer(chunksize)
-        reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._max_workers
         counter = start_progress(progress, iterables, total)
-        job = MapJob(
-            fn, function, items, star, sizer, window, self._limits, reader.on_progress, counter
-        )
-        reader.follow(job)
-        self._submit_job(job)
-        return reader
+        sizer = self._sizer(chunksize)
+        return MapJob(fn, function, items, star, sizer, window, self._limits, on_progress, counter)
 
     async def __aenter__(self) -> Self:
         return self
