@@ -7,7 +7,7 @@ DEMO_PYTHON ?= 3.11
 python_for = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)),$(shell command -v python$(1)),$(error no CPython $(1) found (pyenv or python$(1) on PATH)))
 SOURCES := pyproject.toml Cargo.toml $(shell find crates python -name '*.rs' -o -name '*.py' -o -name '*.toml' 2>/dev/null)
 
-.PHONY: help demo test test-rust test-python test-joblib-suite bench lint docs clean
+.PHONY: help demo test test-rust test-python test-joblib-suite test-clusters bench lint docs clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -26,7 +26,7 @@ demo: .venv-$(DEMO_PYTHON)/bench-installed ## build, run the seed workloads, the
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree seed --stdlib-echo
 	.venv-$(DEMO_PYTHON)/bin/python -m gilfree bench --plot bench.png
 
-test: test-rust test-python test-joblib-suite ## every test: cargo tests (with the multi-process stress test), pytest on each Python, joblib's own suite on gilfree
+test: test-rust test-python test-joblib-suite test-clusters ## every test: cargo tests (with the multi-process stress test), pytest on each Python, joblib's own suite on gilfree, the executor's conformance on Dask and Ray
 
 test-rust: ## cargo tests of the core crate, in release mode (the stress test is heavy)
 	cargo test --release -p gilfree-core
@@ -45,6 +45,18 @@ test-joblib-suite: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed)
 		PYTHONPATH=tests/joblib_suite .venv-$$version/bin/python -m pytest -p gilfree_joblib_plugin \
 			--gilfree-only --pyargs joblib.test.test_parallel -p no:cacheprovider -q --timeout 60 -rxs \
 			|| exit 1; \
+	done
+
+# The executor's conformance tests, run on a cluster of two workers of each engine (see
+# tests/support/clusters.py), and Ray's own tests, which need a Ray session of their own.
+CLUSTER_TESTS := tests/test_executor_api.py tests/test_value_types.py
+
+test-clusters: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## the executor conformance tests on Dask and on Ray (GILFREE_TEST_IMPL=dask, ray), then Ray's own tests
+	@for version in $(TEST_PYTHONS); do \
+		echo "== executor conformance on Dask, CPython $$version (GILFREE_TEST_IMPL=dask) =="; \
+		GILFREE_TEST_IMPL=dask .venv-$$version/bin/python -m pytest -q -p no:cacheprovider $(CLUSTER_TESTS) || exit 1; \
+		echo "== executor conformance and Ray's tests on Ray, CPython $$version (GILFREE_TEST_IMPL=ray) =="; \
+		GILFREE_TEST_IMPL=ray .venv-$$version/bin/python -m pytest -q -p no:cacheprovider $(CLUSTER_TESTS) tests/test_ray.py || exit 1; \
 	done
 
 bench: .venv-$(DEMO_PYTHON)/bench-installed ## only the benchmark table, with loky and mpire too

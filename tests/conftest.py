@@ -11,7 +11,11 @@
   test that would kill or end the test process itself fails instead;
 * ``stdlib``: ``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing.Pool``, the
   reference behaviour (the "zygote" start method maps to "forkserver"). Tests marked
-  ``gilfree_only`` cover what only gilfree can do and are skipped.
+  ``gilfree_only`` cover what only gilfree can do and are skipped;
+* ``dask`` and ``ray``: ``gilfree.dask.DaskExecutor`` / ``gilfree.ray.RayExecutor`` and their
+  pools, on one cluster of two workers per session (``support.clusters``; the ``start_method``
+  fixture is the cluster's name). Tests marked ``process_only`` are skipped, and so are those
+  marked ``local_only``: what a cluster does not offer, each with its reason.
 
 At the end of the session an autouse fixture checks that no child process of
 the test process is still alive (except gilfree's zygote and the stdlib's own
@@ -27,6 +31,7 @@ import time
 
 import pytest
 
+from support import clusters
 from support.limits import EXIT_DEADLINE
 from support.processes import (
     Gate,
@@ -40,10 +45,11 @@ from support.processes import (
 IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
 IS_STDLIB = IMPL == "stdlib"
 IS_THREAD = IMPL == "thread"
+IS_CLUSTER = IMPL in ("dask", "ray")
 #: What tasks see as the test process's pid (``support.tasks`` refuses to end it).
 os.environ["GILFREE_TEST_PID"] = str(os.getpid())
 
-START_METHODS = ["thread"] if IS_THREAD else ["zygote", "spawn", "fork"]
+START_METHODS = ["thread"] if IS_THREAD else [IMPL] if IS_CLUSTER else ["zygote", "spawn", "fork"]
 _STDLIB_START_METHOD = {"zygote": "forkserver", "spawn": "spawn", "fork": "fork"}
 
 
@@ -62,6 +68,9 @@ def create_executor(start_method=None, **kwargs):
             method = _STDLIB_START_METHOD[start_method]
             kwargs["mp_context"] = multiprocessing.get_context(method)
         return concurrent.futures.ProcessPoolExecutor(**kwargs)
+    if IS_CLUSTER:
+        assert start_method in (None, IMPL), "a start method: mark the test process_only"
+        return clusters.executor(IMPL, **kwargs)
     import gilfree
 
     if IS_THREAD:
@@ -82,6 +91,11 @@ def pytest_configure(config):
         "process_only: needs worker processes (pids, crashes, kills, start methods, pickling);"
         " skipped with GILFREE_TEST_IMPL=thread",
     )
+    config.addinivalue_line(
+        "markers",
+        "local_only(reason): what a cluster's executor does not offer, and why; skipped with"
+        " GILFREE_TEST_IMPL=dask and ray",
+    )
     if IS_STDLIB:
         # CPython >= 3.12 warns when the stdlib forks a process that has threads.
         config.addinivalue_line(
@@ -91,16 +105,23 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     if IS_STDLIB:
-        marker = "gilfree_only"
-        skip = pytest.mark.skip(reason="gilfree-only behaviour (GILFREE_TEST_IMPL=stdlib)")
+        skipped = {"gilfree_only": "gilfree-only behaviour (GILFREE_TEST_IMPL=stdlib)"}
     elif IS_THREAD:
-        marker = "process_only"
-        skip = pytest.mark.skip(reason="needs worker processes (GILFREE_TEST_IMPL=thread)")
+        skipped = {"process_only": "needs worker processes (GILFREE_TEST_IMPL=thread)"}
+    elif IS_CLUSTER:
+        skipped = {
+            "process_only": f"needs gilfree's own worker processes (GILFREE_TEST_IMPL={IMPL})",
+            "local_only": f"a cluster does not offer it (GILFREE_TEST_IMPL={IMPL})",
+        }
     else:
         return
     for item in items:
-        if marker in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in skipped.items():
+            mark = item.get_closest_marker(marker)
+            if mark is not None:
+                why = f"{reason}: {mark.args[0]}" if mark.args else reason
+                item.add_marker(pytest.mark.skip(reason=why))
+                break
 
 
 @pytest.fixture(autouse=IS_THREAD)
@@ -191,3 +212,11 @@ def no_leaks_after_session():
         )
     problems += [f"leftover /dev/shm entry {name}" for name in sorted(new_shm)]
     assert not problems, "test session leaked:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session", autouse=IS_CLUSTER)
+def cluster_session(no_leaks_after_session):
+    """Stops the cluster of ``GILFREE_TEST_IMPL=dask`` / ``ray`` at the end of the session,
+    before the leak check."""
+    yield
+    clusters.stop()

@@ -86,3 +86,31 @@ def test_a_fixed_chunksize_keeps_input_order(sizer_class):
     for start, seconds in [(0, 0.004), (1, 0.007), (2, 0.011)]:
         sizer.record(start, 1, seconds)
     assert not sizer.expensive_tail(4)
+
+
+def test_chunks_too_cheap_to_measure_do_not_say_costs_rise(sizer_class):
+    """The fixed cost of a chunk (microseconds) makes the cost per item of shrinking chunks of
+    no-ops rise along the input: that is no evidence that the items' costs rise."""
+    sizer = sizer_class(fixed=None, worker_count=2)
+    for start, size in [(0, 400), (400, 200), (600, 100), (700, 50)]:
+        sizer.record(start, size, 3e-6 + size * 1e-8)
+    assert not sizer.expensive_tail(4)
+
+
+def test_a_cluster_trusts_its_floor_after_many_cheap_items(sizer_class):
+    """Where a message costs milliseconds (a cluster's task), a few hundred measured no-ops
+    are evidence enough: the rest goes in one share per worker, not in dozens of pieces."""
+    local = sizer_class(fixed=None, worker_count=2, target_seconds=0.2)
+    cluster = sizer_class(fixed=None, worker_count=2, target_seconds=0.2, trust_items=256)
+    for sizer in (local, cluster):
+        sizer.record(0, 300, 300 * 2e-8)
+    assert local.next_size(8000) == 1000  # a quarter of a worker's share
+    assert [cluster.next_size(left) for left in (8000, 4000)] == [4000, 4000]
+
+
+def test_a_rest_worth_less_than_a_floor_per_worker_goes_in_equal_shares(sizer_class):
+    """Each worker gets a share of what was left when the shares began, not half of what the
+    one before it left."""
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizer.record(0, 1_000, 2e-3)  # 2 µs per item: a floor of 250 items
+    assert [sizer.next_size(left) for left in (300, 150)] == [150, 150]

@@ -59,11 +59,13 @@ def test_non_positive_max_workers_is_rejected(max_workers):
         create_executor(max_workers=max_workers)
 
 
+@pytest.mark.local_only("max_tasks_per_child: a cluster recycles its workers its own way")
 def test_zero_max_tasks_per_child_is_rejected():
     with pytest.raises(ValueError, match="max_tasks_per_child"):
         create_executor(max_workers=1, max_tasks_per_child=0)
 
 
+@pytest.mark.local_only("initializer: a cluster prepares its workers its own way")
 def test_non_callable_initializer_is_rejected():
     with pytest.raises(TypeError, match="initializer"):
         create_executor(max_workers=1, initializer=42)

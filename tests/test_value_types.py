@@ -21,8 +21,8 @@ import threading
 
 import pytest
 
-from conftest import _STDLIB_START_METHOD, IS_STDLIB, IS_THREAD, create_executor
-from support import values
+from conftest import _STDLIB_START_METHOD, IMPL, IS_CLUSTER, IS_STDLIB, IS_THREAD, create_executor
+from support import clusters, values
 from support.limits import RESULT_TIMEOUT
 from support.processes import shutdown_within_deadline, terminate_within_deadline
 from support.values import ITEM_COUNT, NAMES, build
@@ -35,7 +35,10 @@ EXCEPTION_VALUES = ["ndarray_2d", "ndarray_large", "dataframe", "hostile"]
 
 
 def make_pool(start_method):
-    """A two-worker ``gilfree.Pool`` (the stdlib's pool under ``GILFREE_TEST_IMPL=stdlib``)."""
+    """A two-worker ``gilfree.Pool`` (the stdlib's pool under ``GILFREE_TEST_IMPL=stdlib``, a
+    cluster's under ``dask`` and ``ray``)."""
+    if IS_CLUSTER:
+        return clusters.pool(IMPL, 2)
     if IS_STDLIB:
         context = multiprocessing.get_context(_STDLIB_START_METHOD[start_method])
         return multiprocessing.pool.Pool(2, context=context)
@@ -223,6 +226,7 @@ def initialized(start_method):
         shutdown_within_deadline([executor])
 
 
+@pytest.mark.local_only("initializer: a cluster prepares its workers its own way")
 @pytest.mark.parametrize("name", NAMES)
 def test_initargs_arrive_intact(initialized, name):
     executor, the_pool = initialized

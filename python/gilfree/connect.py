@@ -1,8 +1,14 @@
 """``gilfree.executor_at(where)``: one string picks where work runs.
 
-``"local"``: gilfree's ``ProcessPoolExecutor`` on this machine. ``"dask://host:port"``: a
-``gilfree.dask.DaskExecutor`` on the Dask scheduler at that address (it opens a client, and
-closes it at shutdown); ``"dask://"``: a ``DaskExecutor`` on a ``LocalCluster`` of its own.
+* ``"local"``: gilfree's ``ProcessPoolExecutor`` on this machine.
+* ``"dask://host:port"``: a ``gilfree.dask.DaskExecutor`` on the Dask scheduler at that
+  address (it opens a client, and closes it at shutdown); ``"dask://"``: a ``DaskExecutor`` on
+  a ``LocalCluster`` of its own.
+* ``"ray://host:port"``: a ``gilfree.ray.RayExecutor`` connected to that Ray cluster through
+  Ray Client (the address goes to ``ray.init`` as it is; the executor disconnects at shutdown);
+  ``"ray://"``: a ``RayExecutor`` on the Ray session this process is connected to, or else on
+  a local Ray of its own.
+
 Every one is an executor with the same API and semantics, so moving a script from one machine
 to a cluster changes that string alone. Keyword options go to the executor's constructor.
 """
@@ -14,7 +20,10 @@ from typing import Any
 from gilfree.executor import ProcessPoolExecutor
 
 #: The forms ``where`` takes, for error messages.
-FORMS = '"local", "dask://host:port" or "dask://" (a local Dask cluster)'
+FORMS = (
+    '"local", "dask://host:port", "dask://" (a local Dask cluster), "ray://host:port" or'
+    ' "ray://" (the current or a local Ray session)'
+)
 
 
 def executor_at(where: str = "local", **options: Any) -> ProcessPoolExecutor:
@@ -28,4 +37,8 @@ def executor_at(where: str = "local", **options: Any) -> ProcessPoolExecutor:
         from gilfree.dask import DaskExecutor
 
         return DaskExecutor(f"tcp://{address}" if address else None, **options)
+    if separator and scheme == "ray":
+        from gilfree.ray import RayExecutor
+
+        return RayExecutor(where if address else None, **options)
     raise ValueError(f"where must be {FORMS}; got {where!r}")

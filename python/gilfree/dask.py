@@ -6,7 +6,7 @@ progress), over a transport that runs each unit as a Dask task (``gilfree._trans
 Where ``Client.get_executor()`` differs from concurrent.futures, this executor does not:
 
 * every call runs (tasks are submitted with ``pure=False``: identical calls are not merged);
-* ``map`` cuts its input into chunks (aiming at ``CHUNK_SECONDS`` of work each, so Dask's
+* ``map`` cuts its input into chunks (aiming at 0.2 s of work each, so Dask's
   per-task cost of a few milliseconds is hidden), reads it lazily with at most 4 chunks per
   worker ahead of the reader (generators, even endless ones, work), and keeps the order;
 * ``shutdown(cancel_futures=True)`` cancels what has not started; ``cancel()`` of a running
@@ -30,30 +30,22 @@ for the tasks annotated ``dask.annotate(executor="gilfree")`` (or all of them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 try:
     import distributed
 except ImportError as missing:  # pragma: no cover - the extra is what brings it
     raise ImportError("gilfree.dask needs Dask: pip install gilfree[dask]") from missing
 
-from gilfree._engine import mapping as _mapping
-from gilfree._engine.units import Limits
+from gilfree._cluster import ClusterExecutor, ClusterPool
 from gilfree._transports.dask import BrokenDaskExecutor, DaskTransport
-from gilfree.executor import ProcessPoolExecutor, check_retries
-from gilfree.pool import RUN
-from gilfree.pool import Pool as _Pool
+from gilfree.executor import ProcessPoolExecutor
 
 __all__ = ["BrokenDaskExecutor", "DaskExecutor", "Pool", "WorkerPlugin"]
 
-_T = TypeVar("_T")
 
-#: Seconds of work a ``map`` aims to put in each Dask task.
-CHUNK_SECONDS = 0.2
-
-
-class DaskExecutor(ProcessPoolExecutor):
+class DaskExecutor(ClusterExecutor):
     """Runs calls on a Dask cluster with ``concurrent.futures``' semantics (see the module
     docstring).
 
@@ -65,17 +57,13 @@ class DaskExecutor(ProcessPoolExecutor):
             ``WorkerCrashedError`` (default 0).
     """
 
-    _CHUNK_SECONDS = CHUNK_SECONDS
+    _cluster_name = "Dask"
 
     def __init__(
         self, client: Any = None, *, max_workers: int | None = None, retries: int = 0
     ) -> None:
-        limits = Limits(None, check_retries("retries", retries))
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0
-        ):
-            raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
-        owned: list[Any] = []
+        limits = self._cluster_limits(max_workers, None, retries)
+        owned: list[Callable[[], object]] = []
         if client is None:
             import dask
 
@@ -87,10 +75,10 @@ class DaskExecutor(ProcessPoolExecutor):
                     threads_per_worker=1, processes=True, dashboard_address=":0"
                 )
             client = distributed.Client(cluster)
-            owned = [client, cluster]
+            owned = [client.close, cluster.close]
         elif isinstance(client, str):
             client = distributed.Client(client)
-            owned = [client]
+            owned = [client.close]
         elif not isinstance(client, distributed.Client):
             raise TypeError(
                 "client must be a distributed.Client, a scheduler address, or None (a"
@@ -99,39 +87,13 @@ class DaskExecutor(ProcessPoolExecutor):
         if max_workers is None:
             max_workers = max(1, sum(client.nthreads().values()))
         self.client: distributed.Client = client
-        self._run_on(DaskTransport(client, owned), max_workers, "dask", limits)
-
-    def _check_can_kill(self, option: str) -> None:
-        raise ValueError(
-            f"{option}: Dask cannot stop a task that is running (cancelling its future forgets"
-            " it and lets it run), so gilfree.dask.DaskExecutor offers no per-task timeout or"
-            f" kill. Leave {option} out, or bound the task's own work."
-        )
-
-    def map(
-        self,
-        fn: Callable[..., _T],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | None = None,
-        progress: Any = False,
-        total: int | None = None,
-    ) -> Iterator[_T]:
-        """Like the builtin ``map``, run on the cluster; results come back in order. The input
-        is read lazily, at most 4 chunks per worker ahead of the reader. ``timeout`` counts
-        from this call; ``progress`` and ``total`` as in ``ProcessPoolExecutor.map``."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._lazy_job(fn, iterables, chunksize, progress, total, None)
-        self._submit_job(job)
-        return _mapping.results(self._engine.pump_role, job, deadline, self._engine.resume)
+        self._run_on_cluster(DaskTransport(client, owned), max_workers, limits)
 
     def __repr__(self) -> str:
         return f"<gilfree.dask.DaskExecutor client={self.client!r} max_workers={self._max_workers}>"
 
 
-class Pool(_Pool):
+class Pool(ClusterPool):
     """``multiprocessing.Pool``'s API on a Dask cluster: ``gilfree.Pool``'s methods and result
     objects (``map``, ``imap``, ``apply_async``, ``run``, ``amap``, ``terminate``...) over a
     ``DaskExecutor`` (see the module docstring for what a cluster does and refuses).
@@ -145,10 +107,7 @@ class Pool(_Pool):
     def __init__(
         self, client: Any = None, processes: int | None = None, *, retries: int = 0
     ) -> None:
-        self._state = RUN  # first: __del__ reads it even if the executor cannot start
-        self._ctx = None
-        executor = DaskExecutor(client, max_workers=processes, retries=retries)
-        self._adopt(executor, executor._max_workers)  # noqa: SLF001 - its own executor
+        self._run_on_executor(lambda: DaskExecutor(client, max_workers=processes, retries=retries))
 
 
 class WorkerPlugin(distributed.WorkerPlugin):

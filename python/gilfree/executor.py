@@ -618,10 +618,13 @@ class ProcessPoolExecutor(_StdExecutor):
     def _sizer(self, chunksize: int | None) -> ChunkSizer:
         """The chunk sizes of one map: ``chunksize``, or adaptive, aiming at
         ``_CHUNK_SECONDS`` of work per message."""
-        return ChunkSizer(chunksize, self._max_workers, self._CHUNK_SECONDS)
+        return ChunkSizer(chunksize, self._max_workers, self._CHUNK_SECONDS, self._TRUST_ITEMS)
 
     #: Seconds of work a map aims to put in each message (see ``gilfree._engine.chunking``).
     _CHUNK_SECONDS = TARGET_SECONDS
+    #: Items measured that make the chunk floor trusted however cheap they were (None: only
+    #: measured seconds do; see ``gilfree._engine.chunking``).
+    _TRUST_ITEMS: int | None = None
 
     def _submit_overridden(self) -> bool:
         """Whether ``submit`` was replaced on this executor, or by a subclass."""

@@ -9,7 +9,10 @@ range(n))``, are tracked sooner), grows at most 64-fold past the largest chunk m
 not exceed a quarter of a worker's fair share of what is left (so the tail is cut into small
 pieces) unless that would make chunks of less than half a millisecond of work (a floor itself
 capped at a worker's fair share of what is left, applied only once a millisecond of work has
-been measured, and never while costs rise along the input). When the last few items go one by
+been measured, or ``trust_items`` items where messages cost so much more than cheap items that
+a count is evidence enough (a cluster's: else the tail of a map of no-ops would go in dozens of
+messages of a few items each, each a round trip of milliseconds), and never while costs rise
+along the input). When the last few items go one by
 one and their costs rise, they are handed out last-first (see ``expensive_tail``).
 """
 
@@ -28,13 +31,21 @@ FLOOR_TRUST_SECONDS = 0.001
 GROWTH = 64
 #: Chunks whose costs must rise along the input before its tail is handed out last-first.
 RISING_EVIDENCE = 3
+#: A chunk of less work than this says nothing about how its items' costs change along the
+#: input: the fixed cost of running a chunk dominates it, so its cost per item rises as chunks
+#: shrink, whatever the items cost.
+RISING_MIN_SECONDS = 1e-4
 
 
 class ChunkSizer:
     """Chooses the next chunk's size for one ``map`` call."""
 
     def __init__(
-        self, fixed: int | None, worker_count: int, target_seconds: float = TARGET_SECONDS
+        self,
+        fixed: int | None,
+        worker_count: int,
+        target_seconds: float = TARGET_SECONDS,
+        trust_items: int | None = None,
     ) -> None:
         self._fixed = fixed
         #: Seconds of work per message (a cluster's messages cost more: it aims higher).
@@ -44,6 +55,11 @@ class ChunkSizer:
         self._seconds_per_item: float | None = None
         self._largest_measured = 0
         self._measured_seconds = 0.0
+        #: Items measured, and how many make the floor trusted (None: only seconds do).
+        self._measured_items = 0
+        self._trust_items = trust_items
+        #: The share per worker that the rest of the input is being cut into (0: none yet).
+        self._share = 0
         self._recent: deque[tuple[int, float]] = deque(maxlen=RISING_EVIDENCE)
 
     def next_size(self, remaining: int) -> int:
@@ -59,8 +75,16 @@ class ChunkSizer:
         # items say little about later ones when costs grow along the input.
         fair_share = math.ceil(remaining / self._worker_count)
         floor = 0
-        if self._measured_seconds >= FLOOR_TRUST_SECONDS and not self._costs_rising():
-            floor = min(int(self._floor / seconds_per_item), fair_share)
+        if self._floor_trusted() and not self._costs_rising():
+            floor = int(self._floor / seconds_per_item)
+            if floor >= fair_share:
+                # What is left is worth less than a floor per worker: one share each. The
+                # share is kept while this lasts, so the workers served after the first get
+                # as much as it did, rather than half of what each one before them left.
+                self._share = max(self._share, fair_share)
+                floor = self._share
+            else:
+                self._share = 0
         return max(1, min(size, max(balance, floor), remaining))
 
     def record(self, start: int, item_count: int, busy_seconds: float) -> None:
@@ -70,7 +94,15 @@ class ChunkSizer:
             self._seconds_per_item = busy_seconds / item_count
             self._largest_measured = max(self._largest_measured, item_count)
             self._measured_seconds += busy_seconds
-            self._recent.append((start, self._seconds_per_item))
+            self._measured_items += item_count
+            if busy_seconds >= RISING_MIN_SECONDS:
+                self._recent.append((start, self._seconds_per_item))
+
+    def _floor_trusted(self) -> bool:
+        """Whether enough has been measured to cut no chunk below the floor."""
+        if self._measured_seconds >= FLOOR_TRUST_SECONDS:
+            return True
+        return self._trust_items is not None and self._measured_items >= self._trust_items
 
     def expensive_tail(self, remaining: int) -> bool:
         """Whether the last ``remaining`` items should be handed out last-first: they go one by

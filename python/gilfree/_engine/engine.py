@@ -209,6 +209,8 @@ class Engine:
                     chunk.fail(explained)
                     work.stop(explained)
                 else:
+                    if self.transport.places_per_call and chunk.shared:
+                        work.placed.extend(chunk.shared)  # for the later chunks to reuse
                     self._send(slot, chunk)
                 if work.exhausted():
                     backlog.drop_pending()
@@ -560,6 +562,7 @@ class Engine:
                     slot.index,
                     _core.describe_exit(exit_code),
                 )
+        self.transport.stopped()
 
     def _stop_starting(self) -> None:
         """No worker starts from now on; the transport drops initargs (which also breaks the

@@ -105,8 +105,8 @@ def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:
 def cancelled_error(unit: Unit, ending: Ending) -> CancelledError:
     """The error of a unit whose worker was killed because its caller gave it up."""
     return CancelledError(
-        f"{function_name(unit.fn)} was cancelled while it ran; worker pid {ending.pid} was"
-        " killed and is replaced"
+        f"{function_name(unit.fn)} was cancelled while it ran; {_worker(ending)} was killed"
+        " and is replaced"
     )
 
 
@@ -117,6 +117,11 @@ def timeout_error(unit: Unit, ending: Ending) -> TaskTimeoutError:
         last = unit.start + unit.count - 1
         what = f"a chunk of {unit.count} {what} calls (map items {unit.start}..{last})"
     return TaskTimeoutError(
-        f"{what} ran longer than its timeout of {unit.timeout:g} s; worker pid {ending.pid} was"
+        f"{what} ran longer than its timeout of {unit.timeout:g} s; {_worker(ending)} was"
         " killed and is replaced"
     )
+
+
+def _worker(ending: Ending) -> str:
+    """``worker pid 123``, or ``its worker`` where no process of ours ran it (a cluster's)."""
+    return f"worker pid {ending.pid}" if ending.pid else "its worker"

@@ -36,7 +36,10 @@ The contract, from the front end's side:
   whatever it still reports carries an old epoch).
 * **Values placed once.** ``pack(value, shared)`` may put parts of a value where the workers
   can reach them and append to ``shared`` what must live until the unit ends (shared-memory
-  buffers; a cluster's scattered objects); the unit drops ``shared`` once it has ended.
+  buffers; a cluster's scattered objects); the unit drops ``shared`` once it has ended. With
+  ``places_per_call``, a map job keeps what its chunks' ``shared`` held until the job itself
+  goes, so that a value every chunk carries is placed once per map, not again whenever no
+  chunk happens to be out.
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class Transport(Protocol):
     #: A worker busy-waits a moment for its next unit after replying: the engine then prefers
     #: the one that replied last (still awake); otherwise it lets the workers take turns.
     spins: bool
+    #: What ``pack`` appends to a chunk's ``shared`` is worth keeping for the whole map (a
+    #: cluster's placed values), not only the chunk (shared-memory buffers, reused at once).
+    places_per_call: bool
     #: The error a broken pool raises (``BrokenProcessPool``, ``BrokenThreadPool``).
     broken_error: type[BrokenExecutor]
     #: Why the pool is broken when a worker's initializer raised (the stdlib's words).
@@ -142,4 +148,9 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """No worker will be started any more: drops what starting one needed (initargs)."""
+        ...
+
+    def stopped(self) -> None:
+        """Every worker has ended, at shutdown: what the transport started for itself (a
+        cluster, a session) may go."""
         ...

@@ -298,6 +298,9 @@ class MapJob:
         self.sizer = sizer
         self.window = window
         self.consumed = 0
+        #: What the transport placed for the job's chunks, kept while the job lives, so that a
+        #: value every chunk carries is placed once per map (``Transport.places_per_call``).
+        self.placed: list[Any] = []
         self.chunks: list[Chunk] = []  # cut from the front, in input order
         self.tail_chunks: list[Chunk] = []  # cut from the back, in reverse input order
         self.next_start = 0

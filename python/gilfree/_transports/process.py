@@ -38,6 +38,7 @@ class ProcessTransport:
     name = "process"
     encoded = True
     spins = True  # SPIN_MICROSECONDS in gilfree._workers.worker
+    places_per_call = False
     broken_error: type[BrokenExecutor] = BrokenProcessPool
     init_failed_reason = (
         "A process in the process pool was terminated abruptly while the future was running or"
@@ -85,6 +86,9 @@ class ProcessTransport:
     def kick(self) -> None:
         """Rings the parent's doorbell: a ``pump`` in another thread returns."""
         self._channel.kick()
+
+    def stopped(self) -> None:
+        """Nothing of its own to stop."""
 
     def close(self) -> None:
         """Drops the setup (initargs), which breaks the executor's reference cycles."""

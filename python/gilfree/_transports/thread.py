@@ -43,6 +43,7 @@ class ThreadTransport:
     encoded = False
     starts_all = False
     spins = False
+    places_per_call = False
     broken_error: type[BrokenExecutor] = BrokenThreadPool
     init_failed_reason = "A thread initializer failed, the thread pool is not usable anymore"
 
@@ -68,6 +69,9 @@ class ThreadTransport:
     def start(self, slot: int, epoch: int) -> ThreadWorker:
         """Starts a thread for ``slot``; it runs the initializer first."""
         return ThreadWorker(self, slot, epoch, self._initializer)
+
+    def stopped(self) -> None:
+        """Nothing of its own to stop."""
 
     def close(self) -> None:
         """Drops the initializer and its arguments."""

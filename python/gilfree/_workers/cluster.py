@@ -1,4 +1,4 @@
-"""What runs on a cluster's worker (Dask's): one unit of work, as one task of the cluster.
+"""What runs on a cluster's worker (Dask's, Ray's): one unit of work, as one task of the cluster.
 
 The cluster sends the function and the payload as it sends anything (cloudpickle), so this
 side only runs them and says how it went. A raised exception is returned as a value, with its
@@ -8,10 +8,14 @@ gilfree's own worker processes, rather than the cluster's rendering of it.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import cloudpickle
 
 from gilfree._wire import protocol
 from gilfree._workers.worker import run_items
@@ -40,3 +44,68 @@ def run_unit(kind: int, fn: Callable[..., Any], payload: Any) -> tuple[int, int,
 def raised(error: BaseException) -> Raised:
     """``error`` with its traceback as text."""
     return error, "".join(traceback.format_exception(error))
+
+
+def each_value(payload: Any, change: Callable[[Any], Any]) -> Any:
+    """``payload`` (a CALL's ``(args, kwargs)`` or a CHUNK's ``(items, star)``) with
+    ``change`` applied to each top-level value: an argument, an item, an item's argument.
+    These are the values a cluster transport may place on the cluster once."""
+    first, second = payload
+    if isinstance(second, bool):  # a chunk: (items, star)
+        if second:
+            return [tuple(change(arg) for arg in item) for item in first], second
+        return [change(item) for item in first], second
+    return tuple(change(arg) for arg in first), {name: change(arg) for name, arg in second.items()}
+
+
+class Placed:
+    """A large value placed on the cluster once, carried in a payload by its ``key`` (Ray's:
+    the task receives the values beside the payload, Ray's ``ObjectRef`` for each resolved by
+    Ray itself). ``ref`` stays with the sender: it is never pickled."""
+
+    __slots__ = ("key", "ref")
+
+    def __init__(self, key: int, ref: Any = None) -> None:
+        self.key = key
+        self.ref = ref
+
+    def __reduce__(self) -> tuple[type[Placed], tuple[int]]:
+        return Placed, (self.key,)
+
+
+def writeable_copy(value: Any) -> Any:
+    """A copy of ``value`` with buffers of its own, writeable (an array's, a frame's blocks):
+    ``copy.deepcopy``, which copies each buffer once. (A round trip through pickle would keep
+    a read-only buffer read-only.)"""
+    return copy.deepcopy(value)
+
+
+class UnitRunner:
+    """What a Ray actor serving one lane runs: its units, one at a time, in order.
+
+    The function and the payload arrive pickled by the sender (cloudpickle), and the reply
+    goes back pickled the same way: values arrive as they were sent, with arrays writeable,
+    rather than as Ray's read-only views of its object store. Placed values (``keys``, their
+    ``values`` resolved by Ray, read-only views) are copied once per unit, so that a task gets
+    them writeable too, as from pickle.
+    """
+
+    def run(
+        self, kind: int, function: bytes, payload: bytes, keys: tuple[int, ...], *values: Any
+    ) -> bytes:
+        """``run_unit``, its reply pickled."""
+        fn = pickle.loads(function)
+        unpacked = pickle.loads(payload)
+        if keys:
+            by_key = {key: writeable_copy(value) for key, value in zip(keys, values, strict=True)}
+            unpacked = each_value(
+                unpacked, lambda value: by_key[value.key] if type(value) is Placed else value
+            )
+        reply = run_unit(kind, fn, unpacked)
+        return bytes(cloudpickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def stop(self) -> None:
+        """Ends the actor, and its process (after the calls queued before this one)."""
+        import ray
+
+        ray.actor.exit_actor()

@@ -1,15 +1,19 @@
-"""The cluster rows of issue 14: gilfree's ``DaskExecutor`` against Dask's own
-``Client.get_executor()``, each over a fresh ``LocalCluster(n_workers=2,
-threads_per_worker=1)`` (``gilfree.bench.cluster_contenders``), with gilfree's local executor
-beside them for scale:
+"""The cluster rows of issue 14, for each engine: gilfree's executor on it against the
+engine's own (``gilfree.bench.cluster_contenders``), with gilfree's local executor beside them
+for scale.
 
-* ``cluster_setup``: start the pool (for the Dask contenders: the cluster, its client and the
-  executor), one call of ``noop``, shut it all down;
-* ``cluster_round_trip``: ``CLUSTER_TRIPS`` sequential ``submit(noop, i).result()``, each call
-  its own argument (Dask's own executor would otherwise run the first and merge the rest);
-* ``cluster_map``: ``list(executor.map(noop, range(CLUSTER_MAP_ITEMS)))`` with the default
-  chunking (Dask's own executor sends one task per item); the target: gilfree's at least 10×
-  faster than Dask's own.
+Dask (``dask_*`` rows): gilfree's ``DaskExecutor`` against ``Client.get_executor()``, each over
+a fresh ``LocalCluster(n_workers=2, threads_per_worker=1)``. Ray (``ray_*`` rows): gilfree's
+``RayExecutor`` against ``ray.util.multiprocessing.Pool``, each over a fresh
+``ray.init(num_cpus=2)``.
+
+* ``*_setup``: start the pool (the cluster or the Ray session with it), one call of ``noop``,
+  shut it all down;
+* ``*_round_trip``: ``CLUSTER_TRIPS`` sequential calls of ``noop``, each with its own argument
+  (Dask's own executor would otherwise run the first and merge the rest);
+* ``*_map``: ``list(map(noop, range(CLUSTER_MAP_ITEMS)))`` with the default chunking. Targets:
+  gilfree's at least 10× faster than Dask's own executor (which sends one task per item), and
+  at least as fast as Ray's pool (which cuts the input into 4 chunks per actor).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from gilfree.bench.main_scripts import tasks
 from gilfree.bench.workloads import Settings, Target, Workload, WrongResult
 
 ISSUE = 14
-CONTENDERS = ("gilfree", "dask_gilfree", "dask_native")
 CLUSTER_TRIPS = 100
 CLUSTER_MAP_ITEMS = 10_000
 
@@ -72,37 +75,47 @@ def per_second(value: float, _reference: float | None, _settings: Settings) -> s
     return f"{CLUSTER_MAP_ITEMS / value:,.0f} items/s"
 
 
+def _rows(engine: str, native: str, target: Target) -> tuple[Workload, ...]:
+    """The three rows of one engine: ``{engine}_gilfree`` against ``native``."""
+    subject = f"{engine}_gilfree"
+    contenders = ("gilfree", subject, native)
+    return (
+        Workload(
+            key=f"{engine}_setup",
+            title="2-worker pool: start + 1 call + shutdown",
+            measure=measure_setup,
+            figure=seconds,
+            targets=(),
+            uses_pool=False,
+            contenders=contenders,
+            references=("gilfree", native),
+            subject=subject,
+        ),
+        Workload(
+            key=f"{engine}_round_trip",
+            title=f"{CLUSTER_TRIPS} sequential submit(noop, i).result()",
+            measure=measure_round_trip,
+            figure=per_trip,
+            targets=(),
+            contenders=contenders,
+            references=("gilfree", native),
+            subject=subject,
+        ),
+        Workload(
+            key=f"{engine}_map",
+            title=f"list(map(noop, range({CLUSTER_MAP_ITEMS:_})))",
+            measure=measure_map,
+            figure=per_second,
+            targets=(target,),
+            contenders=contenders,
+            references=(native, "gilfree"),
+            subject=subject,
+            peer_repetitions=1,
+        ),
+    )
+
+
 CLUSTER_WORKLOADS: tuple[Workload, ...] = (
-    Workload(
-        key="cluster_setup",
-        title="2-worker pool: start + 1 call + shutdown",
-        measure=measure_setup,
-        figure=seconds,
-        targets=(),
-        uses_pool=False,
-        contenders=CONTENDERS,
-        references=("gilfree", "dask_native"),
-        subject="dask_gilfree",
-    ),
-    Workload(
-        key="cluster_round_trip",
-        title=f"{CLUSTER_TRIPS} sequential submit(noop, i).result()",
-        measure=measure_round_trip,
-        figure=per_trip,
-        targets=(),
-        contenders=CONTENDERS,
-        references=("gilfree", "dask_native"),
-        subject="dask_gilfree",
-    ),
-    Workload(
-        key="cluster_map",
-        title=f"list(map(noop, range({CLUSTER_MAP_ITEMS:_})))",
-        measure=measure_map,
-        figure=per_second,
-        targets=(Target("dask_native", 10.0, "≥10× Dask get_executor()", issue=ISSUE),),
-        contenders=CONTENDERS,
-        references=("dask_native", "gilfree"),
-        subject="dask_gilfree",
-        peer_repetitions=1,
-    ),
+    *_rows("dask", "dask_native", Target("dask_native", 10.0, "≥10× Dask get_executor()", ISSUE)),
+    *_rows("ray", "ray_pool", Target("ray_pool", 1.0, "≥ Ray's multiprocessing.Pool", ISSUE)),
 )

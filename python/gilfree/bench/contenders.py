@@ -254,6 +254,15 @@ def load_dask(native: bool) -> Contender:
     return DaskContender("dask_gilfree", "gilfree DaskExecutor", native=False)
 
 
+def load_ray(native: bool) -> Contender:
+    """Return a pool over a local Ray: gilfree's executor, or Ray's own multiprocessing Pool."""
+    from gilfree.bench.cluster_contenders import RayContender
+
+    if native:
+        return RayContender("ray_pool", "Ray multiprocessing.Pool", native=True)
+    return RayContender("ray_gilfree", "gilfree RayExecutor", native=False)
+
+
 def load_gilfree_threads() -> Contender:
     """Return gilfree's executor on threads (``backend="thread"``)."""
     gilfree = importlib.import_module("gilfree")
@@ -359,6 +368,20 @@ REGISTRY: tuple[Entry, ...] = (
         for key, name, native in (
             ("dask_gilfree", "gilfree DaskExecutor", False),
             ("dask_native", "Dask get_executor()", True),
+        )
+    ),
+    *(
+        Entry(
+            key,
+            name,
+            functools.partial(load_ray, native),
+            optional=True,
+            module="ray",
+            everywhere=False,
+        )
+        for key, name, native in (
+            ("ray_gilfree", "gilfree RayExecutor", False),
+            ("ray_pool", "Ray multiprocessing.Pool", True),
         )
     ),
     Entry(

@@ -1,0 +1,102 @@
+"""The front end of the cluster executors (``gilfree.dask``, ``gilfree.ray``): the executor's
+API over a cluster transport (``gilfree._transports.cluster``), and ``multiprocessing.Pool``'s
+over that executor.
+
+What differs from the local executor is what a cluster changes: ``map`` reads its input lazily
+(at most 4 chunks per worker ahead of the reader, so generators, even endless ones, work) and
+aims at ``CHUNK_SECONDS`` of work per chunk, enough to hide a cluster's per-task cost of a few
+milliseconds; a per-task timeout or kill is offered only where the cluster can stop a running
+task (``_can_kill``); ``initializer`` is not offered (a cluster prepares its workers its own
+way); ``executor._processes`` is empty (the workers are the cluster's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from gilfree._engine import mapping as _mapping
+from gilfree._engine.units import Limits
+from gilfree._transports.cluster import ClusterTransport
+from gilfree.executor import ProcessPoolExecutor, check_retries, check_timeout
+from gilfree.pool import RUN
+from gilfree.pool import Pool as _Pool
+
+_T = TypeVar("_T")
+
+#: Seconds of work a ``map`` aims to put in each task of a cluster.
+CHUNK_SECONDS = 0.2
+#: Items measured that let a map cut its tail into chunks of no less than a tenth of
+#: ``CHUNK_SECONDS`` of work, however cheap they were: a task of a cluster costs milliseconds.
+TRUST_ITEMS = 256
+
+
+class ClusterExecutor(ProcessPoolExecutor):
+    """A ``ProcessPoolExecutor`` whose workers are a cluster's (see the module docstring)."""
+
+    _CHUNK_SECONDS = CHUNK_SECONDS
+    _TRUST_ITEMS = TRUST_ITEMS
+    #: The cluster, in words, for messages: "Dask", "Ray".
+    _cluster_name = "the cluster"
+    #: The cluster can stop a running task: per-task timeouts and ``kill_on_cancel`` work.
+    _can_kill = False
+
+    def _cluster_limits(
+        self, max_workers: int | None, task_timeout: float | None, retries: int
+    ) -> Limits:
+        """The constructor's arguments checked, before anything is started or connected."""
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0
+        ):
+            raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
+        limits = Limits(
+            check_timeout("task_timeout", task_timeout), check_retries("retries", retries)
+        )
+        if limits.timeout is not None:
+            self._check_can_kill("task_timeout")
+        return limits
+
+    def _check_can_kill(self, option: str) -> None:
+        if not self._can_kill:
+            raise ValueError(
+                f"{option}: {self._cluster_name} cannot stop a task that is running (cancelling"
+                f" it forgets it and lets it run), so {type(self).__module__}."
+                f"{type(self).__qualname__} offers no per-task timeout or kill. Leave {option}"
+                " out, or bound the task's own work."
+            )
+
+    def _run_on_cluster(
+        self, transport: ClusterTransport, max_workers: int, limits: Limits
+    ) -> None:
+        """Builds the front end over ``transport``."""
+        self._run_on(transport, max_workers, transport.name, limits)
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: Any = False,
+        total: int | None = None,
+    ) -> Iterator[_T]:
+        """Like the builtin ``map``, run on the cluster; results come back in order. The input
+        is read lazily, at most 4 chunks per worker ahead of the reader. ``timeout`` counts
+        from this call; ``progress`` and ``total`` as in ``ProcessPoolExecutor.map``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self._lazy_job(fn, iterables, chunksize, progress, total, None)
+        self._submit_job(job)
+        return _mapping.results(self._engine.pump_role, job, deadline, self._engine.resume)
+
+
+class ClusterPool(_Pool):
+    """``multiprocessing.Pool``'s API over a cluster executor: ``gilfree.Pool``'s methods and
+    result objects (``map``, ``imap``, ``apply_async``, ``run``, ``amap``, ``terminate``...)."""
+
+    def _run_on_executor(self, make: Callable[[], ClusterExecutor]) -> None:
+        """Runs this pool on the executor ``make`` returns."""
+        self._state = RUN  # first: __del__ reads it even if the executor cannot start
+        self._ctx = None
+        executor = make()
+        self._adopt(executor, executor._max_workers)  # noqa: SLF001 - its own executor

@@ -1,0 +1,373 @@
+"""What the cluster transports share (Dask's, ``gilfree._transports.dask``, and Ray's,
+``gilfree._transports.ray``): lanes, and large values placed on the cluster once.
+
+A slot is a lane of the cluster, not a process of ours. A lane runs its units one at a time,
+in the order sent, each as one task of the cluster: where the cluster keeps a lane's tasks in
+order itself (``in_order``: a Ray actor per lane), a unit is submitted as soon as it is sent, so
+the next one waits on the cluster's side, not a round trip away; otherwise (Dask) the lane
+submits the next when one ends. A task's completion callback, which the cluster's client runs
+on a thread of its own, queues the outcome for ``pump``. Functions and values travel pickled
+with cloudpickle (by the cluster, or by the transport): lambdas and ``__main__`` functions
+work. An exception raised by a task comes back as a value with its
+traceback as text (``gilfree._workers.cluster``), and reaches the caller with the remote
+traceback as ``__cause__``, as from gilfree's worker processes.
+
+A task whose worker the cluster lost ends its lane as a crash: the engine settles the lane's
+units as after a worker process's death (``WorkerCrashedError``, or run again with
+``retries=``) and starts a new lane on the slot. ``kill`` cancels the lane's tasks; whether
+that stops one already running is the cluster's to say (``can_kill``: Ray can, Dask cannot).
+Chunks report their progress when they end (no worker-side sampling).
+
+A concrete transport says how its cluster does these things: ``open`` and ``shut`` a lane's
+own resources (a Ray actor; nothing on Dask), ``place`` a value, ``submit`` a unit as a task,
+call back ``when_done``, and ``cancel`` a task; and ``settle`` reads an ended task as ``(reply
+kind, busy, value)``, a ``Lost`` worker, or an exception.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
+from typing import TYPE_CHECKING, Any
+
+from gilfree._engine.units import with_remote_traceback
+from gilfree._transports.queued import OutcomeQueue
+from gilfree._wire import protocol
+from gilfree._workers.cluster import each_value
+
+if TYPE_CHECKING:
+    from gilfree._engine.units import Call, Chunk, EncodedFunction
+
+#: Units of a cluster transport call ``unit.fn`` themselves: nothing is registered.
+NO_FUNCTION: EncodedFunction = (0, b"")
+#: Values of this many bytes or more are placed on the cluster once.
+PLACE_BYTES = 1 << 20
+
+
+class Lost:
+    """``settle``'s answer for a task that did not end by itself: the worker running it was
+    lost, or someone else cancelled it (``reason``, in words)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class ClusterTransport:
+    """Runs units as tasks of a cluster (see the module docstring). ``owned``: how to close
+    what this transport started (a client, a local cluster, a Ray session), called at
+    ``close``."""
+
+    name = "cluster"
+    encoded = False
+    starts_all = False
+    spins = False
+    places_per_call = True
+    broken_error: type[BrokenExecutor] = BrokenExecutor
+    init_failed_reason = "the initializer raised on a worker of the cluster"
+    #: ``kill`` stops a task that is running (its worker process is killed).
+    can_kill = False
+    #: The cluster runs a lane's tasks one at a time in the order submitted (see the module
+    #: docstring).
+    in_order = False
+
+    def __init__(self, owned: list[Callable[[], object]]) -> None:
+        self._owned = owned
+        self._lock = threading.Lock()
+        #: Values placed on the cluster, by ``id``, while units that use them are out.
+        self._placements: dict[int, _Placed] = {}
+        outcomes = OutcomeQueue()
+        self.report, self.pump, self.kick = outcomes.report, outcomes.pump, outcomes.kick
+        self.on_exit: Callable[[], None] = _nothing
+
+    # --- what each cluster says --------------------------------------------------------
+
+    def open(self) -> Any:
+        """What a new lane's tasks run on (a Ray actor), or None."""
+        return None
+
+    def shut(self, target: Any) -> None:
+        """A lane has ended: frees what ``open`` made (killing what runs there)."""
+
+    def wind_up(self, target: Any) -> None:
+        """A lane retires: what ``open`` made ends once the units sent to it have run."""
+
+    def place(self, value: Any) -> Any:
+        """Puts ``value`` on the cluster; returns what a payload carries in its stead."""
+        raise NotImplementedError
+
+    def submit(self, target: Any, kind: int, fn: Callable[..., Any], payload: Any) -> Any:
+        """Submits one unit as a task (on ``target``, what ``open`` made); returns the
+        cluster's handle of it."""
+        raise NotImplementedError
+
+    def when_done(self, task: Any, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` (on any thread) once ``task`` has ended, however it ended."""
+        raise NotImplementedError
+
+    def cancel(self, task: Any) -> None:
+        """Cancels ``task`` (on a lane that is ending: ``shut`` follows)."""
+        raise NotImplementedError
+
+    def settle(self, task: Any) -> tuple[int, int, Any] | Lost | BaseException:
+        """How the ended ``task`` went: ``run_unit``'s reply, a lost worker, or the
+        exception the cluster raised instead of running it."""
+        raise NotImplementedError
+
+    # --- the transport -----------------------------------------------------------------
+
+    def function(self, fn: Callable[..., Any]) -> EncodedFunction:
+        """Nothing to register: the cluster sends ``fn`` with each task."""
+        return NO_FUNCTION
+
+    def pack(self, value: Any, shared: list[Any]) -> Any:
+        """``value`` (a call's ``(args, kwargs)``, a chunk's ``(items, star)``) as the cluster
+        sends it, with each large top-level value (``PLACE_BYTES`` or more: an argument, an
+        item, an item's argument) placed on the cluster once and replaced by what ``place``
+        returned. A value is placed once for as long as a unit that uses it is out: the units
+        keep a ``Placement`` in ``shared``."""
+        return each_value(value, lambda item: self._placed(item, shared))
+
+    def _placed(self, value: Any, shared: list[Any]) -> Any:
+        """``value``, or what stands for its placed copy if it is large (see ``pack``)."""
+        if _nbytes(value) < PLACE_BYTES:
+            return value
+        with self._lock:
+            entry = self._placements.get(id(value))
+            if entry is None or entry.value is not value:
+                entry = self._placements[id(value)] = _Placed(value, self.place(value))
+            entry.users += 1
+        shared.append(Placement(self, id(value)))
+        return entry.stand_in
+
+    def unplace(self, key: int) -> None:
+        """A unit that used the placed value ``key`` has ended."""
+        with self._lock:
+            entry = self._placements.get(key)
+            if entry is not None:
+                entry.users -= 1
+                if entry.users <= 0:
+                    del self._placements[key]  # the cluster frees it with its last reference
+
+    def start(self, slot: int, epoch: int) -> Lane:
+        """A lane for ``slot``: ready at once (the cluster's workers are already running)."""
+        self.report((slot, protocol.READY, epoch, 0, 0, None))
+        return Lane(self, slot, epoch)
+
+    def close(self) -> None:
+        """No lane starts any more (the cluster stays until ``stopped``)."""
+
+    def stopped(self) -> None:
+        """The lanes have ended: closes what this transport started (nothing it was given)."""
+        owned, self._owned = self._owned, []
+        for close in owned:
+            close()
+
+
+class Lane:
+    """One lane of the cluster serving a slot, for one epoch: its units run one at a time, in
+    the order sent."""
+
+    #: No process of ours: the tasks run in the cluster's workers.
+    pid = 0
+
+    def __init__(self, transport: ClusterTransport, slot: int, epoch: int) -> None:
+        self._transport = transport
+        self._slot = slot
+        self._epoch = epoch
+        self._lock = threading.Lock()
+        #: What the lane's tasks run on (``ClusterTransport.open``).
+        self._target = transport.open()
+        #: The units sent and not ended, in order: the first runs (or is about to); a later
+        #: one is submitted already where the cluster keeps them in order, else not yet.
+        self._sent: deque[_Sent] = deque()
+        #: Units the lane had out when it ended, their tasks to cancel (``_free``).
+        self._dropped: list[_Sent] = []
+        self._retiring = False
+        self._exit_code: int | None = None
+        #: Why the lane ended, when the cluster lost the worker running its unit.
+        self.end_reason: str | None = None
+
+    @property
+    def handle(self) -> Lane:
+        """What ``executor._processes`` would show: no process, so nothing (not a process)."""
+        return self
+
+    def send(self, task_id: int, unit: Call | Chunk) -> None:
+        """Runs ``unit`` once the units sent before it have ended."""
+        sent = _Sent(task_id, unit.kind & ~protocol.WATCH_FLAG, unit.fn, unit.payload)
+        with self._lock:
+            if self._exit_code is not None:
+                return  # ended: the engine settles what it sent
+            self._sent.append(sent)
+            if not (self._transport.in_order or len(self._sent) == 1):
+                return
+            self._submit(sent)
+        self._watch(sent)
+
+    def _submit(self, sent: _Sent) -> None:
+        """Submits one unit as a task (under ``_lock``; ``_watch`` follows, outside it)."""
+        assert sent.fn is not None  # not submitted yet
+        task = self._transport.submit(self._target, sent.kind, sent.fn, sent.payload)
+        sent.task, sent.fn, sent.payload = task, None, None
+
+    def _watch(self, sent: _Sent) -> None:
+        """Calls ``_ended`` once the task of ``sent`` has ended: maybe at once, in this thread
+        (a task that ended already), so never under ``_lock``."""
+        self._transport.when_done(sent.task, lambda: self._ended(sent))
+
+    def _ended(self, sent: _Sent) -> None:
+        """The task of ``sent`` ended (on a thread of the cluster client's, or in ``_watch``)."""
+        with self._lock:
+            if not any(entry is sent for entry in self._sent):
+                return  # killed meanwhile: the engine settled it
+            self._sent.remove(sent)
+        transport = self._transport
+        outcome = transport.settle(sent.task)
+        if isinstance(outcome, Lost):
+            self._lose(outcome.reason)
+            return
+        if isinstance(outcome, BaseException):
+            transport.report((self._slot, protocol.ERROR, self._epoch, sent.task_id, 0, outcome))
+        else:
+            kind, busy, value = outcome
+            reply = (self._slot, kind, self._epoch, sent.task_id, busy, _local(kind, value))
+            transport.report(reply)
+        with self._lock:
+            following = self._sent[0] if self._sent else None
+            if following is not None and following.task is None and self._exit_code is None:
+                self._submit(following)
+            else:
+                following = None
+                if self._retiring and not self._sent and self._exit_code is None:
+                    self._end(0)
+        if following is not None:
+            self._watch(following)
+
+    def _lose(self, reason: str) -> None:
+        """The lane ends as a crash: the engine settles its units (the one that was running
+        first) and starts a new lane."""
+        with self._lock:
+            if self._exit_code is not None:
+                return
+            self.end_reason = reason
+            self._end(-signal.SIGKILL)
+
+    def _end(self, code: int) -> None:
+        """The lane is over (under ``_lock``, on any thread). What it still has out, and what
+        it runs on, are freed by ``_free``, never here: a cluster's client may not take calls
+        from its own callback threads."""
+        self._exit_code = code
+        self._dropped.extend(self._sent)
+        self._sent.clear()
+        self._transport.on_exit()
+
+    def _free(self) -> None:
+        """Cancels the tasks the lane still had out, and frees what it runs on (once; on the
+        engine's threads, never a client callback's)."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, []
+            target, self._target = self._target, None
+        for entry in dropped:
+            if entry.task is not None:
+                self._transport.cancel(entry.task)
+        if target is not None:
+            self._transport.shut(target)
+
+    def release(self, task_id: int) -> None:
+        """Nothing is held."""
+
+    def retire(self) -> None:
+        """The lane ends once its units have run (and so does what it runs on)."""
+        with self._lock:
+            self._retiring = True
+            target = self._target
+            if not self._sent and self._exit_code is None:
+                self._end(0)
+        if target is not None:
+            self._transport.wind_up(target)
+
+    def kill(self) -> None:
+        """Ends the lane now (see ``ClusterTransport.can_kill`` for a unit that is running)."""
+        with self._lock:
+            if self._exit_code is None:
+                self._end(-signal.SIGKILL)
+        self._free()
+
+    def poll(self) -> int | None:
+        """0 once retired and done, -SIGKILL once killed or lost; else None."""
+        return self._exit_code
+
+    def ended(self) -> None:
+        """The engine has settled the lane's end: what it had out and ran on is freed."""
+        self._free()
+
+
+class _Sent:
+    """A unit sent to a lane: its task id, what the task runs (until submitted), and the
+    cluster's task (once submitted)."""
+
+    __slots__ = ("fn", "kind", "payload", "task", "task_id")
+
+    def __init__(self, task_id: int, kind: int, fn: Callable[..., Any], payload: Any) -> None:
+        self.task_id = task_id
+        self.kind = kind
+        self.fn: Callable[..., Any] | None = fn
+        self.payload = payload
+        self.task: Any = None
+
+
+class _Placed:
+    """A value placed on the cluster: the value (so its id stays its own), what payloads carry
+    in its stead, and how many units that use it are out."""
+
+    __slots__ = ("stand_in", "users", "value")
+
+    def __init__(self, value: Any, stand_in: Any) -> None:
+        self.value = value
+        self.stand_in = stand_in
+        self.users = 0
+
+
+class Placement:
+    """Held in a unit's ``shared`` list: when the unit drops the list, the placed value loses
+    a user."""
+
+    __slots__ = ("__weakref__",)
+
+    def __init__(self, transport: ClusterTransport, key: int) -> None:
+        weakref.finalize(self, transport.unplace, key)
+
+
+def _nbytes(value: Any) -> int:
+    """The bytes ``value`` holds, for the large kinds users pass (arrays, frames, bytes); 0
+    for anything else. Never compares or truth-tests the value."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value)
+    nbytes = getattr(value, "nbytes", None)  # numpy arrays, pandas Series and Index, Arrow
+    if isinstance(nbytes, int):
+        return nbytes
+    usage = getattr(value, "memory_usage", None)  # a pandas DataFrame
+    if kind.__name__ == "DataFrame" and callable(usage):
+        return int(usage(index=True, deep=False).sum())
+    return 0
+
+
+def _local(kind: int, value: Any) -> Any:
+    """A task's reply as the engine takes it: exceptions with their remote tracebacks."""
+    if kind == protocol.ERROR:
+        return with_remote_traceback(*value)
+    if kind == protocol.CHUNK_RESULT:
+        results, failures = value
+        return results, [(index, with_remote_traceback(*raised)) for index, raised in failures]
+    return value
+
+
+def _nothing() -> None:
+    """The default of ``on_exit`` until the engine installs its own."""

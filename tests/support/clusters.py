@@ -1,0 +1,72 @@
+"""The clusters that ``GILFREE_TEST_IMPL=dask`` and ``GILFREE_TEST_IMPL=ray`` run the executor
+conformance tests on: one per session, two single-threaded workers on this machine, started at
+the first use and stopped at the end of the session (before the leak check).
+
+A Dask cluster is started with ``allowed-failures`` 0, so a task whose worker dies is not handed
+to another worker by the scheduler: ``retries=`` decides, as it does on gilfree's own workers.
+"""
+
+from __future__ import annotations
+
+#: Workers (Dask worker processes, Ray CPUs) of the cluster under test.
+WORKERS = 2
+
+_running: dict[str, object] = {}
+
+
+def dask_client():
+    """The session's Dask client, its ``LocalCluster`` started at the first call."""
+    if "dask" not in _running:
+        import dask
+        import distributed
+
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = distributed.LocalCluster(
+                n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
+            )
+        _running["dask"] = (distributed.Client(cluster), cluster)
+    client, _cluster = _running["dask"]
+    return client
+
+
+def ray_session():
+    """Connects this process to the session's Ray (a local one of ``WORKERS`` CPUs) once."""
+    if "ray" not in _running:
+        import ray
+
+        ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+        _running["ray"] = ray
+
+
+def executor(impl, max_workers=None, **options):
+    """A cluster executor of ``impl`` (``"dask"`` or ``"ray"``) on the session's cluster."""
+    if impl == "dask":
+        from gilfree.dask import DaskExecutor
+
+        return DaskExecutor(dask_client(), max_workers=max_workers, **options)
+    ray_session()
+    from gilfree.ray import RayExecutor
+
+    return RayExecutor(max_workers=max_workers, **options)
+
+
+def pool(impl, processes=None, **options):
+    """A cluster pool of ``impl`` on the session's cluster."""
+    if impl == "dask":
+        from gilfree.dask import Pool
+
+        return Pool(dask_client(), processes, **options)
+    ray_session()
+    from gilfree.ray import Pool
+
+    return Pool(None, processes, **options)
+
+
+def stop():
+    """Stops what the session started."""
+    if "dask" in _running:
+        client, cluster = _running.pop("dask")
+        client.close()
+        cluster.close()
+    if "ray" in _running:
+        _running.pop("ray").shutdown()
