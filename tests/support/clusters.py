@@ -8,6 +8,10 @@ to another worker by the scheduler: ``retries=`` decides, as it does on gilfree'
 
 from __future__ import annotations
 
+import os
+
+from support.limits import TESTS_DIRECTORY
+
 #: Workers (Dask worker processes, Ray CPUs) of the cluster under test.
 WORKERS = 2
 
@@ -34,7 +38,17 @@ def ray_session():
     if "ray" not in _running:
         import ray
 
-        ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+        # Ray's workers start afresh, from its raylet, which takes this process's environment:
+        # the tests' folder on their path lets them import the tasks (``support.tasks``).
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS_DIRECTORY, previous]))
+        try:
+            ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+        finally:
+            if previous is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = previous
         _running["ray"] = ray
 
 

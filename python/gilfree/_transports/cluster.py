@@ -78,7 +78,8 @@ class ClusterTransport:
 
     def __init__(self, owned: list[Callable[[], object]]) -> None:
         self._owned = owned
-        self._lock = threading.Lock()
+        #: Guards ``_placements``; reentrant: see ``_placed``.
+        self._lock = threading.RLock()
         #: Values placed on the cluster, by ``id``, while units that use them are out.
         self._placements: dict[int, _Placed] = {}
         outcomes = OutcomeQueue()
@@ -134,15 +135,27 @@ class ClusterTransport:
         return each_value(value, lambda item: self._placed(item, shared))
 
     def _placed(self, value: Any, shared: list[Any]) -> Any:
-        """``value``, or what stands for its placed copy if it is large (see ``pack``)."""
+        """``value``, or what stands for its placed copy if it is large (see ``pack``).
+
+        Placing happens outside ``_lock``: it allocates, so it may collect garbage, and a unit
+        collected then runs ``unplace`` in this very thread (``_lock`` is reentrant for that).
+        Two threads placing one value at once may place it twice; one copy is kept."""
         if _nbytes(value) < PLACE_BYTES:
             return value
+        key = id(value)
         with self._lock:
-            entry = self._placements.get(id(value))
-            if entry is None or entry.value is not value:
-                entry = self._placements[id(value)] = _Placed(value, self.place(value))
+            entry = self._placements.get(key)
+            fresh = entry is None or entry.value is not value
+        if fresh:
+            stand_in = self.place(value)
+            with self._lock:
+                entry = self._placements.get(key)
+                if entry is None or entry.value is not value:
+                    entry = self._placements[key] = _Placed(value, stand_in)
+        with self._lock:
+            assert entry is not None
             entry.users += 1
-        shared.append(Placement(self, id(value)))
+        shared.append(Placement(self, key))
         return entry.stand_in
 
     def unplace(self, key: int) -> None:
