@@ -13,6 +13,7 @@ import concurrent.futures
 import gc
 import itertools
 import os
+import time
 
 import pytest
 
@@ -143,9 +144,9 @@ def test_shutdown_can_cancel_what_has_not_started(client, tmp_path):
 
 
 def test_what_a_cluster_cannot_do_is_refused(executor):
-    with pytest.raises(ValueError, match="Dask cannot stop a task"):
+    with pytest.raises(ValueError, match="Dask cannot stop a task.*register gilfree.dask.Worker"):
         executor.submit_with(tasks.square, (2,), timeout=1)
-    with pytest.raises(ValueError, match="Dask cannot stop a task"):
+    with pytest.raises(ValueError, match="Dask cannot stop a task.*no kill on cancel"):
         executor.run_with(tasks.square, (2,), kill_on_cancel=True)
     with pytest.raises(TypeError, match="client must be a distributed.Client"):
         DaskExecutor(42)
@@ -286,3 +287,34 @@ def test_a_large_argument_is_placed_on_the_cluster_once(executor, monkeypatch):
     futures = [executor.submit(np.sum, array) for _ in range(3)]
     assert [f.result(RESULT_TIMEOUT) for f in futures] == [float(array.sum())] * 3
     assert len(scattered) <= 2  # once more at most: the map's units had all ended
+
+
+def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path):
+    """With gilfree's ``WorkerPlugin`` on the cluster, a call with a timeout runs in the gilfree
+    pool of its Dask worker, which kills the process running it past the timeout: the call
+    fails with ``TaskTimeoutError``, and the executor goes on. Without the plugin, the timeout
+    is refused at construction."""
+    from gilfree.dask import WorkerPlugin
+
+    with pytest.raises(ValueError, match="register gilfree.dask.WorkerPlugin"):
+        DaskExecutor(client, task_timeout=1)
+    client.register_plugin(WorkerPlugin(max_workers=1))
+    try:
+        with DaskExecutor(client, task_timeout=2) as limited:
+            pid_path, gate = tmp_path / "pid", tmp_path / "gate"
+            started = time.monotonic()
+            future = limited.submit(tasks.write_pid_and_block, str(pid_path), str(gate))
+            with pytest.raises(gilfree.TaskTimeoutError):
+                future.result(RESULT_TIMEOUT)
+            assert time.monotonic() - started < 20
+            tasks.wait_for_file(str(pid_path), RESULT_TIMEOUT)
+            pid = int(pid_path.read_text())
+            deadline = time.monotonic() + 10
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not os.path.exists(f"/proc/{pid}"), "the call ran on past its timeout"
+            assert limited.submit(tasks.square, 6).result(RESULT_TIMEOUT) == 36
+            fast = limited.submit_with(tasks.square, (7,), timeout=30)
+            assert fast.result(RESULT_TIMEOUT) == 49
+    finally:
+        client.unregister_worker_plugin("gilfree")

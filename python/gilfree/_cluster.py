@@ -45,26 +45,35 @@ class ClusterExecutor(ProcessPoolExecutor):
     def _cluster_limits(
         self, max_workers: int | None, task_timeout: float | None, retries: int
     ) -> Limits:
-        """The constructor's arguments checked, before anything is started or connected."""
+        """The constructor's arguments checked, before anything is started or connected (the
+        subclass checks that a ``task_timeout`` can be kept: ``_check_can_kill``)."""
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0
         ):
             raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
-        limits = Limits(
+        return Limits(
             check_timeout("task_timeout", task_timeout), check_retries("retries", retries)
         )
-        if limits.timeout is not None:
-            self._check_can_kill("task_timeout")
-        return limits
 
     def _check_can_kill(self, option: str) -> None:
-        if not self._can_kill:
-            raise ValueError(
-                f"{option}: {self._cluster_name} cannot stop a task that is running (cancelling"
-                f" it forgets it and lets it run), so {type(self).__module__}."
-                f"{type(self).__qualname__} offers no per-task timeout or kill. Leave {option}"
-                " out, or bound the task's own work."
-            )
+        """Refuses ``option`` (``"timeout"``, ``"task_timeout"``, ``"kill_on_cancel"``) unless
+        the cluster can stop a running task: always (``_can_kill``), or past a timeout only
+        (``_stops_on_timeout``)."""
+        if self._can_kill or (option != "kill_on_cancel" and self._stops_on_timeout()):
+            return
+        raise ValueError(
+            f"{option}: {self._cluster_name} cannot stop a task that is running (cancelling it"
+            f" forgets it and lets it run), so {type(self).__module__}.{type(self).__qualname__}"
+            f" {self._cannot_stop_advice(option)}"
+        )
+
+    def _stops_on_timeout(self) -> bool:
+        """Whether the cluster's workers stop a task past its timeout themselves."""
+        return False
+
+    def _cannot_stop_advice(self, option: str) -> str:
+        """What to do when ``option`` is refused (the end of the message)."""
+        return f"offers no per-task timeout or kill. Leave {option} out, or bound the task's work."
 
     def _run_on_cluster(
         self, transport: ClusterTransport, max_workers: int, limits: Limits

@@ -14,9 +14,12 @@ Where ``Client.get_executor()`` differs from concurrent.futures, this executor d
 * an exception arrives with its own type and the remote traceback as ``__cause__``; a call
   whose Dask worker was lost fails with ``WorkerCrashedError``, and ``retries=`` runs it again.
 
-What a cluster cannot do: Dask cannot stop a task that is running, so per-task timeouts
-(``submit_with(timeout=)``) and ``run_with(kill_on_cancel=True)`` are refused, and
-``executor._processes`` is empty (the workers are the cluster's). ``initializer`` is not
+What a cluster cannot do: Dask cannot stop a task that is running, so ``run_with(
+kill_on_cancel=True)`` is refused, and so are per-task timeouts (``task_timeout=``,
+``submit_with(timeout=)``) unless the cluster runs gilfree's ``WorkerPlugin``: then a call with a
+timeout runs in the gilfree pool of its Dask worker, which kills the process running it past its
+timeout (``TaskTimeoutError``). ``executor._processes`` is empty (the workers are the
+cluster's). ``initializer`` is not
 offered: a Dask worker plugin is the cluster's way to prepare its workers.
 
 The executor closes only what it started: given nothing, it starts a ``LocalCluster`` and
@@ -53,6 +56,9 @@ class DaskExecutor(ClusterExecutor):
         client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``), or
             None to start a ``LocalCluster`` of one single-threaded worker process per core.
         max_workers: how many units run at once; default: the cluster's threads, counted now.
+        task_timeout: seconds a call may run before the process running it is killed and the
+            call fails with ``TaskTimeoutError`` (default None: no limit). Needs gilfree's
+            ``WorkerPlugin`` on the cluster, whose pools run such calls and kill them.
         retries: times a call whose Dask worker was lost is run again before it fails with
             ``WorkerCrashedError`` (default 0).
     """
@@ -60,9 +66,15 @@ class DaskExecutor(ClusterExecutor):
     _cluster_name = "Dask"
 
     def __init__(
-        self, client: Any = None, *, max_workers: int | None = None, retries: int = 0
+        self,
+        client: Any = None,
+        *,
+        max_workers: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
-        limits = self._cluster_limits(max_workers, None, retries)
+        limits = self._cluster_limits(max_workers, task_timeout, retries)
+        self._pools_seen = False
         owned: list[Callable[[], object]] = []
         if client is None:
             import dask
@@ -84,10 +96,34 @@ class DaskExecutor(ClusterExecutor):
                 "client must be a distributed.Client, a scheduler address, or None (a"
                 f" LocalCluster is started), got {client!r}"
             )
-        if max_workers is None:
-            max_workers = max(1, sum(client.nthreads().values()))
         self.client: distributed.Client = client
+        try:
+            if limits.timeout is not None:
+                self._check_can_kill("task_timeout")
+            if max_workers is None:
+                max_workers = max(1, sum(client.nthreads().values()))
+        except BaseException:
+            for close in owned:
+                close()
+            raise
         self._run_on_cluster(DaskTransport(client, owned), max_workers, limits)
+
+    def _stops_on_timeout(self) -> bool:
+        """Whether every worker of the cluster has a gilfree pool (``WorkerPlugin``), asked
+        until it is seen once."""
+        if not self._pools_seen:
+            pools = self.client.run(_has_gilfree_pool)
+            self._pools_seen = bool(pools) and all(pools.values())
+        return self._pools_seen
+
+    def _cannot_stop_advice(self, option: str) -> str:
+        if option == "kill_on_cancel":
+            return "offers no kill on cancel. Leave kill_on_cancel out."
+        return (
+            f"keeps {option} only where the cluster runs gilfree's pools: register"
+            " gilfree.dask.WorkerPlugin() on it (client.register_plugin(WorkerPlugin())),"
+            f" or leave {option} out."
+        )
 
     def __repr__(self) -> str:
         return f"<gilfree.dask.DaskExecutor client={self.client!r} max_workers={self._max_workers}>"
@@ -110,6 +146,11 @@ class Pool(ClusterPool):
         self._run_on_executor(lambda: DaskExecutor(client, max_workers=processes, retries=retries))
 
 
+def _has_gilfree_pool(dask_worker: distributed.Worker) -> bool:
+    """Whether this Dask worker has the pool of a ``WorkerPlugin`` (run by ``client.run``)."""
+    return "gilfree" in dask_worker.executors
+
+
 class WorkerPlugin(distributed.WorkerPlugin):
     """Makes gilfree the process pool inside each Dask worker.
 
@@ -119,7 +160,8 @@ class WorkerPlugin(distributed.WorkerPlugin):
     worker processes, and with ``default=True`` every task does. They get gilfree's crash
     isolation (a task that kills its process fails with ``WorkerCrashedError``; the Dask
     worker, and the data it holds, stay), lambdas and ``__main__`` functions, and per-task
-    timeouts (``task_timeout=``, given to the executor with any of its other options). It works
+    timeouts (``task_timeout=``, given to the executor with any of its other options; a
+    ``DaskExecutor``'s calls with a timeout run in these pools too). It works
     with Dask's default daemon workers: gilfree's workers are not multiprocessing children. The
     pool is shut down when the worker closes, so no gilfree process outlives the cluster.
     """

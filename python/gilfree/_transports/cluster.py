@@ -102,8 +102,11 @@ class ClusterTransport:
         """Puts ``value`` on the cluster; returns what a payload carries in its stead."""
         raise NotImplementedError
 
-    def submit(self, target: Any, kind: int, fn: Callable[..., Any], payload: Any) -> Any:
-        """Submits one unit as a task (on ``target``, what ``open`` made); returns the
+    def submit(
+        self, target: Any, kind: int, fn: Callable[..., Any], payload: Any, timeout: float | None
+    ) -> Any:
+        """Submits one unit as a task (on ``target``, what ``open`` made; ``timeout``: the
+        seconds it may run, for a cluster whose workers stop it themselves); returns the
         cluster's handle of it."""
         raise NotImplementedError
 
@@ -214,6 +217,7 @@ class Lane:
     def send(self, task_id: int, unit: Call | Chunk) -> None:
         """Runs ``unit`` once the units sent before it have ended."""
         sent = _Sent(task_id, unit.kind & ~protocol.WATCH_FLAG, unit.fn, unit.payload)
+        sent.timeout = unit.timeout
         with self._lock:
             if self._exit_code is not None:
                 return  # ended: the engine settles what it sent
@@ -226,7 +230,7 @@ class Lane:
     def _submit(self, sent: _Sent) -> None:
         """Submits one unit as a task (under ``_lock``; ``_watch`` follows, outside it)."""
         assert sent.fn is not None  # not submitted yet
-        task = self._transport.submit(self._target, sent.kind, sent.fn, sent.payload)
+        task = self._transport.submit(self._target, sent.kind, sent.fn, sent.payload, sent.timeout)
         sent.task, sent.fn, sent.payload = task, None, None
 
     def _watch(self, sent: _Sent) -> None:
@@ -325,7 +329,7 @@ class _Sent:
     """A unit sent to a lane: its task id, what the task runs (until submitted), and the
     cluster's task (once submitted)."""
 
-    __slots__ = ("fn", "kind", "payload", "task", "task_id")
+    __slots__ = ("fn", "kind", "payload", "task", "task_id", "timeout")
 
     def __init__(self, task_id: int, kind: int, fn: Callable[..., Any], payload: Any) -> None:
         self.task_id = task_id
@@ -333,6 +337,7 @@ class _Sent:
         self.fn: Callable[..., Any] | None = fn
         self.payload = payload
         self.task: Any = None
+        self.timeout: float | None = None
 
 
 class _Placed:

@@ -6,8 +6,10 @@ its own, so identical calls are never merged). Large values are scattered once
 (``client.scatter``) and travel as their Dask futures, which Dask resolves to the values on the
 worker. A task whose Dask worker died (``KilledWorker``, once the scheduler has given up on it)
 ends its lane as a crash, with the worker's end in the reason. Dask cannot stop a task that is
-running: cancelling its future forgets it and lets it run, so ``gilfree.dask`` refuses per-task
-timeouts and ``kill_on_cancel``.
+running: cancelling its future forgets it and lets it run. Where the cluster runs gilfree's
+``WorkerPlugin``, a unit with a timeout runs in the gilfree pool of its Dask worker
+(``run_unit_in_pool``), which kills the process running it past the timeout; otherwise
+``gilfree.dask`` refuses per-task timeouts, and ``kill_on_cancel`` always.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gilfree._engine.units import function_name
 from gilfree._transports.cluster import ClusterTransport, Lost
-from gilfree._workers.cluster import run_unit
+from gilfree._workers.cluster import run_unit, run_unit_in_pool
 
 if TYPE_CHECKING:
     import distributed
@@ -50,10 +52,16 @@ class DaskTransport(ClusterTransport):
         return placed
 
     def submit(
-        self, target: None, kind: int, fn: Callable[..., Any], payload: Any
+        self, target: None, kind: int, fn: Callable[..., Any], payload: Any, timeout: float | None
     ) -> distributed.Future[Any]:
-        """One Dask task of its own (never merged with an identical one)."""
+        """One Dask task of its own (never merged with an identical one). A unit with a timeout
+        runs in the gilfree pool of the Dask worker (``gilfree.dask.WorkerPlugin``), which
+        kills the process running it past its timeout."""
         key = f"{function_name(fn)}-gilfree-{self._token}-{next(self._keys)}"
+        if timeout is not None:
+            return self.client.submit(
+                run_unit_in_pool, kind, fn, payload, timeout, key=key, pure=False
+            )
         return self.client.submit(run_unit, kind, fn, payload, key=key, pure=False)
 
     def when_done(self, task: distributed.Future[Any], callback: Callable[[], None]) -> None:

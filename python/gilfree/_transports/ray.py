@@ -96,8 +96,16 @@ class RayTransport(ClusterTransport):
         """Puts ``value`` in the object store: a key for payloads, holding its reference."""
         return Placed(next(self._keys), ray.put(value))
 
-    def submit(self, target: Any, kind: int, fn: Callable[..., Any], payload: _Packed) -> Task:
-        """One call of the lane's actor, named for ``fn`` on the dashboard."""
+    def submit(
+        self,
+        target: Any,
+        kind: int,
+        fn: Callable[..., Any],
+        payload: _Packed,
+        timeout: float | None,
+    ) -> Task:
+        """One call of the lane's actor, named for ``fn`` on the dashboard (a timeout is the
+        front end's to keep: it kills the lane)."""
         last, function = self._function
         if last is not fn:
             function = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)

@@ -41,6 +41,26 @@ def run_unit(kind: int, fn: Callable[..., Any], payload: Any) -> tuple[int, int,
     return protocol.RESULT, time.perf_counter_ns() - started, result
 
 
+def run_unit_in_pool(
+    kind: int, fn: Callable[..., Any], payload: Any, timeout: float
+) -> tuple[int, int, Any]:
+    """``run_unit`` on a Dask worker, in the gilfree pool its ``gilfree.dask.WorkerPlugin``
+    gave it, which kills the process running the unit past ``timeout`` seconds (a
+    ``TaskTimeoutError``, raised here for the caller)."""
+    from distributed import get_worker
+
+    submit_with = getattr(get_worker().executors.get("gilfree"), "submit_with", None)
+    if submit_with is None:
+        raise RuntimeError(
+            "this Dask worker has no gilfree pool: register gilfree.dask.WorkerPlugin() on the"
+            " cluster for per-task timeouts"
+        )
+    reply: tuple[int, int, Any] = submit_with(
+        run_unit, (kind, fn, payload), timeout=timeout
+    ).result()
+    return reply
+
+
 def raised(error: BaseException) -> Raised:
     """``error`` with its traceback as text."""
     return error, "".join(traceback.format_exception(error))
