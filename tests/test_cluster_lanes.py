@@ -33,7 +33,7 @@ class InstantCluster(ClusterTransport):
         self.on_place()
         return ("stand-in", len(self.placed))
 
-    def submit(self, target, kind, fn, payload):
+    def submit(self, target, kind, fn, payload, timeout):
         done: concurrent.futures.Future = concurrent.futures.Future()
         done.set_result(run_unit(kind, fn, payload))
         return done
