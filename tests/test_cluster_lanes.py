@@ -96,3 +96,47 @@ def test_a_value_is_placed_once_while_units_use_it():
     assert not transport._placements
     transport.pack(((value,), {}), [])
     assert len(transport.placed) == 2  # placed again: no unit was using it any more
+
+
+class RefusingCluster(InstantCluster):
+    """Refuses the units whose first argument is ``"refuse"``, as a cluster refuses an argument
+    it cannot send; runs the others at once, or later where ``hold`` (a lane whose head waits)."""
+
+    in_order = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[concurrent.futures.Future, tuple]] = []
+
+    def submit(self, target, kind, fn, payload, timeout):
+        (first, *_rest), _kwargs = payload
+        if first == "refuse":
+            raise TypeError("cannot send this")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        if first == "hold":
+            self.held.append((done, (kind, fn, payload)))
+        else:
+            done.set_result(run_unit(kind, fn, payload))
+        return done
+
+
+def _call(*args):
+    return Call(concurrent.futures.Future(), repr, (0, b""), (args, {}), [])
+
+
+def test_a_unit_the_cluster_refuses_fails_alone_and_the_lane_goes_on():
+    transport = RefusingCluster()
+    lane = transport.start(0, 1)
+    lane.send(1, _call("hold"))  # runs until released: the next two wait behind it
+    lane.send(2, _call("refuse"))
+    lane.send(3, _call("after"))
+    done, unit = transport.held.pop()
+    done.set_result(run_unit(*unit))  # the lane submits 2 (refused), then 3
+    lane.send(4, _call("refuse"))  # refused at once: nothing was ahead of it
+    replies = {task_id: (kind, value) for _s, kind, _e, task_id, _b, value in transport.pump(0)}
+    assert replies[1] == (protocol.RESULT, "'hold'")
+    assert replies[2][0] == protocol.ERROR and isinstance(replies[2][1], TypeError)
+    assert replies[3] == (protocol.RESULT, "'after'")
+    assert replies[4][0] == protocol.ERROR
+    lane.retire()
+    assert lane.poll() == 0

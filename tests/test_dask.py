@@ -318,3 +318,15 @@ def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path):
             assert fast.result(RESULT_TIMEOUT) == 49
     finally:
         client.unregister_worker_plugin("gilfree")
+
+
+def test_an_argument_dask_cannot_send_fails_its_call_alone(executor):
+    """Dask refuses to send a lock when the call is submitted: that call fails with Dask's
+    error, and the executor goes on (it once hung the lane and then shutdown)."""
+    import threading
+
+    future = executor.submit(tasks.echo, threading.Lock())
+    assert isinstance(future.exception(RESULT_TIMEOUT), TypeError)
+    with pytest.raises(TypeError):
+        list(executor.map(tasks.echo, [1, threading.Lock(), 3], chunksize=1))
+    assert executor.submit(tasks.square, 8).result(RESULT_TIMEOUT) == 64

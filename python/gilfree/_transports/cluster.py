@@ -224,14 +224,27 @@ class Lane:
             self._sent.append(sent)
             if not (self._transport.in_order or len(self._sent) == 1):
                 return
-            self._submit(sent)
-        self._watch(sent)
+            submitted = self._submit(sent)
+        if submitted:
+            self._watch(sent)
 
-    def _submit(self, sent: _Sent) -> None:
-        """Submits one unit as a task (under ``_lock``; ``_watch`` follows, outside it)."""
+    def _submit(self, sent: _Sent) -> bool:
+        """Submits one unit as a task (under ``_lock``; ``_watch`` follows, outside it).
+        False if the cluster refused it (a function or an argument it cannot send): the unit
+        fails with the cluster's error, and the lane goes on."""
         assert sent.fn is not None  # not submitted yet
-        task = self._transport.submit(self._target, sent.kind, sent.fn, sent.payload, sent.timeout)
+        try:
+            task = self._transport.submit(
+                self._target, sent.kind, sent.fn, sent.payload, sent.timeout
+            )
+        except Exception as error:  # noqa: BLE001 - the unit's own failure, for its caller
+            self._sent.remove(sent)
+            self._transport.report(
+                (self._slot, protocol.ERROR, self._epoch, sent.task_id, 0, error)
+            )
+            return False
         sent.task, sent.fn, sent.payload = task, None, None
+        return True
 
     def _watch(self, sent: _Sent) -> None:
         """Calls ``_ended`` once the task of ``sent`` has ended: maybe at once, in this thread
@@ -256,13 +269,14 @@ class Lane:
             reply = (self._slot, kind, self._epoch, sent.task_id, busy, _local(kind, value))
             transport.report(reply)
         with self._lock:
-            following = self._sent[0] if self._sent else None
-            if following is not None and following.task is None and self._exit_code is None:
-                self._submit(following)
-            else:
-                following = None
-                if self._retiring and not self._sent and self._exit_code is None:
-                    self._end(0)
+            following = None
+            while self._sent and self._sent[0].task is None and self._exit_code is None:
+                if self._submit(self._sent[0]):  # a refused one is gone: try the next
+                    following = self._sent[0]
+                    break
+            done = following is None and not self._sent and self._exit_code is None
+            if done and self._retiring:
+                self._end(0)
         if following is not None:
             self._watch(following)
 
