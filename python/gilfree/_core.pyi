@@ -4,7 +4,7 @@ built module by ``mypy.stubtest`` in ``make lint``."""
 import pickle
 import sys
 from collections.abc import Callable
-from typing import Self, final
+from typing import Any, Self, final
 
 __all__ = [
     "DecodeError",
@@ -141,6 +141,21 @@ def register_hooks(
     """Hands the codec the Python functions it calls: ``pickle_value(value, share)`` for values
     it has no record for, and the reducers (``reducer_for(type)``, ``rebuild(kind, state)``) of
     ``gilfree._wire.reducers``. The first registration stays; later ones return False."""
+
+@final
+class ThreadQueue:
+    """A FIFO of Python objects between threads of this process whose waits spin, GIL released,
+    before sleeping (a waiter that sees its item soon costs no wake-up)."""
+
+    def __init__(self) -> None: ...
+    def put(self, item: Any) -> None:
+        """Appends ``item`` and wakes a waiter (no system call unless one sleeps)."""
+    def take(self, timeout: float, spin_us: float = 0.0, most: int = ...) -> list[Any]:
+        """Takes up to ``most`` items, oldest first. If there is none, waits for one (GIL
+        released: spin ``spin_us`` microseconds, then sleep) at most ``timeout`` seconds; an
+        empty list then."""
+    def __len__(self) -> int:
+        """The number of items queued now."""
 
 @final
 class SharedBuffer:

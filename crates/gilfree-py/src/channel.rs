@@ -34,7 +34,7 @@ fn message_tuple<'py>(py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, Py
         .into_pyobject(py)
 }
 
-fn policy(timeout: f64, spin_microseconds: f64) -> PyResult<WaitPolicy> {
+pub(crate) fn policy(timeout: f64, spin_microseconds: f64) -> PyResult<WaitPolicy> {
     let seconds = |value: f64, name: &str| {
         Duration::try_from_secs_f64(value).map_err(|_| {
             pyo3::exceptions::PyValueError::new_err(format!(

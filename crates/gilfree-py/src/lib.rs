@@ -5,6 +5,7 @@
 //! * [`buffers`]: large buffers in shared memory, sent by handle instead of by copy.
 //! * [`codec`]: the value codec (builtin values natively, anything else as pickle).
 //! * [`process`]: starting, reaping, signalling and describing worker processes.
+//! * [`handoff`]: a queue between threads of this process whose waits spin before sleeping.
 //! * [`errors`]: the one mapping from `CoreError` to Python exceptions.
 use pyo3::prelude::*;
 
@@ -12,6 +13,7 @@ mod buffers;
 mod channel;
 mod codec;
 mod errors;
+mod handoff;
 mod process;
 
 /// The native core of gilfree.
@@ -23,5 +25,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     process::register(module)?;
     codec::register(module)?;
     buffers::register(module)?;
+    handoff::register(module)?;
     Ok(())
 }

@@ -1,10 +1,11 @@
 """Threads of this process: the second transport.
 
-A worker is a daemon thread with an inbox (``queue.SimpleQueue``): it takes units in order, runs
-them on the objects themselves (nothing is pickled or copied: arguments and results are shared
-with the caller, as in ``concurrent.futures.ThreadPoolExecutor``) and puts each outcome on the
-transport's queue, which ``pump`` reads. Exceptions arrive as the objects raised, with their
-tracebacks. Every worker reports the same pid, this process's.
+A worker is a daemon thread with an inbox (``gilfree._core.ThreadQueue``, whose waits spin a
+moment before they sleep): it takes units in order, runs them on the objects themselves (nothing
+is pickled or copied: arguments and results are shared with the caller, as in
+``concurrent.futures.ThreadPoolExecutor``) and puts each outcome on the transport's queue, which
+``pump`` reads. Exceptions arrive as the objects raised, with their tracebacks. Every worker
+reports the same pid, this process's.
 
 A thread cannot be killed: ``kill`` abandons it (its slot gets a new thread at once, and what the
 old one still reports carries an old epoch and is dropped). So timeouts, which kill the worker of
@@ -14,7 +15,6 @@ a task running too long, are a process-only option; see ``gilfree.executor`` for
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
@@ -23,6 +23,7 @@ from concurrent.futures import BrokenExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any
 
+from gilfree._core import ThreadQueue
 from gilfree._transports.queued import OutcomeQueue
 from gilfree._wire import protocol
 from gilfree._workers.progress import ChunkWatch
@@ -31,6 +32,14 @@ from gilfree._workers.worker import run_items
 if TYPE_CHECKING:
     from gilfree._engine.transport import Outcome
     from gilfree._engine.units import Call, Chunk, EncodedFunction
+
+#: How long a thread waiting for its next unit, or the pumper for an outcome, busy-waits (GIL
+#: released) before it sleeps: a hand-off between sleeping threads costs two wake-ups per round
+#: trip, tens of microseconds each on a VM (see ``gilfree._core.ThreadQueue``). As long as a
+#: process worker spins (``gilfree._workers.worker.SPIN_MICROSECONDS``).
+SPIN_MICROSECONDS = 100.0
+#: Seconds an idle thread sleeps between looks at whether it was abandoned.
+IDLE_SECONDS = 1.0
 
 #: ``Call.function`` and ``Chunk.function`` of thread units: the worker calls ``unit.fn``.
 NO_FUNCTION: EncodedFunction = (0, b"")
@@ -42,7 +51,7 @@ class ThreadTransport:
     name = "thread"
     encoded = False
     starts_all = False
-    spins = False
+    spins = True  # SPIN_MICROSECONDS
     places_per_call = False
     broken_error: type[BrokenExecutor] = BrokenThreadPool
     init_failed_reason = "A thread initializer failed, the thread pool is not usable anymore"
@@ -54,7 +63,7 @@ class ThreadTransport:
         )
         #: Outcomes of every worker: ``report`` from the workers' threads, ``pump`` and
         #: ``kick`` for the engine.
-        outcomes = OutcomeQueue()
+        outcomes = OutcomeQueue(SPIN_MICROSECONDS)
         self.report, self.pump, self.kick = outcomes.report, outcomes.pump, outcomes.kick
         self.on_exit: Callable[[], None] = _nothing
 
@@ -92,7 +101,7 @@ class ThreadWorker:
         self._slot = slot
         self._epoch = epoch
         #: ``(task id, kind, function, payload)`` to run, and None: end.
-        self._inbox: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._inbox = ThreadQueue()
         self._exit_code: int | None = None
         self._abandoned = False
         self.thread = threading.Thread(
@@ -170,7 +179,10 @@ class ThreadWorker:
             lambda task_id, done: report((slot, protocol.PROGRESS, epoch, task_id, done, None))
         )
         while not self._abandoned:
-            task = inbox.get()
+            taken: list[_Task | None] = inbox.take(IDLE_SECONDS, SPIN_MICROSECONDS, 1)
+            if not taken:
+                continue
+            task = taken.pop()
             if task is None:
                 return
             started = time.perf_counter_ns()
