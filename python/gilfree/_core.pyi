@@ -12,6 +12,7 @@ __all__ = [
     "ParentChannel",
     "SHARE_THRESHOLD",
     "SharedBuffer",
+    "ThreadQueue",
     "WorkerChannel",
     "after_fork_in_child",
     "after_fork_in_parent",
