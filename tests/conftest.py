@@ -93,6 +93,11 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
+        "sends_values: arguments are pickled to other processes (gilfree's or a cluster's);"
+        " skipped with GILFREE_TEST_IMPL=thread",
+    )
+    config.addinivalue_line(
+        "markers",
         "local_only(reason): what a cluster's executor does not offer, and why; skipped with"
         " GILFREE_TEST_IMPL=dask and ray",
     )
@@ -107,7 +112,10 @@ def pytest_collection_modifyitems(config, items):
     if IS_STDLIB:
         skipped = {"gilfree_only": "gilfree-only behaviour (GILFREE_TEST_IMPL=stdlib)"}
     elif IS_THREAD:
-        skipped = {"process_only": "needs worker processes (GILFREE_TEST_IMPL=thread)"}
+        skipped = {
+            "process_only": "needs worker processes (GILFREE_TEST_IMPL=thread)",
+            "sends_values": "threads share the caller's objects (GILFREE_TEST_IMPL=thread)",
+        }
     elif IS_CLUSTER:
         skipped = {
             "process_only": f"needs gilfree's own worker processes (GILFREE_TEST_IMPL={IMPL})",

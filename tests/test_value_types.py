@@ -273,7 +273,7 @@ def test_an_exception_holding_a_value_arrives_with_its_type(shared_executor, poo
 
 
 @pytest.mark.gilfree_only
-@pytest.mark.process_only
+@pytest.mark.sends_values
 def test_explain_names_the_unsendable_part_without_touching_the_values(shared_executor):
     from gilfree import SerializationError
 

@@ -34,13 +34,14 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
 from typing import TYPE_CHECKING, Any
 
-from gilfree._engine.units import with_remote_traceback
+from gilfree._engine.units import Chunk, with_remote_traceback
 from gilfree._transports.queued import OutcomeQueue
 from gilfree._wire import protocol
+from gilfree._wire.serialization import name_unsendable
 from gilfree._workers.cluster import each_value
 
 if TYPE_CHECKING:
-    from gilfree._engine.units import Call, Chunk, EncodedFunction
+    from gilfree._engine.units import Call, EncodedFunction
 
 #: Units of a cluster transport call ``unit.fn`` themselves: nothing is registered.
 NO_FUNCTION: EncodedFunction = (0, b"")
@@ -218,6 +219,8 @@ class Lane:
         """Runs ``unit`` once the units sent before it have ended."""
         sent = _Sent(task_id, unit.kind & ~protocol.WATCH_FLAG, unit.fn, unit.payload)
         sent.timeout = unit.timeout
+        if isinstance(unit, Chunk):
+            sent.first_item = unit.start
         with self._lock:
             if self._exit_code is not None:
                 return  # ended: the engine settles what it sent
@@ -231,7 +234,9 @@ class Lane:
     def _submit(self, sent: _Sent) -> bool:
         """Submits one unit as a task (under ``_lock``; ``_watch`` follows, outside it).
         False if the cluster refused it (a function or an argument it cannot send): the unit
-        fails with the cluster's error, and the lane goes on."""
+        fails, and the lane goes on. It fails with a ``SerializationError`` naming what does not
+        pickle (``args[0]``, ``map item 7``), as on one machine, if something does; else with
+        the cluster's own error."""
         assert sent.fn is not None  # not submitted yet
         try:
             task = self._transport.submit(
@@ -239,8 +244,9 @@ class Lane:
             )
         except Exception as error:  # noqa: BLE001 - the unit's own failure, for its caller
             self._sent.remove(sent)
+            failure = _name_refused(sent) or error
             self._transport.report(
-                (self._slot, protocol.ERROR, self._epoch, sent.task_id, 0, error)
+                (self._slot, protocol.ERROR, self._epoch, sent.task_id, 0, failure)
             )
             return False
         sent.task, sent.fn, sent.payload = task, None, None
@@ -343,7 +349,7 @@ class _Sent:
     """A unit sent to a lane: its task id, what the task runs (until submitted), and the
     cluster's task (once submitted)."""
 
-    __slots__ = ("fn", "kind", "payload", "task", "task_id", "timeout")
+    __slots__ = ("first_item", "fn", "kind", "payload", "task", "task_id", "timeout")
 
     def __init__(self, task_id: int, kind: int, fn: Callable[..., Any], payload: Any) -> None:
         self.task_id = task_id
@@ -352,6 +358,22 @@ class _Sent:
         self.payload = payload
         self.task: Any = None
         self.timeout: float | None = None
+        #: A chunk's first item's index in its map (for error messages: ``map item 7``).
+        self.first_item = 0
+
+
+def _name_refused(sent: _Sent) -> Exception | None:
+    """The ``SerializationError`` naming the part of a refused unit that does not pickle: its
+    function, an argument (``args[0]``) or a map item (``map item 7``); None if all of it
+    pickles (the cluster refused it for another reason)."""
+    if sent.kind == protocol.CHUNK:
+        items, _star = sent.payload
+        first = sent.first_item
+        roots = {f"map item {first + index}": item for index, item in enumerate(items)}
+    else:
+        args, kwargs = sent.payload
+        roots = {"args": args, "kwargs": kwargs}
+    return name_unsendable({"fn": sent.fn, **roots})
 
 
 class _Placed:

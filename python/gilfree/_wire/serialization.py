@@ -79,6 +79,19 @@ def is_result_error(error: BaseException) -> bool:
 def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
     """The error to raise for ``roots`` (name -> value sent under that name) that failed to
     encode with ``error``."""
+    named = name_unsendable(roots)
+    if named is not None:
+        return named
+    fallback = SerializationError(
+        f"cannot send the value to another process: {error}", next(iter(roots), "")
+    )
+    fallback.__cause__ = error
+    return fallback
+
+
+def name_unsendable(roots: dict[str, Any]) -> SerializationError | None:
+    """The error naming the first part of ``roots`` (name -> value sent under that name) that no
+    pickler accepts, or None if every part pickles (what failed was not the values)."""
     for name, value in roots.items():
         found = _locate(value, name)
         if found is not None:
@@ -90,8 +103,4 @@ def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
             serialization_error = SerializationError(message, path)
             serialization_error.__cause__ = cause
             return serialization_error
-    fallback = SerializationError(
-        f"cannot send the value to another process: {error}", next(iter(roots), "")
-    )
-    fallback.__cause__ = error
-    return fallback
+    return None
