@@ -49,7 +49,7 @@ test-joblib-suite: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed)
 
 # The executor's conformance tests, run on a cluster of two workers of each engine (see
 # tests/support/clusters.py), and Ray's own tests, which need a Ray session of their own.
-CLUSTER_TESTS := tests/test_executor_api.py tests/test_value_types.py
+CLUSTER_TESTS := tests/test_executor_api.py tests/test_value_types.py tests/test_clusters.py
 
 test-clusters: $(foreach version,$(TEST_PYTHONS),.venv-$(version)/installed) ## the executor conformance tests on Dask and on Ray (GILFREE_TEST_IMPL=dask, ray), then Ray's own tests
 	@for version in $(TEST_PYTHONS); do \

@@ -1,4 +1,5 @@
-"""``gilfree.ray.RayExecutor`` (issue #14): the executor's semantics on Ray.
+"""``gilfree.ray.RayExecutor`` (issue #14): what is Ray's own (what every cluster executor does
+is in ``test_clusters.py``, run on Dask and on Ray).
 
 These run under ``GILFREE_TEST_IMPL=ray`` (``make test-clusters``), on the session's Ray of two
 CPUs (``support.clusters``), beside the executor conformance tests run on the same session; the
@@ -9,9 +10,6 @@ Ray of its own, in a child interpreter.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import gc
-import itertools
 import os
 import time
 
@@ -48,67 +46,6 @@ def _gone(pids, deadline=EXIT_DEADLINE):
             return False
         time.sleep(0.05)
     return True
-
-
-def test_calls_run_on_ray_with_their_results(executor):
-    assert executor.submit(tasks.square, 7).result(RESULT_TIMEOUT) == 49
-    assert executor.submit(lambda a, b=1: a + b, 1, b=5).result(RESULT_TIMEOUT) == 6
-    assert executor.submit(os.getpid).result(RESULT_TIMEOUT) != os.getpid()
-    assert executor._max_workers == 2  # the session's CPUs
-
-
-def test_identical_calls_all_run(executor):
-    futures = [executor.submit(tasks.unique_token) for _ in range(4)]
-    assert len({future.result(RESULT_TIMEOUT) for future in futures}) == 4
-
-
-def test_futures_work_with_wait_as_completed_and_asyncio(executor):
-    futures = [executor.submit(tasks.square, x) for x in range(20)]
-    _done, not_done = concurrent.futures.wait(futures, timeout=RESULT_TIMEOUT)
-    assert not not_done
-    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == sorted(
-        x * x for x in range(20)
-    )
-
-    async def main():
-        wrapped = await asyncio.wrap_future(executor.submit(tasks.square, 3))
-        ran = await executor.run(tasks.square, 4)
-        mapped = [y async for y in executor.amap(tasks.square, range(10))]
-        return wrapped, ran, mapped
-
-    assert asyncio.run(main()) == (9, 16, [x * x for x in range(10)])
-
-
-@pytest.mark.parametrize("chunksize", [None, 1, 64])
-def test_map_keeps_order_and_chunks(executor, chunksize):
-    results = list(executor.map(tasks.square, range(2000), chunksize=chunksize))
-    assert results == [x * x for x in range(2000)]
-    assert list(executor.map(tasks.add, range(5), [10] * 5)) == [10, 11, 12, 13, 14]
-
-
-def test_map_reads_an_endless_generator_lazily(executor):
-    pulled = itertools.count()
-
-    def endless():
-        for x in itertools.count():
-            next(pulled)
-            yield x
-
-    results = executor.map(tasks.square, endless(), chunksize=2)
-    taken = list(itertools.islice(results, 20))
-    del results  # dropping the results stops the job
-    gc.collect()
-    assert taken == [x * x for x in range(20)]
-    assert next(pulled) <= 20 + 4 * 2 * 2 + 2 + 1
-
-
-def test_an_exception_keeps_its_type_and_remote_traceback(executor):
-    with pytest.raises(tasks.CustomError) as raised:
-        executor.submit(tasks.raise_custom_error, "boom").result(RESULT_TIMEOUT)
-    assert raised.value.args == ("boom",)
-    assert "raise_custom_error" in str(raised.value.__cause__)
-    with pytest.raises(ValueError, match="bad value 3"):
-        list(executor.map(tasks.raise_if_equal, range(6), [3] * 6))
 
 
 def test_a_crash_gives_worker_crashed_error_and_retries_recover(executor, tmp_path):

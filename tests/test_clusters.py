@@ -1,0 +1,113 @@
+"""What every cluster executor does (issue #14), run on each cluster: ``GILFREE_TEST_IMPL=dask``
+and ``GILFREE_TEST_IMPL=ray`` (``make test-clusters``), on the session's cluster of two workers
+(``support.clusters``). What only one engine does is in ``test_dask.py`` and ``test_ray.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import itertools
+import os
+import threading
+
+import pytest
+
+from conftest import IMPL, IS_CLUSTER
+from support import clusters, tasks
+from support.limits import RESULT_TIMEOUT
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not IS_CLUSTER, reason="run on each cluster: GILFREE_TEST_IMPL=dask, ray"),
+    # distributed's own threads and sockets end with the cluster; its warnings are its own.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def executor():
+    the_executor = clusters.executor(IMPL)
+    yield the_executor
+    the_executor.shutdown(wait=True)
+
+
+def test_calls_run_on_the_cluster_with_their_results(executor):
+    assert executor.submit(tasks.square, 7).result(RESULT_TIMEOUT) == 49
+    assert executor.submit(lambda a, b=1: a + b, 1, b=5).result(RESULT_TIMEOUT) == 6
+    assert executor.submit(os.getpid).result(RESULT_TIMEOUT) != os.getpid()
+    assert executor._max_workers == clusters.WORKERS  # the cluster's threads or CPUs
+
+
+def test_identical_calls_all_run(executor):
+    """Dask's own executor merges identical calls (``pure=True``); every call runs here."""
+    futures = [executor.submit(tasks.unique_token) for _ in range(4)]
+    tokens = {future.result(RESULT_TIMEOUT) for future in futures}
+    assert len(tokens) == 4
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio(executor):
+    futures = [executor.submit(tasks.square, x) for x in range(20)]
+    _done, not_done = concurrent.futures.wait(futures, timeout=RESULT_TIMEOUT)
+    assert not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == sorted(
+        x * x for x in range(20)
+    )
+
+    async def main():
+        wrapped = await asyncio.wrap_future(executor.submit(tasks.square, 3))
+        ran = await executor.run(tasks.square, 4)
+        mapped = [y async for y in executor.amap(tasks.square, range(10))]
+        return wrapped, ran, mapped
+
+    assert asyncio.run(main()) == (9, 16, [x * x for x in range(10)])
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 64])
+def test_map_keeps_order_and_chunks(executor, chunksize):
+    results = list(executor.map(tasks.square, range(2000), chunksize=chunksize))
+    assert results == [x * x for x in range(2000)]
+    assert list(executor.map(tasks.add, range(5), [10] * 5)) == [10, 11, 12, 13, 14]
+
+
+def test_map_reads_an_endless_generator_lazily(executor):
+    pulled = itertools.count()
+
+    def endless():
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    results = executor.map(tasks.square, endless(), chunksize=2)
+    taken = list(itertools.islice(results, 20))
+    del results  # dropping the results stops the job
+    gc.collect()
+    assert taken == [x * x for x in range(20)]
+    assert next(pulled) <= 20 + 4 * 2 * 2 + 2 + 1
+
+
+def test_an_exception_keeps_its_type_and_remote_traceback(executor):
+    with pytest.raises(tasks.CustomError) as raised:
+        executor.submit(tasks.raise_custom_error, "boom").result(RESULT_TIMEOUT)
+    assert raised.value.args == ("boom",)
+    assert "raise_custom_error" in str(raised.value.__cause__)
+    with pytest.raises(ValueError, match="bad value 3"):
+        list(executor.map(tasks.raise_if_equal, range(6), [3] * 6))
+
+
+def test_a_value_the_cluster_cannot_send_fails_its_call_alone(executor):
+    """A lock cannot be pickled: the call or map fails with the error gilfree raises on one
+    machine, naming the argument or the map item (Dask's own is "Could not serialize object
+    of type LLGExpr"), and the executor goes on (a refused submit once hung Dask's lane and
+    then shutdown)."""
+    from gilfree import SerializationError
+
+    future = executor.submit(tasks.echo, threading.Lock())
+    error = future.exception(RESULT_TIMEOUT)
+    assert isinstance(error, SerializationError)
+    assert str(error).startswith("args[0]: cannot send a thread lock to another process")
+    with pytest.raises(SerializationError, match=r"^map item 4: cannot send a thread lock"):
+        list(executor.map(tasks.echo, [0, 1, 2, 3, threading.Lock(), 5], chunksize=2))
+    assert executor.submit(tasks.square, 8).result(RESULT_TIMEOUT) == 64
