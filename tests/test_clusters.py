@@ -97,6 +97,18 @@ def test_an_exception_keeps_its_type_and_remote_traceback(executor):
         list(executor.map(tasks.raise_if_equal, range(6), [3] * 6))
 
 
+def test_shutdown_can_cancel_what_has_not_started(tmp_path):
+    gate = tmp_path / "gate"
+    the_executor = clusters.executor(IMPL, max_workers=1)
+    running = the_executor.submit(tasks.block_until_released, str(gate), "ran")
+    pending = [the_executor.submit(tasks.square, x) for x in range(5)]
+    the_executor.shutdown(wait=False, cancel_futures=True)
+    gate.touch()
+    assert running.result(RESULT_TIMEOUT) == "ran"
+    assert all(future.cancelled() for future in pending)
+    assert not running.cancel()
+
+
 def test_a_value_the_cluster_cannot_send_fails_its_call_alone(executor):
     """A lock cannot be pickled: the call or map fails with the error gilfree raises on one
     machine, naming the argument or the map item (Dask's own is "Could not serialize object

@@ -66,18 +66,6 @@ def test_a_crash_gives_worker_crashed_error_and_retries_recover(client, tmp_path
     client.wait_for_workers(2, timeout=RESULT_TIMEOUT)
 
 
-def test_shutdown_can_cancel_what_has_not_started(client, tmp_path):
-    gate = tmp_path / "gate"
-    the_executor = DaskExecutor(client, max_workers=1)
-    running = the_executor.submit(tasks.block_until_released, str(gate), "ran")
-    pending = [the_executor.submit(tasks.square, x) for x in range(5)]
-    the_executor.shutdown(wait=False, cancel_futures=True)
-    gate.touch()
-    assert running.result(RESULT_TIMEOUT) == "ran"
-    assert all(future.cancelled() for future in pending)
-    assert not running.cancel()
-
-
 def test_what_a_cluster_cannot_do_is_refused(executor):
     with pytest.raises(ValueError, match="Dask cannot stop a task.*register gilfree.dask.Worker"):
         executor.submit_with(tasks.square, (2,), timeout=1)

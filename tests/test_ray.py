@@ -73,17 +73,6 @@ def test_a_task_past_its_timeout_is_stopped(executor, tmp_path):
         limited.submit(tasks.sleep_and_return, 30).result(RESULT_TIMEOUT)
 
 
-def test_shutdown_can_cancel_what_has_not_started(tmp_path):
-    gate = tmp_path / "gate"
-    the_executor = RayExecutor(max_workers=1)
-    running = the_executor.submit(tasks.block_until_released, str(gate), "ran")
-    pending = [the_executor.submit(tasks.square, x) for x in range(5)]
-    the_executor.shutdown(wait=False, cancel_futures=True)
-    gate.touch()
-    assert running.result(RESULT_TIMEOUT) == "ran"
-    assert all(future.cancelled() for future in pending)
-
-
 def test_no_actor_outlives_its_executor():
     with RayExecutor() as own:
         pids = set(own.map(tasks.sleep_and_get_pid, [0.2] * 4, chunksize=1))
