@@ -11,6 +11,7 @@
 //! * [`codec`]: the wire format of the value codec and its bounds-checked reader.
 //! * [`array`]: the codec's record for numpy arrays (dtype, shape, order, raw bytes).
 //! * [`shm`]: an anonymous shared mapping that cannot leak.
+//! * [`huge`]: huge pages for large regions, made on a thread of their own.
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
 //!   split into fragments when they do not fit.
@@ -24,6 +25,7 @@
 pub mod array;
 pub mod codec;
 pub mod error;
+pub mod huge;
 pub mod memory;
 pub mod message;
 pub mod notify;

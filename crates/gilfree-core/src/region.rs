@@ -35,7 +35,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::error::{CoreError, Result};
-use crate::shm::SharedMemory;
+use crate::huge;
+use crate::shm::{SharedMemory, HUGE_PAGE};
 
 /// Where a region can be opened from: its exporting process and descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,11 +135,27 @@ pub struct Region {
 impl Region {
     /// A new zero-filled region of `length` bytes, pages populated up front (one system call
     /// instead of a page fault per page when it is filled).
+    ///
+    /// A region of `huge::COLLAPSE_MIN` bytes or more is a whole number of huge pages, and is
+    /// moved into huge pages on another thread soon after (see `huge`).
     pub fn create(length: usize) -> Result<Arc<Self>> {
-        let size = length.checked_add(HEADER).ok_or_else(|| {
+        let too_large = || {
             CoreError::InvalidArgument(format!("a shared buffer of {length} bytes is too large"))
-        })?;
-        let memory = Arc::new(SharedMemory::create_populated("gilfree-buffer", size)?);
+        };
+        let size = length.checked_add(HEADER).ok_or_else(too_large)?;
+        let huge = length >= huge::COLLAPSE_MIN;
+        let memory = if huge {
+            let size = size
+                .checked_next_multiple_of(HUGE_PAGE)
+                .ok_or_else(too_large)?;
+            SharedMemory::create_populated_huge("gilfree-buffer", size)?
+        } else {
+            SharedMemory::create_populated("gilfree-buffer", size)?
+        };
+        let memory = Arc::new(memory);
+        if huge {
+            huge::collapse_later(&mut lock(&huge::QUEUE), Arc::downgrade(&memory));
+        }
         let region = Self {
             memory,
             created_here: true,
@@ -354,16 +371,24 @@ type ForkGuards = (
     std::sync::MutexGuard<'static, BTreeMap<usize, Weak<Region>>>,
     std::sync::MutexGuard<'static, OpenedRegions>,
     std::sync::MutexGuard<'static, MappedRegions>,
+    std::sync::MutexGuard<'static, huge::Queue>,
 );
 
 /// Call just before `fork`: takes the registries' locks, so the child does not inherit one
 /// held by a thread that does not exist there. Lock order: POOL, then REGIONS (as `acquire`,
 /// which registers new regions while holding the pool), then OPENED, then MAPPED (the last two
-/// never nested with each other or the first two, save in this function). Until
+/// never nested with each other or the first two, save in this function), then `huge::QUEUE`
+/// (taken last wherever it nests). Until
 /// `after_fork_in_parent`, other threads wait for these locks through `BLOCKING_WAIT` (GIL
 /// released): the forking thread runs other at-fork hooks, Python code, meanwhile.
 pub fn before_fork() {
-    let guards = (lock(&POOL), lock(&REGIONS), lock(&OPENED), lock(&MAPPED));
+    let guards = (
+        lock(&POOL),
+        lock(&REGIONS),
+        lock(&OPENED),
+        lock(&MAPPED),
+        lock(&huge::QUEUE),
+    );
     FORK_GUARDS.with(|held| *held.borrow_mut() = Some(guards));
 }
 
@@ -380,7 +405,11 @@ pub fn after_fork_in_parent() {
 /// result or argument the parent held at fork time may (listing the child instead would keep
 /// every pooled region busy for the child's whole life).
 pub fn after_fork_in_child() {
-    FORK_GUARDS.with(|held| held.borrow_mut().take());
+    FORK_GUARDS.with(|held| {
+        if let Some(mut guards) = held.borrow_mut().take() {
+            huge::forget_parents_work(&mut guards.4);
+        }
+    });
 }
 
 fn register(region: Region) -> Arc<Region> {
