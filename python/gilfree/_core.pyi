@@ -24,6 +24,7 @@ __all__ = [
     "exit_code_from_status",
     "exit_with_parent",
     "export",
+    "huge_page_bytes",
     "keep_freed_memory",
     "kill",
     "open_buffer",
@@ -184,6 +185,11 @@ def copied_to_shared() -> int:
     """Bytes this process has copied into shared buffers to send them, since it started: large
     buffers and large messages (buffers already in shared memory travel without a copy). A
     measure of the data plane's copies, for tests and benchmarks."""
+
+def huge_page_bytes() -> int:
+    """Bytes of this process's large shared buffers moved into huge pages so far, by the thread
+    that does it in the background: a measure for tests and benchmarks. Stays 0 where the
+    system cannot do it."""
 
 def open_buffer(pid: int, fd: int, offset: int, length: int) -> SharedBuffer:
     """Opens a buffer another process exported (its ``handle``), through ``/proc``."""

@@ -275,6 +275,13 @@ def fill_range(array, start, stop, value):
     return stop - start
 
 
+def mark_and_sum(array, index, value, start):
+    """Writes ``value`` at ``array[index]`` in place (a shared array) and returns the sum of
+    ``array[start:]``."""
+    array[index] = value
+    return float(array[start:].sum())
+
+
 def double_array(array):
     """A new array made in the worker: the result is a buffer the worker owns."""
     return array * 2

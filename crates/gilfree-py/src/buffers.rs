@@ -227,6 +227,14 @@ pub fn copied_to_shared() -> u64 {
     COPIED.load(Ordering::Relaxed)
 }
 
+/// Bytes of this process's large shared buffers moved into huge pages so far, by the thread that
+/// does it in the background (``gilfree_core::huge``): a measure for tests and benchmarks. Stays
+/// 0 where the system cannot do it.
+#[pyfunction]
+pub fn huge_page_bytes() -> u64 {
+    gilfree_core::huge::collapsed_bytes()
+}
+
 /// Opens a buffer another process exported (its ``handle``).
 #[pyfunction]
 pub fn open_buffer(pid: u32, fd: i32, offset: usize, length: usize) -> PyResult<SharedBuffer> {
@@ -293,5 +301,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(export, module)?)?;
     module.add_function(wrap_pyfunction!(open_buffer, module)?)?;
     module.add_function(wrap_pyfunction!(copied_to_shared, module)?)?;
+    module.add_function(wrap_pyfunction!(huge_page_bytes, module)?)?;
     Ok(())
 }
