@@ -102,6 +102,7 @@ pub fn collapsed_bytes() -> u64 {
 /// The collapsing thread: every queued mapping in turn, step by step, until none is left.
 fn work() {
     // Lower priority: the thread takes a core from no busy thread for long (see `NICE`).
+    #[cfg(target_os = "linux")]
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
     loop {
         let next = {
