@@ -65,16 +65,10 @@ impl SharedMemory {
     pub fn create_populated_huge(name: &str, len: usize) -> Result<Self> {
         let memory = Self::create(name, len)?;
         memory.advise_huge_pages();
+        // Allocates the (zero) pages now. Kernels before 5.14 refuse it, and the pages are
+        // allocated when first touched instead.
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        // SAFETY: advice on our own fresh mapping: allocates its (zero) pages, changes no byte.
-        // Kernels before 5.14 refuse it, and the pages are allocated when first touched instead.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                memory.base.as_ptr().cast(),
-                memory.len,
-                rustix::mm::Advice::LinuxPopulateWrite,
-            )
-        };
+        memory.advise(rustix::mm::Advice::LinuxPopulateWrite);
         Ok(memory)
     }
 
@@ -121,14 +115,15 @@ impl SharedMemory {
     /// machines), nothing changes, and `collapse` is the way to them.
     pub fn advise_huge_pages(&self) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        // SAFETY: advice on our own mapping; it changes no content.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                self.base.as_ptr().cast(),
-                self.len,
-                rustix::mm::Advice::LinuxHugepage,
-            )
-        };
+        self.advise(rustix::mm::Advice::LinuxHugepage);
+    }
+
+    /// `madvise` over the whole mapping, its failure ignored (advice only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn advise(&self, advice: rustix::mm::Advice) {
+        // SAFETY: advice on our own mapping; the two kinds given (huge pages, populate) change
+        // no byte of it.
+        let _ = unsafe { rustix::mm::madvise(self.base.as_ptr().cast(), self.len, advice) };
     }
 
     /// Moves the pages of the whole huge pages inside `[offset, offset + len)` into huge pages,
