@@ -11,7 +11,6 @@ asyncio``), not here.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from conftest import IS_THREAD, create_executor
 from support import tasks, values
+from support.iterables import CountingEndless
 from support.limits import RESULT_TIMEOUT
 from support.processes import shutdown_within_deadline, terminate_within_deadline
 from support.values import NAMES, build
@@ -397,16 +397,11 @@ def test_amap_reads_an_endless_input_lazily_with_bounded_read_ahead(shared_execu
     """Taking 20 results of an endless generator reads at most a window of chunks more (4
     chunks per worker, of ``chunksize`` items, plus the one item kept in hand); leaving the
     loop stops the job."""
-    pulled = itertools.count()
+    endless = CountingEndless()
     taken = []
 
-    def endless():
-        for x in itertools.count():
-            next(pulled)
-            yield x
-
     async def main():
-        results = shared_executor.amap(tasks.square, endless(), chunksize=2, ordered=ordered)
+        results = shared_executor.amap(tasks.square, endless.items(), chunksize=2, ordered=ordered)
         async for y in results:
             taken.append(y)
             if len(taken) == 20:
@@ -415,7 +410,7 @@ def test_amap_reads_an_endless_input_lazily_with_bounded_read_ahead(shared_execu
         await asyncio.sleep(0.1)
 
     run(main())
-    read = next(pulled)
+    read = endless.read
     assert len(taken) == 20
     assert read <= 20 + 4 * 2 * 2 + 2 + 1, f"{read} items read for 20 taken"
     if ordered:
@@ -453,16 +448,13 @@ def test_amap_raises_the_inputs_own_error_in_its_turn(shared_executor):
 
 
 def test_a_cancelled_amap_reader_stops_its_job(shared_executor):
-    pulled = itertools.count()
-
-    def endless():
-        for x in itertools.count():
-            next(pulled)
-            yield x
+    endless = CountingEndless()
 
     async def main():
         async def consume():
-            async for _ in shared_executor.amap(tasks.sleep_and_return, endless(), chunksize=1):
+            async for _ in shared_executor.amap(
+                tasks.sleep_and_return, endless.items(), chunksize=1
+            ):
                 pass
 
         task = asyncio.create_task(consume())
@@ -471,12 +463,12 @@ def test_a_cancelled_amap_reader_stops_its_job(shared_executor):
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.sleep(0.1)
-        read = next(pulled)
+        read = endless.read
         await asyncio.sleep(0.2)
-        return read, next(pulled)
+        return read, endless.read
 
     before, after = run(main())
-    assert after == before + 1  # nothing more was read once the reader went away
+    assert after == before  # nothing more was read once the reader went away
 
 
 # --- lifecycle -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import IMPL, IS_CLUSTER
 from support import clusters, tasks
+from support.iterables import CountingEndless
 from support.limits import RESULT_TIMEOUT
 
 pytestmark = [
@@ -73,19 +74,14 @@ def test_map_keeps_order_and_chunks(executor, chunksize):
 
 
 def test_map_reads_an_endless_generator_lazily(executor):
-    pulled = itertools.count()
+    endless = CountingEndless()
 
-    def endless():
-        for x in itertools.count():
-            next(pulled)
-            yield x
-
-    results = executor.map(tasks.square, endless(), chunksize=2)
+    results = executor.map(tasks.square, endless.items(), chunksize=2)
     taken = list(itertools.islice(results, 20))
     del results  # dropping the results stops the job
     gc.collect()
     assert taken == [x * x for x in range(20)]
-    assert next(pulled) <= 20 + 4 * 2 * 2 + 2 + 1
+    assert endless.read <= 20 + 4 * 2 * 2 + 2 + 1
 
 
 def test_an_exception_keeps_its_type_and_remote_traceback(executor):
