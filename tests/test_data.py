@@ -46,6 +46,20 @@ def test_numpy_arrays_round_trip(shared_executor, shape):
     assert numpy.array_equal(doubled, array * 2)
 
 
+def test_large_bodies_arrive_whole_at_every_alignment_and_length(shared_executor):
+    # Bodies of 64 KiB or more are copied with non-temporal stores, a line at a time after an
+    # unaligned head and before a short tail: every split of them must arrive byte for byte,
+    # both ways, several in one message and one at a time.
+    stream_min = 64 * 1024
+    lengths = [stream_min - 1, stream_min, stream_min + 4 * 4096 + 13, 3 * MIB + 7]
+    base = numpy.random.default_rng(7).integers(0, 256, 3 * MIB + 200, dtype=numpy.uint8)
+    arrays = [base[shift : shift + length] for length in lengths for shift in (0, 1, 17, 63)]
+    echoed = shared_executor.submit(tasks.echo, arrays).result(timeout=RESULT_TIMEOUT)[0][0]
+    assert all(numpy.array_equal(got, sent) for got, sent in zip(echoed, arrays, strict=True))
+    for got, sent in zip(shared_executor.map(tasks.echo, arrays), arrays, strict=True):
+        assert numpy.array_equal(got[0][0], sent)
+
+
 def test_a_shared_array_is_written_in_place_by_the_workers(shared_executor):
     import gilfree
 

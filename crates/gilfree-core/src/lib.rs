@@ -15,7 +15,7 @@
 //! * [`notify`]: spin-then-futex events living in shared memory.
 //! * [`ring`]: a single-producer single-consumer ring of variable-size frames, with messages
 //!   split into fragments when they do not fit.
-//! * [`memory`]: the allocator policy of worker processes (keep freed memory for reuse).
+//! * [`memory`]: copies for another process to read, and the allocator policy of worker processes.
 //! * [`message`]: the fixed header framing each message's payload.
 //! * [`region`]: one memory file per large buffer, opened by other processes via `/proc`.
 //! * [`segment`]: the layout of one executor's segment: a doorbell and per-worker ring pairs.

@@ -51,7 +51,8 @@ pub(super) fn total_length(out: &[u8], deferred: &[Deferred]) -> usize {
 }
 
 /// Writes the finished message into `target` (exactly `total_length` bytes): the scratch
-/// buffer with each deferred body inserted where it belongs.
+/// buffer with each deferred body inserted where it belongs. A large body bypasses this core's
+/// caches: the message is for another process (see `gilfree_core::memory`).
 pub(super) fn gather(out: &[u8], deferred: &[Deferred], target: &mut [u8]) {
     let mut from = 0;
     let mut to = 0;
@@ -61,7 +62,7 @@ pub(super) fn gather(out: &[u8], deferred: &[Deferred], target: &mut [u8]) {
         to += head.len();
         from = body.at;
         let bytes = body.view.bytes();
-        target[to..to + bytes.len()].copy_from_slice(bytes);
+        gilfree_core::memory::copy_for_others(bytes, &mut target[to..to + bytes.len()]);
         to += bytes.len();
     }
     target[to..].copy_from_slice(&out[from..]);
