@@ -627,3 +627,36 @@ def unique_token(_=None):
     import uuid
 
     return uuid.uuid4().hex
+
+
+def numpy_huge_page_advice(_=None):
+    """Whether numpy, in this process, advises huge pages for the arrays it makes (reading the
+    switch leaves it as it was: the setter returns the previous value)."""
+    import numpy  # noqa: F401 - imported before the switch is read, as a task's module would
+
+    from gilfree._workers import heap
+
+    heap.settle_numpy()  # what the worker does after loading a function of a numpy module
+    setter = heap._numpy_huge_page_setter()
+    previous = setter(True)
+    setter(previous)
+    return bool(previous)
+
+
+def page_faults_of_reuse(fraction):
+    """The page faults of making an array of ``fraction`` of what this worker keeps of freed
+    memory, after one of that size was made and freed: ``(first, second)``."""
+    import resource
+
+    import numpy
+
+    from gilfree._workers import heap
+
+    size = int(heap.kept_free_bytes() * fraction) // 8
+    faults = []
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        array = numpy.ones(size)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        del array
+    return tuple(faults)

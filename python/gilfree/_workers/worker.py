@@ -23,6 +23,7 @@ from gilfree import _core
 from gilfree._core import WorkerChannel
 from gilfree._wire import main as _main
 from gilfree._wire import protocol
+from gilfree._workers import heap
 from gilfree._workers.progress import ChunkWatch
 
 _Failure = TypeVar("_Failure")
@@ -33,8 +34,6 @@ SPIN_MICROSECONDS = 100.0
 POLL_SECONDS = 0.1
 #: How often a native thread checks that the parent is alive (a busy worker dies with it too).
 PARENT_WATCH_SECONDS = 0.1
-#: Freed memory a worker keeps for its next tasks instead of returning it to the system.
-KEPT_FREE_BYTES = 64 << 20
 #: Longest an exiting worker waits for the parent to read its last shared replies.
 RELEASE_WAIT_SECONDS = 30.0
 #: How long a worker may take to run its exit hooks (join threads, exit handlers) once its loop
@@ -248,6 +247,7 @@ def _loop(channel: WorkerChannel, epoch: int, max_memory: int | None) -> None:
                 functions[arg] = protocol.unpickle(payload)
             except BaseException as error:  # noqa: BLE001 - the calls that use it will fail
                 functions[arg] = _Unloadable(error)
+            heap.settle_numpy()  # a function's module may have imported numpy
             continue
         elif kind == protocol.RELEASE:
             held.pop(task_id, None)
@@ -320,8 +320,8 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     # Ctrl-C is the parent's to handle: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _core.exit_with_parent(os.getppid(), PARENT_WATCH_SECONDS)
-    # Task after task decodes buffers of the same sizes: reuse their pages (gilfree_core::memory).
-    _core.keep_freed_memory(KEPT_FREE_BYTES)
+    # Task after task uses memory of the same sizes: fault its pages in once, and cheaply.
+    heap.configure()
     channel = WorkerChannel(fd, slot)
     os.close(fd)
     message = None
@@ -335,6 +335,7 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     setup = protocol.loads(payload)
     if not _setup(channel, epoch, setup, inherited):
         return 3
+    heap.settle_numpy()  # the main script or the initializer may have imported numpy
     _loop(channel, epoch, setup.max_memory)
     return 0
 
