@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import textwrap
@@ -240,6 +241,44 @@ def test_loky_started_inside_a_task_ends_with_the_worker(tmp_path):
     loky_pids = [int(pid) for pid in stdout.split()]
     assert loky_pids
     assert not wait_until_gone(loky_pids)
+
+
+PRESTARTED_TEMPLATE_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import os
+
+    import gilfree.joblib
+    from gilfree._workers import zygote
+
+
+    def parent(_):
+        with open(f"/proc/{os.getpid()}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+    if __name__ == "__main__":
+        import joblib
+
+        prestarted = zygote.pids()
+        preloads = [list(template.preload) for template in zygote._zygotes]
+        with joblib.parallel_config(backend="gilfree", n_jobs=2):
+            parents = joblib.Parallel()(joblib.delayed(parent)(x) for x in range(4))
+        print(json.dumps([prestarted, preloads, sorted(set(parents)), zygote.pids()]))
+    """
+)
+
+
+def test_the_workers_come_from_the_template_started_at_import(tmp_path):
+    """Importing gilfree.joblib starts the template process, with gilfree.joblib (and so
+    joblib) preloaded for the workers, and the backend's executor forks its workers from that
+    one: no second template process."""
+    returncode, stdout, stderr = run_script(tmp_path, PRESTARTED_TEMPLATE_SCRIPT)
+    assert returncode == 0, stderr
+    prestarted, preloads, parents, after = json.loads(stdout)
+    assert len(prestarted) == 1
+    assert preloads == [list(gilfree_joblib.PRELOAD)] == [["gilfree.joblib"]]
+    assert parents == prestarted == after
 
 
 def test_timeout(config):

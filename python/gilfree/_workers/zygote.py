@@ -396,11 +396,12 @@ def get(preload: tuple[str, ...]) -> Zygote:
         return zygote
 
 
-def prestart() -> None:
-    """Starts the zygote (no preload) in the background, so that the first executor finds it
-    ready, where this process would start one on its own: its main process, not while it
-    imports the main script, not in gilfree's own processes or multiprocessing's children.
-    Never raises: the executor starts the zygote, or says why it cannot, when it is needed."""
+def prestart(preload: tuple[str, ...] = ()) -> None:
+    """Starts the zygote for ``preload`` in the background, so that the first executor with
+    that ``preload`` finds it ready, where this process would start one on its own: its main
+    process, not while it imports the main script, not in gilfree's own processes or
+    multiprocessing's children. Never raises: the executor starts the zygote, or says why it
+    cannot, when it is needed."""
     import multiprocessing
 
     if _main.importing or _main.in_gilfree_process or multiprocessing.parent_process() is not None:
@@ -408,7 +409,7 @@ def prestart() -> None:
     if not hasattr(os, "fork"):
         return
     try:
-        get(())
+        get(preload)
     except Exception:  # noqa: BLE001 - an optimisation only; the executor will report
         if _trace.ENABLED:
             _trace.log.debug("no zygote started ahead of time", exc_info=True)
