@@ -23,6 +23,12 @@ def test_the_kept_memory_is_bounded_by_the_machine_and_by_a_constant():
     assert kept == max(heap.KEPT_FREE_MIN, min(heap.KEPT_FREE_MAX, share))
 
 
+def test_under_a_memory_limit_a_quarter_of_it_at_most_is_kept():
+    assert heap.kept_free_bytes(400 << 20) == min(heap.kept_free_bytes(), 100 << 20)
+    assert heap.kept_free_bytes(1 << 20) == 256 << 10  # below the floor: the limit wins
+    assert heap.kept_free_bytes(1 << 40) == heap.kept_free_bytes()
+
+
 @pytest.mark.parametrize(
     ("contents", "reclaims"),
     [
@@ -89,3 +95,16 @@ def test_a_worker_reuses_freed_memory_up_to_its_bound_without_faulting(shared_ex
     )
     assert first > 0
     assert second < first / 20
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_memory_kept_for_reuse_does_not_get_a_worker_replaced(make_executor):
+    # 520 MB made and freed under a 500 MiB limit: kept whole, it would leave the worker past
+    # the limit and replaced after each task; at a quarter of the limit, glibc returns it.
+    executor = make_executor(max_workers=1, max_memory_per_child=500 << 20)
+    pids = [
+        executor.submit(tasks.fill_then_free, 520 * 10**6).result(DATA_RESULT_TIMEOUT)
+        for _ in range(3)
+    ]
+    assert len(set(pids)) == 1

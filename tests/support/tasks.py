@@ -660,3 +660,11 @@ def page_faults_of_reuse(fraction):
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         del array
     return tuple(faults)
+
+
+def fill_then_free(size):
+    """Fill ``size`` bytes of fresh memory, free them; return the pid."""
+    data = bytearray(size)
+    data[::4096] = b"\x01" * len(range(0, size, 4096))
+    del data
+    return os.getpid()

@@ -9,7 +9,8 @@ per page, and small:
   keeps up to `kept_free_bytes` of freed heap memory and serves blocks of up to half of that
   from the heap (``gilfree_core::memory``): the second task of the same sizes faults in nothing.
   The bound is 1 GiB, and at most a quarter of the machine's memory spread over one worker per
-  core.
+  core. Kept memory stays resident, so under ``max_memory_per_child`` it is at most a quarter
+  of that limit: memory kept for reuse alone does not get a worker replaced.
 * **No fresh huge pages where the host takes free memory back.** numpy asks the kernel for
   huge pages (``MADV_HUGEPAGE``) for every array of 4 MiB or more. Where the kernel reports its
   free memory to a hypervisor (virtio-balloon's free page reporting, in 2 MiB blocks), a fresh
@@ -44,9 +45,10 @@ FREE_PAGE_REPORTING_BIT = 5
 _numpy_settled = False
 
 
-def configure() -> None:
-    """Applies the policy in this worker process (numpy's part waits for numpy's import)."""
-    _core.keep_freed_memory(kept_free_bytes())
+def configure(max_memory: int | None = None) -> None:
+    """Applies the policy in this worker process, whose resident memory is limited to
+    ``max_memory`` bytes if given (numpy's part waits for numpy's import)."""
+    _core.keep_freed_memory(kept_free_bytes(max_memory))
     settle_numpy()
 
 
@@ -62,14 +64,16 @@ def settle_numpy() -> None:
             set_huge_pages(False)
 
 
-def kept_free_bytes() -> int:
-    """How much freed memory a worker keeps (see the module's notes)."""
+def kept_free_bytes(max_memory: int | None = None) -> int:
+    """How much freed memory a worker keeps, its resident memory limited to ``max_memory``
+    bytes if given (see the module's notes)."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
-        return KEPT_FREE_MIN
-    share = memory // (4 * (os.cpu_count() or 1))
-    return max(KEPT_FREE_MIN, min(KEPT_FREE_MAX, share))
+        kept = KEPT_FREE_MIN
+    else:
+        kept = max(KEPT_FREE_MIN, min(KEPT_FREE_MAX, memory // (4 * (os.cpu_count() or 1))))
+    return kept if max_memory is None else min(kept, max_memory // 4)
 
 
 @functools.cache

@@ -320,8 +320,6 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     # Ctrl-C is the parent's to handle: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _core.exit_with_parent(os.getppid(), PARENT_WATCH_SECONDS)
-    # Task after task uses memory of the same sizes: fault its pages in once, and cheaply.
-    heap.configure()
     channel = WorkerChannel(fd, slot)
     os.close(fd)
     message = None
@@ -335,7 +333,8 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     setup = protocol.loads(payload)
     if not _setup(channel, epoch, setup, inherited):
         return 3
-    heap.settle_numpy()  # the main script or the initializer may have imported numpy
+    # Task after task uses memory of the same sizes: fault its pages in once, and cheaply.
+    heap.configure(setup.max_memory)
     _loop(channel, epoch, setup.max_memory)
     return 0
 
