@@ -26,6 +26,7 @@ def test_the_kept_memory_is_bounded_by_the_machine_and_by_a_constant():
 def test_under_a_memory_limit_a_quarter_of_it_at_most_is_kept():
     assert heap.kept_free_bytes(400 << 20) == min(heap.kept_free_bytes(), 100 << 20)
     assert heap.kept_free_bytes(1 << 20) == 256 << 10  # below the floor: the limit wins
+    assert heap.kept_free_bytes(1) == heap.KEPT_FREE_FLOOR == 256 << 10  # but not below glibc's
     assert heap.kept_free_bytes(1 << 40) == heap.kept_free_bytes()
 
 

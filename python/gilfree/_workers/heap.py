@@ -37,6 +37,9 @@ from gilfree import _core
 KEPT_FREE_MIN = 64 << 20
 #: ...and at most this, and at most a quarter of the memory spread over one worker per core.
 KEPT_FREE_MAX = 1 << 30
+#: Never less than glibc keeps on its own (it maps blocks of 128 KiB or more anew): a tiny
+#: ``max_memory_per_child`` must not turn every allocation into a system call.
+KEPT_FREE_FLOOR = 256 << 10
 #: The virtio-balloon devices' negotiated features: one "0" or "1" per feature bit.
 BALLOON_FEATURES = "/sys/bus/virtio/drivers/virtio_balloon/virtio*/features"
 #: VIRTIO_BALLOON_F_REPORTING: the kernel reports free memory to the host.
@@ -73,7 +76,7 @@ def kept_free_bytes(max_memory: int | None = None) -> int:
         kept = KEPT_FREE_MIN
     else:
         kept = max(KEPT_FREE_MIN, min(KEPT_FREE_MAX, memory // (4 * (os.cpu_count() or 1))))
-    return kept if max_memory is None else min(kept, max_memory // 4)
+    return kept if max_memory is None else min(kept, max(max_memory // 4, KEPT_FREE_FLOOR))
 
 
 @functools.cache
