@@ -432,3 +432,52 @@ def test_functions_do_not_carry_globals_the_workers_already_have(tmp_path):
     assert output["read"] == [0.0, 999_999.0]
     assert output["late"] == 10.5
     assert all(size < 10_000 for size in output["sizes"]), output["sizes"]
+
+
+COLLECTOR = """
+    import gc
+    import weakref
+
+    table = {"rows": [[row] for row in range(1000)]}
+    made_by_init = None
+
+
+    def init():
+        global made_by_init
+        made_by_init = [[1], [2]]
+
+
+    class Node:
+        pass
+
+
+    def walked():
+        tracked = {id(thing) for thing in gc.get_objects()}  # the permanent generation is not
+        return {"table": id(table) in tracked, "init": id(made_by_init) in tracked}
+
+
+    def cycle_collected():
+        node = Node()
+        node.itself = node
+        alive = weakref.ref(node)
+        del node
+        gc.collect()
+        return alive() is None
+
+
+    if __name__ == "__main__":
+        with make_executor(initializer=init) as executor:
+            output = executor.submit(walked).result(timeout=30)
+            output["collected"] = executor.submit(cycle_collected).result(timeout=30)
+        print(json.dumps(output))
+"""
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.parametrize("method", ["zygote", "spawn", "fork"])
+def test_a_workers_collections_leave_its_imports_and_setup_alone(tmp_path, method):
+    # The script's globals and what the initializer made live as long as the worker: they are
+    # frozen (the template's objects before each fork, the worker's after its setup), so a
+    # collection during a task walks only the task's objects; those are still collected.
+    output = run(tmp_path, COLLECTOR, method)
+    assert output == {"table": False, "init": False, "collected": True}

@@ -9,6 +9,7 @@ answers ``READY`` and loops. It spins briefly for the next request before sleepi
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import os
 import signal
@@ -333,6 +334,10 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
     setup = protocol.loads(payload)
     if not _setup(channel, epoch, setup, inherited):
         return 3
+    # What setup made (the main script where this worker ran it, the initializer's globals)
+    # lives as long as the worker: as the template's objects (see ``zygote``), it goes to the
+    # collector's permanent generation, so collections during tasks walk only the tasks' own.
+    gc.freeze()
     # Task after task uses memory of the same sizes: fault its pages in once, and cheaply.
     heap.configure(setup.max_memory)
     _loop(channel, epoch, setup.max_memory)

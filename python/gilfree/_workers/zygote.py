@@ -33,6 +33,7 @@ The zygote exits (killing its children) when the socket reaches EOF: the parent 
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import os
 import pickle
@@ -161,6 +162,14 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
             if not message:
                 break
             request = pickle.loads(message)
+            # Everything the template holds (the imported modules, the main script's globals)
+            # goes to the collector's permanent generation first, so a child's collections
+            # never walk those objects: they neither cost the child time (a full collection
+            # over numpy, pandas and joblib took 21 ms, and decoding a batch of 16 k small
+            # tuples triggers several) nor write to their headers, which would copy the shared
+            # pages. Freezing is O(1) (a list splice) and the template allocates little
+            # between forks; its own collections then only see those few objects.
+            gc.freeze()
             pid = os.fork()
             if pid == 0:
                 control.close()
