@@ -117,6 +117,22 @@ def test_parallel_runs_in_worker_processes(config):
     assert squares == [x * x for x in range(1000)]
 
 
+def test_auto_batches_grow_to_the_cap_and_a_given_batch_size_is_kept(config, monkeypatch):
+    sizes = []
+    submit = gilfree_joblib.GilfreeBackend.submit
+
+    def recording(self, batch, callback=None):
+        sizes.append(len(batch))
+        return submit(self, batch, callback)
+
+    monkeypatch.setattr(gilfree_joblib.GilfreeBackend, "submit", recording)
+    assert joblib.Parallel()(joblib.delayed(abs)(-x) for x in range(50_000)) == list(range(50_000))
+    assert max(sizes) == gilfree_joblib.MAX_AUTO_BATCH  # doubled up to it, not past it
+    sizes.clear()
+    joblib.Parallel(batch_size=2000)(joblib.delayed(abs)(x) for x in range(10_000))
+    assert max(sizes) == 2000
+
+
 def test_lambdas_arrays_and_frames(config):
     offset = 3
     assert joblib.Parallel()(joblib.delayed(lambda x: x + offset)(x) for x in range(5)) == [
