@@ -481,3 +481,29 @@ def test_a_workers_collections_leave_its_imports_and_setup_alone(tmp_path, metho
     # collection during a task walks only the task's objects; those are still collected.
     output = run(tmp_path, COLLECTOR, method)
     assert output == {"table": False, "init": False, "collected": True}
+
+
+GC_SETTINGS = """
+    import gc
+
+    SETUP
+
+
+    def settings():
+        return [list(gc.get_threshold()), gc.isenabled()]
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            worker = executor.submit(settings).result(timeout=30)
+        print(json.dumps({"worker": worker, "parent": settings()}))
+"""
+
+
+@pytest.mark.parametrize("setup", ["", "gc.set_threshold(1234, 5, 6)", "gc.disable()"])
+@pytest.mark.parametrize("method", ["zygote", "spawn", "fork"])
+def test_workers_collect_as_the_script_set_the_collector_up(tmp_path, method, setup):
+    # The template boots with automatic collection off, then turns it back on: only if the
+    # script left it alone.
+    output = run(tmp_path, GC_SETTINGS.replace("SETUP", setup), method)
+    assert output["worker"] == output["parent"]
