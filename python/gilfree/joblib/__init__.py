@@ -10,8 +10,8 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
 
 * ``Parallel`` calls ``submit(func, callback)`` once per batch; joblib sizes the batches itself
   (``AutoBatchingMixin``, capped at ``MAX_AUTO_BATCH`` tasks), and gilfree does not cut them
-  again. The callback runs in the thread
-  that collects results, on success and on failure, and may submit the next batch from there.
+  again. The callback runs in the thread that collects results, on success and on failure,
+  and may submit the next batch from there.
 * ``supports_retrieve_callback``: ``return_as="generator"``, ``"generator_unordered"`` and
   ``timeout`` work.
 * ``abort_everything`` (a task raised) cancels the batches not started and kills the workers
