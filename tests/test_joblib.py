@@ -263,14 +263,18 @@ PRESTARTED_TEMPLATE_SCRIPT = textwrap.dedent(
     """
     import json
     import os
+    import sys
 
     import gilfree.joblib
     from gilfree._workers import zygote
 
+    EXECUTOR = "gilfree.executor"
+    executor_at_import = EXECUTOR in sys.modules
+
 
     def parent(_):
         with open(f"/proc/{os.getpid()}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
+            return int(stat.read().rsplit(")", 1)[1].split()[1]), EXECUTOR in sys.modules
 
 
     if __name__ == "__main__":
@@ -279,8 +283,15 @@ PRESTARTED_TEMPLATE_SCRIPT = textwrap.dedent(
         prestarted = zygote.pids()
         preloads = [list(template.preload) for template in zygote._zygotes]
         with joblib.parallel_config(backend="gilfree", n_jobs=2):
-            parents = joblib.Parallel()(joblib.delayed(parent)(x) for x in range(4))
-        print(json.dumps([prestarted, preloads, sorted(set(parents)), zygote.pids()]))
+            seen = joblib.Parallel()(joblib.delayed(parent)(x) for x in range(4))
+        parents = sorted({pid for pid, _ in seen})
+        executor_in_workers = any(loaded for _, loaded in seen)
+        print(
+            json.dumps(
+                [prestarted, preloads, parents, zygote.pids(), executor_at_import,
+                 executor_in_workers]
+            )
+        )
     """
 )
 
@@ -288,13 +299,19 @@ PRESTARTED_TEMPLATE_SCRIPT = textwrap.dedent(
 def test_the_workers_come_from_the_template_started_at_import(tmp_path):
     """Importing gilfree.joblib starts the template process, with gilfree.joblib (and so
     joblib) preloaded for the workers, and the backend's executor forks its workers from that
-    one: no second template process."""
+    one: no second template process. Neither the import nor the template loads the executor's
+    machinery (the parent imports it at its first ``Parallel`` call, while the template boots):
+    the template is ready that much sooner."""
     returncode, stdout, stderr = run_script(tmp_path, PRESTARTED_TEMPLATE_SCRIPT)
     assert returncode == 0, stderr
-    prestarted, preloads, parents, after = json.loads(stdout)
+    prestarted, preloads, parents, after, executor_at_import, executor_in_workers = json.loads(
+        stdout
+    )
     assert len(prestarted) == 1
     assert preloads == [list(gilfree_joblib.PRELOAD)] == [["gilfree.joblib"]]
     assert parents == prestarted == after
+    assert executor_at_import is False
+    assert executor_in_workers is False
 
 
 def test_timeout(config):

@@ -58,12 +58,22 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "gilfree.joblib needs joblib: pip install joblib (or gilfree[joblib])"
     ) from error
 
-from gilfree._wire.serialization import explain
 from gilfree._workers import zygote as _zygote
-from gilfree.executor import ProcessPoolExecutor
-from gilfree.joblib.threads import limit_threads
+
+#: What the workers' template process imports besides the main script: this module, and so
+#: joblib (about 75 ms that each worker would spend at its first batch).
+PRELOAD = (__name__,)
+# The workers' template process boots while the script goes on (imports, loading data), so
+# the first Parallel call finds it ready; nothing starts in gilfree's or multiprocessing's
+# own child processes. Started before this module imports the rest of what it needs, which
+# the template does not: the executor is imported by the first ``configure``.
+_zygote.prestart(PRELOAD)
+
+from gilfree._wire.serialization import explain  # noqa: E402 - after the template's start
+from gilfree.joblib.threads import limit_threads  # noqa: E402 - after the template's start
 
 if TYPE_CHECKING:
+    from gilfree.executor import ProcessPoolExecutor
     from gilfree.joblib.arrays import CallArrays
 
 #: The ``mmap_mode`` values joblib documents.
@@ -73,9 +83,6 @@ __all__ = ["BACKEND_NAME", "GilfreeBackend", "register"]
 
 #: The name to give ``joblib.parallel_config(backend=...)``.
 BACKEND_NAME = "gilfree"
-#: What the workers' template process imports besides the main script: this module, and so
-#: joblib (about 75 ms that each worker would spend at its first batch).
-PRELOAD = (__name__,)
 #: Most tasks joblib's auto-batching puts in one batch (a ``batch_size`` given to ``Parallel``
 #: is kept as it is). joblib doubles the batches of short tasks until one takes 0.2 s: 16 384
 #: calls of ``abs`` at the end of a 100 000-task call. Past a few hundred tasks a batch saves
@@ -156,6 +163,8 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         if self._executor is None or not made_for.same_as(self._made_for):
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
+            from gilfree.executor import ProcessPoolExecutor  # the template does without it
+
             self._executor = ProcessPoolExecutor(
                 workers,
                 initializer=_start_worker,
@@ -327,7 +336,3 @@ def register() -> None:
 
 
 register()
-# The workers' template process boots while the script goes on (imports, loading data), so
-# the first Parallel call finds it ready; nothing starts in gilfree's or multiprocessing's
-# own child processes.
-_zygote.prestart(PRELOAD)
