@@ -230,6 +230,14 @@ def test_a_crash_in_map_raises_worker_crashed_error_after_the_results_before_it(
     assert_usable(executor)
 
 
+@pytest.mark.process_only
+def test_a_crash_names_a_callable_whose_repr_raises_by_its_type(executor):
+    error = executor.submit(tasks.CrashingCallable()).exception(timeout=RESULT_TIMEOUT)
+    assert type(error) is WorkerCrashedError
+    assert str(error).endswith("while running a CrashingCallable object")
+    assert_usable(executor)
+
+
 # --- retries ----------------------------------------------------------------------------------
 
 

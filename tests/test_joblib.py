@@ -188,9 +188,17 @@ def test_an_error_aborts_the_batches_not_started(config, tmp_path):
     assert len(list(marks.iterdir())) < 50
 
 
-def test_a_worker_crash_raises_worker_crashed_error(config):
-    with pytest.raises(WorkerCrashedError):
-        joblib.Parallel()(joblib.delayed(tasks.crash_if)(x, 3) for x in range(8))
+@pytest.mark.parametrize(("batch_size", "batch"), [(1, "1 task:"), (4, "4 tasks starting with")])
+def test_a_worker_crash_raises_worker_crashed_error_naming_the_function(config, batch_size, batch):
+    """The error names the user's function and the batch, not the backend's batch runner.
+    (With ``pre_dispatch="all"``, joblib cuts the first ``batch_size * n_jobs`` tasks into
+    batches of ``batch_size``; task 3 is in the first.)"""
+    with pytest.raises(WorkerCrashedError) as caught:
+        joblib.Parallel(batch_size=batch_size, pre_dispatch="all")(
+            joblib.delayed(tasks.crash_if)(x, 3) for x in range(100)
+        )
+    name = f"{tasks.crash_if.__module__}.crash_if"
+    assert str(caught.value).endswith(f"while running a joblib batch of {batch} {name}")
     assert joblib.Parallel()(joblib.delayed(tasks.square)(x) for x in range(4)) == [0, 1, 4, 9]
 
 

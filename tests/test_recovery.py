@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from gilfree._engine.recovery import Ending, settle
+from gilfree._engine.units import function_name
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
 
 pytestmark = pytest.mark.gilfree_only
@@ -19,7 +20,9 @@ def task(name, retries=0, timeout=None):
         pass
 
     fn.__qualname__ = name
-    return SimpleNamespace(fn=fn, retries=retries, attempts=1, timeout=timeout)
+    return SimpleNamespace(
+        fn=fn, retries=retries, attempts=1, timeout=timeout, name=lambda: function_name(fn)
+    )
 
 
 def test_the_running_unit_fails_and_the_ones_queued_behind_it_are_sent_again():

@@ -422,11 +422,26 @@ class ProcessPoolExecutor(_StdExecutor):
             refuse_process_options(**{option: True})
 
     def _submit(
-        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any], limits: Limits
+        self,
+        fn: Callable[..., _T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limits: Limits,
+        label: Callable[[], str] | None = None,
     ) -> Future[_T]:
         future: Future[_T] = Future(self._engine.pump_role)
-        self._submit_to(future, fn, args, kwargs, limits)
+        self._submit_to(future, fn, args, kwargs, limits, label)
         return future
+
+    def _submit_labelled(
+        self, label: Callable[[], str] | None, fn: Callable[..., _T], /, *args: Any
+    ) -> Future[_T]:
+        """``submit(fn, *args)`` whose errors (its worker crashed, it was cancelled while it
+        ran, ran past its timeout, or its result cannot be read) call it ``label()`` rather
+        than by ``fn``'s name: ``gilfree.joblib`` runs every batch through one function of its
+        own, and names the user's function instead. ``label`` is called only for a message;
+        None names ``fn``."""
+        return self._submit(fn, args, {}, self._limits, label)
 
     def _submit_to(
         self,
@@ -435,9 +450,11 @@ class ProcessPoolExecutor(_StdExecutor):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         limits: Limits,
+        label: Callable[[], str] | None = None,
     ) -> None:
-        """Queues ``fn(*args, **kwargs)`` to complete ``future``; an error of encoding fails
-        it (after the checks that raise, as concurrent.futures does)."""
+        """Queues ``fn(*args, **kwargs)`` to complete ``future`` (``label``: see
+        ``_submit_labelled``); an error of encoding fails it (after the checks that raise, as
+        concurrent.futures does)."""
         try:
             function = self._engine.function(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
@@ -453,7 +470,7 @@ class ProcessPoolExecutor(_StdExecutor):
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
             return
-        self._engine.submit(Call(future, fn, function, payload, shared, limits))
+        self._engine.submit(Call(future, fn, function, payload, shared, limits, label))
 
     # -- asyncio ----------------------------------------------------------------------------
 

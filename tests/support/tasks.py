@@ -505,6 +505,17 @@ def crash_if(x, bad, how="SIGKILL"):
     return x * x
 
 
+class CrashingCallable:
+    """A callable object (no ``__qualname__`` of its own) whose ``repr`` raises; calling it
+    crashes its worker (see ``crash``): messages about it must still be made."""
+
+    def __call__(self, how="SIGKILL"):
+        crash(how)
+
+    def __repr__(self):
+        raise RuntimeError("this object has no repr")
+
+
 def crash_the_first_time(marker_path, value, how="SIGKILL"):
     """Crash (see ``crash``) if ``marker_path`` does not exist yet, creating it first; return
     ``value`` if it does: a task that succeeds when run again."""

@@ -24,10 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gilfree._engine.units import Call, Chunk, MapJob
+from gilfree._engine.units import Call, MapJob, Unit
 
 #: A unit a worker runs.
-Unit = Call | Chunk
 
 
 class Backlog:

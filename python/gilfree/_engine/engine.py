@@ -41,7 +41,6 @@ from gilfree._engine.units import (
     EncodedFunction,
     MapJob,
     decode_reply,
-    function_name,
     rebuild_exception,
 )
 from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
@@ -189,7 +188,7 @@ class Engine:
                 assert not isinstance(work, MapJob)
                 if work.kill_requested:  # given up while it waited to be sent again
                     backlog.take_resend()
-                    work.fail(CancelledError(f"{function_name(work.fn)} was cancelled"))
+                    work.fail(CancelledError(f"{work.name()} was cancelled"))
                     continue
                 self._send(slot, work)
                 backlog.take_resend()
@@ -354,7 +353,7 @@ class Engine:
             chunk.job.chunk_running(chunk, done)
         for work, kind, payload in finished:
             if encoded:
-                kind, payload = decode_reply(work.fn, kind, payload)
+                kind, payload = decode_reply(work, kind, payload)
             work.finish(kind, payload)
         if releases:
             self._release(releases)

@@ -22,10 +22,8 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
 from gilfree import _core, _trace
-from gilfree._engine.units import Call, Chunk, function_name
+from gilfree._engine.units import Chunk, Unit
 from gilfree.errors import TaskTimeoutError, WorkerCrashedError
-
-Unit = Call | Chunk
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
 
 def _unit_text(unit: Unit) -> str:
     """``a call of fib`` or ``a chunk of 12 fib calls``, for traces."""
-    name = function_name(unit.fn)
+    name = unit.name()
     if isinstance(unit, Chunk):
         return f"a chunk of {unit.count} {name} calls"
     return f"a call of {name}"
@@ -99,20 +97,19 @@ def crash_error(unit: Unit, ending: Ending) -> WorkerCrashedError:
     how = ending.reason
     if how is None:
         how = f"worker pid {ending.pid} ended ({_core.describe_exit(ending.exit_code)})"
-    return WorkerCrashedError(f"{how} while running {function_name(unit.fn)}{tries}")
+    return WorkerCrashedError(f"{how} while running {unit.name()}{tries}")
 
 
 def cancelled_error(unit: Unit, ending: Ending) -> CancelledError:
     """The error of a unit whose worker was killed because its caller gave it up."""
     return CancelledError(
-        f"{function_name(unit.fn)} was cancelled while it ran; {_worker(ending)} was killed"
-        " and is replaced"
+        f"{unit.name()} was cancelled while it ran; {_worker(ending)} was killed and is replaced"
     )
 
 
 def timeout_error(unit: Unit, ending: Ending) -> TaskTimeoutError:
     """The error of a unit that ran past its timeout."""
-    what = function_name(unit.fn)
+    what = unit.name()
     if isinstance(unit, Chunk):
         last = unit.start + unit.count - 1
         what = f"a chunk of {unit.count} {what} calls (map items {unit.start}..{last})"

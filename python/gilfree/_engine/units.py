@@ -35,25 +35,24 @@ def with_remote_traceback(error: BaseException, text: str) -> BaseException:
     return error
 
 
-def unpickling_failed(fn: Callable[..., Any], error: BaseException) -> BaseException:
-    """The error for a reply that cannot be decoded here: ``BrokenProcessPool``, as in
-    concurrent.futures, chained to the real cause (which may even be SystemExit). A reply whose
-    shared buffer is gone means its worker died before the reply was read: that is a crash."""
+def unpickling_failed(name: str, error: BaseException) -> BaseException:
+    """The error for a reply of the unit ``name`` (its ``name()``) that cannot be decoded here:
+    ``BrokenProcessPool``, as in concurrent.futures, chained to the real cause (which may even
+    be SystemExit). A reply whose shared buffer is gone means its worker died before the reply
+    was read: that is a crash."""
     if isinstance(error, FileNotFoundError):
         from gilfree.errors import WorkerCrashedError
 
         broken: BaseException = WorkerCrashedError(
-            f"the worker that ran {function_name(fn)} ended before its result could be read"
+            f"the worker that ran {name} ended before its result could be read"
         )
     else:
-        broken = BrokenProcessPool(
-            f"the result of {function_name(fn)} could not be unpickled: {error!r}"
-        )
+        broken = BrokenProcessPool(f"the result of {name} could not be unpickled: {error!r}")
     broken.__cause__ = error
     return broken
 
 
-def decode_reply(fn: Callable[..., Any], kind: int, payload: bytes) -> tuple[int, Any]:
+def decode_reply(unit: Unit, kind: int, payload: bytes) -> tuple[int, Any]:
     """``(kind, value)`` of a worker's encoded reply, for a unit's ``finish``: RESULT with the
     value, CHUNK_RESULT with ``(results, [(index, exception)])``, ERROR with the exception. A
     reply that cannot be decoded becomes ERROR with ``unpickling_failed``."""
@@ -65,14 +64,20 @@ def decode_reply(fn: Callable[..., Any], kind: int, payload: bytes) -> tuple[int
             return kind, (results, [(index, rebuild_exception(error)) for index, error in failures])
         return protocol.ERROR, rebuild_exception(payload)
     except BaseException as error:  # noqa: BLE001 - any failure to unpickle the reply
-        return protocol.ERROR, unpickling_failed(fn, error)
+        return protocol.ERROR, unpickling_failed(unit.name(), error)
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """A readable name for messages: ``module.qualname`` or the repr."""
-    qualname = getattr(fn, "__qualname__", None)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{qualname}" if qualname and module else repr(fn)
+    """A readable name for messages: ``module.qualname``, else the repr, else (a callable
+    object whose attributes or repr raise) its type's name."""
+    try:
+        qualname = getattr(fn, "__qualname__", None)
+        module = getattr(fn, "__module__", None)
+        if isinstance(qualname, str) and isinstance(module, str) and qualname and module:
+            return f"{module}.{qualname}"
+        return repr(fn)
+    except Exception:  # noqa: BLE001 - a message must not fail on the user's object
+        return f"a {type(fn).__qualname__} object"
 
 
 #: Most items in a chunk read from an iterator: with the window, it bounds how far ahead of
@@ -115,6 +120,7 @@ class Call:
         "function",
         "future",
         "kill_requested",
+        "label",
         "payload",
         "retries",
         "shared",
@@ -130,9 +136,13 @@ class Call:
         payload: Any,
         shared: list[Any],
         limits: Limits = NO_LIMITS,
+        label: Callable[[], str] | None = None,
     ) -> None:
         self.future = future
         self.fn = fn
+        #: Makes what messages call it, if not ``fn``'s name (``gilfree.joblib``'s batches);
+        #: called only when a message needs it.
+        self.label = label
         self.function = function
         self.payload = payload
         #: Shared buffers the payload refers to, kept until the task has ended.
@@ -148,6 +158,10 @@ class Call:
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
         return 1
+
+    def name(self) -> str:
+        """What error messages call the call: its label, else its function's name."""
+        return function_name(self.fn) if self.label is None else self.label()
 
     def finish(self, kind: int, value: Any) -> None:
         """Sets the future: RESULT with ``value``, ERROR with the exception ``value``."""
@@ -226,6 +240,10 @@ class Chunk:
     def item_count(self) -> int:
         """Tasks this unit counts for (``max_tasks_per_child``)."""
         return self.count
+
+    def name(self) -> str:
+        """What error messages call the chunk: its function's name."""
+        return function_name(self.fn)
 
     def encode(self, pack: Callable[[Any, list[Any]], Any]) -> None:
         """Makes the CHUNK payload with the transport's ``pack``; what it refers to (shared
@@ -437,3 +455,7 @@ class MapJob:
             self.failure = error
             if self.on_progress is not None:
                 self.on_progress(None)
+
+
+#: What the engine sends to workers: one call, or a chunk of a map job.
+Unit = Call | Chunk

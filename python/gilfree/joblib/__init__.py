@@ -18,7 +18,7 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
   running the others; the backend stays usable for the next ``Parallel`` call of the same
   ``with`` block, as scikit-learn's searches need. A worker that dies under a batch fails it
   with ``gilfree.WorkerCrashedError`` (a ``BrokenProcessPool``), not joblib's
-  ``TerminatedWorkerError``.
+  ``TerminatedWorkerError``; its message names the batch by its first task's function.
 * ``n_jobs=1`` falls back to joblib's sequential backend; ``n_jobs=-1`` is every CPU.
 * Arrays of ``max_nbytes`` or more are shared once per call, and ``np.memmap`` files are
   reopened by name in the workers (``gilfree.joblib.arrays``), with ``mmap_mode`` as joblib
@@ -37,9 +37,10 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -188,11 +189,13 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         assert self._executor is not None, "submit before configure"
         self._submitted = True
         arrays = self._call_arrays()
+        # Errors (a crash, a timeout) name the user's function, not the batch runner's.
+        label = _batch_label(func)
         future: Any
         if arrays is None:
             # The batch travels as an argument, not as the function: its arrays then go out of
             # band through shared buffers, and the worker does not cache a one-off function.
-            future = self._executor.submit(_run_batch, func)
+            future = self._executor._submit_labelled(label, _run_batch, func)  # noqa: SLF001
         else:
             try:
                 data, buffers = arrays.dumps(func)
@@ -201,7 +204,9 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
                 # Named down to the argument: the batch's items are (function, args, kwargs).
                 future.set_exception(explain({"batch": getattr(func, "items", func)}, error))
             else:
-                future = self._executor.submit(_run_pickled_batch, data, buffers)
+                future = self._executor._submit_labelled(  # noqa: SLF001 - gilfree's own
+                    label, _run_pickled_batch, data, buffers
+                )
         if callback is not None:
             future.add_done_callback(callback)
         ended = self._batch_ended
@@ -316,6 +321,24 @@ def _start_worker(environment: dict[str, str], initializer: Any, initargs: tuple
     limit_threads(environment)
     if initializer is not None:
         initializer(*initargs)
+
+
+def _batch_label(batch: Any) -> Callable[[], str] | None:
+    """What error messages call ``batch``, made only when one needs it (see
+    ``_describe_batch``); None for a batch not made of joblib's ``(function, args, kwargs)``."""
+    items = getattr(batch, "items", None)
+    if type(items) is not list or not items or type(items[0]) is not tuple or not items[0]:
+        return None
+    return functools.partial(_describe_batch, items[0][0], len(items))
+
+
+def _describe_batch(first: Any, count: int) -> str:
+    """``a joblib batch of 1 task: __main__.f``, or ``of 12 tasks starting with`` it."""
+    from gilfree._engine.units import function_name
+
+    if count == 1:
+        return f"a joblib batch of 1 task: {function_name(first)}"
+    return f"a joblib batch of {count} tasks starting with {function_name(first)}"
 
 
 def _run_batch(batch: Any) -> Any:
