@@ -26,8 +26,6 @@ from typing import Any
 
 from gilfree._engine.units import Call, MapJob, Unit
 
-#: A unit a worker runs.
-
 
 class Backlog:
     """Where each unit of work is (see the module docstring)."""
