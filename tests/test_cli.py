@@ -247,6 +247,34 @@ def test_bench_runs_each_cell_in_its_own_interpreter_but_a_session_in_one():
             assert {("ppe", (key,), "numpy_pandas", 1) for key in steady} <= cells
 
 
+def test_bench_runs_a_rows_repetitions_in_rounds_across_its_contenders(monkeypatch):
+    from gilfree.bench import contenders, runner
+    from gilfree.bench.suite import SUITE
+
+    entries = [contenders.find_entry(key) for key in ("gilfree", "loky")]
+    settings = runner.build_settings(runner.parse_arguments([]))
+    workloads = [w for w in SUITE if w.key in ("cold_start_first", "cold_start_second", "startup")]
+    batches = runner.plan_batches(workloads, entries, settings, named=set())
+    rows = runner.rows_of(batches)
+    assert [[(b.key, b.runs) for b in row] for row in rows] == [
+        [("gilfree", 1), ("loky", 1)],  # startup: one interpreter each
+        [("gilfree", 3), ("loky", 3)],  # the cold starts: one session, fresh interpreters
+    ]
+    started: list[str] = []
+    values = iter([5.0, 9.0, 3.0, 8.0, 4.0, 7.0])
+
+    def run_interpreter(batch, _settings):
+        started.append(batch.key)
+        value = next(values)
+        return {w.key: runner.Outcome(value, None, f"run {len(started)}") for w in batch.workloads}
+
+    monkeypatch.setattr(runner, "run_interpreter", run_interpreter)
+    gilfree, loky = runner.run_row(rows[1], settings)
+    assert started == ["gilfree", "loky"] * 3
+    assert gilfree["cold_start_first"] == runner.Outcome(3.0, None, "run 3")
+    assert loky["cold_start_second"] == runner.Outcome(7.0, None, "run 6")
+
+
 def test_bench_rejects_an_unknown_workload_or_contender():
     for option in ("--only", "--contenders"):
         completed = run_module("bench", option, "no_such_thing")

@@ -8,11 +8,12 @@ load to start (the user's main script and its imports) is part of every measurem
 cell inherits a pool or a template process from another. Workloads that share a ``session`` run
 in one interpreter per contender (both cold starts: the second executor must follow the first),
 and with ``--quick`` so do the steady-state rows of one contender, to save the interpreters'
-start; a ``fresh`` workload's repetitions are more interpreters, the best kept. A workload's
-``environment`` (one BLAS thread for the numpy rows) is set in its interpreters' environment,
-and workloads with different ones never share an interpreter. Before the first cell, one
-unmeasured interpreter per main script warms the disk cache. The measuring side
-is `gilfree.bench.child`; ratios compare rows of the same run (see `gilfree.bench.report`).
+start; a ``fresh`` workload's repetitions are more interpreters, the best kept, run in rounds
+across the row's contenders (see `run_row`). A workload's ``environment`` (one BLAS thread for
+the numpy rows) is set in its interpreters' environment, and workloads with different ones
+never share an interpreter. Before the first cell, one unmeasured interpreter per main script
+warms the disk cache. The measuring side is `gilfree.bench.child`; ratios compare rows of the
+same run (see `gilfree.bench.report`).
 """
 
 from __future__ import annotations
@@ -143,10 +144,32 @@ def run_interpreter(batch: Batch, settings: Settings) -> dict[str, Outcome]:
         return outcomes
 
 
-def run_batch(batch: Batch, settings: Settings) -> dict[str, Outcome]:
-    """Run ``batch`` in ``batch.runs`` interpreters; per workload, the best value (with its
-    note) or an error."""
-    runs = [run_interpreter(batch, settings) for _ in range(batch.runs)]
+def run_row(batches: list[Batch], settings: Settings) -> list[dict[str, Outcome]]:
+    """Run ``batches`` (one row's contenders: the same workloads) in rounds, each round one
+    interpreter of every batch with runs left, and combine each batch's (`best_outcomes`). The
+    machine drifts over a row's minutes (other load, memory bandwidth): in rounds, every
+    contender meets the drift alike, where running one contender's repetitions after another's
+    would favour whichever ran in the quiet minutes."""
+    runs: list[list[dict[str, Outcome]]] = [[] for _ in batches]
+    for round_index in range(max((batch.runs for batch in batches), default=0)):
+        for batch, made in zip(batches, runs):
+            if round_index < batch.runs:
+                made.append(run_interpreter(batch, settings))
+    return [best_outcomes(batch, made) for batch, made in zip(batches, runs)]
+
+
+def rows_of(batches: list[Batch]) -> list[list[Batch]]:
+    """``batches`` grouped by the workloads they measure (one group per row, or per session of
+    rows), in the order their first batch was planned."""
+    rows: dict[tuple[str, ...], list[Batch]] = {}
+    for batch in batches:
+        rows.setdefault(tuple(workload.key for workload in batch.workloads), []).append(batch)
+    return list(rows.values())
+
+
+def best_outcomes(batch: Batch, runs: list[dict[str, Outcome]]) -> dict[str, Outcome]:
+    """Per workload of ``batch``, the best value over its ``runs`` (with its note), or an
+    error."""
     combined: dict[str, Outcome] = {}
     for workload in batch.workloads:
         outcomes = [run[workload.key] for run in runs]
@@ -358,20 +381,23 @@ def main(argv: list[str] | None = None) -> int:
     warm_up({batch.script for batch in batches}, settings)
     rows = computed_rows(workloads, settings)
     interpreters = 0
-    for batch in batches:
-        batch_started = time.perf_counter()
-        outcomes = run_batch(batch, settings)
-        interpreters += batch.runs
-        elapsed = time.perf_counter() - batch_started
-        print(f"{batch.name} ({batch.runs} interpreter(s), {elapsed:.1f} s):", file=sys.stderr)
-        for workload in batch.workloads:
-            outcome = outcomes[workload.key]
-            row = report.Row(
-                workload, batch.key, batch.name, outcome.value, outcome.error, outcome.detail
-            )
-            rows.append(row)
-            progress = f"  {workload.title} / {batch.name}: {report.format_row_value(row)}"
-            print(progress, file=sys.stderr, flush=True)
+    for row_batches in rows_of(batches):
+        row_started = time.perf_counter()
+        row_outcomes = run_row(row_batches, settings)
+        elapsed = time.perf_counter() - row_started
+        count = sum(batch.runs for batch in row_batches)
+        interpreters += count
+        titles = ", ".join(workload.title for workload in row_batches[0].workloads)
+        print(f"{titles} ({count} interpreter(s), {elapsed:.1f} s):", file=sys.stderr)
+        for batch, outcomes in zip(row_batches, row_outcomes):
+            for workload in batch.workloads:
+                outcome = outcomes[workload.key]
+                row = report.Row(
+                    workload, batch.key, batch.name, outcome.value, outcome.error, outcome.detail
+                )
+                rows.append(row)
+                progress = f"  {workload.title} / {batch.name}: {report.format_row_value(row)}"
+                print(progress, file=sys.stderr, flush=True)
     rows = report.in_table_order(rows, workloads, [entry.key for entry in entries])
     print(report.format_table(rows, settings))
     if arguments.plot:
