@@ -97,13 +97,19 @@ def _rebuild_frame(index: Any, columns: Any, blocks: tuple[Any, ...]) -> Any:
 
 def _frame_builder() -> Callable[..., Any] | None:
     """``pandas.api.internals.create_dataframe_from_blocks``, or None before pandas 3 (frames
-    then go to pickle)."""
+    then go to pickle). Kept once found: an import statement costs about 1 µs a frame."""
+    global _found_builder  # a cache of one import
+    if _found_builder is not None:
+        return _found_builder
     try:
         from pandas.api.internals import create_dataframe_from_blocks
     except ImportError:
-        return None
-    build: Callable[..., Any] = create_dataframe_from_blocks
-    return build
+        return None  # not kept: pandas may be half-imported yet
+    _found_builder = create_dataframe_from_blocks
+    return _found_builder
+
+
+_found_builder: Callable[..., Any] | None = None
 
 
 def _reduce_series(series: Any) -> Reduced | None:
