@@ -116,6 +116,9 @@ def test_shared_references_and_cycles_are_preserved(codec):
     inner = [1, 2]
     shared = codec.decode(codec.encode([inner, inner]))
     assert shared[0] is shared[1]
+    fraction = fractions.Fraction(1, 3)  # pickled one value at a time
+    decoded = codec.decode(codec.encode((fraction, {"again": fraction})))
+    assert decoded[0] is decoded[1]["again"]
     cycle = []
     cycle.append(cycle)
     decoded = codec.decode(codec.encode(cycle))

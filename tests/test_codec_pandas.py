@@ -291,3 +291,20 @@ def test_a_forged_state_never_crashes_the_decoder(codec, kind, state):
         codec.decode(message)
     except Exception:
         pass
+
+
+def test_an_array_or_frame_sent_twice_arrives_as_one_object(codec):
+    for value in (np.zeros(3), numeric_frame(), pd.Series([1.0, 2.0])):
+        decoded = codec.decode(codec.encode((value, {"again": value})))
+        assert decoded[0] is decoded[1]["again"]
+
+
+def test_objects_that_travel_by_name_or_inside_a_frame_may_repeat_without_pickling_all(codec):
+    # Classes, functions and modules are found again by name; frames derived from one another
+    # share arrays and indexes, which pandas copies before writing: none of these repeats sends
+    # the whole value to pickle (a PICKLE record as the top value).
+    frame = pd.DataFrame({"a": np.arange(3.0), "b": np.arange(3.0)})
+    derived = [frame, frame.rename(columns={"a": "c"}), frame[["a"]], frame.copy(deep=False)]
+    for value in ([len, len, np.float64, np.float64, np, np], derived):
+        assert codec.encode(value)[1] != PICKLE
+    assert [type(item) for item in codec.decode(codec.encode(derived))] == [pd.DataFrame] * 4

@@ -272,6 +272,21 @@ def test_an_exception_holding_a_value_arrives_with_its_type(shared_executor, poo
 # --- values that cannot be sent, among values that must not be touched ------------------------
 
 
+@pytest.mark.local_only("a cluster's engine sends each argument and result on its own")
+@pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "series", "hostile"])
+def test_a_value_sent_twice_arrives_as_one_object_as_pickle_keeps_it(shared_executor, pool, name):
+    # Writing through one must show through the other, as with the stdlib: not two copies.
+    value = build(name)
+    submitted = shared_executor.submit(values.is_one_object, value, [value])
+    assert submitted.result(timeout=RESULT_TIMEOUT) is True
+    assert pool.apply(values.is_one_object, (value, [value])) is True
+    mapped = shared_executor.map(values.is_one_object, [value] * 3, [[value]] * 3, chunksize=3)
+    assert list(mapped) == [True] * 3
+    received, holder = shared_executor.submit(values.twice, name).result(timeout=RESULT_TIMEOUT)
+    assert received is holder[0]
+    check(name, received)
+
+
 @pytest.mark.gilfree_only
 @pytest.mark.sends_values
 def test_explain_names_the_unsendable_part_without_touching_the_values(shared_executor):

@@ -119,6 +119,17 @@ def build_tagged(tagged: tuple[int, str]) -> tuple[int, object]:
     return index, build(name)
 
 
+def is_one_object(value: object, holder: list[object]) -> bool:
+    """Whether ``value`` and ``holder[0]`` arrived as one object (sent as the same one)."""
+    return value is holder[0]
+
+
+def twice(name: str) -> tuple[object, list[object]]:
+    """``build(name)`` made once and returned twice, as ``is_one_object``'s arguments."""
+    value = build(name)
+    return value, [value]
+
+
 def raise_with(name: str) -> None:
     raise ValueCarryingError(build(name))
 

@@ -1,7 +1,11 @@
 //! The encoder. The whole value goes to pickle instead when the codec cannot keep its meaning
 //! or would be slower:
-//! * a mutable container (list, dict, set, bytearray) reached twice, which covers cycles and
-//!   shared references (pickle keeps identity; the codec would copy);
+//! * an object reached twice whose identity a copy would lose (pickle keeps identity; the codec
+//!   would copy): a mutable container (list, dict, set, bytearray), which covers cycles; a
+//!   numpy array; any other object but a class, a function or a module (frames and series,
+//!   and what goes to pickle one value at a time). Not inside a REDUCED record's state: its
+//!   arrays and indexes are the reducer's, some made for the occasion (an address seen twice
+//!   there may be a new object at a freed one's address), and pandas copies on write;
 //! * nesting deeper than `ENCODE_DEPTH`;
 //! * more than `MAX_FALLBACKS` values that need pickle (one pickle call beats many).
 #![allow(unsafe_code)] // raw CPython calls on the hot path; each block says why it holds
@@ -9,6 +13,7 @@
                                                               // objects are never negative
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use gilfree_core::codec::{self, shared_kind, tag, INDIRECT_THRESHOLD, MAGIC, SHARE_THRESHOLD};
 use pyo3::exceptions::PyRuntimeError;
@@ -46,7 +51,11 @@ pub(super) struct Encoder<'py> {
     /// Array bodies to insert into `out` when the message is finished, and their bytes.
     deferred: Vec<output::Deferred>,
     deferred_bytes: usize,
-    containers: HashSet<usize>,
+    /// The objects noted by `enter`, by address: each is alive until the encoder ends (held by
+    /// the value being encoded).
+    containers: HashSet<usize, BuildHasherDefault<AddressHasher>>,
+    /// How many REDUCED states enclose the value being encoded (see the module documentation).
+    pub(super) reducing: usize,
     fallbacks: usize,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
     /// every buffer inline.
@@ -70,7 +79,8 @@ pub fn encode<'py>(
         out,
         deferred: Vec::new(),
         deferred_bytes: 0,
-        containers: HashSet::new(),
+        containers: HashSet::default(),
+        reducing: 0,
         fallbacks: 0,
         sink,
     };
@@ -167,9 +177,14 @@ impl<'py> Encoder<'py> {
             }
             // SAFETY: a live exact frozenset.
             Kind::FrozenSet => unsafe { self.set(object, false, depth) }?,
-            Kind::NdArray if self.ndarray(&self.bound(object))? => {} // a plain dtype
             Kind::NdArray | Kind::Other => {
-                if !self.reduced(object, depth)? {
+                // SAFETY: a live object (see above).
+                if self.reducing == 0 && (kind == Kind::NdArray || unsafe { has_identity(object) })
+                {
+                    self.enter(object)?;
+                }
+                let plain = kind == Kind::NdArray && self.ndarray(&self.bound(object))?;
+                if !plain && !self.reduced(object, depth)? {
                     self.pickled(object)?;
                 }
             }
@@ -184,7 +199,8 @@ impl<'py> Encoder<'py> {
         unsafe { Bound::from_borrowed_ptr(self.py, object) }
     }
 
-    /// Notes a mutable container; seeing one twice means shared references or a cycle.
+    /// Notes an object whose identity matters; seeing one twice means shared references or a
+    /// cycle.
     fn enter(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
         if self.containers.insert(object as usize) {
             Ok(())
@@ -449,5 +465,48 @@ unsafe fn write_numbers(items: &[*mut ffi::PyObject], complex: bool, out: &mut [
             // SAFETY: an exact float (the caller's contract).
             slot.copy_from_slice(&unsafe { ffi::PyFloat_AS_DOUBLE(item) }.to_le_bytes());
         }
+    }
+}
+
+/// Whether a copy of `object` would be another object to its receiver: false for classes,
+/// functions and modules, which travel by name (pickle finds the same one again).
+///
+/// # Safety
+/// `object` must be a live Python object, and the GIL held.
+unsafe fn has_identity(object: *mut ffi::PyObject) -> bool {
+    // SAFETY: type checks of a live object (the caller's contract).
+    unsafe {
+        ffi::PyType_Check(object) == 0
+            && ffi::PyFunction_Check(object) == 0
+            && ffi::PyCFunction_Check(object) == 0
+            && ffi::PyModule_Check(object) == 0
+    }
+}
+
+/// Hashes an object's address for `Encoder::containers`: addresses are distinct and 16-byte
+/// aligned, so a multiply spreads them well enough, where std's `SipHash` cost as much as the
+/// rest of noting an object (100 arrays of 32 KiB: 4.5 µs of 256).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u8(byte);
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.write_usize(usize::from(byte));
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        let spread = (address as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The table indexes by the low bits: fold the well-mixed high half onto them.
+        self.0 ^= spread ^ (spread >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }

@@ -55,7 +55,10 @@ impl<'py> Encoder<'py> {
         let (kind, state) = parts.extract::<(u64, Bound<'py, PyAny>)>()?;
         self.out.push(tag::REDUCED);
         codec::write_varint(&mut self.out, kind);
-        self.value(state.as_ptr(), depth + 1)?;
+        self.reducing += 1;
+        let written = self.value(state.as_ptr(), depth + 1);
+        self.reducing -= 1;
+        written?;
         Ok(true)
     }
 }
