@@ -14,10 +14,13 @@ pytestmark = pytest.mark.gilfree_only
 
 
 @pytest.mark.process_only
-def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp_path):
+@pytest.mark.parametrize("mode", ["w", "r", "r+", "w+", "rb", "a"])
+def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp_path, mode):
+    # Text files open for reading too: cloudpickle would send a StringIO of their content.
     from gilfree import SerializationError
 
-    with open(tmp_path / "data.txt", "w") as handle:
+    (tmp_path / "data.txt").write_text("kept\n")
+    with open(tmp_path / "data.txt", mode) as handle:
         future = shared_executor.submit(tasks.echo, 1, {"fh": handle})
         with pytest.raises(SerializationError) as caught:
             future.result(timeout=RESULT_TIMEOUT)
@@ -28,6 +31,17 @@ def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp
     )
     assert error.path == "args[1]['fh']"
     assert error.__cause__ is not None
+    assert (tmp_path / "data.txt").read_text() in ("kept\n", "")  # "w", "w+" emptied it
+
+
+@pytest.mark.process_only
+def test_an_open_file_held_by_a_main_function_sent_by_value_is_refused(shared_executor, tmp_path):
+    from gilfree import SerializationError
+
+    with open(tmp_path / "data.txt", "w+") as handle:
+        future = shared_executor.submit(tasks.echo, lambda: handle)  # a closure over the file
+        with pytest.raises(SerializationError, match=r"^args\[0\]: "):
+            future.result(timeout=RESULT_TIMEOUT)
 
 
 @pytest.mark.process_only

@@ -12,6 +12,7 @@ distinct function gets an id the first time it is sent; a worker receives its bo
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import pickle
@@ -20,7 +21,7 @@ import threading
 import types
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 from cloudpickle import cloudpickle as cloudpickle_module
@@ -64,6 +65,22 @@ def encode_function(fn: Callable[..., Any], main_names: MainNames = _no_names) -
     return MainPickler.dumps(fn, known)
 
 
+def _refuse_file(file: Any) -> Any:
+    """Refuses an open file as pickle does (cloudpickle would send a text file open for
+    reading as a ``StringIO`` of what it holds: a copy whose writes go nowhere)."""
+    kind = type(file)
+    raise TypeError(f"cannot pickle '{kind.__module__}.{kind.__qualname__}' object")
+
+
+class ValuePickler(cloudpickle.Pickler):  # type: ignore[misc] # cloudpickle has no types
+    """cloudpickle (functions and classes by value), refusing open files as pickle does."""
+
+    # The C pickler reads dispatch_table when it is created, so it is set on the class.
+    dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
+        {io.TextIOWrapper: _refuse_file}, cloudpickle.Pickler.dispatch_table
+    )
+
+
 class _ByValue:
     """Marks an object of ``__main__`` to pickle by value (one per object and pickler, so the
     pickle memo ends recursion: a function that refers to itself, two that call each other)."""
@@ -74,8 +91,8 @@ class _ByValue:
         self.target = target
 
 
-class MainPickler(cloudpickle.Pickler):  # type: ignore[misc] # cloudpickle has no types
-    """cloudpickle, except for functions and classes of the parent's ``__main__``.
+class MainPickler(ValuePickler):
+    """``ValuePickler``, except for functions and classes of the parent's ``__main__``.
 
     Each such object whose qualified name leads back to it in ``__main__`` becomes
     ``_main.prefer_main(qualname, <the object by value>)``: the worker takes its own object of

@@ -17,8 +17,6 @@ from multiprocessing import context
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
 
-import cloudpickle
-
 from gilfree._wire.functions import MainPickler
 from gilfree._wire.protocol import PROTOCOL
 
@@ -29,7 +27,7 @@ class _Pickler(MainPickler):
     # The C pickler reads dispatch_table when it is created, so it is set on the class.
     dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
         ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # noqa: SLF001 - registered reducers
-        cloudpickle.Pickler.dispatch_table,
+        MainPickler.dispatch_table,
     )
 
 

@@ -62,11 +62,11 @@ def pickle_value(
         else:
             data = pickle.dumps(value, PROTOCOL, buffer_callback=callback)
     except Exception as error:  # noqa: BLE001 - any refusal: cloudpickle may still manage
-        import cloudpickle
+        from gilfree._wire.functions import ValuePickler  # cloudpickle: imported when needed
 
         buffers.clear()
         try:
-            return _dump(cloudpickle.Pickler, value, callback, overrides), buffers
+            return _dump(ValuePickler, value, callback, overrides), buffers
         except Exception:  # noqa: BLE001 - pickle's message is the one to show
             raise error from None
     if MAIN_REFERENCE not in data:
