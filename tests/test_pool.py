@@ -588,6 +588,13 @@ def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
     assert the_pool.map(tasks.square, range(10)) == SQUARES[:10]
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_a_map_result_that_cannot_travel_back_is_named_by_its_place_in_the_map(pool):
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError, match=r"result\[6\]\['lock'\]"):
+        pool.starmap(tasks.lock_at, [(x, 6) for x in range(10)], chunksize=4)
+
+
 # --- workers start with the pool; errors of arguments and inputs, as the stdlib raises them ----
 
 

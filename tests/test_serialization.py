@@ -63,6 +63,20 @@ def test_a_map_item_that_cannot_be_sent_is_named_by_its_position(shared_executor
 
 
 @pytest.mark.process_only
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_a_map_result_that_cannot_be_sent_is_named_by_its_place_in_the_map(
+    shared_executor, chunksize
+):
+    from gilfree import SerializationError
+
+    results = shared_executor.map(tasks.lock_at, range(10), [6] * 10, chunksize=chunksize)
+    with pytest.raises(SerializationError) as caught:
+        list(results)
+    assert str(caught.value).startswith("result[6]['lock']: cannot send a thread lock")
+    assert caught.value.path == "result[6]['lock']"
+
+
+@pytest.mark.process_only
 def test_the_refused_task_never_reaches_a_worker(shared_executor):
     from gilfree import SerializationError
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gilfree._engine.chunking import ChunkSizer
 from gilfree._wire import protocol
+from gilfree._wire.serialization import number_in_map
 
 if TYPE_CHECKING:
     from gilfree._engine.progress import ItemProgress
@@ -263,6 +264,7 @@ class Chunk:
         if kind == protocol.CHUNK_RESULT:
             self.results, self.failures = value
         else:
+            number_in_map(value, self.start)  # a result that could not be sent: which item's
             self.results, self.failures = [], [(0, value)]
         self.shared = None  # after decoding, as in Call.finish
         self.payload = b""

@@ -76,6 +76,22 @@ def is_result_error(error: BaseException) -> bool:
     return isinstance(error, SerializationError) and error.path.startswith(RESULT)
 
 
+def number_in_map(error: BaseException, first: int) -> None:
+    """Renumbers in place a map chunk's result error, which its worker numbered within the
+    chunk (``result[2]['lock']``), by the item's place in the map: ``result[first + 2]...``."""
+    if not is_result_error(error) or not first:
+        return
+    assert isinstance(error, SerializationError)  # is_result_error says so
+    path = error.path
+    opened, closed = len(RESULT), path.find("]")
+    if path[opened : opened + 1] != "[" or not path[opened + 1 : closed].isdigit():
+        return
+    error.path = f"{RESULT}[{first + int(path[opened + 1 : closed])}]{path[closed + 1 :]}"
+    message = str(error)
+    if message.startswith(path):
+        error.args = (error.path + message[len(path) :], *error.args[1:])
+
+
 def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
     """The error to raise for ``roots`` (name -> value sent under that name) that failed to
     encode with ``error``."""
