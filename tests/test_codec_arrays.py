@@ -121,15 +121,27 @@ def test_received_arrays_are_writable_and_own_their_data(codec):
         np.zeros(2, dtype="V8"),
         np.ma.masked_array([1, 2], mask=[0, 1]),
         np.arange(3).view(Subclass),
+        np.zeros(2, dtype=np.dtype("f8", metadata={"unit": "m"})),
     ],
-    ids=["object", "structured", "void", "masked", "subclass"],
+    ids=["object", "structured", "void", "masked", "subclass", "metadata"],
 )
 def test_other_arrays_fall_back_to_pickle(codec, array):
     message = codec.encode(array)
     assert message[1] == PICKLE
     received = codec.decode(message)
     assert type(received) is type(array) and received.dtype == array.dtype
+    assert received.dtype.metadata == array.dtype.metadata
     assert received.tolist() == array.tolist()
+
+
+def test_a_dtype_equal_to_a_plain_one_but_for_its_metadata_still_goes_to_pickle(codec):
+    # dtypes differing only in metadata compare and hash equal: the encoder's table of dtypes
+    # it has seen must not take one for the other.
+    tagged = np.dtype("f8", metadata={"unit": "m"})
+    for dtype, tag in [(np.float64, NDARRAY), (tagged, PICKLE), (np.float64, NDARRAY)]:
+        message = codec.encode(np.zeros(2, dtype=dtype))
+        assert message[1] == tag
+        assert codec.decode(message).dtype.metadata == np.dtype(dtype).metadata
 
 
 def test_arrays_inside_containers(codec):

@@ -1,8 +1,8 @@
 //! numpy arrays in the codec (the NDARRAY record of `gilfree_core::array`), without pickle.
 //!
 //! Only exact `numpy.ndarray`s of plain dtypes are encoded here; subclasses, object and
-//! structured dtypes, and dtypes numpy cannot export through the buffer protocol (datetimes)
-//! go to pickle. A contiguous array's bytes are written as they lie (C or Fortran order); a
+//! structured dtypes, dtypes carrying metadata, and dtypes numpy cannot export through the
+//! buffer protocol (datetimes) go to pickle. A contiguous array's bytes are written as they lie (C or Fortran order); a
 //! non-contiguous one is first copied to C order (`numpy.ascontiguousarray`). With a sink, an
 //! array that is large or already in shared memory travels as a shared-buffer handle, as bytes
 //! do. numpy is never imported by the encoder: until the process imported it, no object can be
@@ -31,6 +31,11 @@ static NDARRAY_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 /// `dtype.str` (bytes) -> the dtype, for the decoder.
 static DTYPES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+/// dtype -> `(that dtype, its str if the NDARRAY record carries it, else None)`, for the
+/// encoder (see `descr_of`).
+static DESCRS: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+/// dtypes remembered by the encoder before its table starts over.
+const MAX_DTYPES: usize = 256;
 
 /// `numpy.ndarray` if numpy has been imported in this process, else None.
 pub(super) fn ndarray_type(py: Python<'_>) -> Option<*mut ffi::PyTypeObject> {
@@ -53,6 +58,33 @@ pub(super) fn ndarray_type(py: Python<'_>) -> Option<*mut ffi::PyTypeObject> {
     Some(kind.as_ptr().cast())
 }
 
+/// `dtype.str` (such as `"<f8"`) if the NDARRAY record can carry `dtype`, else None: a dtype
+/// the record has no item size for (objects, structured), or with metadata (the record has no
+/// room for it; pickle keeps it). Kept per dtype object (numpy makes its plain dtypes once; a
+/// dtype is immutable), since asking costs two attribute lookups and a new string per array.
+/// The table is keyed by dtype, but dtypes that differ only in metadata compare (and hash)
+/// equal: an entry counts only for the very object it was made for.
+fn descr_of<'py>(dtype: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
+    let py = dtype.py();
+    let cache = DESCRS.get_or_init(py, || PyDict::new(py).unbind()).bind(py);
+    if let Some(known) = cache.get_item(dtype)? {
+        let (made_for, descr) = known.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()?;
+        if made_for.is(dtype) {
+            return Ok(descr.cast_into::<PyString>().ok());
+        }
+    }
+    let descr = dtype.getattr(intern!(py, "str"))?;
+    let descr = descr.cast_into::<PyString>().map_err(PyErr::from)?;
+    let carried = dtype.getattr(intern!(py, "metadata"))?.is_none()
+        && array::itemsize(descr.to_str()?.as_bytes()).is_some();
+    if cache.len() >= MAX_DTYPES {
+        cache.clear();
+    }
+    let descr = carried.then_some(descr);
+    cache.set_item(dtype, (dtype, &descr))?;
+    Ok(descr)
+}
+
 fn numpy(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     NUMPY
         .get_or_try_init(py, || Ok::<_, PyErr>(py.import("numpy")?.unbind()))
@@ -63,14 +95,11 @@ impl Encoder<'_> {
     /// Writes an exact numpy array as NDARRAY; false (nothing written) if it goes to pickle.
     pub(super) fn ndarray(&mut self, object: &Bound<'_, PyAny>) -> Result<bool, Stop> {
         let py = object.py();
-        let descr = object
-            .getattr(intern!(py, "dtype"))?
-            .getattr(intern!(py, "str"))?;
-        let descr = descr.cast::<PyString>().map_err(PyErr::from)?;
-        let descr = descr.to_str()?.as_bytes();
-        if array::itemsize(descr).is_none() {
+        let descr = descr_of(&object.getattr(intern!(py, "dtype"))?)?;
+        let Some(descr) = descr else {
             return Ok(false);
-        }
+        };
+        let descr = descr.to_str()?.as_bytes();
         if let Some(view) = View::contiguous(object) {
             return self.write_array(descr, view).map(|()| true);
         }
