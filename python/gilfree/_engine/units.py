@@ -343,9 +343,9 @@ class MapJob:
     def _pull(self, count: int) -> list[Any]:
         """Takes up to ``count`` more items from the iterator, keeping one in hand so the end is
         known as soon as the last item is cut. An error from the iterator ends the input there:
-        the reader gets it after the chunks before it; the items read for the chunk being
-        filled are dropped, so the error comes at that chunk's start (as in
-        multiprocessing.Pool.imap)."""
+        the items read before it still run (the chunk being filled is cut short), and the
+        reader gets the error after their results, as ``multiprocessing.Pool.imap`` gives it
+        at its default ``chunksize`` of 1 (chunking must not lose items)."""
         assert self._iterator is not None
         wanted = count + 1 - len(self._lookahead)
         taken = self._lookahead
@@ -355,10 +355,9 @@ class MapJob:
             self._iterator = None
             self.failure = error
             self._lookahead = []
-            kept = taken if len(taken) >= count else []
             if self.progress is not None:  # what will run is all there is to count
-                self.progress.input_ended(self.next_start + len(kept))
-            return kept
+                self.progress.input_ended(self.next_start + len(taken))
+            return taken
         if len(taken) < count + 1:
             self._iterator = None
             self.next_end = self.next_start + len(taken)
