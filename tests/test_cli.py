@@ -72,10 +72,8 @@ def double(x):
 
 if __name__ == "__main__":
     print(Pool.__module__, Process.__module__, ProcessPoolExecutor.__module__)
-    print(
-        multiprocessing.pool.Pool.__module__,
-        concurrent.futures.process.ProcessPoolExecutor.__module__,
-    )
+    with multiprocessing.pool.Pool(1) as made:
+        print(type(made).__module__, concurrent.futures.process.ProcessPoolExecutor.__module__)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         print(type(pool).__module__, pool.map(double, [1, 2]))
     with ProcessPoolExecutor(1) as executor:
@@ -92,6 +90,36 @@ if __name__ == "__main__":
         "gilfree.pool [2, 4]",
         "[6]",
         "['a', '--b'] script.py True",
+    ]
+
+
+def test_run_leaves_thread_pools_and_the_scripts_start_method_working(tmp_path):
+    script = write_script(
+        tmp_path,
+        """
+import multiprocessing, multiprocessing.dummy
+from multiprocessing.pool import Pool, ThreadPool
+
+def double(x):
+    return 2 * x
+
+if __name__ == "__main__":
+    print(multiprocessing.get_start_method(allow_none=True))
+    multiprocessing.set_start_method("spawn")  # without force: nothing set it before
+    print(multiprocessing.get_start_method())
+    for pool in (ThreadPool(2), multiprocessing.dummy.Pool(2), Pool(2)):
+        with pool:
+            print(type(pool).__module__, type(pool).__name__, pool.map(double, [1, 2]))
+""",
+    )
+    completed = run_module("run", str(script))
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "None",
+        "spawn",
+        "multiprocessing.pool ThreadPool [2, 4]",
+        "multiprocessing.pool ThreadPool [2, 4]",
+        "gilfree.pool Pool [2, 4]",
     ]
 
 

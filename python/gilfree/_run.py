@@ -4,15 +4,17 @@
 Before the script or module runs, the names code reaches the stdlib's process pools through
 are rebound to gilfree's classes:
 
-* ``multiprocessing.Pool`` and ``multiprocessing.pool.Pool`` -> ``gilfree.Pool`` (contexts'
-  ``get_context(...).Pool()`` go through ``multiprocessing.pool.Pool``, so they are covered and
-  keep their start method);
+* ``multiprocessing.Pool`` -> ``gilfree.Pool``; ``multiprocessing.pool.Pool(...)`` makes a
+  ``gilfree.Pool`` (the class's ``__new__``; the name stays the stdlib's class, which
+  multiprocessing's own ``ThreadPool`` subclasses). Contexts' ``get_context(...).Pool()`` go
+  through it, so they are covered and keep their start method;
 * ``multiprocessing.Process`` -> ``gilfree.Process``;
 * ``concurrent.futures.ProcessPoolExecutor`` and ``concurrent.futures.process.
   ProcessPoolExecutor`` -> ``gilfree.ProcessPoolExecutor``;
 * multiprocessing's default start method becomes ``"forkserver"``, so the locks, queues and
   semaphores the script makes (``multiprocessing.RLock()``...) can be sent to gilfree's
   workers, which are not forked from the script's process (tqdm's ``process_map`` sends one).
+  It is the default, not a choice made: the script's own ``set_start_method`` works as usual.
 
 Then the script runs as ``__main__`` (``runpy.run_path``) with ``sys.argv`` and ``sys.path[0]``
 as ``python script.py args...`` would set them. A module (``-m``; ``-mNAME`` too) runs through
@@ -37,7 +39,8 @@ creates there is gilfree's too, and an unguarded one is refused as spawn refuses
 Where this stops working: names bound before the rebinding (none, for a plain script; but a
 module that did ``from multiprocessing import Pool`` at import time and was imported by
 ``sitecustomize`` keeps the stdlib's), subclasses of the stdlib's classes (they stay the
-stdlib's), contexts' ``Process`` classes (``get_context().Process``, ``Manager`` servers), and
+stdlib's, ``ThreadPool`` included), ``isinstance(pool, multiprocessing.pool.Pool)``,
+contexts' ``Process`` classes (``get_context().Process``, ``Manager`` servers), and
 code that reads the stdlib pools' private attributes. Workers start from gilfree's zygote, so
 they do not inherit the parent's memory: the script's functions reach them as multiprocessing's
 spawn sends them (see ``gilfree._wire.main``), but state kept elsewhere (another module's
@@ -72,13 +75,32 @@ def install() -> None:
     # Rebinding the stdlib's classes to gilfree's drop-ins, which typeshed cannot know of.
     # Workers start from gilfree's template, not by forking this process, so locks, queues and
     # semaphores made here must be the kind another process can open by name (as forkserver's
-    # are): tqdm's process_map hands its workers an mp.RLock() as initargs.
-    multiprocessing.set_start_method("forkserver", force=True)
+    # are): tqdm's process_map hands its workers an mp.RLock() as initargs. That becomes the
+    # default start method, not a set one: a script may still set its own.
+    default = multiprocessing.context._default_context  # noqa: SLF001 - see above
+    default._default_context = default.get_context("forkserver")  # type: ignore[attr-defined]  # noqa: SLF001
+    if default._actual_context is not None:  # type: ignore[attr-defined]  # noqa: SLF001 - in use
+        multiprocessing.set_start_method("forkserver", force=True)
     multiprocessing.Pool = gilfree.Pool  # type: ignore[assignment]
-    multiprocessing.pool.Pool = gilfree.Pool  # type: ignore[misc, assignment]
+    # multiprocessing.pool's own code (ThreadPool, a subclass) reaches the class by its name
+    # there: the name stays, and making the class itself makes a gilfree.Pool instead.
+    multiprocessing.pool.Pool.__new__ = _new_pool  # type: ignore[method-assign]
     multiprocessing.Process = gilfree.Process  # type: ignore[misc]
     concurrent.futures.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
     concurrent.futures.process.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
+
+
+def _new_pool(cls: type[Any], *args: Any, **kwargs: Any) -> Any:
+    """``multiprocessing.pool.Pool.__new__`` once installed: ``Pool(...)``, as contexts' and
+    ``from multiprocessing.pool import Pool`` make it, is a ``gilfree.Pool``; its subclasses
+    (``ThreadPool``) stay the stdlib's."""
+    import multiprocessing.pool
+
+    if cls is multiprocessing.pool.Pool:
+        import gilfree
+
+        return gilfree.Pool(*args, **kwargs)
+    return object.__new__(cls)
 
 
 USAGE = """\
