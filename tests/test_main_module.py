@@ -320,6 +320,40 @@ def test_workers_get_the_parents_environment_back(tmp_path, monkeypatch):
     assert output == {"values": [None, None]}
 
 
+ENVIRONMENT_CHANGES = """
+    def read(name):
+        return os.environ.get(name)
+
+
+    if __name__ == "__main__":
+        import gilfree
+
+        os.environ["GILFREE_TEST_SETTING"] = "first"
+        os.environ.pop("GILFREE_TEST_GONE", None)
+        output = {}
+        with make_executor() as executor:  # the template starts here
+            output["first"] = executor.submit(read, "GILFREE_TEST_SETTING").result(timeout=30)
+        os.environ["GILFREE_TEST_SETTING"] = "second"
+        os.environ["GILFREE_TEST_GONE"] = "set"
+        with make_executor() as executor:
+            output["second"] = list(executor.map(read, ["GILFREE_TEST_SETTING"] * 2))
+        del os.environ["GILFREE_TEST_GONE"]
+        with make_pool() as pool:
+            output["pool"] = pool.map(read, ["GILFREE_TEST_SETTING", "GILFREE_TEST_GONE"])
+        print(json.dumps(output))
+"""
+
+
+@pytest.mark.process_only
+def test_workers_see_the_environment_as_it_is_when_they_start(tmp_path, start_method):
+    # As the stdlib's spawn and fork give it. gilfree's template started with the first
+    # executor, in the environment of then; the stdlib's forkserver keeps that one.
+    if IMPL == "stdlib" and start_method == "zygote":
+        pytest.skip("the stdlib's forkserver gives its children its own environment")
+    output = run(tmp_path, ENVIRONMENT_CHANGES, start_method)
+    assert output == {"first": "first", "second": ["second"] * 2, "pool": ["second", None]}
+
+
 #: The backend under test (``GILFREE_TEST_IMPL=thread``: threads of the kernel's process).
 BACKEND = "thread" if IS_THREAD else "process"
 NOTEBOOK_CELLS = [

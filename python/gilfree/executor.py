@@ -154,6 +154,7 @@ def parent_setup(method: str) -> WorkerSetup:
         sys_path=[] if inherits else list(sys.path),
         sys_argv=[] if inherits else list(sys.argv),
         cwd=None if inherits else os.getcwd(),
+        environment=None if inherits else dict(os.environ),
         main_path=None if inherits else _main.parent_main_path(),
         before_main=[] if inherits else list(_main.before_main),
         authkey=bytes(multiprocessing.current_process().authkey),

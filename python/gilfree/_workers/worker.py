@@ -51,6 +51,9 @@ class WorkerSetup:
     sys_path: list[str] = field(default_factory=list)
     sys_argv: list[str] = field(default_factory=list)
     cwd: str | None = None
+    #: The parent's environment when the worker was asked for (the template's is the one the
+    #: parent had when the template started).
+    environment: dict[str, str] | None = None
     main_path: str | None = None
     #: ``_main.before_main`` of the parent: called before the main script runs here.
     before_main: list[str] = field(default_factory=list)
@@ -64,9 +67,9 @@ class WorkerSetup:
 
 
 def apply_setup(setup: WorkerSetup) -> None:
-    """Takes the parent's paths, arguments, directory, authkey and main module (everything in
-    ``setup`` but the initializer). The main script is not run again where the template process
-    this worker was forked from already ran it."""
+    """Takes the parent's paths, arguments, directory, environment, authkey and main module
+    (everything in ``setup`` but the initializer). The main script is not run again where the
+    template process this worker was forked from already ran it."""
     if setup.sys_path:
         sys.path[:] = setup.sys_path
     if setup.sys_argv:
@@ -77,12 +80,24 @@ def apply_setup(setup: WorkerSetup) -> None:
         multiprocessing.current_process().authkey = setup.authkey
     if setup.cwd is not None:
         os.chdir(setup.cwd)
+    if setup.environment is not None:
+        take_environment(setup.environment)
     if setup.main_path:
         if not _main.loaded(setup.main_path):
             _main.run_before_main(setup.before_main)
             _main.import_main(setup.main_path)
     elif not setup.inherits:
         _main.install_empty_main()
+
+
+def take_environment(environment: dict[str, str]) -> None:
+    """Makes ``os.environ`` (and the C library's) equal to ``environment``, touching only what
+    differs."""
+    for name in [name for name in os.environ if name not in environment]:
+        del os.environ[name]
+    for name, value in environment.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _setup(channel: WorkerChannel, epoch: int, setup: WorkerSetup, inherited: Initializer) -> bool:
