@@ -267,6 +267,55 @@ def test_loky_started_inside_a_task_ends_with_the_worker(tmp_path):
     assert not wait_until_gone(loky_pids)
 
 
+REDEFINED_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import joblib
+    import gilfree.joblib
+
+    if __name__ == "__main__":
+        runs = []
+        with joblib.parallel_config(backend="gilfree", n_jobs=2):
+            def f(x):
+                return x + 10
+
+            class Scaler:
+                factor = 2
+
+            def scale(x):
+                return x * Scaler.factor
+
+            runs.append(joblib.Parallel()(joblib.delayed(f)(x) for x in range(6)))
+            runs.append(joblib.Parallel()(joblib.delayed(scale)(x) for x in range(6)))
+
+            def f(x):
+                return x + 20
+
+            class Scaler:
+                factor = 3
+
+            runs.append(joblib.Parallel()(joblib.delayed(f)(x) for x in range(6)))
+            runs.append(joblib.Parallel()(joblib.delayed(scale)(x) for x in range(6)))
+        print(json.dumps(runs))
+    """
+)
+
+
+def test_a_function_redefined_between_calls_gives_the_new_results(tmp_path):
+    """Each batch carries its function by value; the workers that got the first definition
+    run the second one when the script redefines it, as loky's do."""
+    returncode, stdout, stderr = run_script(tmp_path, REDEFINED_SCRIPT)
+    assert returncode == 0, stderr
+    numbers = range(6)
+    assert json.loads(stdout) == [
+        [x + 10 for x in numbers],
+        [x * 2 for x in numbers],
+        [x + 20 for x in numbers],
+        [x * 3 for x in numbers],
+    ]
+
+
 PRESTARTED_TEMPLATE_SCRIPT = textwrap.dedent(
     """
     import json

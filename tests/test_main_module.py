@@ -186,6 +186,73 @@ def test_names_rebound_since_keep_the_workers_own(tmp_path, start_method):
         assert output["original"] == "top level"  # by value: no name leads to it any more
 
 
+REDEFINED = """
+    def call(function, x):
+        return function(x)
+
+
+    def make(cls):
+        return cls().who()
+
+
+    if __name__ == "__main__":
+        with make_executor(workers=1) as executor:
+            executor.submit(abs, 0).result(timeout=30)  # a forked worker: started before f
+
+            def f(x):
+                f.calls = getattr(f, "calls", 0) + 1  # on the worker's copy of f
+                return ["v1", x, f.calls]
+
+            class C:
+                def who(self):
+                    return "C1"
+
+            def helper():
+                return "h1"
+
+            def via_global(_):
+                return helper()
+
+            first = [executor.submit(call, f, 1).result(timeout=30) for _ in range(2)]
+            first += [executor.submit(make, C).result(timeout=30)]
+            first += [executor.submit(via_global, 0).result(timeout=30)]
+
+            def f(x):
+                return ["v2", x]
+
+            class C:
+                def who(self):
+                    return "C2"
+
+            def helper():
+                return "h2"
+
+            def via_global(_):
+                return helper() + "!"
+
+            second = [
+                executor.submit(call, f, 1).result(timeout=30),
+                executor.submit(make, C).result(timeout=30),
+                executor.submit(f, 2).result(timeout=30),
+                executor.submit(via_global, 0).result(timeout=30),
+            ]
+        print(json.dumps({"first": first, "second": second}))
+"""
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_a_function_or_class_redefined_in_the_parent_arrives_as_redefined(tmp_path, start_method):
+    output = run(tmp_path, REDEFINED, start_method)
+    # The same function sent twice is one copy in the worker (its attribute counts 2 calls);
+    # a new definition under the same name replaces it, as an argument (by value each time)
+    # as well as the task, and for the functions that refer to it by name.
+    assert output == {
+        "first": [["v1", 1, 1], ["v1", 1, 2], "C1", "h1"],
+        "second": [["v2", 1], "C2", ["v2", 2], "h2!"],
+    }
+
+
 RUNS_ONCE = """
     with open("imports.log", "a") as log:
         log.write(f"{os.getpid()}\\n")

@@ -15,10 +15,12 @@ from __future__ import annotations
 import collections
 import io
 import itertools
+import os
 import pickle
 import sys
 import threading
 import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -81,6 +83,32 @@ class ValuePickler(cloudpickle.Pickler):  # type: ignore[misc] # cloudpickle has
     )
 
 
+#: The token of each ``__main__`` object sent by name and value, by id: (a weak reference to
+#: the object, so that an id reused by a later object gets a token of its own; the token).
+_tokens: dict[int, tuple[weakref.ref[Any], str]] = {}
+
+
+def _token(obj: Any) -> str:
+    """A name for ``obj`` that the workers tell apart from any other object's, the same each
+    time ``obj`` is sent (``_main.prefer_main`` keeps what it made of it), random so that two
+    processes (a parent and its forked children) never give one token to two objects."""
+    key = id(obj)
+    entry = _tokens.get(key)
+    if entry is not None and entry[0]() is obj:
+        return entry[1]
+    token = os.urandom(8).hex()
+
+    def forget(reference: weakref.ref[Any]) -> None:
+        if _tokens.get(key, (None, ""))[0] is reference:
+            _tokens.pop(key, None)
+
+    try:
+        _tokens[key] = (weakref.ref(obj, forget), token)
+    except TypeError:  # not weakly referable: a token per send, each send a new definition
+        pass
+    return token
+
+
 class _ByValue:
     """Marks an object of ``__main__`` to pickle by value (one per object and pickler, so the
     pickle memo ends recursion: a function that refers to itself, two that call each other)."""
@@ -95,10 +123,11 @@ class MainPickler(ValuePickler):
     """``ValuePickler``, except for functions and classes of the parent's ``__main__``.
 
     Each such object whose qualified name leads back to it in ``__main__`` becomes
-    ``_main.prefer_main(qualname, <the object by value>)``: the worker takes its own object of
-    that name if it has one, else the copy. By-value functions are rebuilt over the worker's
-    main namespace (``_main.make_function`` / ``_main.set_function_state``) instead of a
-    private copy of their globals. Used for function bodies, initializers and process objects.
+    ``_main.prefer_main(qualname, <the object by value>, <its token>)``: the worker takes its
+    own object of that name if it has one, else its copy of that very object (the token tells a
+    redefinition from the same object sent again). By-value functions are rebuilt over the
+    worker's main namespace (``_main.make_function`` / ``_main.set_function_state``) instead of
+    a private copy of their globals. Used for function bodies, initializers and process objects.
 
     With ``main_names``, the top-level names the workers' main module is known to have (the
     zygote reports them), nothing the workers have is sent: an object of one of those names
@@ -134,11 +163,11 @@ class MainPickler(ValuePickler):
         if self._is_main_object(obj):
             qualname = obj.__qualname__
             if "<" not in qualname and self._lookup(qualname) is obj:
-                if self._main_names is None:
-                    wrapper = self._by_value.setdefault(id(obj), _ByValue(obj))
-                    return _main.prefer_main, (qualname, wrapper)
-                if qualname.split(".", 1)[0] in self._main_names:
+                names = self._main_names
+                if names is not None and qualname.split(".", 1)[0] in names:
                     return _main.from_main, (qualname,)
+                wrapper = self._by_value.setdefault(id(obj), _ByValue(obj))
+                return _main.prefer_main, (qualname, wrapper, _token(obj))
             return self._reduce_by_value(obj)
         return super().reducer_override(obj)
 

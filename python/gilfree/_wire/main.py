@@ -14,7 +14,9 @@ of the parent's ``__main__`` arrive in it:
   ``python -c`` or stdin, names rebound since): the function is rebuilt with the worker's main
   namespace as its globals; of the globals it refers to, names the namespace lacks are added and
   names it has are kept. So every by-value function from one parent shares one namespace per
-  worker, and the initializer pattern works in a notebook too.
+  worker, and the initializer pattern works in a notebook too. An object sent again is the
+  copy made the first time; a definition new to the worker (a name redefined in the parent)
+  is used as sent and replaces the previous one under its name (``prefer_main``).
 
 The parent side is ``MainPickler`` (in ``gilfree._wire.functions``); the functions here are what its
 pickles call in the worker.
@@ -160,18 +162,35 @@ def from_main(qualname: str) -> Any:
     return found
 
 
-def prefer_main(qualname: str, fallback: Any) -> Any:
-    """The worker's own ``__main__.<qualname>`` if it has one by that qualified name, else
-    ``fallback`` (the object sent by value), which a top-level name then also binds."""
-    found: Any = sys.modules["__main__"]
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-        if found is None:
-            break
-    if found is not None and getattr(found, "__qualname__", None) == qualname:
-        return found
-    if "." not in qualname:
-        namespace().setdefault(qualname, fallback)
+#: What ``prefer_main`` used for each qualified name sent by value: ``(token, object)``, the
+#: token naming the parent's object (``MainPickler`` gives each object its own).
+_by_value: dict[str, tuple[str, Any]] = {}
+
+
+def prefer_main(qualname: str, fallback: Any, token: str) -> Any:
+    """The worker's own ``__main__.<qualname>`` if it has one by that qualified name, else the
+    object sent by value: the one made when the same parent object (``token``) came before,
+    else ``fallback``, which a top-level name then also binds. A name redefined in the parent
+    is a new object there: its new definition is used here, and replaces the previous one
+    under that name (a name that the worker's main script bound is left alone)."""
+    names = namespace()
+    top = qualname.partition(".")[0]
+    previous = _by_value.get(top)
+    ours = previous is not None and names.get(top) is previous[1]  # bound by a previous send
+    if not ours:
+        found: Any = sys.modules["__main__"]
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+            if found is None:
+                break
+        if found is not None and getattr(found, "__qualname__", None) == qualname:
+            return found
+    sent = _by_value.get(qualname)
+    if sent is not None and sent[0] == token:
+        return sent[1]
+    _by_value[qualname] = (token, fallback)
+    if "." not in qualname and (ours or qualname not in names):
+        names[qualname] = fallback
     return fallback
 
 
