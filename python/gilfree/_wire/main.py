@@ -72,8 +72,8 @@ def check_not_importing() -> None:
 
 def parent_main_path() -> str | None:
     """The path of this process's main script, for workers that do not inherit it; None when
-    there is none to run again (a notebook, a REPL, ``python -c``, ``python -m package``), as
-    multiprocessing decides."""
+    there is none to run again (a notebook, a REPL, ``python -c``, ``python -m package``, a
+    script read from stdin, whose ``__file__`` is ``"<stdin>"``), as multiprocessing decides."""
     import os
 
     main = sys.modules.get("__main__")
@@ -82,6 +82,8 @@ def parent_main_path() -> str | None:
         return None  # ``python -m package``: the package's __main__ must not run again
     path: str | None = getattr(main, "__file__", None)
     if spec is not None or not path or os.path.basename(path).startswith("ipython"):
+        return None
+    if path.startswith("<") and path.endswith(">"):  # "<stdin>": no file to run again
         return None
     return os.path.abspath(path)
 
