@@ -89,19 +89,30 @@ class Backlog:
         self._parked.append(job)
 
     def resume(self, job: MapJob) -> bool:
-        """Moves ``job`` back to pending if it is parked and no longer blocked."""
-        if job in self._parked and not job.blocked():
+        """Moves ``job`` back to pending if it is parked and no longer blocked; forgets it if
+        it was stopped while parked (its reader went away: nothing more is cut from it)."""
+        if job not in self._parked:
+            return False
+        if job.exhausted():
             self._parked.remove(job)
-            self._pending.append(job)
-            return True
-        return False
+            return False
+        if job.blocked():
+            return False
+        self._parked.remove(job)
+        self._pending.append(job)
+        return True
 
     def unpark_all(self) -> None:
-        """Moves every parked job back to pending, with no window left (shutdown: they run
-        to their end whatever their reader does)."""
+        """Moves every parked job back to pending, and lifts the window of every job, parked
+        or pending (shutdown: a job whose reader still holds it runs to its end whatever the
+        reader does, as the stdlib's map does; one whose reader went away was stopped)."""
+        for job in self._pending:
+            if isinstance(job, MapJob):
+                job.window = None
         for job in self._parked:
             job.window = None
-            self._pending.append(job)
+            if not job.exhausted():
+                self._pending.append(job)
         self._parked.clear()
 
     def sent(self, slot: int, task_id: int, unit: Unit) -> None:

@@ -163,7 +163,8 @@ class Engine:
             self.on_work()
 
     def unpark_all(self) -> None:
-        """Lets every parked job run to its end without waiting for its reader (shutdown)."""
+        """Lets every map job whose reader still holds it run to its end without waiting for
+        that reader, parked or not yet (shutdown)."""
         with self._lock:
             self._backlog.unpark_all()
             self._dispatch()
@@ -196,6 +197,8 @@ class Engine:
                 if work.future.set_running_or_notify_cancel():
                     self._send(slot, work)
                 backlog.drop_pending()
+            elif isinstance(work, MapJob) and work.exhausted():
+                backlog.drop_pending()  # stopped (its reader went away) before all was cut
             elif isinstance(work, MapJob) and work.blocked():
                 backlog.park()
             else:
