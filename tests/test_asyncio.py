@@ -11,7 +11,9 @@ asyncio``), not here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import textwrap
 import threading
 import time
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
@@ -22,7 +24,7 @@ from conftest import IS_THREAD, create_executor
 from support import tasks, values
 from support.iterables import CountingEndless
 from support.limits import RESULT_TIMEOUT
-from support.processes import shutdown_within_deadline, terminate_within_deadline
+from support.processes import run_script, shutdown_within_deadline, terminate_within_deadline
 from support.values import NAMES, build
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.timeout(90)]
@@ -415,6 +417,77 @@ def test_amap_reads_an_endless_input_lazily_with_bounded_read_ahead(shared_execu
     assert read <= 20 + 4 * 2 * 2 + 2 + 1, f"{read} items read for 20 taken"
     if ordered:
         assert taken == [x * x for x in range(20)]
+
+
+@pytest.mark.parametrize("api", ["executor", "pool"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_leaving_an_amap_loop_stops_its_work_and_shutdown_runs_none_of_the_rest(
+    make_executor, pool, start_method, api, ordered
+):
+    """``break`` out of ``async for`` closes nothing (Python calls no ``aclose``), but it
+    drops the iterator, which stops the job: the rest of a long input is never read, neither
+    while the pool is open nor when ``ashutdown`` waits for the outstanding work. The job must
+    not keep its reader alive, or the rest would run at shutdown."""
+    mapper = pool if api == "pool" else make_executor(max_workers=2, start_method=start_method)
+    counted = CountingEndless()
+
+    async def main():
+        items = itertools.islice(counted.items(), 5000)
+        taken = 0
+        async for _ in mapper.amap(tasks.square, items, chunksize=1, ordered=ordered):
+            taken += 1
+            if taken == 20:
+                break
+        await asyncio.sleep(0.3)  # a job that went on would read on meanwhile
+        read_while_open = counted.read
+        await mapper.ashutdown()
+        return read_while_open
+
+    read_while_open = run(main())
+    assert read_while_open <= 100, f"{read_while_open} of 5000 items read for 20 taken"
+    assert counted.read <= 100, f"{counted.read} of 5000 items read once shut down"
+
+
+ABANDONED_ENDLESS_AMAP_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import itertools
+    import sys
+
+    import gilfree
+
+    def square(x):
+        return x * x
+
+    async def main(method):
+        where = {"backend": method} if method == "thread" else {"start_method": method}
+        for ordered in (True, False):
+            async with gilfree.ProcessPoolExecutor(2, **where) as executor:
+                async for x in executor.amap(square, itertools.count(), ordered=ordered):
+                    if x > 2500:
+                        break
+                await asyncio.sleep(0.3)  # the job parks, its window full
+            pool_where = {"backend": "thread"} if method == "thread" else {"context": method}
+            pool = gilfree.Pool(2, **pool_where)
+            async for x in pool.amap(square, itertools.count(), ordered=ordered):
+                if x > 2500:
+                    break
+            await asyncio.sleep(0.3)
+            await pool.ashutdown()
+        print("done")
+
+    if __name__ == "__main__":
+        asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_shutdown_after_leaving_an_amap_of_an_endless_input_returns(tmp_path, start_method):
+    """Leaving ``async for`` over an endless input, then ``async with`` (or ``ashutdown``),
+    ends: the shutdown runs none of the endless rest. In a script: a hang is a timeout."""
+    returncode, stdout, stderr = run_script(tmp_path, ABANDONED_ENDLESS_AMAP_SCRIPT, start_method)
+    assert returncode == 0, stderr
+    assert stdout.strip() == "done"
 
 
 def test_amap_raises_the_first_failure_after_the_results_before_it(shared_executor):

@@ -459,6 +459,30 @@ def test_imap_pulls_a_bounded_number_of_items_ahead(new_pool):
     the_pool.terminate()
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_leaving_an_imap_loop_stops_its_work_and_join_runs_none_of_the_rest(new_pool, method):
+    """``break`` drops the iterator, which stops its job: the rest of a long input is never
+    read, neither while the pool is open nor when ``close()`` and ``join()`` wait for the
+    outstanding work (the job must not keep its iterator alive)."""
+    pulled = [0]
+
+    def counting():
+        for number in range(5000):
+            pulled[0] = number + 1
+            yield number
+
+    the_pool = new_pool(2)
+    for taken, _ in enumerate(getattr(the_pool, method)(tasks.square, counting(), 1), 1):
+        if taken == 20:
+            break
+    time.sleep(0.2)  # a job that went on would read on meanwhile
+    assert pulled[0] <= 100
+    the_pool.close()
+    the_pool.join()
+    assert pulled[0] <= 100
+
+
 # --- close / join / terminate / context manager --------------------------------------------
 
 

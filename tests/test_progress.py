@@ -211,6 +211,35 @@ def test_a_tqdm_class_gets_a_bar_that_ends_complete(shared_executor):
     assert bar.disable  # closed
 
 
+def test_leaving_an_amap_loop_closes_its_bar(make_executor, start_method, pool):
+    """``break`` out of ``async for`` drops the iterator, which stops its job and closes its
+    bar, with the pool still open."""
+    tqdm = pytest.importorskip("tqdm")
+    bars = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["file"] = open(__import__("os").devnull, "w")  # noqa: SIM115 - closed below
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def close(self):
+            super().close()
+            self.fp.close()
+
+    executor = make_executor(max_workers=2, start_method=start_method)
+
+    async def main():
+        for mapper in (executor, pool):
+            items = (x for x in range(10_000))
+            async for _ in mapper.amap(tasks.square, items, chunksize=1, progress=Recorded):
+                break
+
+    asyncio.run(asyncio.wait_for(main(), RESULT_TIMEOUT))
+    assert len(bars) == 2
+    assert all(bar.disable for bar in bars), [bar.n for bar in bars]  # closed
+
+
 def test_progress_true_without_tqdm_says_what_to_install(shared_executor, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import tqdm.auto raises ImportError
     with pytest.raises(ImportError, match="pip install tqdm"):

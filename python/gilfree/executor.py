@@ -550,7 +550,7 @@ class ProcessPoolExecutor(_StdExecutor):
         ``map``.
         """
         reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
-        job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress)
+        job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress())
         reader.follow(job)
         self._submit_job(job)
         return reader

@@ -306,33 +306,48 @@ class IMapIterator(Generic[_T]):
             self._engine.resume(job)
 
 
+class _Completed:
+    """The chunks of an ``imap_unordered`` job that ended and were not read yet: what the job
+    reports to. The job holds this, never the iterator, so an iterator nobody refers to any
+    more (``break`` out of its loop) is freed at once and its ``__del__`` stops the job."""
+
+    __slots__ = ("chunks", "lock")
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+        self.lock = threading.Lock()
+
+    def progressed(self, chunk: Chunk | None) -> None:
+        if chunk is not None:
+            with self.lock:
+                self.chunks.append(chunk)
+
+
 class IMapUnorderedIterator(IMapIterator[_T]):
     """The iterator ``imap_unordered`` returns: results as they complete (a chunk's results
     together, in their input order)."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._completed: list[Chunk] = []
-        self._lock = threading.Lock()
+        self._completed = _Completed()
 
     def on_progress(self) -> Callable[[Chunk | None], None] | None:
         """Completed chunks are queued for reading as they end."""
-        return self._job_progressed
-
-    def _job_progressed(self, chunk: Chunk | None) -> None:
-        if chunk is not None:
-            with self._lock:
-                self._completed.append(chunk)
+        return self._completed.progressed
 
     def _wait(self, timeout: float | None) -> Chunk:
+        completed = self._completed
+
         def ready() -> bool:
-            return bool(self._completed) or (self._job.failure is not None and self._job.finished())
+            return bool(completed.chunks) or (
+                self._job.failure is not None and self._job.finished()
+            )
 
         if not self._engine.pump_role.wait_until(ready, timeout):
             raise MultiprocessingTimeoutError
-        with self._lock:
-            if self._completed:
-                return self._completed.pop(0)
+        with completed.lock:
+            if completed.chunks:
+                return completed.chunks.pop(0)
         assert self._job.failure is not None
         raise self._job.failure
 
@@ -651,7 +666,7 @@ class Pool:
         items, star = _mapping.lazy((iterable,))
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
         shown = (progress, total, iterable)
-        job = self._job(func, items, star, chunksize, window, reader.on_progress, shown)
+        job = self._job(func, items, star, chunksize, window, reader.on_progress(), shown)
         reader.follow(job)
         self._executor._submit_job(job)  # noqa: SLF001
         return reader

@@ -197,16 +197,42 @@ async def wait_closed(when_closed: Callable[[Callable[[], None]], None]) -> None
     await waiter
 
 
+class _Inbox:
+    """What a map job read by ``async for`` reports to: the chunks ended (unordered) and the
+    reader's waiter. The job holds this, never the reader, so a reader nobody refers to any
+    more (``break`` out of ``async for``) is freed at once and its ``__del__`` stops the job,
+    even while the engine keeps the job parked."""
+
+    __slots__ = ("bridge", "completed", "ordered", "waiter")
+
+    def __init__(self, ordered: bool) -> None:
+        self.ordered = ordered
+        self.completed: deque[Chunk] = deque()  # unordered: ended chunks, not yet taken
+        self.bridge: LoopBridge | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def progressed(self, chunk: Chunk | None) -> None:
+        """Called by the job, in the pumper's thread, as its chunks end (None: stopped)."""
+        if chunk is not None and not self.ordered:
+            self.completed.append(chunk)
+        # Set after the chunk's state, read before: the reader sets its waiter, then looks
+        # at the chunks again, so a chunk that ends in between is never missed.
+        waiter, bridge = self.waiter, self.bridge
+        if waiter is not None and bridge is not None:
+            bridge.post(_wake, waiter)
+
+
 class AsyncMapIterator(Generic[_T]):
     """``async for`` over a map job's results: in input order, or with ``ordered=False`` as
     chunks complete (a chunk's results together, in their order).
 
-    The job is made with ``on_progress=reader.on_progress`` and a window, so the input is read
-    only a few chunks ahead of this reader (``MapJob``). The first failing item raises its
+    The job is made with ``on_progress=reader.on_progress()`` and a window, so the input is
+    read only a few chunks ahead of this reader (``MapJob``). The first failing item raises its
     exception after the results before it, and iteration ends there, as ``Executor.map``'s
     does; ``convert`` turns that exception into the one the API raises. Leaving the loop
     early, ``aclose()``, or dropping the iterator stops the job: chunks not yet started are
-    not run.
+    not run. Python closes nothing on ``break``, so the job must not keep its reader alive: it
+    reports to an ``_Inbox``, and the reader is freed, and stops the job, once unreferenced.
     """
 
     #: The job read (set by ``follow``, before the job is queued).
@@ -226,24 +252,18 @@ class AsyncMapIterator(Generic[_T]):
         #: The error to raise once ``_items`` is empty.
         self._error: BaseException | None = None
         self._taken = 0  # chunks taken
-        self._completed: deque[Chunk] = deque()  # unordered: ended chunks, not yet taken
+        self._inbox = _Inbox(ordered)
         self._finished = False
-        self._bridge: LoopBridge | None = None
-        self._waiter: asyncio.Future[None] | None = None
+
+    def on_progress(self) -> Callable[[Chunk | None], None]:
+        """What the job this reader follows calls as its chunks end (it holds not the
+        reader)."""
+        return self._inbox.progressed
 
     def follow(self, job: MapJob) -> None:
-        """Reads ``job`` (made with ``on_progress=self.on_progress``), before it is queued."""
+        """Reads ``job`` (made with ``on_progress=self.on_progress()``), before it is
+        queued."""
         self._job = job
-
-    def on_progress(self, chunk: Chunk | None) -> None:
-        """Called by the job, in the pumper's thread, as its chunks end (None: stopped)."""
-        if chunk is not None and not self._ordered:
-            self._completed.append(chunk)
-        # Set after the chunk's state, read before: the reader sets its waiter, then looks
-        # at the chunks again, so a chunk that ends in between is never missed.
-        waiter, bridge = self._waiter, self._bridge
-        if waiter is not None and bridge is not None:
-            bridge.post(_wake, waiter)
 
     def __aiter__(self) -> AsyncMapIterator[_T]:
         return self
@@ -277,13 +297,14 @@ class AsyncMapIterator(Generic[_T]):
                     return None
                 chunk = job.ordered(self._taken)
             else:
-                if not self._completed:
+                completed = self._inbox.completed
+                if not completed:
                     if job.chunk_count() == self._taken:
                         self._finished = True
                     elif job.failure is not None and job.finished():
                         raise job.failure
                     return None
-                chunk = self._completed.popleft()
+                chunk = completed.popleft()
         except Exception as error:  # noqa: BLE001 - the input's error, or the job's stop
             self._finish()
             raise self._convert(error)  # noqa: B904 - the failure as the API raises it
@@ -306,19 +327,20 @@ class AsyncMapIterator(Generic[_T]):
         import asyncio
 
         loop = asyncio.get_running_loop()
-        self._bridge = bridge_for(loop)
-        self._waiter = loop.create_future()
+        inbox = self._inbox
+        inbox.bridge = bridge_for(loop)
+        inbox.waiter = waiter = loop.create_future()
         try:
             if self._ready():  # ended between the look and the waiter: do not wait
                 return
-            await self._waiter
+            await waiter
         finally:
-            self._waiter = None
+            inbox.waiter = None
 
     def _ready(self) -> bool:
         job = self._job
         if not self._ordered:
-            return bool(self._completed) or job.finished()
+            return bool(self._inbox.completed) or job.finished()
         return job.chunk_count() == self._taken or _mapping.chunk_settled(job, self._taken)
 
     def _finish(self) -> None:
