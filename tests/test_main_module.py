@@ -480,6 +480,37 @@ executor.shutdown()
 
 
 @pytest.mark.gilfree_only
+def test_a_script_read_from_stdin_sends_its_functions_by_value(tmp_path):
+    source = textwrap.dedent(
+        """
+        import gilfree
+
+        OFFSET = 10
+
+
+        def shifted(x):
+            return x + OFFSET
+
+
+        if __name__ == "__main__":
+            with gilfree.ProcessPoolExecutor(2) as executor:
+                print(list(executor.map(shifted, range(3))))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-"],
+        input=source,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["[10, 11, 12]"]
+
+
+@pytest.mark.gilfree_only
 def test_an_unguarded_script_under_gilfree_run_is_refused_not_run_twice(tmp_path):
     # The template runs the script with the same rebinding as the parent, so its pool is
     # gilfree's there too, and is refused while the script is being imported, as spawn does.
