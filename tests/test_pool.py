@@ -658,6 +658,16 @@ def test_an_argument_that_cannot_be_sent_raises_pickles_own_error(pool):
     assert pool.map(tasks.square, range(3)) == [0, 1, 4]
 
 
+@pytest.mark.parametrize("kind", ["imap", "imap_unordered"])
+def test_imap_results_read_after_close_and_join_are_all_there(new_pool, kind):
+    # A common tutorial order: join waits for every task, the input read ahead or not.
+    the_pool = new_pool(2)
+    results = getattr(the_pool, kind)(tasks.square, range(1000), 10)
+    the_pool.close()
+    the_pool.join()
+    assert sorted(results) == [x * x for x in range(1000)]
+
+
 def numbers_then_error_at(count):
     """An input iterable that fails after ``count`` items."""
     yield from range(count)
