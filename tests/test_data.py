@@ -127,6 +127,26 @@ def test_a_worker_killed_while_mapping_buffers_does_not_pin_them():
         assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
 
 
+@pytest.mark.timeout(180)
+def test_buffers_stay_reusable_however_many_workers_die_mapping_them():
+    from gilfree import WorkerCrashedError
+
+    # A buffer's header lists the pid of each process mapping it, in 15 entries; a dead worker
+    # leaves its entry behind. Unless dead entries are freed, every 15th crash overflows the
+    # list for good and the buffer is never reused: a new one per 15 crashes, up to 1 GiB.
+    array = numpy.ones(2 * MIB // 8)
+    with create_executor(max_workers=1) as executor:
+        for _ in range(3):
+            with pytest.raises(WorkerCrashedError):
+                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+        baseline = gilfree_mappings()
+        for _ in range(60):
+            with pytest.raises(WorkerCrashedError):
+                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+        assert gilfree_mappings() <= baseline
+        assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
+
+
 def test_everything_works_without_numpy(tmp_path):
     script = tmp_path / "no_numpy.py"
     script.write_text(

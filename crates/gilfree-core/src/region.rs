@@ -24,9 +24,9 @@
 //! and clears it when unmapped; past `MAPPING_ENTRIES`, an overflow count). A region this
 //! process created, no longer uses, and that no live process maps any more is reused by the
 //! next `acquire`. A process that dies while mapping a region leaves its entry behind; the pid
-//! no longer exists, so the entry no longer counts (a recycled pid only makes the region look
-//! busy, never free). The pool keeps at most `POOL_BYTES`; the kernel frees a dropped region
-//! with its last mapping.
+//! no longer exists, so the entry no longer counts, and it is freed for the next mapping (see
+//! `Mappings` for the invariant). The pool keeps at most `POOL_BYTES`; the kernel frees a
+//! dropped region with its last mapping.
 //!
 //! Linux only (`/proc`); elsewhere `open` fails and callers send buffers inline.
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +54,28 @@ const MAPPING_ENTRIES: usize = 15;
 const _: () = assert!(std::mem::size_of::<Mappings>() <= HEADER);
 
 /// The header: who maps the region. Zeroed memory is an empty table.
+///
+/// Invariant: every live use (`Region`) of the memory file in a live process is recorded,
+/// by an entry holding that process's pid or by one count of `overflow`. So a region whose
+/// entries name no live process but its owner, once, and whose `overflow` is 0, is read by no
+/// live process, and its owner may overwrite it. The entries of one pid are interchangeable:
+/// a process adds its pid to any free entry and removes it from any entry holding it.
+///
+/// An entry holding the pid of a process that no longer exists records no use (its process
+/// died mapping the region: a worker that crashed while holding an argument). It must be
+/// freed, or the table fills up with dead workers, one entry per crash, and the next mapping
+/// goes to `overflow`, where no one can tell a dead process's count from a live one's: the
+/// region would stay busy for good (a crash in every 15 leaked a pooled region, until the pool
+/// held `POOL_BYTES` of them). So the owner clears dead entries whenever it checks whether the
+/// region is idle, and a mapper that finds no free entry takes over a dead one before it
+/// counts an overflow. Both change an entry only by a compare-exchange from the very pid seen
+/// dead, so they never touch another entry, nor one that changed meanwhile. That relies on no
+/// new process getting that pid and mapping the region between the check and the exchange
+/// (microseconds; Linux hands out pids in increasing order, wrapping only at `pid_max`). A
+/// zombie (dead, not yet reaped) still looks alive: its entry is freed at a later check.
+/// Only an overflow count left by a dead process stays (more than 15 processes mapping one
+/// region at once, one of them crashing): that region is never reused, and leaves the pool
+/// with the oldest ones.
 #[repr(C)]
 struct Mappings {
     pids: [AtomicU32; MAPPING_ENTRIES],
@@ -61,7 +83,8 @@ struct Mappings {
 }
 
 impl Mappings {
-    /// Records a mapping by this process.
+    /// Records a mapping by this process: in a free entry, else in one left by a dead
+    /// process, else in `overflow`.
     fn add(&self) {
         let me = std::process::id();
         let claimed = self.pids.iter().any(|entry| {
@@ -69,7 +92,19 @@ impl Mappings {
                 .compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         });
-        if !claimed {
+        if claimed {
+            return;
+        }
+        let taken_over = self.pids.iter().any(|entry| {
+            let pid = entry.load(Ordering::SeqCst);
+            pid != 0
+                && pid != me
+                && !process_alive(pid)
+                && entry
+                    .compare_exchange(pid, me, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+        });
+        if !taken_over {
             self.overflow.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -87,19 +122,25 @@ impl Mappings {
         }
     }
 
-    /// Whether this process's one mapping is the only mapping by a live process.
+    /// Whether this process's one mapping is the only mapping by a live process. Clears the
+    /// entries of processes that no longer exist on the way (see the invariant above).
     fn only_mine(&self) -> bool {
         let me = std::process::id();
         let mut mine = 0;
+        let mut others = false;
         for entry in &self.pids {
             match entry.load(Ordering::SeqCst) {
                 0 => {}
                 pid if pid == me => mine += 1,
-                pid if process_alive(pid) => return false,
-                _ => {}
+                pid if process_alive(pid) => others = true,
+                pid => {
+                    // Fails only if the entry changed since it was read: then it is not ours
+                    // to clear.
+                    let _ = entry.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+                }
             }
         }
-        mine == 1 && self.overflow.load(Ordering::SeqCst) == 0
+        !others && mine == 1 && self.overflow.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -523,9 +564,38 @@ mod tests {
         let entries = &region.mappings().pids;
         entries[1].store(u32::MAX - 7, Ordering::SeqCst); // no such process
         assert!(region.mappings().only_mine());
+        assert_eq!(
+            entries[1].load(Ordering::SeqCst),
+            0,
+            "and its entry is freed"
+        );
         entries[1].store(1, Ordering::SeqCst); // init: alive
         assert!(!region.mappings().only_mine());
         entries[1].store(0, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_table_full_of_dead_processes_does_not_overflow() {
+        let region = Region::create(4096).unwrap();
+        let mappings = region.mappings();
+        let dead = u32::MAX - 7; // no such process
+        for entry in &mappings.pids[1..] {
+            entry.store(dead, Ordering::SeqCst);
+        }
+        mappings.add(); // a second use: takes over a dead entry
+        assert_eq!(mappings.overflow.load(Ordering::SeqCst), 0);
+        mappings.remove();
+        assert!(mappings.only_mine(), "dead entries do not count");
+        let entries: Vec<u32> = mappings
+            .pids
+            .iter()
+            .map(|entry| entry.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(
+            entries.iter().filter(|&&pid| pid != 0).count(),
+            1,
+            "and the owner's check frees them: {entries:?}"
+        );
     }
 
     #[test]
