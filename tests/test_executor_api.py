@@ -458,6 +458,29 @@ def test_mp_context_start_method_name_is_accepted(make_executor, method):
     assert executor.submit(tasks.square, 8).result(timeout=RESULT_TIMEOUT) == 64
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_mp_context_and_start_method_may_both_be_given_only_if_they_agree(make_executor):
+    with pytest.raises(ValueError, match="'spawn' and start_method asks for 'fork'"):
+        make_executor(max_workers=1, mp_context="spawn", start_method="fork")
+    executor = make_executor(max_workers=1, mp_context="forkserver", start_method="zygote")
+    assert executor.submit(tasks.square, 7).result(timeout=RESULT_TIMEOUT) == 49
+
+
+@pytest.mark.gilfree_only
+def test_the_default_worker_count_is_the_cpus_this_process_may_use(monkeypatch):
+    # As the stdlib's from Python 3.13: os.process_cpu_count() (the affinity mask).
+    import gilfree
+
+    monkeypatch.setattr(os, "process_cpu_count", lambda: 1, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    executor = gilfree.ProcessPoolExecutor()
+    try:
+        assert executor._max_workers == 1
+    finally:
+        executor.shutdown()
+
+
 def test_default_start_method_works(make_executor):
     executor = make_executor(max_workers=2)
     assert list(executor.map(tasks.square, range(4))) == [0, 1, 4, 9]

@@ -118,6 +118,13 @@ def resolve_backend(backend: Any) -> str:
     return str(backend)
 
 
+def usable_cpu_count() -> int:
+    """The CPUs this process may use, as the stdlib's pools count them by default:
+    ``os.process_cpu_count()`` (Python 3.13 on: the affinity mask), else ``os.cpu_count()``."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return int(count or 1)
+
+
 def refuse_process_options(**given: Any) -> None:
     """Raises ValueError naming the process-only options given (not None, not empty) to a
     thread backend."""
@@ -131,10 +138,17 @@ def refuse_process_options(**given: Any) -> None:
 
 
 def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
-    if start_method is None and mp_context is not None:
-        start_method = mp_context if isinstance(mp_context, str) else mp_context.get_start_method()
-        if start_method == "forkserver":
-            start_method = "zygote"
+    """The start method ``mp_context`` (a context or a method's name; ``"forkserver"`` means
+    the zygote) or ``start_method`` names; both may be given only if they agree."""
+    if mp_context is not None:
+        method = mp_context if isinstance(mp_context, str) else mp_context.get_start_method()
+        method = "zygote" if method == "forkserver" else method
+        if start_method is not None and start_method != method:
+            raise ValueError(
+                f"mp_context picks the start method {method!r} and start_method asks for "
+                f"{start_method!r}: give only one of them"
+            )
+        start_method = method
     if start_method is None:
         return default_start_method()
     if start_method not in START_METHODS:
@@ -170,7 +184,9 @@ class ProcessPoolExecutor(_StdExecutor):
     """Runs calls in a pool of worker processes (see the module docstring).
 
     Args:
-        max_workers: number of worker processes; default ``os.cpu_count()``.
+        max_workers: number of worker processes; default the CPUs this process may use
+            (``os.process_cpu_count()`` from Python 3.13, ``os.cpu_count()`` before), as the
+            stdlib's.
         mp_context: accepted for compatibility: a multiprocessing context or a start-method
             name picks the start method (``"forkserver"`` maps to ``"zygote"``).
         initializer: called in each worker with ``*initargs`` before its first task. If it
@@ -259,7 +275,7 @@ class ProcessPoolExecutor(_StdExecutor):
         backend: str = "process",
     ) -> None:
         if max_workers is None:
-            max_workers = os.cpu_count() or 1
+            max_workers = usable_cpu_count()
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):

@@ -21,7 +21,6 @@ Where gilfree does better than the stdlib, on purpose:
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import sys
 import threading
 import time
@@ -48,6 +47,7 @@ from gilfree.executor import (
     refuse_process_options,
     resolve_backend,
     resolve_start_method,
+    usable_cpu_count,
 )
 
 if TYPE_CHECKING:
@@ -357,7 +357,8 @@ class Pool:
     docstring).
 
     Args:
-        processes: number of workers; default ``os.cpu_count()``.
+        processes: number of workers; default the CPUs this process may use, as the stdlib's
+            (``os.process_cpu_count()`` from Python 3.13).
         initializer: called in each worker with ``*initargs`` before its first task.
         initargs: arguments for ``initializer``.
         maxtasksperchild: a worker exits after this many tasks and is replaced.
@@ -382,7 +383,7 @@ class Pool:
     ) -> None:
         self._state = RUN  # first: __del__ reads it even if the checks below raise
         if processes is None:
-            processes = os.cpu_count() or 1
+            processes = usable_cpu_count()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (
