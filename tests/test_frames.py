@@ -91,34 +91,49 @@ def test_ten_thousand_tasks_do_not_grow_shared_or_resident_memory():
         for _ in range(10):
             round_of_work(executor)
         worker_pids = [stats.pid for stats in executor.stats()]
-        # Two windows of 100 rounds (100 x (100 + 1) tasks each). The first can hold one-time
-        # costs that come late (seen once in a while on the CI machine: a worker's resident
-        # memory, mostly clean shared pages, grew by 115 MiB once); a leak grows in both, and
-        # the second, the steady state, is the one checked. The first is reported with it.
-        windows = []
-        for _ in range(2):
+        # Windows of 100 rounds (100 x (100 + 1) tasks each), up to WINDOWS. The first can
+        # hold one-time costs that come late (seen once in a while on the CI machine: a
+        # worker's resident memory, mostly clean shared pages, grew by 115 MiB once), and a
+        # busy machine can raise the pools' high-water marks later (a few more shared buffers
+        # in flight at once: 5 to 8 more mappings, a few times in a hundred runs with both
+        # cores loaded). A leak grows in every window: the test passes at the first window
+        # after the first that grows by none of it, and reports them all if none does.
+        windows: list[str] = []
+        for window in range(WINDOWS):
             before = frames.resident_bytes(), frames.shared_mapping_count()
             workers_before = [resident_kinds(pid) for pid in worker_pids]
             for _ in range(100):
                 round_of_work(executor)
             after = frames.resident_bytes(), frames.shared_mapping_count()
-            windows.append(
-                (before, after, workers_before, [resident_kinds(pid) for pid in worker_pids])
-            )
+            workers_after = [resident_kinds(pid) for pid in worker_pids]
+            growth = growth_in_window(before, after, worker_pids, workers_before, workers_after)
+            if window > 0 and not growth:
+                break
+            windows.append(f"window {window}: {'; '.join(growth) or 'no growth'}")
+        else:
+            pytest.fail(f"memory grew in every window: {' | '.join(windows)}")
         assert [stats.pid for stats in executor.stats()] == worker_pids, "a worker was replaced"
+
+
+#: The most windows of 100 rounds `test_ten_thousand_tasks_do_not_grow_shared_or_resident_memory`
+#: runs before it calls the growth a leak.
+WINDOWS = 4
+
+
+def growth_in_window(before, after, worker_pids, workers_before, workers_after) -> list[str]:
+    """What grew over one window past its bound: the parent's resident memory (32 MiB), its
+    shared mappings (2), a worker's resident memory (32 MiB); empty if nothing did."""
     mib = 1 << 20
-    first, (before, after, workers_before, workers_after) = windows
-    report = f"the first window, resident kinds (KiB) before and after: {first[2]} -> {first[3]}"
-    assert after[0] - before[0] < 32 * mib, (
-        f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB"
-    )
-    assert after[1] <= before[1] + 2, f"{after[1] - before[1]} more shared mappings"
+    grown = []
+    if after[0] - before[0] >= 32 * mib:
+        grown.append(f"the parent grew by {(after[0] - before[0]) / mib:.0f} MiB")
+    if after[1] > before[1] + 2:
+        grown.append(f"{after[1] - before[1]} more shared mappings")
     for pid, start, end in zip(worker_pids, workers_before, workers_after):
-        grown = (end["Rss"] - start["Rss"]) << 10
-        assert grown < 32 * mib, (
-            f"worker {pid} grew by {grown / mib:.0f} MiB in the steady state ({start} -> {end});"
-            f" {report}"
-        )
+        worker = (end["Rss"] - start["Rss"]) << 10
+        if worker >= 32 * mib:
+            grown.append(f"worker {pid} grew by {worker / mib:.0f} MiB ({start} -> {end})")
+    return grown
 
 
 def resident_kinds(pid: int) -> dict[str, int]:
