@@ -99,6 +99,21 @@ def test_unpicklable_exception_still_fails_the_future(executor):
     assert isinstance(exception, Exception)
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_an_unpicklable_exception_is_named_by_its_type_and_text(shared_executor):
+    from gilfree import UnpicklableExceptionError
+
+    future = shared_executor.submit(tasks.raise_unpicklable_error)
+    exception = future.exception(timeout=RESULT_TIMEOUT)
+    assert isinstance(exception, UnpicklableExceptionError)
+    assert isinstance(exception, RuntimeError)
+    assert exception.type_name == "UnpicklableError"
+    assert "cannot pickle '_thread.lock' object" in exception.reason
+    assert str(exception).startswith(f"UnpicklableError: {exception.text} (the original")
+    assert "raise_unpicklable_error" in str(exception.__cause__)  # the remote traceback
+
+
 def test_exception_that_cannot_be_unpickled_still_fails_the_future(executor):
     future = executor.submit(tasks.raise_mismatched_init_error)
     exception = future.exception(timeout=RESULT_TIMEOUT)

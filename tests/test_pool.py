@@ -612,6 +612,20 @@ def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
     assert the_pool.map(tasks.square, range(10)) == SQUARES[:10]
 
 
+@pytest.mark.process_only
+def test_a_pool_task_raising_an_unpicklable_exception_raises_maybe_encoding_error(new_pool):
+    # As the stdlib's pool reports an exception it cannot send back.
+    the_pool = new_pool(1)
+    with pytest.raises(
+        multiprocessing.pool.MaybeEncodingError, match="^Error sending result"
+    ) as raised:
+        the_pool.apply(tasks.raise_unpicklable_error)
+    assert "cannot pickle '_thread.lock' object" in str(raised.value)
+    if not IS_STDLIB:  # the stdlib's names an ExceptionWithTraceback object
+        assert "UnpicklableError: " in str(raised.value)
+    assert the_pool.apply(tasks.add, (1, 2)) == 3
+
+
 @pytest.mark.gilfree_only
 @pytest.mark.process_only
 def test_a_map_result_that_cannot_travel_back_is_named_by_its_place_in_the_map(pool):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         BrokenProcessPool,
         SerializationError,
         TaskTimeoutError,
+        UnpicklableExceptionError,
         WorkerCrashedError,
     )
     from gilfree.executor import Executor, ProcessPoolExecutor
@@ -42,6 +43,7 @@ __all__ = [
     "ProcessPoolExecutor",
     "SerializationError",
     "TaskTimeoutError",
+    "UnpicklableExceptionError",
     "WorkerCrashedError",
     "WorkerStats",
     "executor_at",
@@ -54,6 +56,7 @@ _HOMES = {
     "WorkerCrashedError": "gilfree.errors",
     "SerializationError": "gilfree.errors",
     "TaskTimeoutError": "gilfree.errors",
+    "UnpicklableExceptionError": "gilfree.errors",
     "shared_ndarray": "gilfree.shared",
     "executor_at": "gilfree.connect",
     "Executor": "gilfree.executor",

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pickle
 from concurrent.futures.process import BrokenProcessPool
 
-__all__ = ["BrokenProcessPool", "SerializationError", "TaskTimeoutError", "WorkerCrashedError"]
+__all__ = [
+    "BrokenProcessPool",
+    "SerializationError",
+    "TaskTimeoutError",
+    "UnpicklableExceptionError",
+    "WorkerCrashedError",
+]
 
 
 class WorkerCrashedError(BrokenProcessPool):
@@ -36,3 +42,26 @@ class SerializationError(pickle.PicklingError):
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class UnpicklableExceptionError(RuntimeError):
+    """A task raised an exception that could not be pickled to reach the caller.
+
+    It stands in for that exception: the message gives the exception's type, its text and why
+    it could not be pickled (``BadError: disk full (the original exception could not be
+    pickled: cannot pickle '_thread.lock' object)``), and ``__cause__`` holds the remote
+    traceback, as for any task's exception. ``type_name``, ``text`` and ``reason`` hold those
+    three parts. ``gilfree.Pool`` raises multiprocessing's ``MaybeEncodingError`` instead, as
+    the stdlib's pool does for an exception it cannot send back.
+    """
+
+    def __init__(self, type_name: str, text: str, reason: str) -> None:
+        super().__init__(
+            f"{type_name}: {text} (the original exception could not be pickled: {reason})"
+        )
+        self.type_name = type_name
+        self.text = text
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[UnpicklableExceptionError], tuple[str, str, str]]:
+        return type(self), (self.type_name, self.text, self.reason)

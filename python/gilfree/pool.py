@@ -41,7 +41,7 @@ from gilfree._engine.aio import AsyncMapIterator
 from gilfree._engine.progress import start as start_progress
 from gilfree._engine.units import NO_LIMITS, READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
-from gilfree.errors import SerializationError
+from gilfree.errors import SerializationError, UnpicklableExceptionError
 from gilfree.executor import (
     ProcessPoolExecutor,
     refuse_process_options,
@@ -67,13 +67,17 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
 
 def _pool_error(error: BaseException) -> BaseException:
-    """A worker's exception as ``multiprocessing.Pool`` raises it: a result that could not be
-    sent becomes ``MaybeEncodingError``, an argument that could not be sent raises pickle's own
-    error (with gilfree's explanation as a note), and the remote traceback is multiprocessing's
-    type."""
+    """A worker's exception as ``multiprocessing.Pool`` raises it: a result or an exception that
+    could not be sent becomes ``MaybeEncodingError``, an argument that could not be sent raises
+    pickle's own error (with gilfree's explanation as a note), and the remote traceback is
+    multiprocessing's type."""
     if is_result_error(error):
         encoding_error: BaseException = MaybeEncodingError(error, getattr(error, "path", "result"))
         return encoding_error
+    if isinstance(error, UnpicklableExceptionError):  # as the stdlib's pool reports it
+        unsent: BaseException = MaybeEncodingError(error.reason, f"{error.type_name}: {error.text}")
+        unsent.__cause__ = error.__cause__
+        return unsent
     if isinstance(error, SerializationError) and error.__cause__ is not None:
         original = error.__cause__
         original.add_note(str(error))

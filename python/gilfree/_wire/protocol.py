@@ -97,15 +97,17 @@ unpickle = pickle.loads
 def dump_exception(error: BaseException) -> bytes:
     """Encodes an exception with its formatted traceback; never fails.
 
-    An exception that cannot be pickled is replaced by a RuntimeError that carries its type name
-    and message, so the caller still gets the traceback text.
+    An exception that cannot be pickled is replaced by an ``UnpicklableExceptionError`` (a
+    RuntimeError) that carries its type name and message, so the caller still gets the
+    traceback text.
     """
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     try:
         return dumps((error, text))
     except Exception as pickling_error:  # noqa: BLE001 - any pickling failure is reported
-        substitute = RuntimeError(
-            f"{type(error).__qualname__}: {error} "
-            f"(the original exception could not be pickled: {pickling_error})"
+        from gilfree.errors import UnpicklableExceptionError
+
+        substitute = UnpicklableExceptionError(
+            type(error).__qualname__, str(error), str(pickling_error)
         )
         return dumps((substitute, text))
