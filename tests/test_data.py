@@ -111,39 +111,28 @@ def test_a_thousand_round_trips_of_10_mib_do_not_grow_the_parent():
     assert gilfree_mappings() <= max(mappings, 34)
 
 
-def test_a_worker_killed_while_mapping_buffers_does_not_pin_them():
-    from gilfree import WorkerCrashedError
-
-    array = numpy.ones(20 * MIB // 8)
-    with create_executor(max_workers=1) as executor:
-        with pytest.raises(WorkerCrashedError):
-            executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
-        baseline = gilfree_mappings()
-        for _ in range(5):
-            with pytest.raises(WorkerCrashedError):
-                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
-        # The dead workers' mappings no longer count: the same buffer keeps being reused.
-        assert gilfree_mappings() <= baseline
-        assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
-
-
 @pytest.mark.timeout(180)
-def test_buffers_stay_reusable_however_many_workers_die_mapping_them():
+@pytest.mark.parametrize(("megabytes", "crashes"), [(20, 5), (2, 60)])
+def test_workers_killed_while_mapping_buffers_do_not_pin_them(megabytes, crashes):
     from gilfree import WorkerCrashedError
 
     # A buffer's header lists the pid of each process mapping it, in 15 entries; a dead worker
-    # leaves its entry behind. Unless dead entries are freed, every 15th crash overflows the
-    # list for good and the buffer is never reused: a new one per 15 crashes, up to 1 GiB.
-    array = numpy.ones(2 * MIB // 8)
+    # leaves its entry behind. The dead workers' entries must not count, and must be freed:
+    # else every 15th crash overflows the list for good and the buffer is never reused (a new
+    # one per 15 crashes, up to 1 GiB).
+    array = numpy.ones(megabytes * MIB // 8)
+
+    def crash() -> None:
+        with pytest.raises(WorkerCrashedError):
+            executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+
     with create_executor(max_workers=1) as executor:
         for _ in range(3):
-            with pytest.raises(WorkerCrashedError):
-                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
+            crash()
         baseline = gilfree_mappings()
-        for _ in range(60):
-            with pytest.raises(WorkerCrashedError):
-                executor.submit(tasks.kill_self_holding, array).result(timeout=RESULT_TIMEOUT)
-        assert gilfree_mappings() <= baseline
+        for _ in range(crashes):
+            crash()
+        assert gilfree_mappings() <= baseline  # the same buffer keeps being reused
         assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
 
 

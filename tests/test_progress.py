@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import subprocess
 import sys
@@ -191,13 +192,13 @@ def test_a_failing_map_stops_its_display(shared_executor):
 # --- tqdm ------------------------------------------------------------------------------------
 
 
-def test_a_tqdm_class_gets_a_bar_that_ends_complete(shared_executor):
+def recording_tqdm(bars):
+    """A tqdm class writing to os.devnull, each bar made appended to ``bars``."""
     tqdm = pytest.importorskip("tqdm")
-    bars = []
 
     class Recorded(tqdm.tqdm):
         def __init__(self, *args, **kwargs):
-            kwargs["file"] = open(__import__("os").devnull, "w")  # noqa: SIM115 - closed below
+            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed below
             super().__init__(*args, **kwargs)
             bars.append(self)
 
@@ -205,7 +206,13 @@ def test_a_tqdm_class_gets_a_bar_that_ends_complete(shared_executor):
             super().close()
             self.fp.close()
 
-    list(shared_executor.map(tasks.square, range(300), progress=Recorded))
+    return Recorded
+
+
+def test_a_tqdm_class_gets_a_bar_that_ends_complete(shared_executor):
+    bars = []
+    recorded = recording_tqdm(bars)
+    list(shared_executor.map(tasks.square, range(300), progress=recorded))
     [bar] = bars
     assert (bar.n, bar.total) == (300, 300)
     assert bar.disable  # closed
@@ -214,25 +221,14 @@ def test_a_tqdm_class_gets_a_bar_that_ends_complete(shared_executor):
 def test_leaving_an_amap_loop_closes_its_bar(make_executor, start_method, pool):
     """``break`` out of ``async for`` drops the iterator, which stops its job and closes its
     bar, with the pool still open."""
-    tqdm = pytest.importorskip("tqdm")
     bars = []
-
-    class Recorded(tqdm.tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["file"] = open(__import__("os").devnull, "w")  # noqa: SIM115 - closed below
-            super().__init__(*args, **kwargs)
-            bars.append(self)
-
-        def close(self):
-            super().close()
-            self.fp.close()
-
+    recorded = recording_tqdm(bars)
     executor = make_executor(max_workers=2, start_method=start_method)
 
     async def main():
         for mapper in (executor, pool):
             items = (x for x in range(10_000))
-            async for _ in mapper.amap(tasks.square, items, chunksize=1, progress=Recorded):
+            async for _ in mapper.amap(tasks.square, items, chunksize=1, progress=recorded):
                 break
 
     asyncio.run(asyncio.wait_for(main(), RESULT_TIMEOUT))
