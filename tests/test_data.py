@@ -136,6 +136,47 @@ def test_workers_killed_while_mapping_buffers_do_not_pin_them(megabytes, crashes
         assert executor.submit(tasks.double_array, array).result(timeout=RESULT_TIMEOUT)[0] == 2
 
 
+def test_buffers_of_growing_sizes_sent_one_after_another_reuse_one_shared_region(tmp_path):
+    # A map's chunks grow and shrink with their measured cost. A shared region made to fit its
+    # first use exactly fits none of the larger ones after it: each made a region of its own
+    # (1 GiB of them at most), and a map of small arrays made new ones every time it ran. In a
+    # fresh interpreter, so that no idle region of another test can serve them.
+    script = tmp_path / "growing.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import numpy
+            import gilfree
+
+            def regions():
+                count = 0
+                for fd in os.listdir("/proc/self/fd"):
+                    try:
+                        count += "gilfree-buffer" in os.readlink(f"/proc/self/fd/{fd}")
+                    except OSError:
+                        pass
+                return count
+
+            if __name__ == "__main__":
+                with gilfree.ProcessPoolExecutor(1) as executor:
+                    executor.submit(abs, 1).result(timeout=60)
+                    before = regions()
+                    for tenths in range(10, 18):  # 1.0 MiB to 1.7 MiB
+                        array = numpy.ones(tenths * (1 << 20) // 10 // 8)
+                        total = executor.submit(numpy.sum, array).result(timeout=60)
+                        assert total == array.size, total
+                    print(regions() - before)
+            """
+        )
+    )
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert int(completed.stdout) <= 1, f"{completed.stdout.strip()} regions for 8 buffers"
+
+
 def test_everything_works_without_numpy(tmp_path):
     script = tmp_path / "no_numpy.py"
     script.write_text(

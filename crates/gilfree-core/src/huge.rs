@@ -17,7 +17,9 @@
 //! the region's turn: what was moved stays moved, the rest keeps its 4 KiB pages.
 //!
 //! How (the invariants):
-//! * [`collapse_later`] queues a `Weak` reference to the mapping, whose turn comes `DELAY` later.
+//! * [`collapse_later`] queues a `Weak` reference to the mapping and how much of it, from its
+//!   start, to move (a pooled region's pages past that are not even allocated), whose turn
+//!   comes `DELAY` later.
 //!   One thread per process works through the queue, a step of `STEP` bytes at a time, holding the mapping (`Arc`) only for
 //!   one step: a region dropped meanwhile is unmapped at most one step later, and the rest of
 //!   it is skipped. Each region has one turn, however it ends.
@@ -52,8 +54,9 @@ const SLOW_NANOS_PER_BYTE: f64 = 1.5e6 / (1 << 20) as f64;
 
 /// The work: mappings waiting for huge pages, and the process whose thread works on them.
 pub(crate) struct Queue {
-    /// Each with the time its turn may start (in queue order: the same delay for all).
-    waiting: VecDeque<(Instant, Weak<SharedMemory>)>,
+    /// Each with the time its turn may start (in queue order: the same delay for all), and
+    /// the bytes to move from its start.
+    waiting: VecDeque<(Instant, Weak<SharedMemory>, usize)>,
     /// The pid of the process whose thread works through `waiting`; 0 when none does.
     worker: u32,
 }
@@ -72,14 +75,17 @@ const NICE: i32 = 10;
 /// Bytes moved into huge pages by this process since it started (for tests and benchmarks).
 static COLLAPSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Moves `memory`'s pages into huge pages soon, on the collapsing thread (see the module docs).
+/// Moves the pages of `memory`'s first `len` bytes into huge pages soon, on the collapsing
+/// thread (see the module docs).
 /// `queue` is `QUEUE`, locked by the caller (with the GIL released if it must wait: see
 /// `region::lock`). Does nothing on systems without `MADV_COLLAPSE`.
-pub(crate) fn collapse_later(queue: &mut Queue, memory: Weak<SharedMemory>) {
+pub(crate) fn collapse_later(queue: &mut Queue, memory: Weak<SharedMemory>, len: usize) {
     if !cfg!(target_os = "linux") {
         return;
     }
-    queue.waiting.push_back((Instant::now() + DELAY, memory));
+    queue
+        .waiting
+        .push_back((Instant::now() + DELAY, memory, len));
     let me = std::process::id();
     if queue.worker != me {
         let started = std::thread::Builder::new()
@@ -90,6 +96,14 @@ pub(crate) fn collapse_later(queue: &mut Queue, memory: Weak<SharedMemory>) {
         } else {
             queue.waiting.clear(); // no thread to be had: the regions keep their pages
         }
+    }
+}
+
+impl Queue {
+    /// Whether no work is queued and no thread works (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.worker == 0 && self.waiting.is_empty()
     }
 }
 
@@ -115,14 +129,17 @@ fn work() {
             }
             next
         };
-        let Some((due, memory)) = next else { return };
+        let Some((due, memory, len)) = next else {
+            return;
+        };
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let mut offset = 0;
         while let Some(mapping) = memory.upgrade() {
-            if offset >= mapping.len() {
+            let end = len.min(mapping.len());
+            if offset >= end {
                 break;
             }
-            let step = STEP.min(mapping.len() - offset);
+            let step = STEP.min(end - offset);
             let started = cpu_nanos();
             if mapping.collapse(offset, step) {
                 COLLAPSED.fetch_add(step as u64, std::sync::atomic::Ordering::Relaxed);
@@ -288,8 +305,8 @@ mod tests {
         let dropped = Arc::new(SharedMemory::create_populated_huge("gilfree-test", LEN).unwrap());
         {
             let mut queue = QUEUE.lock().unwrap();
-            collapse_later(&mut queue, Arc::downgrade(&dropped));
-            collapse_later(&mut queue, Arc::downgrade(&kept));
+            collapse_later(&mut queue, Arc::downgrade(&dropped), LEN);
+            collapse_later(&mut queue, Arc::downgrade(&kept), LEN);
             drop(dropped); // before its turn (the thread waits for the lock held here)
         }
         assert!(wait_for_the_thread_to_end(), "the thread ended");
@@ -298,7 +315,7 @@ mod tests {
         }
         assert!(kept.fd().as_fd().try_clone_to_owned().is_ok());
         // And a later region starts a thread again.
-        collapse_later(&mut QUEUE.lock().unwrap(), Arc::downgrade(&kept));
+        collapse_later(&mut QUEUE.lock().unwrap(), Arc::downgrade(&kept), LEN);
         assert!(wait_for_the_thread_to_end(), "the second thread ended");
     }
 }

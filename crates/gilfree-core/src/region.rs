@@ -19,7 +19,13 @@
 //! region only through a use made from a handle received after the owner wrote it.
 //!
 //! Creating a region costs the kernel a page allocation per 4 KiB (about 0.6 ms per MiB here),
-//! more than copying the data. So regions made for copies are recycled. Each region starts with
+//! more than copying the data. So regions made for copies are recycled, and made roomy: the
+//! uses that follow one another are of similar but rarely equal sizes (a map's chunks grow and
+//! shrink with their measured cost), and a region fitting each use exactly would fit few of
+//! the next ones, so every map would make new regions (a map of 3000 small arrays made 2 to 5
+//! each time, 8 to 22 MB of new pages). A pooled region gets room for half as much again as
+//! its first use, rounded up to a power of two (`pooled_capacity`), but only the pages a use
+//! writes get allocated: the rest of the file costs nothing until a larger use needs it. Each region starts with
 //! a header listing the pid of every mapping of it (a mapping claims a free entry when made
 //! and clears it when unmapped; past `MAPPING_ENTRIES`, an overflow count). A region this
 //! process created, no longer uses, and that no live process maps any more is reused by the
@@ -31,7 +37,7 @@
 //! Linux only (`/proc`); elsewhere `open` fails and callers send buffers inline.
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::error::{CoreError, Result};
@@ -156,13 +162,27 @@ fn process_alive(pid: u32) -> bool {
         Err(rustix::io::Errno::SRCH)
     )
 }
-/// Idle regions kept for reuse, in bytes.
+/// Idle regions kept for reuse, in bytes of allocated pages.
 const POOL_BYTES: usize = 1 << 30;
+/// Uses of at least this many bytes get pooled regions of exactly their size: past it, the
+/// room left for larger uses would be mapped for nothing in every process that maps the region
+/// (and count against `MAPPED_BYTES` there).
+const ROOMY_MAX: usize = 64 << 20;
 
 /// Mappings of other processes' regions kept after their last use, most recent last: at most
 /// this many, and this many bytes.
 const MAPPED_COUNT: usize = 32;
 const MAPPED_BYTES: usize = 256 << 20;
+
+/// The data bytes of a new pooled region whose first use is `length` bytes: room for half as
+/// much again, the whole file rounded up to a power of two (see the module docs); past
+/// `ROOMY_MAX`, `length` itself.
+fn pooled_capacity(length: usize) -> usize {
+    if length >= ROOMY_MAX {
+        return length;
+    }
+    (HEADER + length + length / 2).next_power_of_two() - HEADER
+}
 
 /// A use of a mapped memory file whose descriptor this process keeps open (listed in the
 /// region's mapping table while it lives).
@@ -171,6 +191,9 @@ pub struct Region {
     memory: Arc<SharedMemory>,
     /// Made by this process (else opened from another's handle).
     created_here: bool,
+    /// Data bytes, from the start, whose pages are allocated (made here; else 0): the rest of a
+    /// pooled region is allocated when a use needs it (see `acquire`).
+    populated: AtomicUsize,
 }
 
 impl Region {
@@ -180,43 +203,57 @@ impl Region {
     /// A region of `huge::COLLAPSE_MIN` bytes or more is a whole number of huge pages, and is
     /// moved into huge pages on another thread soon after (see `huge`).
     pub fn create(length: usize) -> Result<Arc<Self>> {
+        Self::create_with(length, length)
+    }
+
+    /// A new zero-filled region of `capacity` bytes (at least `used`), whose first `used` bytes
+    /// have their pages allocated now; huge pages (as `create`) if `used` is large.
+    fn create_with(capacity: usize, used: usize) -> Result<Arc<Self>> {
         let too_large = || {
-            CoreError::InvalidArgument(format!("a shared buffer of {length} bytes is too large"))
+            CoreError::InvalidArgument(format!("a shared buffer of {capacity} bytes is too large"))
         };
-        let size = length.checked_add(HEADER).ok_or_else(too_large)?;
-        let huge = length >= huge::COLLAPSE_MIN;
+        let size = capacity.checked_add(HEADER).ok_or_else(too_large)?;
+        let huge = used >= huge::COLLAPSE_MIN;
         let memory = if huge {
             let size = size
                 .checked_next_multiple_of(HUGE_PAGE)
                 .ok_or_else(too_large)?;
-            SharedMemory::create_populated_huge("gilfree-buffer", size)?
+            let memory = SharedMemory::create("gilfree-buffer", size)?;
+            memory.advise_huge_pages();
+            memory
         } else {
-            SharedMemory::create_populated("gilfree-buffer", size)?
+            SharedMemory::create("gilfree-buffer", size)?
         };
+        memory.populate(0, HEADER + used);
         let memory = Arc::new(memory);
         if huge {
-            huge::collapse_later(&mut lock(&huge::QUEUE), Arc::downgrade(&memory));
+            let moved = HEADER + used;
+            huge::collapse_later(&mut lock(&huge::QUEUE), Arc::downgrade(&memory), moved);
         }
         let region = Self {
             memory,
             created_here: true,
+            populated: AtomicUsize::new(used),
         };
         region.mappings().add();
         Ok(register(region))
     }
 
     /// A region of at least `length` bytes whose content does not matter (it is about to be
-    /// overwritten): an idle one from the pool, or a new one that joins the pool.
+    /// overwritten), its first `length` bytes allocated: an idle one from the pool, or a new
+    /// one that joins the pool (roomy: see `pooled_capacity`).
     pub fn acquire(length: usize) -> Result<Arc<Self>> {
         let mut pool = lock(&POOL);
         if let Some(index) = pool.iter().position(|region| region.reusable_for(length)) {
             let region = pool.remove(index);
             pool.push(Arc::clone(&region)); // most recently used last
+            drop(pool); // the region is ours now: the pool sees it in use
+            region.populate(length);
             return Ok(region);
         }
-        let region = Self::create(length)?;
-        let mut pooled: usize = pool.iter().map(|region| region.len()).sum();
-        while pooled + region.len() > POOL_BYTES {
+        let region = Self::create_with(pooled_capacity(length), length)?;
+        let mut pooled: usize = pool.iter().map(|region| region.populated()).sum();
+        while pooled + region.populated() > POOL_BYTES {
             // Oldest first, among those nothing in this process uses (another process may
             // still map one: dropping our reference is safe, the kernel frees it later).
             let Some(index) = pool
@@ -225,12 +262,27 @@ impl Region {
             else {
                 break;
             };
-            pooled -= pool.remove(index).len();
+            pooled -= pool.remove(index).populated();
         }
-        if pooled + region.len() <= POOL_BYTES {
+        if pooled + region.populated() <= POOL_BYTES {
             pool.push(Arc::clone(&region));
         }
         Ok(region)
+    }
+
+    /// Data bytes whose pages are allocated (see `populated`).
+    fn populated(&self) -> usize {
+        self.populated.load(Ordering::Relaxed)
+    }
+
+    /// Allocates the pages of the first `length` data bytes that are not yet (a region of
+    /// this process, in use by the caller alone).
+    fn populate(&self, length: usize) {
+        let populated = self.populated();
+        if length > populated {
+            self.memory.populate(HEADER + populated, length - populated);
+            self.populated.store(length, Ordering::Relaxed);
+        }
     }
 
     /// Idle (only the pool holds it, only this process maps it) and of a fitting size.
@@ -299,6 +351,7 @@ impl Region {
         let region = Self {
             memory,
             created_here: false,
+            populated: AtomicUsize::new(0),
         };
         region.mappings().add();
         let region = register(region);
@@ -531,6 +584,64 @@ mod tests {
             Arc::ptr_eq(&again, &third),
             "a handle opened twice is mapped once"
         );
+    }
+
+    /// Bytes of pages allocated to `region`'s memory file.
+    fn allocated(region: &Region) -> usize {
+        let stat = rustix::fs::fstat(region.memory.fd()).unwrap();
+        usize::try_from(stat.st_blocks).unwrap() * 512
+    }
+
+    /// Acquires a region for `first` bytes, then, once it is idle, one for `second` bytes:
+    /// the same region, with the pages of each use allocated and no more.
+    fn a_region_serves_a_larger_use_next(first: usize, second: usize) -> Arc<Region> {
+        // Sizes no other test of the pool asks for, nor fits in the regions they make (a
+        // region is reused only for uses of at least a quarter of it).
+        let region = Region::acquire(first).unwrap();
+        assert!(region.len() >= first + first / 2, "room for larger uses");
+        let page = rustix::param::page_size();
+        assert!(allocated(&region) <= HEADER + first + page);
+        let address = region.as_ptr() as usize;
+        drop(region);
+        let again = Region::acquire(second).unwrap();
+        assert_eq!(
+            again.as_ptr() as usize,
+            address,
+            "a larger use that fits takes the idle region"
+        );
+        assert!(allocated(&again) <= HEADER + second + page);
+        again
+    }
+
+    #[test]
+    fn a_pooled_region_has_room_for_larger_uses_allocated_only_when_used() {
+        let region = a_region_serves_a_larger_use_next(6 << 20, (15 << 20) / 2);
+        // Before, a region fitted its first use exactly: each larger one made a new region,
+        // and a map whose chunks grow made new regions every time.
+        if cfg!(target_os = "linux") {
+            assert!(
+                allocated(&region) >= (15 << 20) / 2,
+                "the second use's pages are allocated"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_pooled_region_moves_only_its_used_pages_into_huge_pages() {
+        let region = a_region_serves_a_larger_use_next(20 << 20, 26 << 20);
+        // The first use queued its pages for huge pages: once that is done, the region's
+        // unused room is still not allocated.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let queue = lock(&huge::QUEUE);
+            if queue.is_idle() {
+                break;
+            }
+            drop(queue);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(allocated(&region) <= HEADER + (26 << 20) + HUGE_PAGE);
+        assert!(region.len() >= 30 << 20);
     }
 
     #[test]

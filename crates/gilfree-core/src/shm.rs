@@ -47,28 +47,13 @@ impl SharedMemory {
         Self::map(fd, len)
     }
 
-    /// As `create`, with every page allocated up front (for memory about to be filled).
-    pub fn create_populated(name: &str, len: usize) -> Result<Self> {
-        if len == 0 {
-            return Err(CoreError::InvalidArgument(
-                "shared memory length must be > 0".into(),
-            ));
-        }
-        let fd = create_anonymous_file(name)?;
-        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| CoreError::os("ftruncate", e))?;
-        Self::map_with(fd, len, populate_flag())
-    }
-
-    /// As `create_populated`, asking for huge pages before the pages are allocated (see
+    /// As `create`, with every page allocated up front, asking for huge pages before they are (see
     /// `advise_huge_pages`: where the system gives shared memory huge pages on fault, they
     /// come at once; elsewhere see `collapse`).
     pub fn create_populated_huge(name: &str, len: usize) -> Result<Self> {
         let memory = Self::create(name, len)?;
         memory.advise_huge_pages();
-        // Allocates the (zero) pages now. Kernels before 5.14 refuse it, and the pages are
-        // allocated when first touched instead.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        memory.advise(rustix::mm::Advice::LinuxPopulateWrite);
+        memory.populate(0, len);
         Ok(memory)
     }
 
@@ -84,12 +69,8 @@ impl SharedMemory {
     }
 
     fn map(fd: OwnedFd, len: usize) -> Result<Self> {
-        Self::map_with(fd, len, MapFlags::empty())
-    }
-
-    fn map_with(fd: OwnedFd, len: usize, extra: MapFlags) -> Result<Self> {
         let address = if len >= HUGE_PAGE {
-            map_aligned(&fd, len, extra)?
+            map_aligned(&fd, len)?
         } else {
             // SAFETY: a fresh shared mapping of a file we own, at an address the kernel picks;
             // it aliases no Rust object.
@@ -98,7 +79,7 @@ impl SharedMemory {
                     std::ptr::null_mut(),
                     len,
                     ProtFlags::READ | ProtFlags::WRITE,
-                    MapFlags::SHARED | extra,
+                    MapFlags::SHARED,
                     &fd,
                     0,
                 )
@@ -116,6 +97,32 @@ impl SharedMemory {
     pub fn advise_huge_pages(&self) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         self.advise(rustix::mm::Advice::LinuxHugepage);
+    }
+
+    /// Allocates the (zero) pages of `[offset, offset + len)`, writable, now: one system call
+    /// instead of a page fault per page when they are first written (Linux's
+    /// `MADV_POPULATE_WRITE`). Kernels before 5.14 and other systems refuse it; the pages are
+    /// then allocated when first touched. The range is widened to whole pages and cut at the
+    /// end of the mapping.
+    pub fn populate(&self, offset: usize, len: usize) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let page = rustix::param::page_size();
+            let start = (offset / page) * page;
+            let end = offset.saturating_add(len).min(self.len);
+            if start < end {
+                // SAFETY: advice on pages of our own mapping; populating changes no byte of it.
+                let _ = unsafe {
+                    rustix::mm::madvise(
+                        self.base.as_ptr().add(start).cast(),
+                        end - start,
+                        rustix::mm::Advice::LinuxPopulateWrite,
+                    )
+                };
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (offset, len);
     }
 
     /// `madvise` over the whole mapping, its failure ignored (advice only).
@@ -181,7 +188,7 @@ impl Drop for SharedMemory {
 /// reserves `len + HUGE_PAGE` bytes of address space, maps the file over the aligned part of the
 /// reservation, and gives back the rest. No other thread can be handed the range meanwhile: it
 /// is reserved from the first call on.
-fn map_aligned(fd: &OwnedFd, len: usize, extra: MapFlags) -> Result<*mut std::ffi::c_void> {
+fn map_aligned(fd: &OwnedFd, len: usize) -> Result<*mut std::ffi::c_void> {
     let page = rustix::param::page_size();
     let span = len
         .checked_next_multiple_of(page)
@@ -207,7 +214,7 @@ fn map_aligned(fd: &OwnedFd, len: usize, extra: MapFlags) -> Result<*mut std::ff
             aligned as *mut std::ffi::c_void,
             len,
             ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED | MapFlags::FIXED | extra,
+            MapFlags::SHARED | MapFlags::FIXED,
             fd,
             0,
         )
@@ -285,14 +292,4 @@ pub fn duplicate_fd(fd: std::os::fd::RawFd) -> Result<OwnedFd> {
     borrowed
         .try_clone_to_owned()
         .map_err(|e| CoreError::os("dup", e))
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn populate_flag() -> MapFlags {
-    MapFlags::POPULATE
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn populate_flag() -> MapFlags {
-    MapFlags::empty()
 }
