@@ -421,6 +421,49 @@ def test_workers_see_the_environment_as_it_is_when_they_start(tmp_path, start_me
     assert output == {"first": "first", "second": ["second"] * 2, "pool": ["second", None]}
 
 
+WORKER_IDENTITY = """
+    import multiprocessing
+    import time
+
+
+    def identity(_):
+        time.sleep(0.05)  # long enough for both workers to take some
+        current = multiprocessing.current_process()
+        parent = multiprocessing.parent_process()
+        main_only = current.name == "MainProcess"  # a common guard for code of the parent only
+        return [os.getpid(), current.name, list(current._identity), main_only,
+                parent.pid if parent else None, bool(parent and parent.is_alive())]
+
+
+    if __name__ == "__main__":
+        output = {"parent": os.getpid()}
+        with make_executor() as executor:
+            output["executor"] = list(executor.map(identity, range(8)))
+        with make_pool() as pool:
+            output["pool"] = pool.map(identity, range(8))
+        print(json.dumps(output))
+"""
+
+
+@pytest.mark.process_only
+def test_a_worker_is_a_multiprocessing_child_not_the_main_process(tmp_path, start_method):
+    # As in the stdlib's workers: code guarded by ``current_process().name == "MainProcess"``
+    # runs in the parent only, ``_identity[0]`` numbers each worker (a common per-worker seed),
+    # and ``parent_process()`` is the parent. Workers used to say MainProcess, with neither.
+    output = run(tmp_path, WORKER_IDENTITY, start_method)
+    for api in ("executor", "pool"):
+        numbers = {}
+        for pid, name, identity, main_only, parent, parent_alive in output[api]:
+            assert not main_only, f"{api}: a worker named {name}"
+            assert len(identity) == 1 and identity[0] >= 1, identity
+            assert name.endswith(f"-{identity[0]}"), name
+            assert (parent, parent_alive) == (output["parent"], True)
+            numbers.setdefault(pid, set()).add(identity[0])
+        assert all(len(found) == 1 for found in numbers.values()), f"{api}: {numbers}"
+        distinct = [next(iter(found)) for found in numbers.values()]
+        assert len(set(distinct)) == len(distinct), f"{api}: workers share a number: {numbers}"
+
+
 #: The backend under test (``GILFREE_TEST_IMPL=thread``: threads of the kernel's process).
 BACKEND = "thread" if IS_THREAD else "process"
 NOTEBOOK_CELLS = [

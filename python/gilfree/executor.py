@@ -172,7 +172,19 @@ def parent_setup(method: str) -> WorkerSetup:
         main_path=None if inherits else _main.parent_main_path(),
         before_main=[] if inherits else list(_main.before_main),
         authkey=bytes(multiprocessing.current_process().authkey),
+        parent_pid=os.getpid(),
+        parent_name=multiprocessing.current_process().name,
     )
+
+
+def next_process_number() -> int:
+    """The next number of multiprocessing's counter of the processes this one starts (a
+    stdlib worker's ``_identity``), so gilfree's workers and the stdlib's are numbered in one
+    sequence."""
+    from multiprocessing import process
+
+    counter: Iterator[int] = process._process_counter  # type: ignore[attr-defined]  # noqa: SLF001
+    return next(counter)
 
 
 _P = ParamSpec("_P")
@@ -710,6 +722,7 @@ def _process_transport(
     def make_setup() -> bytes:
         if not inherits:
             setup.initializer = dumps_for_worker(initializer_and_args)
+        setup.identity = (next_process_number(),)
         return protocol.dumps(setup)
 
     launcher = Launcher(method, tuple(preload), initializer_and_args if inherits else (None, ()))

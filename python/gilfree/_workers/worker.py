@@ -59,6 +59,12 @@ class WorkerSetup:
     before_main: list[str] = field(default_factory=list)
     #: ``multiprocessing.current_process().authkey`` of the parent, as multiprocessing sends.
     authkey: bytes = b""
+    #: This worker's ``multiprocessing.current_process()._identity`` (drawn from the parent's
+    #: process counter, as the stdlib's workers' are); empty: keep the inherited one.
+    identity: tuple[int, ...] = ()
+    #: The parent's pid and ``current_process().name``, for ``multiprocessing.parent_process()``.
+    parent_pid: int = 0
+    parent_name: str = ""
     #: Resident bytes past which the worker asks to be replaced (``max_memory_per_child``).
     max_memory: int | None = None
     #: ``(initializer, initargs)``, pickled (see ``gilfree._wire.pickling``), loaded once
@@ -78,6 +84,8 @@ def apply_setup(setup: WorkerSetup) -> None:
         import multiprocessing
 
         multiprocessing.current_process().authkey = setup.authkey
+    if setup.identity:
+        name_process(setup.identity, setup.parent_pid, setup.parent_name)
     if setup.cwd is not None:
         os.chdir(setup.cwd)
     if setup.environment is not None:
@@ -88,6 +96,28 @@ def apply_setup(setup: WorkerSetup) -> None:
             _main.import_main(setup.main_path)
     elif not setup.inherits:
         _main.install_empty_main()
+
+
+def name_process(identity: tuple[int, ...], parent_pid: int, parent_name: str) -> None:
+    """Makes this worker a multiprocessing child, as the stdlib's workers are: its
+    ``current_process()`` is ``GilfreeWorker-N`` with ``_identity`` ``(N,)``, not the
+    ``MainProcess`` it inherited (code guarded by that name runs in the parent only, and
+    ``_identity[0]``, a common seed per worker, exists), and ``parent_process()`` is the
+    parent, alive while it runs (where ``os.pidfd_open`` is had; else it stays None)."""
+    from multiprocessing import process
+
+    current = process.current_process()
+    current._identity = identity  # noqa: SLF001 - what BaseProcess.__init__ sets
+    current.name = "GilfreeWorker-" + ":".join(map(str, identity))
+    current._parent_pid = parent_pid  # type: ignore[attr-defined]  # noqa: SLF001
+    current._parent_name = parent_name  # type: ignore[attr-defined]  # noqa: SLF001
+    try:
+        sentinel = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):  # not Linux, or the parent already gone
+        return
+    os.set_inheritable(sentinel, False)
+    parent = process._ParentProcess  # type: ignore[attr-defined]  # noqa: SLF001
+    process._parent_process = parent(parent_name, parent_pid, sentinel)  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 def take_environment(environment: dict[str, str]) -> None:
