@@ -114,3 +114,17 @@ def test_a_rest_worth_less_than_a_floor_per_worker_goes_in_equal_shares(sizer_cl
     sizer = sizer_class(fixed=None, worker_count=2)
     sizer.record(0, 1_000, 2e-3)  # 2 µs per item: a floor of 250 items
     assert [sizer.next_size(left) for left in (300, 150)] == [150, 150]
+
+
+def test_a_chunk_copies_two_mebibytes_at_most(sizer_class):
+    from gilfree._engine.chunking import MESSAGE_BYTES
+
+    sizer = sizer_class(fixed=None, worker_count=2)
+    sizer.record(0, 64, 64 * 18e-6)  # 18 µs per array: 5 ms of work is 277 arrays...
+    assert sizer.next_size(3000) == 277
+    sizer.record_copied(64, 64 * 32 * 1024)  # ...of 32 KiB each, copied into shared memory
+    assert sizer.next_size(3000) == MESSAGE_BYTES // (32 * 1024) == 64
+    sizer.record_copied(1, 10 << 20)  # an item past the bound goes alone
+    assert sizer.next_size(3000) == 1
+    sizer.record_copied(64, 0)  # nothing copied (shared arrays, threads): time alone
+    assert sizer.next_size(3000) == 277

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from conftest import create_executor
 from support import tasks
 from support.limits import DATA_RESULT_TIMEOUT as RESULT_TIMEOUT
 from support.limits import MIB
+from support.processes import run_script
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 numpy = pytest.importorskip("numpy")
@@ -175,6 +177,33 @@ def test_buffers_of_growing_sizes_sent_one_after_another_reuse_one_shared_region
     )
     assert completed.returncode == 0, completed.stderr
     assert int(completed.stdout) <= 1, f"{completed.stdout.strip()} regions for 8 buffers"
+
+
+@pytest.mark.timeout(120)
+def test_a_maps_chunks_copy_two_mebibytes_at_most(tmp_path):
+    # Each chunk in flight holds a shared buffer of its items: chunks of 5 ms of work over
+    # arrays of 256 KiB copied a dozen of them each (50 of them with more items), memory that a
+    # map's first run finds fresh. GILFREE_DEBUG's trace tells each chunk's size.
+    script = """
+        import numpy
+        import gilfree
+
+        if __name__ == "__main__":
+            arrays = [numpy.full(32 * 1024, float(index)) for index in range(200)]
+            with gilfree.ProcessPoolExecutor(2, start_method=sys.argv[1]) as executor:
+                sums = list(executor.map(numpy.sum, arrays))
+            assert sums == [32 * 1024 * index for index in range(200)], sums
+    """
+    returncode, _, stderr = run_script(
+        tmp_path,
+        "import sys\n" + textwrap.dedent(script),
+        "zygote",
+        environment={"GILFREE_DEBUG": "1"},
+    )
+    assert returncode == 0, stderr
+    sizes = [int(size) for size in re.findall(r"sent CHUNK task \d+ \((\d+) items", stderr)]
+    assert sum(sizes) == 200, stderr
+    assert max(sizes) <= 8, sizes  # 2 MiB of 256 KiB arrays
 
 
 def test_everything_works_without_numpy(tmp_path):

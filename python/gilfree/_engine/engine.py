@@ -204,6 +204,7 @@ class Engine:
             else:
                 assert isinstance(work, MapJob)
                 chunk = work.cut(slot.quota)
+                copied = self.transport.copied()
                 try:
                     chunk.encode(self.transport.pack)
                 except Exception as error:  # noqa: BLE001 - an item that cannot be sent
@@ -211,6 +212,7 @@ class Engine:
                     chunk.fail(explained)
                     work.stop(explained)
                 else:
+                    work.sizer.record_copied(chunk.count, self.transport.copied() - copied)
                     if self.transport.places_per_call and chunk.shared:
                         work.placed.extend(chunk.shared)  # for the later chunks to reuse
                     self._send(slot, chunk)

@@ -133,6 +133,12 @@ class Transport(Protocol):
         sent. What the payload refers to and must outlive it goes into ``shared``."""
         ...
 
+    def copied(self) -> int:
+        """Bytes ``pack`` has copied into memory made for messages so far (shared memory): a
+        map keeps each chunk's share of it bounded (see ``gilfree._engine.chunking``). 0 where
+        ``pack`` copies nothing."""
+        ...
+
     def start(self, slot: int, epoch: int) -> Worker:
         """Starts a worker on ``slot`` (under the engine's lock); raises if it cannot."""
         ...

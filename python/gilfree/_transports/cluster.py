@@ -130,6 +130,11 @@ class ClusterTransport:
         """Nothing to register: the cluster sends ``fn`` with each task."""
         return NO_FUNCTION
 
+    def copied(self) -> int:
+        """Nothing is copied into memory of this process's making (values are placed on the
+        cluster, once per map): 0."""
+        return 0
+
     def pack(self, value: Any, shared: list[Any]) -> Any:
         """``value`` (a call's ``(args, kwargs)``, a chunk's ``(items, star)``) as the cluster
         sends it, with each large top-level value (``PLACE_BYTES`` or more: an argument, an

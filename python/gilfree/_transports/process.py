@@ -70,6 +70,10 @@ class ProcessTransport:
         """``value`` in the codec; large buffers go to shared memory, kept alive in ``shared``."""
         return protocol.dumps(value, shared)
 
+    def copied(self) -> int:
+        """Bytes this process has copied into shared buffers to send them."""
+        return _core.copied_to_shared()
+
     def start(self, slot: int, epoch: int) -> RingWorker:
         """Empties the slot's rings, queues the SETUP message (per worker: see
         ``gilfree._wire.pickling``) and starts the process."""

@@ -75,6 +75,10 @@ class ThreadTransport:
         """``value`` itself: threads share the caller's objects."""
         return value
 
+    def copied(self) -> int:
+        """Nothing is copied: 0."""
+        return 0
+
     def start(self, slot: int, epoch: int) -> ThreadWorker:
         """Starts a thread for ``slot``; it runs the initializer first."""
         return ThreadWorker(self, slot, epoch, self._initializer)
