@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.codec_tags import REDUCED
+
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
 
@@ -221,3 +223,65 @@ def leb128(number):
         out.append(byte | (0x80 if number else 0))
         if not number:
             return bytes(out)
+
+
+#: memoryview formats of one native character (what ``memoryview.cast`` rebuilds), with
+#: the size of an item.
+VIEW_FORMATS = {
+    "b": 1,
+    "B": 1,
+    "h": 2,
+    "H": 2,
+    "i": 4,
+    "I": 4,
+    "q": 8,
+    "Q": 8,
+    "f": 4,
+    "d": 8,
+    "?": 1,
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(VIEW_FORMATS)),
+    st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple),
+    st.booleans(),
+)
+def test_a_memoryview_keeps_its_format_and_shape(codec, format, shape, large):
+    # A view of floats used to arrive as a view of bytes: view[0] gave a byte, not a float.
+    size = VIEW_FORMATS[format] * math.prod(shape) * (4096 if large else 1)
+    shape = (*shape[:-1], shape[-1] * 4096) if large and shape else shape
+    if large and not shape:
+        shape = (size // VIEW_FORMATS[format],)
+    data = bytes(index % 2 if format == "?" else index % 251 for index in range(size))
+    view = memoryview(bytearray(data)).cast(format, shape)
+    sink: list = []
+    decoded = codec.decode(codec.encode(view, sink))
+    assert type(decoded) is memoryview
+    assert (decoded.format, decoded.shape, decoded.tolist()) == (format, shape, view.tolist())
+
+
+def test_a_memoryview_of_one_dimension_may_be_empty_or_strided(codec):
+    empty = memoryview(bytearray()).cast("d")
+    decoded = codec.decode(codec.encode(empty))
+    assert (decoded.format, decoded.shape) == ("d", (0,))
+    strided = memoryview(bytearray(range(48))).cast("i")[::2]
+    decoded = codec.decode(codec.encode(strided))
+    assert (decoded.format, decoded.tolist()) == ("i", strided.tolist())
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        ((b"abcd", "i", (1,)), "other than bytes, format and shape"),
+        ((memoryview(b"abc"), "i", (1,)), "cannot be rebuilt"),
+        ((memoryview(b"abcd"), "<i", (1,)), "cannot be rebuilt"),
+    ],
+)
+def test_a_forged_memoryview_record_is_refused(codec, state, why):
+    from gilfree._wire.reducers import MEMORYVIEW
+
+    message = bytes([0xC1, REDUCED, MEMORYVIEW]) + codec.encode(state)[1:]
+    with pytest.raises(codec.DecodeError, match=why):
+        codec.decode(message)

@@ -267,3 +267,15 @@ def test_without_numpy_nothing_changes():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.stdout.strip() == "ok", completed.stderr
+
+
+def test_a_memoryview_of_an_array_keeps_its_items_and_one_cast_cannot_rebuild_is_refused(codec):
+    # memoryview.cast takes native formats of one character and no zero in a shape of several
+    # dimensions: other views are refused, as pickle refuses every memoryview.
+    array = np.arange(6.0).reshape(2, 3)
+    decoded = codec.decode(codec.encode(memoryview(array)))
+    assert (decoded.format, decoded.shape, decoded.tolist()) == ("d", (2, 3), array.tolist())
+    assert np.array_equal(np.asarray(decoded), array)
+    for foreign in (np.arange(3, dtype=">f8"), np.arange(3, dtype=complex), np.zeros((0, 3))):
+        with pytest.raises(TypeError, match="send the array it views"):
+            codec.encode(memoryview(foreign))

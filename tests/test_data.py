@@ -234,3 +234,14 @@ def test_everything_works_without_numpy(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("rows", [2, 400_000], ids=["small", "large"])
+def test_a_memoryview_arrives_with_its_format_and_shape(shared_executor, rows):
+    array = numpy.arange(rows * 3, dtype=numpy.float64).reshape(rows, 3)
+    view = memoryview(array)
+    echoed = shared_executor.submit(tasks.echo, view).result(timeout=RESULT_TIMEOUT)[0][0]
+    assert (echoed.format, echoed.shape) == ("d", (rows, 3))
+    assert numpy.array_equal(numpy.asarray(echoed), array)
+    mapped = list(shared_executor.map(tasks.echo, [view, view[1:]]))
+    assert [got[0][0].shape for got in mapped] == [(rows, 3), (rows - 1, 3)]

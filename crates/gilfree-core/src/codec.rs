@@ -27,7 +27,9 @@
 //! INDIRECT 0x16 handle                   (the whole message is in that shared buffer; only as
 //!                                         the top value, for messages of INDIRECT_THRESHOLD or
 //!                                         more)
-//! MVIEW    0x12 varint n, n bytes        (a memoryview's bytes, sent inline)
+//! MVIEW    0x12 varint n, n bytes        (the bytes of a memoryview of unsigned bytes, one
+//!                                         dimension (format `B`), sent inline; a view of other
+//!                                         items is REDUCED to its bytes, format and shape)
 //! SHARED   0x13 kind, handle             (a buffer in shared memory; kind 0 bytes, 1 bytearray,
 //!                                         2 memoryview, 3 a FLOATS list's f64s, 4 a COMPLEXES
 //!                                         list's f64 pairs (the count is the length / 8 or 16);
@@ -37,7 +39,8 @@
 //! NDARRAY  0x17 order, dtype, shape, buffer   (a numpy array of a plain dtype: see `array`)
 //! REDUCED  0x18 varint kind, value       (an object taken apart into `value`, its state, and
 //!                                         rebuilt by the receiver's rebuilder number `kind`:
-//!                                         pandas frames, series and indexes, see
+//!                                         pandas frames, series and indexes, memoryviews
+//!                                         of other items than bytes; see
 //!                                         `gilfree._wire.reducers`)
 //!
 //! buffer   := INLINE 0x00 varint n, u8 pad, pad zero bytes, n bytes

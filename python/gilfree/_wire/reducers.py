@@ -1,5 +1,5 @@
 """Objects the codec takes apart and rebuilds itself instead of pickling them: pandas frames,
-series and indexes (the codec's REDUCED record).
+series and indexes, and memoryviews of other items than bytes (the codec's REDUCED record).
 
 A DataFrame's pickle costs tens of microseconds however small the frame is: pandas rebuilds its
 block manager through several layers, and a column index of strings goes through Arrow both
@@ -17,6 +17,12 @@ with ``attrs`` or non-default ``flags``, extension blocks (categoricals, nullabl
 strings, datetimes), indexes other than plain numeric, string and range ones. So every rebuilt
 object equals the sent one, dtypes, names and index types included.
 
+A memoryview is sent natively as its bytes; one of other items (``memoryview(array)``, format
+``d``, shape ``(2, 3)``) becomes its bytes, format and shape, and is cast back on arrival: it
+indexes as the sent one did, not as bytes. ``memoryview.cast`` takes only native formats of one
+character and no zero in a shape of several dimensions: other views are refused, as pickle
+refuses every memoryview.
+
 The codec calls `reducer_for` once per type and `rebuild` for each REDUCED record; nothing here
 imports pandas: a type can only be a pandas type once the process has imported it.
 """
@@ -30,7 +36,7 @@ from typing import Any
 from gilfree._core import DecodeError
 
 #: Rebuilder numbers: the index into `_REBUILDERS`, the same in every process of one install.
-FRAME, SERIES, NUMERIC_INDEX, STRING_INDEX, RANGE_INDEX = range(5)
+FRAME, SERIES, NUMERIC_INDEX, STRING_INDEX, RANGE_INDEX, MEMORYVIEW = range(6)
 #: numpy dtype kinds sent natively: bool, signed and unsigned ints, floats, complexes, objects.
 NUMPY_KINDS = frozenset("biufcO")
 #: Index dtype kinds sent natively: the same without objects (an object index stays exactly
@@ -47,6 +53,8 @@ _cache: dict[tuple[Any, ...], Any] = {}
 
 def reducer_for(kind: type) -> Callable[[Any], Reduced | None] | None:
     """The function that takes apart a value of exactly the type ``kind``, or None."""
+    if kind is memoryview:
+        return _reduce_memoryview
     pandas = sys.modules.get("pandas")
     if pandas is None or not kind.__module__.startswith("pandas"):
         return None
@@ -183,10 +191,41 @@ def _default_string_dtype() -> Any:
     return _string_dtype[0]
 
 
+def _reduce_memoryview(view: Any) -> Reduced:
+    # (The codec asks only for views of other items than bytes, or not of one dimension.)
+    try:
+        raw = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+        _cast(raw, view.format, view.shape)  # refused here rather than on arrival
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"cannot send a memoryview of format {view.format!r} and shape {view.shape}: "
+            f"memoryview.cast cannot rebuild it ({error}); send the array it views, or "
+            "view.tobytes()"
+        ) from None
+    return MEMORYVIEW, (raw, view.format, view.shape)
+
+
+def _cast(raw: Any, format: str, shape: tuple[int, ...]) -> Any:
+    """``raw`` (a view of bytes) as a view of ``format`` items in ``shape``."""
+    if len(shape) == 1:
+        return raw.cast(format)  # the length follows (and may be 0)
+    return raw.cast(format, shape)
+
+
+def _rebuild_memoryview(raw: Any, format: Any, shape: Any) -> Any:
+    if type(raw) is not memoryview or type(format) is not str or type(shape) is not tuple:
+        raise DecodeError("a memoryview to rebuild from other than bytes, format and shape")
+    try:
+        return _cast(raw, format, shape)
+    except (TypeError, ValueError) as error:
+        raise DecodeError(f"a memoryview that cannot be rebuilt: {error}") from None
+
+
 _REBUILDERS: tuple[Callable[..., Any], ...] = (
     _rebuild_frame,
     _rebuild_series,
     _rebuild_numeric,
     _rebuild_strings,
     _rebuild_range,
+    _rebuild_memoryview,
 )

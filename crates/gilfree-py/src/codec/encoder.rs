@@ -157,7 +157,7 @@ impl<'py> Encoder<'py> {
                 // SAFETY: a live exact bytearray.
                 unsafe { self.bytearray(object) }?;
             }
-            Kind::MemoryView => self.memoryview(object)?,
+            Kind::MemoryView => self.memoryview(object, depth)?,
             Kind::List => {
                 self.enter(object)?;
                 // SAFETY: a live exact list.

@@ -5,6 +5,7 @@
 
 use gilfree_core::codec::{self, shared_kind, tag};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -129,8 +130,23 @@ impl Encoder<'_> {
         Ok(())
     }
 
-    /// A memoryview: shared when large (or already shared), else its bytes inline.
-    pub(super) fn memoryview(&mut self, object: *mut ffi::PyObject) -> Result<(), Stop> {
+    /// A memoryview: shared when large (or already shared), else its bytes inline. A view of
+    /// other items than unsigned bytes (another format, or not one dimension) goes as REDUCED
+    /// (see `gilfree._wire.reducers`): its bytes, format and shape, cast back on arrival.
+    pub(super) fn memoryview(
+        &mut self,
+        object: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<(), Stop> {
+        let view = self.bound(object);
+        let plain = view.getattr(intern!(self.py, "ndim"))?.extract::<usize>()? == 1
+            && view
+                .getattr(intern!(self.py, "format"))?
+                .extract::<&str>()?
+                == "B";
+        if !plain && self.reduced(object, depth)? {
+            return Ok(());
+        }
         if self.shared(object, shared_kind::MEMORYVIEW)? {
             return Ok(());
         }
