@@ -25,9 +25,10 @@
 //! the next ones, so every map would make new regions (a map of 3000 small arrays made 2 to 5
 //! each time, 8 to 22 MB of new pages). A pooled region gets room for half as much again as
 //! its first use, rounded up to a power of two (`pooled_capacity`), but only the pages a use
-//! writes get allocated: the rest of the file costs nothing until a larger use needs it. Each region starts with
-//! a header listing the pid of every mapping of it (a mapping claims a free entry when made
-//! and clears it when unmapped; past `MAPPING_ENTRIES`, an overflow count). A region this
+//! writes get allocated: the rest of the file costs nothing until a larger use needs it.
+//!
+//! Each region starts with a header listing the pid of every mapping of it (a mapping claims a
+//! free entry when made and clears it when unmapped; past `MAPPING_ENTRIES`, an overflow count). A region this
 //! process created, no longer uses, and that no live process maps any more is reused by the
 //! next `acquire`. A process that dies while mapping a region leaves its entry behind; the pid
 //! no longer exists, so the entry no longer counts, and it is freed for the next mapping (see
