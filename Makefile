@@ -75,9 +75,10 @@ LINT_VENV := .venv-$(DEMO_PYTHON)
 docs: $(LINT_VENV)/docs-installed ## the documentation site (mkdocs-material, API reference from the docstrings) into site/, strictly: any warning fails
 	NO_MKDOCS_2_WARNING=1 $(LINT_VENV)/bin/mkdocs build --strict --site-dir site
 
-lint: $(LINT_VENV)/lint-installed docs ## rustfmt, clippy (pedantic; warnings are errors), ruff, mypy --strict (and the API's typing checks, tests/typing), stubtest of _core, the import layers, the docs site built strictly
+lint: $(LINT_VENV)/lint-installed docs ## rustfmt, clippy (pedantic; warnings are errors), the crates' docs (warnings are errors), ruff, mypy --strict (and the API's typing checks, tests/typing), stubtest of _core, the import layers, the docs site built strictly
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
 	$(LINT_VENV)/bin/ruff check python tests
 	$(LINT_VENV)/bin/ruff format --check python tests
 	$(LINT_VENV)/bin/mypy

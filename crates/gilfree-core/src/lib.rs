@@ -9,7 +9,7 @@
 //! ```
 //!
 //! * [`codec`]: the wire format of the value codec and its bounds-checked reader.
-//! * [`array`]: the codec's record for numpy arrays (dtype, shape, order, raw bytes).
+//! * [`array`](mod@array): the codec's record for numpy arrays (dtype, shape, order, raw bytes).
 //! * [`shm`]: an anonymous shared mapping that cannot leak.
 //! * [`huge`]: huge pages for large regions, made on a thread of their own.
 //! * [`notify`]: spin-then-futex events living in shared memory.
