@@ -40,7 +40,59 @@ def test_an_open_file_held_by_a_main_function_sent_by_value_is_refused(shared_ex
 
     with open(tmp_path / "data.txt", "w+") as handle:
         future = shared_executor.submit(tasks.echo, lambda: handle)  # a closure over the file
-        with pytest.raises(SerializationError, match=r"^args\[0\]: "):
+        with pytest.raises(SerializationError) as caught:
+            future.result(timeout=RESULT_TIMEOUT)
+    # The message names the captured variable, not the function that carries it.
+    where = (
+        "args[0] (variable 'handle' of "
+        + test_an_open_file_held_by_a_main_function_sent_by_value_is_refused.__qualname__
+        + ".<locals>.<lambda>)"
+    )
+    assert str(caught.value).startswith(
+        f"{where}: cannot send an open file object to another process"
+    )
+    assert caught.value.path == where
+
+
+#: A global that a function sent by value carries with it.
+_LOCK = threading.Lock()
+
+
+@pytest.mark.process_only
+def test_a_function_sent_by_value_is_refused_naming_what_it_captures(shared_executor, tmp_path):
+    from gilfree import SerializationError
+
+    def holds_the_lock() -> bool:  # local: sent by value, with the globals it names
+        return _LOCK.locked()
+
+    with open(tmp_path / "data.txt", "w") as handle:
+
+        def writes(line: str) -> None:
+            handle.write(line)
+
+        future = shared_executor.submit(writes, "x")
+        with pytest.raises(
+            SerializationError,
+            match=r"^fn \(variable 'handle' of .*writes\): "
+            r"cannot send an open file object",
+        ):
+            future.result(timeout=RESULT_TIMEOUT)
+    future = shared_executor.submit(tasks.echo, holds_the_lock)
+    with pytest.raises(
+        SerializationError,
+        match=r"^args\[0\] \(global '_LOCK' of .*holds_the_lock\): "
+        r"cannot send a thread lock",
+    ):
+        future.result(timeout=RESULT_TIMEOUT)
+    # A recursive function refused for what it captures is looked into once.
+    with open(tmp_path / "data.txt", "w") as handle:
+
+        def countdown(n: int) -> int:
+            handle.write(str(n))
+            return n if n == 0 else countdown(n - 1)
+
+        future = shared_executor.submit(countdown, 3)
+        with pytest.raises(SerializationError, match=r"^fn \(variable 'handle' of .*countdown\): "):
             future.result(timeout=RESULT_TIMEOUT)
 
 

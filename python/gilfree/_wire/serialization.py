@@ -8,12 +8,15 @@ accepts, and builds a ``SerializationError`` such as
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from typing import Any
 
 from gilfree._wire.values import pickle_value
 from gilfree.errors import SerializationError
 
+#: How deep ``explain`` looks into nested containers and captured variables.
+MAX_DEPTH = 100
 #: The root name of a result that cannot be sent back (``result[2]: cannot send ...``).
 RESULT = "result"
 
@@ -56,18 +59,64 @@ def _children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             yield f"{path}{{{item!r}}}", item
 
 
-def _locate(value: Any, path: str, depth: int = 0) -> tuple[str, Any, BaseException] | None:
-    children = list(_children(value, path))  # a list of gilfree's: its length is safe
-    if not children or depth > 100:
+def _captured(function: types.FunctionType, path: str) -> Iterator[tuple[str, Any]]:
+    """What a function sent by value carries: its closure's variables, and the globals its
+    code names (cloudpickle sends those of a ``__main__`` or local function with it)."""
+    name = function.__qualname__
+    code = function.__code__
+    for variable, cell in zip(code.co_freevars, function.__closure__ or ()):
         try:
-            pickle_value(value)
-        except Exception as error:  # noqa: BLE001 - this is what is being looked for
-            return path, value, error
-        return None
+            yield f"{path} (variable {variable!r} of {name})", cell.cell_contents
+        except ValueError:  # a cell not yet filled
+            continue
+    names: set[str] = set()
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        names.update(current.co_names)
+        codes.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    namespace = function.__globals__
+    for global_name in sorted(names):
+        if global_name in namespace:
+            yield f"{path} (global {global_name!r} of {name})", namespace[global_name]
+
+
+def _locate(
+    value: Any, path: str, depth: int = 0, opened: set[int] | None = None
+) -> tuple[str, Any, BaseException] | None:
+    opened = set() if opened is None else opened
+    if type(value) is types.FunctionType:
+        # Opened only when pickle refuses it: then what it captures is usually the culprit, not
+        # the function. And once: met again (a recursive function names itself), it is the one
+        # being looked into.
+        if id(value) in opened:
+            return None
+        opened.add(id(value))
+        error = _refusal(value)
+        if error is None:
+            return None
+        for child_path, child in _captured(value, path) if depth <= MAX_DEPTH else ():
+            found = _locate(child, child_path, depth + 1, opened)
+            if found is not None:
+                return found
+        return path, value, error
+    children = list(_children(value, path))  # a list of gilfree's: its length is safe
+    if not children or depth > MAX_DEPTH:
+        error = _refusal(value)
+        return None if error is None else (path, value, error)
     for child_path, child in children:
-        found = _locate(child, child_path, depth + 1)
+        found = _locate(child, child_path, depth + 1, opened)
         if found is not None:
             return found
+    return None
+
+
+def _refusal(value: Any) -> BaseException | None:
+    """The error every pickler gives ``value``; None if one accepts it."""
+    try:
+        pickle_value(value)
+    except Exception as error:  # noqa: BLE001 - this is what is being looked for
+        return error
     return None
 
 
