@@ -25,6 +25,7 @@ from concurrent.futures import (
 )
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy
 import pytest
 
 from conftest import IS_STDLIB, create_executor
@@ -128,6 +129,18 @@ def test_map_with_an_infinite_iterable_stops_at_the_finite_one(shared_executor):
 def test_map_with_explicit_chunksize_keeps_order(shared_executor, chunksize):
     results = list(shared_executor.map(tasks.square, range(50), chunksize=chunksize))
     assert results == [x * x for x in range(50)]
+
+
+@pytest.mark.parametrize("chunksize", [2.0, 0.5, 0, -1])
+def test_a_chunksize_that_is_not_a_positive_integer_is_refused_and_the_executor_goes_on(
+    shared_executor, chunksize
+):
+    # The stdlib refuses 2.0 through islice, at the call; it was once queued here, and broke
+    # the executor for good when its chunks were cut.
+    with pytest.raises(ValueError):
+        shared_executor.map(tasks.square, range(5), chunksize=chunksize)
+    assert shared_executor.submit(tasks.square, 3).result(timeout=RESULT_TIMEOUT) == 9
+    assert list(shared_executor.map(tasks.square, range(3), chunksize=numpy.int64(2))) == [0, 1, 4]
 
 
 @pytest.mark.gilfree_only

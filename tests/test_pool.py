@@ -358,6 +358,16 @@ def test_imap_rejects_a_zero_chunksize(pool, method):
         getattr(pool, method)(tasks.square, range(10), chunksize=0)
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.parametrize("method", ["map", "map_async", "imap", "imap_unordered", "starmap"])
+def test_a_chunksize_that_is_not_an_integer_is_refused_and_the_pool_goes_on(pool, method):
+    # The stdlib's map_async never completes with chunksize=2.0 (its task thread dies); this
+    # once broke the pool for good.
+    with pytest.raises(ValueError, match="^chunksize must be an integer, got 2.0$"):
+        getattr(pool, method)(tasks.add if method == "starmap" else tasks.square, [], chunksize=2.0)
+    assert pool.apply(tasks.square, (3,)) == 9
+
+
 def test_imap_next_timeout_then_stop_iteration(new_pool, gate):
     the_pool = new_pool(1)
     iterator = the_pool.imap(functools.partial(tasks.block_until_released, gate.path), ["only"])

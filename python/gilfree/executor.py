@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, Self, TypeVar, TypeVarTuple, overload
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator, LoopOutcome
-from gilfree._engine.chunking import TARGET_SECONDS, ChunkSizer
+from gilfree._engine.chunking import TARGET_SECONDS, ChunkSizer, checked_chunksize
 from gilfree._engine.engine import Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
@@ -595,8 +595,7 @@ class ProcessPoolExecutor(_StdExecutor):
         """A map job that reads ``iterables`` lazily, at most ``READ_AHEAD_CHUNKS_PER_WORKER``
         chunks per worker ahead of its reader (``amap``; a cluster executor's ``map``), its
         arguments checked; not queued yet."""
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        chunksize = checked_chunksize(chunksize, "chunksize must be >= 1.")
         self._engine.check_open()
         items, star = _mapping.lazy(iterables)
         function = self._engine.function(fn)
@@ -643,8 +642,7 @@ class ProcessPoolExecutor(_StdExecutor):
         total)``, gets the count instead (see ``gilfree._engine.progress``). ``total`` is the
         bar's total where the input has no ``len()``.
         """
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        chunksize = checked_chunksize(chunksize, "chunksize must be >= 1.")
         if self._submit_overridden() and not progress:
             # concurrent.futures builds map on submit: code that wraps submit sees every item
             # go through it (tqdm's process_map counts its bar's items that way).

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator
+from gilfree._engine.chunking import checked_chunksize
 from gilfree._engine.progress import start as start_progress
 from gilfree._engine.units import NO_LIMITS, READ_AHEAD_CHUNKS_PER_WORKER, Chunk, MapJob
 from gilfree._wire.serialization import is_result_error
@@ -478,8 +479,7 @@ class Pool:
         """A map job over ``items`` (``shown``: the ``progress=`` and ``total=`` asked for, and
         the input their total is read from), once every argument is checked."""
         self._check_running()
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        chunksize = checked_chunksize(chunksize, "Chunksize must be 1+, not {chunksize:n}")
         function = self._engine.function(func)
         sizer = self._executor._sizer(chunksize)  # noqa: SLF001 - sized as the executor sizes
         progress, total, counted = shown

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections import deque
+from typing import Any
 
 TARGET_SECONDS = 0.005
 #: Chunks worth less work than this are not worth a message, even at the end of the input...
@@ -45,6 +47,21 @@ RISING_EVIDENCE = 3
 #: input: the fixed cost of running a chunk dominates it, so its cost per item rises as chunks
 #: shrink, whatever the items cost.
 RISING_MIN_SECONDS = 1e-4
+
+
+def checked_chunksize(chunksize: Any, too_small: str) -> int | None:
+    """A map's ``chunksize`` argument as an int (None kept: adaptive). One under 1 raises
+    ``ValueError(too_small)`` (formatted with ``chunksize``), as the stdlib's API raising it does;
+    one that compares but is not an integer (``2.0``) raises ``ValueError`` too, as the stdlib
+    executor's ``islice`` does, before any work is queued."""
+    if chunksize is None:
+        return None
+    if chunksize < 1:  # a TypeError for a str, as in the stdlib
+        raise ValueError(too_small.format(chunksize=chunksize))
+    try:
+        return operator.index(chunksize)
+    except TypeError:
+        raise ValueError(f"chunksize must be an integer, got {chunksize!r}") from None
 
 
 class ChunkSizer:
