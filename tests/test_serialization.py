@@ -26,6 +26,7 @@ def test_an_open_file_in_the_arguments_is_named_by_its_path(shared_executor, tmp
             future.result(timeout=RESULT_TIMEOUT)
     error = caught.value
     assert isinstance(error, pickle.PicklingError)
+    assert isinstance(error, TypeError)  # what the stdlib executor raises for a file
     assert str(error).startswith(
         "args[1]['fh']: cannot send an open file object to another process"
     )
@@ -102,6 +103,15 @@ def test_a_keyword_argument_is_named_too(shared_executor):
 
     future = shared_executor.submit(tasks.echo, lock=threading.Lock())
     with pytest.raises(SerializationError, match=r"^kwargs\['lock'\]: cannot send a thread lock"):
+        future.result(timeout=RESULT_TIMEOUT)
+
+
+@pytest.mark.process_only
+def test_code_written_for_the_stdlib_catches_the_error_as_the_type_it_met(shared_executor):
+    # The stdlib's executor raises pickle's TypeError for a lock: ``except TypeError`` must
+    # still catch gilfree's SerializationError.
+    future = shared_executor.submit(tasks.echo, threading.Lock())
+    with pytest.raises(TypeError, match=r"^args\[0\]: cannot send a thread lock"):
         future.result(timeout=RESULT_TIMEOUT)
 
 

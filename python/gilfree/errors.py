@@ -31,12 +31,15 @@ class TaskTimeoutError(TimeoutError):
     """
 
 
-class SerializationError(pickle.PicklingError):
+class SerializationError(pickle.PicklingError, TypeError):
     """A value cannot be sent to another process.
 
     The message starts with where the value sits in what was being sent, for example
     ``args[1]['fh']: cannot send an open file object to another process``. ``path`` holds that
     location and ``__cause__`` the error pickle raised. Raised before any worker sees the task.
+    It is a ``pickle.PicklingError`` and a ``TypeError``: pickle raises one or the other for
+    what it refuses (a lock, a file, a generator: ``TypeError``), and code written for the
+    stdlib's executor catches the one it met.
     """
 
     def __init__(self, message: str, path: str = "") -> None:
