@@ -172,6 +172,24 @@ def test_map_timeout_raises_timeout_error_from_next(executor, gate):
     assert isinstance(info.value, TimeoutError)
 
 
+def test_closing_a_maps_iterator_cancels_what_has_not_started(make_executor, gate, tmp_path):
+    # The stdlib's map is a generator: close() cancels the calls not started.
+    executor = make_executor(max_workers=1)
+    opened = tmp_path / "open-gate"
+    opened.touch()  # the first task does not wait
+    gates = [str(opened)] + [gate.path] * 5
+    started = [gate.started_path() for _ in gates]
+    results = executor.map(tasks.block_until_released, gates, range(6), started, chunksize=1)
+    assert next(results) == 0
+    gate.wait_started(started[1:2])
+    results.close()
+    gate.release()
+    executor.shutdown(wait=True)
+    ran = sum(os.path.exists(path) for path in started)
+    assert 2 <= ran <= 4  # the one returned, the one running, a few queued (the stdlib: two)
+    assert list(results) == []
+
+
 # --- wait and as_completed --------------------------------------------------------------
 
 
