@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from gilfree._engine.units import Chunk, MapJob
@@ -53,10 +53,7 @@ def results(
     A job with a window (a lazy map) learns how far its reader has got, and ``resume`` lets
     the engine cut more once it has.
     """
-    chunks = _chunks(role, job, deadline, resume)
-    iterator = MapResults.from_iterable(chunks)
-    iterator.chunks = chunks
-    return iterator
+    return MapResults.over(_chunks(role, job, deadline, resume))
 
 
 class MapResults(itertools.chain):  # type: ignore[type-arg]  # chain's C iteration, and a close()
@@ -65,6 +62,13 @@ class MapResults(itertools.chain):  # type: ignore[type-arg]  # chain's C iterat
     is cancelled), as dropping the iterator does."""
 
     chunks: Generator[Iterator[Any], None, None]
+
+    @classmethod
+    def over(cls, chunks: Generator[Iterator[Any], None, None]) -> MapResults:
+        """The results of ``chunks``, one iterator per chunk."""
+        results = cast("MapResults", cls.from_iterable(chunks))
+        results.chunks = chunks
+        return results
 
     def close(self) -> None:
         """Stops the map: its chunks not started are cancelled. Later ``next()`` calls give
@@ -77,7 +81,7 @@ def _chunks(
     job: MapJob,
     deadline: float | None,
     resume: Callable[[MapJob], None] | None,
-) -> Iterator[Iterator[Any]]:
+) -> Generator[Iterator[Any], None, None]:
     index = 0
     try:
         while index != job.chunk_count():
