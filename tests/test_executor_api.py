@@ -190,6 +190,18 @@ def test_closing_a_maps_iterator_cancels_what_has_not_started(make_executor, gat
     assert list(results) == []
 
 
+@pytest.mark.local_only("a Manager's proxies reach a cluster's workers only by its address")
+def test_a_managers_proxy_made_for_the_call_alone_reaches_the_worker(shared_executor):
+    # The proxy is referred to by nothing but the call: it must live until the worker has
+    # unpickled it (and taken its own reference), as the stdlib's work item keeps it.
+    with multiprocessing.Manager() as manager:
+        future = shared_executor.submit(tasks.set_key, manager.dict(), "x", 1)
+        assert future.result(timeout=RESULT_TIMEOUT) == 1
+        proxies = (manager.dict() for _ in range(4))  # read lazily: each chunk's items kept
+        sizes = shared_executor.map(tasks.set_key, proxies, "abcd", range(4), chunksize=1)
+        assert list(sizes) == [1, 1, 1, 1]
+
+
 # --- wait and as_completed --------------------------------------------------------------
 
 

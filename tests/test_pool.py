@@ -358,6 +358,15 @@ def test_imap_rejects_a_zero_chunksize(pool, method):
         getattr(pool, method)(tasks.square, range(10), chunksize=0)
 
 
+@pytest.mark.gilfree_only  # the stdlib's pool loses such a proxy (apply_async never ends)
+def test_a_managers_proxy_made_for_the_task_alone_reaches_the_worker(pool):
+    with multiprocessing.Manager() as manager:
+        assert pool.apply_async(tasks.set_key, (manager.dict(), "x", 1)).get(RESULT_TIMEOUT) == 1
+        proxies = (manager.dict() for _ in range(4))  # read lazily, chunk by chunk
+        set_x = functools.partial(tasks.set_key, key="x", value=1)
+        assert list(pool.imap(set_x, proxies, 1)) == [1] * 4
+
+
 @pytest.mark.gilfree_only
 @pytest.mark.parametrize("method", ["map", "map_async", "imap", "imap_unordered", "starmap"])
 def test_a_chunksize_that_is_not_an_integer_is_refused_and_the_pool_goes_on(pool, method):

@@ -499,7 +499,8 @@ class ProcessPoolExecutor(_StdExecutor):
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
             return
-        self._engine.submit(Call(future, fn, function, payload, shared, limits, label))
+        call = Call(future, fn, function, payload, shared, (args, kwargs), limits, label)
+        self._engine.submit(call)
 
     # -- asyncio ----------------------------------------------------------------------------
 

@@ -684,3 +684,9 @@ def fill_then_free(size):
     data[::4096] = b"\x01" * len(range(0, size, 4096))
     del data
     return os.getpid()
+
+
+def set_key(mapping, key, value):
+    """``mapping[key] = value`` (a ``multiprocessing.Manager`` proxy's shared dict); its size."""
+    mapping[key] = value
+    return len(mapping)

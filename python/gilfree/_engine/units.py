@@ -113,9 +113,13 @@ class CallFuture(Protocol):
 
 
 class Call:
-    """One ``submit``: a function call with its future. The arguments are encoded at submit."""
+    """One ``submit``: a function call with its future. The arguments are encoded at submit,
+    and kept until the call ends, as the stdlib's work item keeps them: what their pickling
+    lends the receiver (a ``multiprocessing.Manager`` proxy's reference) must outlive its
+    unpickling."""
 
     __slots__ = (
+        "arguments",
         "attempts",
         "fn",
         "function",
@@ -136,11 +140,14 @@ class Call:
         function: EncodedFunction,
         payload: Any,
         shared: list[Any],
+        arguments: tuple[tuple[Any, ...], dict[str, Any]],
         limits: Limits = NO_LIMITS,
         label: Callable[[], str] | None = None,
     ) -> None:
         self.future = future
         self.fn = fn
+        #: ``(args, kwargs)``, kept until the call ends (see the class documentation).
+        self.arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = arguments
         #: Makes what messages call it, if not ``fn``'s name (``gilfree.joblib``'s batches);
         #: called only when a message needs it.
         self.label = label
@@ -175,11 +182,11 @@ class Call:
             pass
         # Only now: the reply may refer to buffers of the request (an echo), which must not be
         # recycled before it has been read.
-        self.shared = None
+        self.shared = self.arguments = None
 
     def fail(self, error: BaseException) -> None:
         """Fails the future (worker lost, pool broken)."""
-        self.shared = None
+        self.shared = self.arguments = None
         try:
             self.future.set_exception(error)
         except concurrent.futures.InvalidStateError:
@@ -248,10 +255,10 @@ class Chunk:
 
     def encode(self, pack: Callable[[Any, list[Any]], Any]) -> None:
         """Makes the CHUNK payload with the transport's ``pack``; what it refers to (shared
-        buffers) is kept until the chunk ends."""
+        buffers), and the items, are kept until the chunk ends (as ``Call`` keeps its
+        arguments)."""
         self.shared = []
         self.payload = pack((self.items, self.job.star), self.shared)
-        self.items = None  # kept only if encoding failed, for named_items
 
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
@@ -266,14 +273,14 @@ class Chunk:
         else:
             number_in_map(value, self.start)  # a result that could not be sent: which item's
             self.results, self.failures = [], [(0, value)]
-        self.shared = None  # after decoding, as in Call.finish
+        self.shared = self.items = None  # after decoding, as in Call.finish
         self.payload = b""
         self.done = True
         self.job.chunk_done(self)
 
     def fail(self, error: BaseException) -> None:
         """Marks the chunk failed as a whole (worker lost, pool broken)."""
-        self.shared = None
+        self.shared = self.items = None
         self.payload = b""
         self.results, self.failures = [], [(0, error)]
         self.done = True
