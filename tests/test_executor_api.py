@@ -432,6 +432,24 @@ def test_context_manager_returns_the_executor(start_method):
 
 
 @pytest.mark.process_only
+@pytest.mark.parametrize("context", [None, "forkserver"])
+def test_initargs_from_the_default_context_reach_the_workers_as_the_stdlibs_do(
+    make_executor, context
+):
+    # A lock of the default (fork) context reaches only a forked worker: the default start
+    # method forks then, as the stdlib's does; one made for forkserver keeps the zygote.
+    made_by = multiprocessing.get_context(context)
+    lock, counter = made_by.Lock(), made_by.Value("i", 0)
+    executor = make_executor(
+        max_workers=2, initializer=tasks.keep_lock_and_counter, initargs=(lock, counter)
+    )
+    assert list(executor.map(tasks.count_under_lock, range(10))) == list(range(10))
+    assert counter.value == 10
+    if not IS_STDLIB:
+        assert executor.start_method == ("fork" if context is None else "zygote")
+
+
+@pytest.mark.process_only
 def test_initializer_runs_once_per_worker_with_initargs(make_executor, start_method):
     executor = make_executor(
         max_workers=2,

@@ -358,6 +358,14 @@ def test_imap_rejects_a_zero_chunksize(pool, method):
         getattr(pool, method)(tasks.square, range(10), chunksize=0)
 
 
+@pytest.mark.process_only
+def test_initargs_from_the_default_context_reach_the_workers_as_the_stdlibs_do(new_pool):
+    lock, counter = multiprocessing.Lock(), multiprocessing.Value("i", 0)
+    the_pool = new_pool(2, initializer=tasks.keep_lock_and_counter, initargs=(lock, counter))
+    assert the_pool.map(tasks.count_under_lock, range(10)) == list(range(10))
+    assert counter.value == 10
+
+
 @pytest.mark.gilfree_only  # the stdlib's pool loses such a proxy (apply_async never ends)
 def test_a_managers_proxy_made_for_the_task_alone_reaches_the_worker(pool):
     with multiprocessing.Manager() as manager:

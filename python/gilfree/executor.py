@@ -48,7 +48,7 @@ from gilfree._transports.process import ProcessTransport
 from gilfree._transports.thread import ThreadTransport
 from gilfree._wire import main as _main
 from gilfree._wire import protocol
-from gilfree._wire.pickling import dumps_for_worker
+from gilfree._wire.pickling import dumps_for_worker, sendable_to_worker
 from gilfree._wire.serialization import explain
 from gilfree._workers.launch import START_METHODS, Launcher, WorkerProcess, default_start_method
 from gilfree._workers.worker import WorkerSetup
@@ -157,6 +157,19 @@ def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
             f"got {start_method!r}"
         )
     return start_method
+
+
+def start_method_for_initargs(
+    method: str, chosen: bool, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+) -> str:
+    """``method``, or ``"fork"`` where it is the default (not ``chosen``) and ``initargs`` can
+    reach only a forked worker: a ``Lock`` or ``Value`` of the default context, a thread lock,
+    as the stdlib's default start method (fork, on Linux) carries them, and as
+    ``gilfree.Process`` falls back. Tries to pickle them once to know (a large argument costs
+    that copy once)."""
+    if chosen or method != "zygote" or not initargs or not hasattr(os, "fork"):
+        return method
+    return method if sendable_to_worker((initializer, initargs)) else "fork"
 
 
 def parent_setup(method: str) -> WorkerSetup:
@@ -321,6 +334,9 @@ class ProcessPoolExecutor(_StdExecutor):
             method = "thread"
         else:
             method = resolve_start_method(mp_context, start_method)
+            if max_tasks_per_child is None:  # a forked worker is never replaced here
+                chosen = mp_context is not None or start_method is not None
+                method = start_method_for_initargs(method, chosen, initializer, tuple(initargs))
         if method == "fork" and max_tasks_per_child is not None:
             raise ValueError(
                 "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"

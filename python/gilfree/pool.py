@@ -48,6 +48,7 @@ from gilfree.executor import (
     refuse_process_options,
     resolve_backend,
     resolve_start_method,
+    start_method_for_initargs,
     usable_cpu_count,
 )
 
@@ -402,6 +403,8 @@ class Pool:
             method = "thread"
         else:
             method = resolve_start_method(context, None)
+            initargs = tuple(initargs)
+            method = start_method_for_initargs(method, context is not None, initializer, initargs)
         self._ctx = context
         executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
         executor._start(  # noqa: SLF001 - the executor is Pool's engine room

@@ -690,3 +690,17 @@ def set_key(mapping, key, value):
     """``mapping[key] = value`` (a ``multiprocessing.Manager`` proxy's shared dict); its size."""
     mapping[key] = value
     return len(mapping)
+
+
+def keep_lock_and_counter(lock, counter):
+    """An initializer: keeps a multiprocessing ``Lock`` and ``Value`` for `count_under_lock`."""
+    global _LOCK_AND_COUNTER
+    _LOCK_AND_COUNTER = (lock, counter)
+
+
+def count_under_lock(value):
+    """Adds one to the initializer's counter under its lock; returns ``value``."""
+    lock, counter = _LOCK_AND_COUNTER
+    with lock:
+        counter.value += 1
+    return value

@@ -59,3 +59,23 @@ def dumps_for_worker(value: Any, popen: Any = None) -> bytes:
     finally:
         context.set_spawning_popen(previous)
     return buffer.getvalue()
+
+
+class _TrialPopen(_SpawningPopen):
+    """A process start that is only tried: descriptors are left where they are (nothing is
+    registered with the resource sharer for a worker that will never ask for it)."""
+
+    @staticmethod
+    def DupFd(fd: int) -> Any:  # noqa: N802 - multiprocessing's name
+        return fd
+
+
+def sendable_to_worker(value: Any) -> bool:
+    """Whether ``dumps_for_worker`` accepts ``value``: tried once, without its side effects.
+    Only a forked worker can have what it refuses, such as a lock made by the ``fork``
+    context."""
+    try:
+        dumps_for_worker(value, _TrialPopen())
+    except Exception:  # noqa: BLE001 - any refusal: only fork can carry it
+        return False
+    return True
