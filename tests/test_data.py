@@ -84,6 +84,38 @@ def test_a_slice_of_a_shared_array_is_shared_too(shared_executor):
     assert array.sum() == 50.0
 
 
+@pytest.mark.parametrize("size", [MIB // 8, 4 * MIB // 8])
+def test_a_received_array_sent_on_is_a_copy_for_its_task_as_pickle_makes(shared_executor, size):
+    # A result lies in shared memory; sending it on must not hand the task the parent's own
+    # object: the task's writes stay in the task, and the parent's later writes stay out.
+    received = shared_executor.submit(tasks.make_zeros, size).result(timeout=RESULT_TIMEOUT)
+    assert (
+        shared_executor.submit(tasks.write_then_read_first, received, 99.0).result(
+            timeout=RESULT_TIMEOUT
+        )
+        == 99.0
+    )
+    assert received[:3].tolist() == [0.0] * 3  # the task wrote its own copy
+    part = received[10:20]  # a small slice of it, too
+    future = shared_executor.submit(tasks.write_then_read_first, part, 7.0)
+    assert future.result(timeout=RESULT_TIMEOUT) == 7.0
+    assert received[10] == 0.0
+    # Two tasks given the same received array each read their own write.
+    futures = [
+        shared_executor.submit(tasks.mark_and_sum, received, 0, float(value), 0) for value in (1, 2)
+    ]
+    assert sorted(future.result(timeout=RESULT_TIMEOUT) for future in futures) == [1.0, 2.0]
+    assert received[0] == 0.0
+
+
+def test_an_array_a_worker_returns_from_its_cache_is_the_parents_copy(make_executor):
+    executor = make_executor(max_workers=1)
+    received = executor.submit(tasks.make_zeros, MIB // 8).result(timeout=RESULT_TIMEOUT)
+    returned = executor.submit(tasks.keep_and_return, received).result(timeout=RESULT_TIMEOUT)
+    returned[:] = 5.0  # the parent writes its result
+    assert executor.submit(tasks.first_of_kept).result(timeout=RESULT_TIMEOUT) == 0.0
+
+
 def test_shared_ndarray_checks_its_arguments():
     import gilfree
 

@@ -468,6 +468,17 @@ def test_mmap_mode_decides_what_workers_get(mmap_mode, writeable, seen_by_others
     assert x[5] == 5.0
 
 
+@pytest.mark.parametrize("mmap_mode", ["r+", "w+"])
+def test_writable_modes_never_write_an_array_the_parent_received(mmap_mode):
+    """An array received from a worker lies in shared memory too: the call shares a copy of
+    it, as of any other array, so the workers' writes stay out of the parent's (as loky's)."""
+    with joblib.parallel_config(backend="gilfree", n_jobs=2, mmap_mode=mmap_mode):
+        (received,) = joblib.Parallel()([joblib.delayed(np.zeros)(500_000)])  # 4 MB
+        written = joblib.Parallel()(joblib.delayed(try_write)(received, 5, -1.0) for _ in range(2))
+    assert written == [-1.0, -1.0]
+    assert received[5] == 0.0
+
+
 def test_arrays_in_any_layout_arrive_equal(config):
     big = np.arange(2_000_000, dtype=np.float32).reshape(1000, 2000)
     for array in [big, np.asfortranarray(big), big[::2, ::3], big.astype(">f8"), big[:, :0]]:

@@ -30,6 +30,7 @@ __all__ = [
     "open_buffer",
     "register_hooks",
     "set_parent_death_signal",
+    "share",
     "spawn",
     "try_wait",
     "wait",
@@ -178,8 +179,16 @@ class SharedBuffer:
         def __buffer__(self, flags: int, /) -> memoryview: ...
 
 def export(obj: object, minimum: int) -> SharedBuffer | None:
-    """``obj``'s bytes as a shared buffer: by reference if already in shared memory, else a copy
-    if at least ``minimum`` bytes; None to send it inline (or if it is not contiguous)."""
+    """``obj``'s bytes as a shared buffer: by reference if already in memory shared on purpose
+    (a shared array), else a copy if at least ``minimum`` bytes (a buffer received from another
+    process is copied: its receiver owns it, as pickle's does); None to send it inline (or if
+    it is not contiguous)."""
+
+def share(obj: object) -> SharedBuffer | None:
+    """``obj``'s bytes shared on purpose, to reach several tasks by reference (``gilfree.joblib``
+    sends a big argument once per call so): the buffer they lie in if already shared on
+    purpose, else a copy in a new buffer marked so while it lives. None if empty, not
+    contiguous, or where sharing is not supported."""
 
 def copied_to_shared() -> int:
     """Bytes this process has copied into shared buffers to send them, since it started: large

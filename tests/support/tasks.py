@@ -704,3 +704,34 @@ def count_under_lock(value):
     with lock:
         counter.value += 1
     return value
+
+
+def make_zeros(count):
+    """A new float array of ``count`` zeros, made in the worker (1 MiB or more: a shared
+    buffer the parent receives)."""
+    import numpy
+
+    return numpy.zeros(count)
+
+
+def write_then_read_first(array, value, gate_path=None):
+    """Writes ``value`` over ``array`` in place, waits for the gate if one is given, then
+    returns ``array[0]``: what the task itself reads back from its own argument."""
+    array[:] = value
+    if gate_path is not None and not wait_for_file(gate_path):
+        return "gate-timeout"
+    return float(array[0])
+
+
+_KEPT = []
+
+
+def keep_and_return(array):
+    """Keeps ``array`` in the worker (a cache), and returns it."""
+    _KEPT.append(array)
+    return array
+
+
+def first_of_kept(_=None):
+    """``float(kept[-1][0])``: the worker's cached array, as the worker sees it now."""
+    return float(_KEPT[-1][0])

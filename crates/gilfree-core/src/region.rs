@@ -7,9 +7,10 @@
 //! and a crashed process's regions go with it.
 //!
 //! Every live region of this process is in a registry keyed by address, so a buffer that
-//! already lies in shared memory (a view received from another process, a shared array) is sent
-//! again by reference instead of being copied. A second registry caches the regions opened from
-//! other processes, keyed by (pid, fd, inode): a handle received twice is mapped once.
+//! already lies in a region this process shared on purpose (a shared array) is sent again by
+//! reference instead of being copied (see `Region::by_reference`). A second registry caches the
+//! regions opened from other processes, keyed by (pid, fd, inode): a handle received twice is
+//! mapped once.
 //!
 //! A [`Region`] is one *use* of a mapping, listed in the mapping table below while it lives. The
 //! mapping of a region opened from another process outlives its last use: the most recent ones
@@ -38,7 +39,7 @@
 //! Linux only (`/proc`); elsewhere `open` fails and callers send buffers inline.
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::error::{CoreError, Result};
@@ -195,6 +196,9 @@ pub struct Region {
     /// Data bytes, from the start, whose pages are allocated (made here; else 0): the rest of a
     /// pooled region is allocated when a use needs it (see `acquire`).
     populated: AtomicUsize,
+    /// Shared on purpose (a shared array, an argument shared once per call): a buffer lying in
+    /// it is sent again by reference, where any other is copied (see `by_reference`).
+    by_reference: AtomicBool,
 }
 
 impl Region {
@@ -235,6 +239,7 @@ impl Region {
             memory,
             created_here: true,
             populated: AtomicUsize::new(used),
+            by_reference: AtomicBool::new(false),
         };
         region.mappings().add();
         Ok(register(region))
@@ -249,6 +254,7 @@ impl Region {
             let region = pool.remove(index);
             pool.push(Arc::clone(&region)); // most recently used last
             drop(pool); // the region is ours now: the pool sees it in use
+            region.by_reference.store(false, Ordering::Relaxed); // a new use, a copy
             region.populate(length);
             return Ok(region);
         }
@@ -353,6 +359,7 @@ impl Region {
             memory,
             created_here: false,
             populated: AtomicUsize::new(0),
+            by_reference: AtomicBool::new(false),
         };
         region.mappings().add();
         let region = register(region);
@@ -397,6 +404,22 @@ impl Region {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Marks the region shared on purpose, for as long as this use lasts: the buffers lying in
+    /// it are sent again by reference (see `by_reference`).
+    pub fn share_by_reference(&self) {
+        self.by_reference.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a buffer lying in this region is sent again by reference. Only a region shared
+    /// on purpose is: a buffer received from another process (or copied for sending) holds a
+    /// value, which its receiver owns as pickle's receiver owns its copy, so sending it on
+    /// copies it. By reference, a task writing its argument would write the sender's own
+    /// object, and what the sender wrote after sending would reach the task.
+    #[must_use]
+    pub fn by_reference(&self) -> bool {
+        self.by_reference.load(Ordering::Relaxed)
     }
 
     /// The region of this process containing `[address, address + length)`, with the offset
@@ -553,6 +576,32 @@ mod tests {
         assert!(Arc::ptr_eq(&found, &region));
         assert_eq!(offset, 100);
         assert!(Region::containing(start + (1 << 16) - 10, 50).is_none());
+    }
+
+    #[test]
+    fn only_a_region_shared_on_purpose_is_sent_by_reference_and_a_reuse_forgets_it() {
+        let made = Region::create(1 << 16).unwrap();
+        assert!(!made.by_reference(), "a copy, until shared on purpose");
+        made.share_by_reference();
+        assert!(made.by_reference());
+        assert!(!Region::open_mapped(made.origin()).unwrap().by_reference());
+        // A pooled region shared for one use is a plain copy at its next use.
+        let length = 3 << 20; // larger than any other test's pooled use: none takes it
+        let pooled = Region::acquire(length).unwrap();
+        pooled.share_by_reference();
+        let address = pooled.as_ptr() as usize;
+        drop(pooled);
+        // Other tests' idle regions may fit too (tests run at once): hold them until it comes.
+        let mut held = Vec::new();
+        let again = std::iter::from_fn(|| {
+            let region = Region::acquire(length).unwrap();
+            held.push(Arc::clone(&region));
+            Some(region)
+        })
+        .take(16)
+        .find(|region| region.as_ptr() as usize == address)
+        .expect("the idle region is reused");
+        assert!(!again.by_reference());
     }
 
     #[test]

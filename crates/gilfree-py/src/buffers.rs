@@ -76,6 +76,7 @@ impl SharedBuffer {
             ));
         }
         let region = Region::create(length).map_err(Error::from)?;
+        region.share_by_reference();
         Ok(Self {
             region,
             offset: 0,
@@ -130,9 +131,10 @@ impl SharedBuffer {
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
 
-/// Makes ``obj``'s bytes reachable from another process. A buffer that already lies in shared
-/// memory is shared as it is (no copy, whatever its size); another is copied into a new shared
-/// buffer if it holds at least ``minimum`` bytes. Returns the buffer to keep alive until the
+/// Makes ``obj``'s bytes reachable from another process. A buffer that already lies in memory
+/// shared on purpose (a shared array) is shared as it is (no copy, whatever its size); another
+/// (received from another process included) is copied into a new shared buffer if it holds at
+/// least ``minimum`` bytes. Returns the buffer to keep alive until the
 /// receiver has opened it (its ``handle`` is what to send), or None (send it inline). Buffers
 /// that are not contiguous give None too.
 #[pyfunction]
@@ -173,7 +175,7 @@ pub fn share_address(
     length: usize,
     minimum: usize,
 ) -> PyResult<Option<SharedBuffer>> {
-    if let Some((region, offset)) = Region::containing(address, length) {
+    if let Some((region, offset)) = shared_on_purpose(address, length) {
         Ok(Some(SharedBuffer {
             region,
             offset,
@@ -184,6 +186,25 @@ pub fn share_address(
     } else {
         copy_from_address(py, address, length).map(Some)
     }
+}
+
+/// The region shared on purpose that `[address, address + length)` lies in, with its offset
+/// there (see `Region::by_reference`).
+fn shared_on_purpose(address: usize, length: usize) -> Option<(Arc<Region>, usize)> {
+    Region::containing(address, length).filter(|(region, _)| region.by_reference())
+}
+
+/// Makes ``obj``'s bytes shared on purpose, for ``gilfree.joblib`` to send one array to every
+/// task of a call by reference: the shared buffer they already lie in if it was shared on
+/// purpose (a shared array), else a copy in a new buffer, itself shared on purpose while it
+/// lives. None for an empty or non-contiguous buffer, or where sharing is not supported.
+#[pyfunction]
+pub fn share(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<SharedBuffer>> {
+    let shared = export(py, obj, 1)?;
+    if let Some(buffer) = &shared {
+        buffer.region.share_by_reference();
+    }
+    Ok(shared)
 }
 
 fn copy_from_address(py: Python<'_>, address: usize, length: usize) -> PyResult<SharedBuffer> {
@@ -299,6 +320,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(after_fork_in_parent, module)?)?;
     module.add_function(wrap_pyfunction!(after_fork_in_child, module)?)?;
     module.add_function(wrap_pyfunction!(export, module)?)?;
+    module.add_function(wrap_pyfunction!(share, module)?)?;
     module.add_function(wrap_pyfunction!(open_buffer, module)?)?;
     module.add_function(wrap_pyfunction!(copied_to_shared, module)?)?;
     module.add_function(wrap_pyfunction!(huge_page_bytes, module)?)?;

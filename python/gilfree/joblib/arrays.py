@@ -115,7 +115,7 @@ def _share(array: Any) -> tuple[Any, Any, str] | None:
         order, contiguous = "F", array.T
     else:
         order, contiguous = "C", numpy.ascontiguousarray(array)
-    shared = _core.export(contiguous, 0)
+    shared = _core.share(contiguous)
     return None if shared is None else (array, shared, order)
 
 
