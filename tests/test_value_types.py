@@ -287,6 +287,20 @@ def test_a_value_sent_twice_arrives_as_one_object_as_pickle_keeps_it(shared_exec
     check(name, received)
 
 
+@pytest.mark.local_only("a cluster's engine sends each argument and result on its own")
+def test_objects_sharing_a_member_arrive_sharing_it_as_pickle_keeps_it(shared_executor, pool):
+    # Each object pickled on its own would carry its own copy of what they share.
+    value = values.shared_through_holders()
+    assert shared_executor.submit(values.sharing_kept, value).result(timeout=RESULT_TIMEOUT)
+    assert pool.apply(values.sharing_kept, (value,)) is True
+    mapped = shared_executor.map(values.sharing_kept, [value] * 3, chunksize=3)
+    assert list(mapped) == [True] * 3
+    received = shared_executor.submit(values.shared_through_holders).result(timeout=RESULT_TIMEOUT)
+    assert values.sharing_kept(received)
+    received[0].data.append(4)
+    assert received[1].data == [1, 2, 3, 4]
+
+
 @pytest.mark.gilfree_only
 @pytest.mark.sends_values
 def test_explain_names_the_unsendable_part_without_touching_the_values(shared_executor):

@@ -12,6 +12,7 @@ arrives writeable, from shared memory or not.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 
 import numpy as np
@@ -219,3 +220,24 @@ def check_in_child(connection: object, pickled: bool, *values: object, **named: 
     connection.close()  # type: ignore[attr-defined]
     if any(failure is not None for failure in report.values()):
         raise SystemExit(1)
+
+
+@dataclasses.dataclass
+class Holder:
+    """An object holding another: two holders of one list share it (pickle keeps it one)."""
+
+    data: object
+
+
+def shared_through_holders() -> list[object]:
+    """``[Holder(shared), Holder(shared), shared, Holder(holder)]``: a list held by two objects
+    and listed beside them, and an object held by another."""
+    shared = [1, 2, 3]
+    first = Holder(shared)
+    return [first, Holder(shared), shared, Holder(first)]
+
+
+def sharing_kept(value: list[object]) -> bool:
+    """Whether ``value`` (as `shared_through_holders` makes it) still shares what it shared."""
+    first, second, shared, outer = value
+    return first.data is second.data is shared and outer.data is first  # type: ignore[attr-defined]

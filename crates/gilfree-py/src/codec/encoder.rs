@@ -7,7 +7,10 @@
 //!   arrays and indexes are the reducer's, some made for the occasion (an address seen twice
 //!   there may be a new object at a freed one's address), and pandas copies on write;
 //! * nesting deeper than `ENCODE_DEPTH`;
-//! * more than `MAX_FALLBACKS` values that need pickle (one pickle call beats many).
+//! * more than `MAX_FALLBACKS` values that need pickle (one pickle call beats many);
+//! * an object with identity pickled on its own (outside a REDUCED state) beside another object
+//!   with identity: each pickle would copy what they share (two objects holding one list, a
+//!   list and an object holding it, a graph of objects), where one pickle keeps it one object.
 #![allow(unsafe_code)] // raw CPython calls on the hot path; each block says why it holds
 #![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)] // Py_ssize_t <-> usize: sizes of live
                                                               // objects are never negative
@@ -57,6 +60,8 @@ pub(super) struct Encoder<'py> {
     /// How many REDUCED states enclose the value being encoded (see the module documentation).
     pub(super) reducing: usize,
     fallbacks: usize,
+    /// Objects with identity pickled on their own outside REDUCED states (see the module notes).
+    pickled_with_identity: usize,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
     /// every buffer inline.
     pub(super) sink: Option<Bound<'py, PyList>>,
@@ -82,6 +87,7 @@ pub fn encode<'py>(
         containers: HashSet::default(),
         reducing: 0,
         fallbacks: 0,
+        pickled_with_identity: 0,
         sink,
     };
     let message = encoder.encode(value);
@@ -91,7 +97,16 @@ pub fn encode<'py>(
 
 impl<'py> Encoder<'py> {
     fn encode(&mut self, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-        match self.value(value.as_ptr(), 0) {
+        let encoded = self.value(value.as_ptr(), 0).and_then(|()| {
+            // Noted objects are those with identity; each pickled one is noted too.
+            let others = self.containers.len() > self.pickled_with_identity;
+            if self.pickled_with_identity > 1 || (self.pickled_with_identity == 1 && others) {
+                Err(Stop::Whole) // they may share what separate pickles would copy
+            } else {
+                Ok(())
+            }
+        });
+        match encoded {
             Ok(()) => {}
             Err(Stop::Error(error)) => return Err(error),
             Err(Stop::Whole) => {
@@ -381,6 +396,13 @@ impl<'py> Encoder<'py> {
         self.fallbacks += 1;
         if self.fallbacks > MAX_FALLBACKS {
             return Err(Stop::Whole);
+        }
+        // SAFETY: `object` is live (the caller's contract for every value encoded).
+        if self.reducing == 0 && unsafe { has_identity(object) } {
+            self.pickled_with_identity += 1;
+            if self.pickled_with_identity > 1 {
+                return Err(Stop::Whole); // see `encode`: no need to pickle this one first
+            }
         }
         Ok(self.pickle(&self.bound(object))?)
     }
