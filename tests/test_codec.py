@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.codec_tags import REDUCED
+from support.values import Holder
 
 pytestmark = [pytest.mark.gilfree_only, pytest.mark.process_only]
 
@@ -125,6 +126,37 @@ def test_shared_references_and_cycles_are_preserved(codec):
     cycle.append(cycle)
     decoded = codec.decode(codec.encode(cycle))
     assert decoded[0] is decoded
+
+
+@pytest.mark.parametrize(
+    "repeated", ["s" * 2048, b"b" * 2048, tuple(range(100))], ids=["str", "bytes", "tuple"]
+)
+def test_a_large_immutable_reached_twice_is_sent_once(codec, repeated):
+    # Copied at each reference, 200 references to one 1 MB string made a 200 MB message.
+    message = codec.encode([repeated] * 200)
+    assert len(message) < 10 * len(codec.encode(repeated))  # not 200 copies
+    decoded = codec.decode(message)
+    assert decoded == [repeated] * 200
+    assert decoded[0] is decoded[199]
+
+
+def test_tuples_reusing_tuples_stay_small(codec):
+    # Each level refers to the one below twice: copied, the message doubles at every level.
+    value: tuple = ()
+    for _ in range(40):
+        value = (value, value)
+    decoded = codec.decode(codec.encode(value))
+    assert len(codec.encode(value)) < 1000
+    assert decoded[0] is decoded[1]
+
+
+def test_objects_sharing_a_member_keep_sharing_it(codec):
+    # Pickled one at a time, each object would carry its own copy of the list.
+    shared = [1, 2]
+    decoded = codec.decode(codec.encode((Holder(shared), Holder(shared))))
+    assert decoded[0].data is decoded[1].data
+    decoded = codec.decode(codec.encode([shared, Holder(shared)]))
+    assert decoded[1].data is decoded[0]
 
 
 def test_nesting_deeper_than_the_codec_goes_is_handed_to_pickle(codec):

@@ -8,6 +8,10 @@
 //!   there may be a new object at a freed one's address), and pandas copies on write;
 //! * nesting deeper than `ENCODE_DEPTH`;
 //! * more than `MAX_FALLBACKS` values that need pickle (one pickle call beats many);
+//! * a large str, bytes or tuple reached twice (outside REDUCED states): pickle sends it once
+//!   and refers to it again, where the codec would copy it each time (200 references to one
+//!   1 MB string made a 200 MB message), or a tuple inside a tuple reached twice (tuples of
+//!   tuples reusing them grow exponentially);
 //! * an object with identity pickled on its own (outside a REDUCED state) beside another object
 //!   with identity: each pickle would copy what they share (two objects holding one list, a
 //!   list and an object holding it, a graph of objects), where one pickle keeps it one object.
@@ -32,6 +36,10 @@ use crate::buffers::{export, filled_region, SharedBuffer, SHARING_SUPPORTED};
 
 /// Values needing pickle before the whole message is pickled instead.
 const MAX_FALLBACKS: usize = 64;
+/// A str or bytes of this many bytes or items, or a tuple of this many items, is noted to find
+/// repeats (see the module documentation); smaller ones cost less to copy than to note.
+const NOTED_STRING: isize = 1024;
+const NOTED_TUPLE: isize = 64;
 /// Nesting the encoder handles itself (the decoder accepts up to `MAX_DEPTH`).
 const ENCODE_DEPTH: usize = 256;
 
@@ -57,6 +65,8 @@ pub(super) struct Encoder<'py> {
     /// The objects noted by `enter`, by address: each is alive until the encoder ends (held by
     /// the value being encoded).
     containers: HashSet<usize, BuildHasherDefault<AddressHasher>>,
+    /// The large immutable objects seen (see `NOTED_STRING`), by address; alive as `containers`.
+    immutables: HashSet<usize, BuildHasherDefault<AddressHasher>>,
     /// How many REDUCED states enclose the value being encoded (see the module documentation).
     pub(super) reducing: usize,
     fallbacks: usize,
@@ -85,6 +95,7 @@ pub fn encode<'py>(
         deferred: Vec::new(),
         deferred_bytes: 0,
         containers: HashSet::default(),
+        immutables: HashSet::default(),
         reducing: 0,
         fallbacks: 0,
         pickled_with_identity: 0,
@@ -163,10 +174,20 @@ impl<'py> Encoder<'py> {
             Kind::Float => unsafe { self.float(object) },
             // SAFETY: a live exact complex.
             Kind::Complex => unsafe { self.complex(object) },
-            // SAFETY: a live exact str.
-            Kind::Str => unsafe { self.string(object) }?,
-            // SAFETY: a live exact bytes.
-            Kind::Bytes => unsafe { self.bytes(object) }?,
+            Kind::Str => {
+                // SAFETY: a live exact str.
+                let length = unsafe { ffi::PyUnicode_GetLength(object) };
+                self.note_if_large(object, length, NOTED_STRING)?;
+                // SAFETY: as above.
+                unsafe { self.string(object) }?;
+            }
+            Kind::Bytes => {
+                // SAFETY: a live exact bytes.
+                let length = unsafe { ffi::PyBytes_Size(object) };
+                self.note_if_large(object, length, NOTED_STRING)?;
+                // SAFETY: as above.
+                unsafe { self.bytes(object) }?;
+            }
             Kind::ByteArray => {
                 self.enter(object)?;
                 // SAFETY: a live exact bytearray.
@@ -178,8 +199,13 @@ impl<'py> Encoder<'py> {
                 // SAFETY: a live exact list.
                 unsafe { self.list(object, depth) }?;
             }
-            // SAFETY: a live exact tuple.
-            Kind::Tuple => unsafe { self.tuple(object, depth) }?,
+            Kind::Tuple => {
+                // SAFETY: a live exact tuple.
+                let count = unsafe { ffi::PyTuple_GET_SIZE(object) };
+                self.note_if_large(object, count, NOTED_TUPLE)?;
+                // SAFETY: as above.
+                unsafe { self.tuple(object, depth) }?;
+            }
             Kind::Dict => {
                 self.enter(object)?;
                 // SAFETY: a live exact dict.
@@ -212,6 +238,21 @@ impl<'py> Encoder<'py> {
         // SAFETY: every object the encoder handles is kept alive by its caller (the argument, or
         // an item its container holds), and the GIL is held while the encoder runs.
         unsafe { Bound::from_borrowed_ptr(self.py, object) }
+    }
+
+    /// Notes an immutable object of `size` (bytes, items) if at least `noted` outside REDUCED
+    /// states; seeing one twice sends the whole value to pickle, which sends it once.
+    fn note_if_large(
+        &mut self,
+        object: *mut ffi::PyObject,
+        size: isize,
+        noted: isize,
+    ) -> Result<(), Stop> {
+        if size < noted || self.reducing > 0 || self.immutables.insert(object as usize) {
+            Ok(())
+        } else {
+            Err(Stop::Whole)
+        }
     }
 
     /// Notes an object whose identity matters; seeing one twice means shared references or a
@@ -335,6 +376,12 @@ impl<'py> Encoder<'py> {
         for index in 0..count {
             // SAFETY: index < size of an immutable tuple that the caller keeps alive.
             let item = unsafe { ffi::PyTuple_GET_ITEM(object, index) };
+            // A tuple inside a tuple is noted whatever its size: tuples reusing tuples
+            // (`(t, t)`, again and again) would otherwise grow the message exponentially.
+            // SAFETY: a live item of the tuple, whose type can be read.
+            if unsafe { ffi::PyTuple_CheckExact(item) } != 0 {
+                self.note_if_large(item, 0, 0)?;
+            }
             self.value(item, depth + 1)?;
         }
         Ok(())
