@@ -60,6 +60,19 @@ def test_non_positive_max_workers_is_rejected(max_workers):
         create_executor(max_workers=max_workers)
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_more_workers_than_gilfree_handles_is_refused_naming_the_limit():
+    from gilfree import Pool, ProcessPoolExecutor, _core
+
+    with pytest.raises(ValueError, match=rf"^max_workers must be at most {_core.MAX_WORKERS} "):
+        ProcessPoolExecutor(max_workers=10**6)
+    with pytest.raises(
+        ValueError, match=rf"^Number of processes must be at most {_core.MAX_WORKERS} "
+    ):
+        Pool(10**6)
+
+
 @pytest.mark.local_only("max_tasks_per_child: a cluster recycles its workers its own way")
 def test_zero_max_tasks_per_child_is_rejected():
     with pytest.raises(ValueError, match="max_tasks_per_child"):

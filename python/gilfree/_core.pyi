@@ -9,6 +9,7 @@ from typing import Any, Self, final
 __all__ = [
     "DecodeError",
     "HEADER_SIZE",
+    "MAX_WORKERS",
     "ParentChannel",
     "SHARE_THRESHOLD",
     "SharedBuffer",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: Bytes of the header in front of every message payload.
 HEADER_SIZE: int
+#: Most workers one executor or pool has (slots of its shared segment).
+MAX_WORKERS: int
 
 @final
 class ParentChannel:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any, ParamSpec, Self, TypeVar, TypeVarTuple, overload
 
+from gilfree import _core
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator, LoopOutcome
 from gilfree._engine.chunking import TARGET_SECONDS, ChunkSizer, checked_chunksize
@@ -303,6 +304,11 @@ class ProcessPoolExecutor(_StdExecutor):
             max_workers = usable_cpu_count()
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        elif max_workers > _core.MAX_WORKERS:
+            raise ValueError(
+                f"max_workers must be at most {_core.MAX_WORKERS} (gilfree's limit), got"
+                f" {max_workers}"
+            )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None:

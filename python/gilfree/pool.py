@@ -36,6 +36,7 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in types
 )
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from gilfree import _core
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator
 from gilfree._engine.chunking import checked_chunksize
@@ -392,6 +393,11 @@ class Pool:
             processes = usable_cpu_count()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
+        if processes > _core.MAX_WORKERS:
+            raise ValueError(
+                f"Number of processes must be at most {_core.MAX_WORKERS} (gilfree's limit),"
+                f" got {processes}"
+            )
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):

@@ -32,12 +32,15 @@ pub struct Segment {
     ring_capacity: usize,
 }
 
+/// Most slots (workers) a segment has.
+pub const MAX_SLOTS: usize = 4096;
+
 impl Segment {
     /// Creates a segment with `slot_count` ring pairs of `ring_capacity` bytes each.
     pub fn create(slot_count: usize, ring_capacity: usize) -> Result<Self> {
-        if slot_count == 0 || slot_count > 4096 {
+        if slot_count == 0 || slot_count > MAX_SLOTS {
             return Err(CoreError::InvalidArgument(format!(
-                "slot count must be in 1..=4096, got {slot_count}"
+                "slot count must be in 1..={MAX_SLOTS}, got {slot_count}"
             )));
         }
         if ring_capacity < 4096 || ring_capacity % 4096 != 0 || ring_capacity > 1 << 31 {

@@ -22,6 +22,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<channel::ParentChannel>()?;
     module.add_class::<channel::WorkerChannel>()?;
     module.add("HEADER_SIZE", gilfree_core::message::HEADER_SIZE)?;
+    module.add("MAX_WORKERS", gilfree_core::segment::MAX_SLOTS)?;
     process::register(module)?;
     codec::register(module)?;
     buffers::register(module)?;
