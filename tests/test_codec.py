@@ -292,6 +292,7 @@ def test_a_memoryview_keeps_its_format_and_shape(codec, format, shape, large):
     decoded = codec.decode(codec.encode(view, sink))
     assert type(decoded) is memoryview
     assert (decoded.format, decoded.shape, decoded.tolist()) == (format, shape, view.tolist())
+    assert decoded.readonly  # small (a view of bytes) or large (of a shared buffer) alike
 
 
 def test_a_memoryview_of_one_dimension_may_be_empty_or_strided(codec):

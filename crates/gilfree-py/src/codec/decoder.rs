@@ -170,7 +170,9 @@ impl<'py> Decoder<'py, '_> {
                     shared_kind::BYTES => PyBytes::new(py, buffer.bytes()).into_any(),
                     shared_kind::BYTEARRAY => PyByteArray::new(py, buffer.bytes()).into_any(),
                     shared_kind::MEMORYVIEW => {
-                        PyMemoryView::from(&Bound::new(py, buffer)?.into_any())?.into_any()
+                        // Read-only, as a small one (a view of bytes) is: the same value.
+                        PyMemoryView::from(&Bound::new(py, buffer)?.into_any())?
+                            .call_method0(pyo3::intern!(py, "toreadonly"))?
                     }
                     shared_kind::FLOATS | shared_kind::COMPLEXES => {
                         let width = if kind == shared_kind::FLOATS { 8 } else { 16 };
