@@ -521,7 +521,7 @@ class ProcessPoolExecutor(_StdExecutor):
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
             return
-        call = Call(future, fn, function, payload, shared, (args, kwargs), limits, label)
+        call = Call(future, fn, function, payload, shared, limits, label, (args, kwargs))
         self._engine.submit(call)
 
     # -- asyncio ----------------------------------------------------------------------------

@@ -140,9 +140,9 @@ class Call:
         function: EncodedFunction,
         payload: Any,
         shared: list[Any],
-        arguments: tuple[tuple[Any, ...], dict[str, Any]],
         limits: Limits = NO_LIMITS,
         label: Callable[[], str] | None = None,
+        arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.future = future
         self.fn = fn
