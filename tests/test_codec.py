@@ -159,6 +159,19 @@ def test_objects_sharing_a_member_keep_sharing_it(codec):
     assert decoded[1].data is decoded[0]
 
 
+def test_an_array_beside_an_object_that_goes_to_pickle_is_copied_once(codec):
+    # The value goes to pickle whole once the object is met, after the array was copied to
+    # shared memory: pickle's out-of-band copy of it reuses that one.
+    numpy = pytest.importorskip("numpy")
+    array = numpy.ones(1 << 20)  # 8 MiB
+    before = codec.copied_to_shared()
+    sink: list = []
+    decoded = codec.decode(codec.encode((array, Holder([1])), sink))
+    assert codec.copied_to_shared() - before == array.nbytes
+    assert numpy.array_equal(decoded[0], array)
+    assert decoded[1] == Holder([1])
+
+
 def test_nesting_deeper_than_the_codec_goes_is_handed_to_pickle(codec):
     value = []
     for _ in range(300):  # deeper than the codec's own limit (256), within pickle's

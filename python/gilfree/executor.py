@@ -340,7 +340,7 @@ class ProcessPoolExecutor(_StdExecutor):
             method = "thread"
         else:
             method = resolve_start_method(mp_context, start_method)
-            if max_tasks_per_child is None:  # a forked worker is never replaced here
+            if max_tasks_per_child is None:  # refused with fork (below): the zygote then
                 chosen = mp_context is not None or start_method is not None
                 method = start_method_for_initargs(method, chosen, initializer, tuple(initargs))
         if method == "fork" and max_tasks_per_child is not None:

@@ -180,8 +180,7 @@ class Call:
                 self.future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass
-        # Only now: the reply may refer to buffers of the request (an echo), which must not be
-        # recycled before it has been read.
+        # Only now: the worker reads the request's buffers until its task has ended.
         self.shared = self.arguments = None
 
     def fail(self, error: BaseException) -> None:

@@ -20,10 +20,19 @@ impl Encoder<'_> {
     pub(super) fn buffer(&mut self, view: View) -> PyResult<()> {
         let bytes = view.bytes();
         if SHARING_SUPPORTED && self.sink.is_some() && !bytes.is_empty() {
-            let address = bytes.as_ptr() as usize;
-            if let Some(buffer) = share_address(self.py, address, bytes.len(), SHARE_THRESHOLD)? {
+            let key = (bytes.as_ptr() as usize, bytes.len());
+            // Bytes copied already for this message (before it went to pickle whole) are not
+            // copied again.
+            let buffer = match self.copies.get(&key) {
+                Some(buffer) => Some(buffer.clone()),
+                None => share_address(self.py, key.0, key.1, SHARE_THRESHOLD)?
+                    .map(|buffer| Bound::new(self.py, buffer))
+                    .transpose()?,
+            };
+            if let Some(buffer) = buffer {
+                self.copies.insert(key, buffer.clone());
                 self.out.push(storage::SHARED);
-                self.handle(&Bound::new(self.py, buffer)?)?;
+                self.handle(&buffer)?;
                 return Ok(());
             }
         }

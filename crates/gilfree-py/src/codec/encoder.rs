@@ -19,7 +19,7 @@
 #![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)] // Py_ssize_t <-> usize: sizes of live
                                                               // objects are never negative
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use gilfree_core::codec::{self, shared_kind, tag, INDIRECT_THRESHOLD, MAGIC, SHARE_THRESHOLD};
@@ -72,6 +72,9 @@ pub(super) struct Encoder<'py> {
     fallbacks: usize,
     /// Objects with identity pickled on their own outside REDUCED states (see the module notes).
     pickled_with_identity: usize,
+    /// The shared buffers made for this message, by the (address, length) of the bytes copied:
+    /// kept when the value goes to pickle whole, so its arrays are not copied twice.
+    pub(super) copies: HashMap<(usize, usize), Bound<'py, SharedBuffer>>,
     /// Where shared buffers go to be kept alive until the receiver has opened them; None: send
     /// every buffer inline.
     pub(super) sink: Option<Bound<'py, PyList>>,
@@ -99,6 +102,7 @@ pub fn encode<'py>(
         reducing: 0,
         fallbacks: 0,
         pickled_with_identity: 0,
+        copies: HashMap::new(),
         sink,
     };
     let message = encoder.encode(value);
