@@ -4,6 +4,7 @@ messages bigger than a ring."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -77,3 +78,31 @@ def test_map_with_rising_costs_returns_results_in_input_order(shared_executor):
     # fib's cost rises along the input, so gilfree hands the last items out last-first.
     numbers = list(range(26))
     assert list(shared_executor.map(tasks.fib, numbers)) == [tasks.fib(n) for n in numbers]
+
+
+def test_a_fault_while_cutting_a_map_fails_that_map_and_the_executor_goes_on(monkeypatch):
+    # The collector thread cuts the later chunks while nobody reads: an exception escaping
+    # there used to end that thread and leave the map waiting forever.
+    from gilfree._engine.chunking import ChunkSizer
+
+    calls = 0
+    real_next_size = ChunkSizer.next_size
+
+    def failing_after_two(self, remaining):
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise ArithmeticError("sizer fault")
+        return real_next_size(self, remaining)
+
+    monkeypatch.setattr(ChunkSizer, "next_size", failing_after_two)
+    with create_executor(max_workers=2) as executor:
+        results = executor.map(tasks.square, range(100), timeout=RESULT_TIMEOUT, chunksize=10)
+        deadline = time.monotonic() + RESULT_TIMEOUT
+        while calls <= 2 and time.monotonic() < deadline:  # the collector thread cuts, not us
+            time.sleep(0.01)
+        with pytest.raises(ArithmeticError, match="sizer fault"):
+            list(results)
+        monkeypatch.setattr(ChunkSizer, "next_size", real_next_size)
+        assert list(executor.map(tasks.square, range(30))) == [n * n for n in range(30)]
+        assert executor.submit(tasks.square, 7).result(timeout=RESULT_TIMEOUT) == 49

@@ -203,7 +203,15 @@ class Engine:
                 backlog.park()
             else:
                 assert isinstance(work, MapJob)
-                chunk = work.cut(slot.quota)
+                try:
+                    chunk = work.cut(slot.quota)
+                except Exception as error:  # noqa: BLE001 - the job fails, not the engine
+                    # Whatever breaks cutting (a sizer or input fault) is this job's error, for
+                    # its reader: the engine runs on callers' and the collector's threads, and
+                    # an exception escaping here would leave the job pending forever.
+                    work.stop(error)
+                    backlog.drop_pending()
+                    continue
                 copied = self.transport.copied()
                 try:
                     chunk.encode(self.transport.pack)
