@@ -131,9 +131,115 @@ def test_run_returns_the_scripts_exit_status(tmp_path):
 
 def test_run_without_a_script_explains_itself(tmp_path):
     missing = run_module("run", str(tmp_path / "missing.py"))
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert missing.returncode == 2
+    assert f"can't open file '{tmp_path / 'missing.py'}'" in missing.stderr
+    assert "No such file or directory" in missing.stderr
     usage = run_module("run")
     assert usage.returncode == 2 and "usage: python -m gilfree run" in usage.stdout
+
+
+def test_objects_of_the_scripts_classes_come_back_from_workers(tmp_path):
+    # Workers pickle them as __mp_main__.Box: the parent's __mp_main__ must be the script.
+    script = write_script(
+        tmp_path,
+        """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+class Refused(Exception):
+    pass
+
+def make(value):
+    return Box(value)
+
+def refuse(value):
+    raise Refused(value)
+
+def send(connection):
+    connection.send(Box(9))
+    connection.close()
+
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as pool:
+        print([box.value for box in pool.map(make, range(3))])
+        try:
+            pool.apply(refuse, (5,))
+        except Refused as error:
+            print("refused", error.args)
+    with ProcessPoolExecutor(2) as executor:
+        print([box.value for box in executor.map(make, range(2))])
+    receiving, sending = multiprocessing.Pipe()
+    child = multiprocessing.Process(target=send, args=(sending,))
+    child.start()
+    print(receiving.recv().value)
+    child.join()
+    print(sys.modules["__mp_main__"] is sys.modules["__main__"], type(__builtins__).__name__)
+""",
+    )
+    completed = run_module("run", str(script))
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines == ["[0, 1, 2]", "refused (5,)", "[0, 1]", "9", "True module"]
+
+
+def test_a_relative_script_that_changes_directory_still_reaches_its_workers(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    write_script(
+        tmp_path,
+        """
+import os, multiprocessing
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    os.chdir("elsewhere")
+    print(os.path.isabs(__file__))
+    with multiprocessing.Pool(2) as pool:
+        print(pool.map(square, range(4)))
+""",
+    )
+    completed = run_module("run", "script.py", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["True", "[0, 1, 4, 9]"]
+
+
+def test_an_uncaught_exception_shows_the_scripts_traceback_as_python_does(tmp_path):
+    script = write_script(tmp_path, "def fail():\n    raise ValueError('no')\n\nfail()\n")
+    plain = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    completed = run_module("run", str(script))
+    assert completed.returncode == plain.returncode == 1
+    assert completed.stderr == plain.stderr
+    assert "gilfree" not in completed.stderr
+
+
+def test_run_takes_a_directory_or_zip_file_with_a_main_module(tmp_path):
+    import zipfile
+
+    folder = tmp_path / "app"
+    folder.mkdir()
+    source = """
+import multiprocessing, sys
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(pool.map(abs, [-1, -2]), sys.argv[1:], __spec__.name)
+"""
+    (folder / "__main__.py").write_text(source)
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as archive:
+        archive.writestr("__main__.py", source)
+    for target in (folder, tmp_path / "app.zip"):
+        completed = run_module("run", str(target), "x")
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout == "[1, 2] ['x'] __main__\n"
+    (tmp_path / "empty").mkdir()
+    empty = run_module("run", str(tmp_path / "empty"))
+    assert empty.returncode == 1 and "can't find '__main__' module in" in empty.stderr
 
 
 # --- python -m gilfree run -m module ---------------------------------------------------------

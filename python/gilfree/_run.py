@@ -16,21 +16,28 @@ are rebound to gilfree's classes:
   workers, which are not forked from the script's process (tqdm's ``process_map`` sends one).
   It is the default, not a choice made: the script's own ``set_start_method`` works as usual.
 
-Then the script runs as ``__main__`` (``runpy.run_path``) with ``sys.argv`` and ``sys.path[0]``
-as ``python script.py args...`` would set them. A module (``-m``; ``-mNAME`` too) runs through
-the public ``runpy.run_module(name, run_name="__main__", alter_sys=True)``, set up as
-``python -m`` sets it: ``sys.argv`` is ``["-m", args...]`` while the module is found and its
-file's full path (a package's ``__main__.py``) in ``argv[0]`` while it runs; ``sys.path[0]`` is
-the current directory as a full path (neither form touches ``sys.path`` under ``-P`` /
-``PYTHONSAFEPATH``, as Python does not add to it then). It differs from the interpreter's own
-``runpy._run_module_as_main`` in two ways only, as ``run_path`` does for scripts: the module
-runs in a fresh ``__main__`` module object (put in ``sys.modules`` for the run, so pickling by
-reference works) rather than in the one that started the process; and runpy reports a module it
-cannot find or run with a plain ``ImportError`` (its private ``_Error`` is what tells
-``python -m`` to print one line), so an ``ImportError`` whose traceback holds only runpy's frames
-is reported as ``python -m`` does ("No module named ...", a package without ``__main__``; one
-line, exit 1) while one raised by the module's own code keeps its traceback. ``SystemExit``
-codes come back as the exit status, as for a script (``run -m pytest`` returns pytest's).
+Then the script runs as ``python script.py args...`` runs it: in a fresh ``__main__`` module
+with the attributes the interpreter gives one (an absolute ``__file__``, its loader, the
+``builtins`` module), registered as ``__main__`` and as multiprocessing's ``__mp_main__`` to
+the end, with ``sys.argv`` and ``sys.path[0]`` set as Python sets them; a directory or zip file
+runs its ``__main__.py``, a ``.pyc`` file its bytecode. An uncaught exception prints the
+script's own traceback (none of gilfree's frames) through ``sys.excepthook`` and exits with 1;
+a script that cannot be opened gets Python's message and status 2.
+
+A module (``-m``; ``-mNAME`` too) runs through the public ``runpy.run_module(name,
+run_name="__main__", alter_sys=True)``, set up as ``python -m`` sets it: ``sys.argv`` is
+``["-m", args...]`` while the module is found and its file's full path (a package's
+``__main__.py``) in ``argv[0]`` while it runs; ``sys.path[0]`` is the current directory as a
+full path (neither form touches ``sys.path`` under ``-P`` / ``PYTHONSAFEPATH``, as Python does
+not add to it then). It differs from the interpreter's own ``runpy._run_module_as_main`` in two
+ways only: the module runs in a fresh ``__main__`` module object (put in ``sys.modules`` for the
+run, so pickling by reference works) rather than in the one that started the process; and runpy
+reports a module it cannot find or run with a plain ``ImportError`` (its private ``_Error`` is
+what tells ``python -m`` to print one line), so an ``ImportError`` whose traceback holds only
+runpy's frames is reported as ``python -m`` does ("No module named ...", a package without
+``__main__``; one line, exit 1) while one raised by the module's own code keeps its traceback.
+``SystemExit`` codes come back as the exit status, as for a script (``run -m pytest`` returns
+pytest's).
 
 The rebinding is also made, before the script runs, in gilfree's template process and in any
 worker that runs the script itself (``_main.before_main``), so a pool the script's top level
@@ -49,9 +56,14 @@ globals set by the script) is not seen; a pool made from ``get_context("fork")``
 
 from __future__ import annotations
 
+import builtins
+import importlib.abc
+import importlib.machinery
 import os
 import runpy
 import sys
+import types
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -124,14 +136,74 @@ def main(argv: list[str]) -> int:
             return 2
         arguments = argv[1:] if argv[0] != "-m" else argv[2:]
         return _run_module(module, arguments)
-    script = argv[0]
-    if not os.path.isfile(script):
-        print(f"python -m gilfree run: cannot open {script!r}: no such file", file=sys.stderr)
-        return 2
+    return _run_script(argv[0], argv)
+
+
+def _run_script(script: str, argv: list[str]) -> int:
+    """``python script.py args...`` (``argv``), or a directory or zip file holding a
+    ``__main__.py`` (see the module docstring)."""
+    path = os.path.abspath(script)  # a script's __file__ is absolute, as Python makes it
+    if os.path.isdir(path) or zipfile.is_zipfile(path):
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [path])
+        if spec is None or spec.loader is None:
+            print(f"{sys.executable}: can't find '__main__' module in {path!r}", file=sys.stderr)
+            return 1
+        code = spec.loader.get_code("__main__")  # type: ignore[attr-defined]
+        module = _main_module(spec.loader, spec.origin)
+        module.__spec__, module.__package__, module.__cached__ = spec, "", spec.cached  # type: ignore[attr-defined]
+        folder = path
+    else:
+        loader: importlib.abc.FileLoader
+        try:
+            if path.endswith(".pyc"):
+                loader = importlib.machinery.SourcelessFileLoader("__main__", path)
+                code = loader.get_code("__main__")
+            else:
+                loader = importlib.machinery.SourceFileLoader("__main__", path)
+                # Compiled here, not by the loader, which would cache the script's bytecode.
+                code = compile(loader.get_data(path), path, "exec", dont_inherit=True)
+        except OSError as error:
+            print(f"{sys.executable}: can't open file {path!r}: {error}", file=sys.stderr)
+            return 2
+        module = _main_module(loader, path)
+        folder = os.path.dirname(path)
     install()
     sys.argv[:] = argv
-    _set_path0(os.path.dirname(os.path.abspath(script)))
-    return _exit_status(runpy.run_path, script, run_name="__main__")
+    _set_path0(folder)
+    # The script's module is the process's __main__ to its end, and multiprocessing's alias
+    # __mp_main__ (which it set to gilfree's own __main__ when first imported) is it too:
+    # objects of the script's classes come back from workers as ``__mp_main__.Name``.
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    assert code is not None
+    return _execute(code, module)
+
+
+def _main_module(loader: Any, path: str | None) -> types.ModuleType:
+    """A fresh ``__main__`` module for the script at ``path``, as the interpreter makes one."""
+    module = types.ModuleType("__main__")
+    module.__file__, module.__loader__ = path, loader
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    module.__cached__ = None  # type: ignore[attr-defined]
+    return module
+
+
+def _execute(code: types.CodeType, module: types.ModuleType) -> int:
+    """Runs the script's ``code`` in ``module``; returns its exit status. An uncaught exception
+    is reported as the interpreter reports it (``sys.excepthook``, from the script's frame on:
+    gilfree's and runpy's frames are left out) with status 1."""
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - running the user's script is the point
+    except SystemExit as exit_request:
+        return _status(exit_request)
+    except Exception as error:  # noqa: BLE001 - reported as the interpreter would
+        traceback = error.__traceback__
+        while traceback is not None and traceback.tb_frame.f_code is not code:
+            traceback = traceback.tb_next
+        if traceback is not None:  # the default hook prints the exception's own traceback
+            error.__traceback__ = traceback
+        sys.excepthook(type(error), error, error.__traceback__)
+        return 1
+    return 0
 
 
 def _run_module(module: str, arguments: list[str]) -> int:
@@ -173,9 +245,14 @@ def _exit_status(run: Callable[..., object], *args: Any, **kwargs: Any) -> int:
     try:
         run(*args, **kwargs)
     except SystemExit as exit_request:
-        code = exit_request.code
-        if code is None or isinstance(code, int):
-            return code or 0
-        print(code, file=sys.stderr)
-        return 1
+        return _status(exit_request)
     return 0
+
+
+def _status(exit_request: SystemExit) -> int:
+    """The exit status the interpreter gives for ``exit_request`` (printing a message code)."""
+    code = exit_request.code
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
