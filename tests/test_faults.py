@@ -765,6 +765,33 @@ def test_workers_zygote_and_processes_die_within_1s_of_the_parent_being_killed(
     assert leftover == set(), f"still alive {waited:.2f} s after the parent was killed: {leftover}"
 
 
+SLOW_TOP_LEVEL_SCRIPT = """
+if __name__ != "__main__":
+    time.sleep(60)  # the template's run of the top level: a slow data load
+
+if __name__ == "__main__":
+    zygote.prestart()
+    print(json.dumps({"zygote": zygote.default_pid()}), flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.process_only
+def test_the_zygote_dies_with_the_parent_while_it_still_runs_the_scripts_top_level(
+    script_runner,
+):
+    script = script_runner(SLOW_TOP_LEVEL_SCRIPT)
+    zygote_pid = script.json_line()["zygote"]
+    assert zygote_pid and wait_until_gone([zygote_pid], 0.3) == {zygote_pid}
+    killed_at = time.monotonic()
+    os.kill(script.process.pid, signal.SIGKILL)
+    script.wait()
+    leftover = wait_until_gone([zygote_pid], deadline=1.0, zombie_is_gone=True)
+    waited = time.monotonic() - killed_at
+    tasks.kill_quietly(leftover)
+    assert leftover == set(), f"the zygote still ran {waited:.2f} s after the parent was killed"
+
+
 def wait_until_asleep(pid, timeout=10.0):
     """Wait until the main thread of ``pid`` has been asleep for 5 samples in a row (10 ms
     apart): it is then waiting for results, not still submitting them."""

@@ -282,6 +282,41 @@ def test_the_main_script_runs_once_per_template_not_per_worker(tmp_path, start_m
     assert output["importers"] == expected
 
 
+TOP_LEVEL_ATEXIT = """
+    import atexit
+
+    RESULTS = []
+
+
+    def save():
+        with open(os.environ["ATEXIT_LOG"], "a") as log:
+            log.write(f"{__name__} {len(RESULTS)}\\n")
+
+
+    atexit.register(save)
+
+
+    def square(x):
+        return x * x
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            RESULTS.extend(executor.map(square, range(4)))
+        print(json.dumps({"results": RESULTS}))
+"""
+
+
+@pytest.mark.gilfree_only
+def test_the_scripts_atexit_handlers_run_in_the_parent_not_in_the_template(tmp_path, monkeypatch):
+    # The template runs the script's top level, which registers the handler there too: run at
+    # the template's exit, after the parent's, it would overwrite what the parent saved.
+    log = tmp_path / "atexit.log"
+    monkeypatch.setenv("ATEXIT_LOG", str(log))
+    assert run(tmp_path, TOP_LEVEL_ATEXIT, "zygote") == {"results": [0, 1, 4, 9]}
+    assert log.read_text().splitlines() == ["__main__ 4"]
+
+
 THREADED_IMPORT = """
     import threading
     import time

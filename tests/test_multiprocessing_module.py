@@ -42,6 +42,23 @@ def test_submodules_are_reachable_as_attributes():
         module.no_such_name
 
 
+def test_importing_a_submodule_through_the_stand_in_gives_the_stdlibs_module():
+    import gilfree.multiprocessing.connection
+    import gilfree.multiprocessing.shared_memory as shared_memory
+    from gilfree.multiprocessing.context import _default_context
+    from gilfree.multiprocessing.pool import ThreadPool
+    from gilfree.multiprocessing.process import current_process
+
+    assert shared_memory is multiprocessing.shared_memory
+    assert gilfree.multiprocessing.connection is multiprocessing.connection
+    assert ThreadPool is multiprocessing.pool.ThreadPool
+    assert current_process() is multiprocessing.current_process()
+    assert _default_context is multiprocessing.context._default_context
+    assert multiprocessing.shared_memory.__spec__.name == "multiprocessing.shared_memory"
+    with pytest.raises(ModuleNotFoundError, match="gilfree.multiprocessing.no_such_module"):
+        import gilfree.multiprocessing.no_such_module
+
+
 def test_the_stand_in_runs_a_pool_with_stdlib_synchronisation():
     import gilfree.multiprocessing as module
 
@@ -53,3 +70,55 @@ def test_the_stand_in_runs_a_pool_with_stdlib_synchronisation():
     assert queue.get(timeout=20) == "hello"
     process.join(20)
     assert process.exitcode == 0
+
+
+SHARED_MEMORY_SCRIPT = """
+import sys
+import time
+from multiprocessing import shared_memory
+
+import gilfree
+
+
+def attach_and_sum(name):
+    segment = shared_memory.SharedMemory(name=name)
+    total = sum(segment.buf[:4])
+    segment.close()
+    return total
+
+
+def attach_in_process(name):
+    attach_and_sum(name)
+
+
+if __name__ == "__main__":
+    method, order = sys.argv[1], sys.argv[2]
+    executor = gilfree.ProcessPoolExecutor(2, start_method=method)
+    if order == "workers-first":
+        executor.submit(abs, 1).result(timeout=30)
+    segment = shared_memory.SharedMemory(create=True, size=16)
+    segment.buf[:4] = bytes([1, 2, 3, 4])
+    print(list(executor.map(attach_and_sum, [segment.name] * 4)))
+    executor.shutdown()  # the workers exit: their attachments must not unlink the segment
+    child = gilfree.Process(target=attach_in_process, args=(segment.name,))
+    child.start()
+    child.join(30)
+    again = shared_memory.SharedMemory(name=segment.name)  # FileNotFoundError if unlinked
+    again.close()
+    segment.close()
+    segment.unlink()
+    print(child.exitcode, "still there")
+"""
+
+
+@pytest.mark.parametrize("order", ["segment-first", "workers-first"])
+@pytest.mark.parametrize("method", ["zygote", "spawn", "fork"])
+def test_children_that_attach_to_the_callers_shared_memory_leave_it_alone(tmp_path, method, order):
+    # multiprocessing registers an attached segment with the process's resource tracker,
+    # which unlinks it when its processes are gone: children must share the caller's.
+    from support.processes import run_script
+
+    returncode, stdout, stderr = run_script(tmp_path, SHARED_MEMORY_SCRIPT, method, order)
+    assert returncode == 0, stderr
+    assert stdout.splitlines() == ["[10, 10, 10, 10]", "0 still there"]
+    assert "leaked" not in stderr and "resource_tracker" not in stderr, stderr

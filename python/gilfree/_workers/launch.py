@@ -23,6 +23,7 @@ from typing import Any
 
 from gilfree import _core
 from gilfree._wire import main as _main
+from gilfree._workers import resources as _resources
 from gilfree._workers import zygote as _zygote
 
 START_METHODS = ("zygote", "spawn", "fork")
@@ -147,7 +148,11 @@ class Launcher:
         if self.method == "spawn":
             code = "from gilfree._workers.worker import main; main()"
             argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]
-            return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)
+            tracker = _resources.caller_fd()  # shared, as multiprocessing's spawn shares it
+            if tracker is None:
+                return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)
+            argv.append(str(tracker))
+            return WorkerProcess(_core.spawn(argv, [fd, tracker]), reaped_by_us=True)
         return self._fork(fd, slot, epoch, self._inherited)
 
     def _start_from_zygote(self, fd: int, slot: int, epoch: int) -> WorkerProcess:
@@ -158,6 +163,7 @@ class Launcher:
 
     @staticmethod
     def _fork(fd: int, slot: int, epoch: int, inherited: Initializer) -> WorkerProcess:
+        _resources.caller_fd()  # the child inherits the tracker a shared_memory user needs
         child_fd = os.dup(fd)
         for stream in (sys.stdout, sys.stderr):  # else the child writes their buffers again
             try:

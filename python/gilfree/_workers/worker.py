@@ -390,8 +390,12 @@ def _serve(fd: int, slot: int, epoch: int, inherited: Initializer) -> int:
 
 
 def main() -> None:
-    """Entry point of a spawned worker: ``python -c ... FD SLOT EPOCH``."""
+    """Entry point of a spawned worker: ``python -c ... FD SLOT EPOCH [TRACKER_FD]``."""
     fd, slot, epoch = (int(value) for value in sys.argv[1:4])
+    if len(sys.argv) > 4:
+        from gilfree._workers import resources
+
+        resources.adopt(int(sys.argv[4]))
     exit_process(serve(fd, slot, epoch))
 
 

@@ -20,8 +20,11 @@ It also starts ``gilfree.Process`` children, which run a pickled process object 
 worker loop (see ``process_child``).
 
 Protocol (SOCK_SEQPACKET, one pickle per packet):
-    parent -> zygote   ("fork", request_id, slot, epoch)  + the segment fd
-    parent -> zygote   ("process", request_id)  + the process's fds (see ``process_child``)
+    parent -> zygote   ("fork", request_id, tracked, slot, epoch)  + the segment fd
+    parent -> zygote   ("process", request_id, tracked)  + the process's fds (see
+                       ``process_child``)
+                       ``tracked``: one more fd follows, the parent's resource tracker, which
+                       the child shares (see ``resources``)
     zygote -> parent   ("forked", request_id, pid)
     zygote -> parent   ("exited", pid, raw_wait_status)
     zygote -> parent   ("main", names)  once, first: the top-level names of the main module its
@@ -42,13 +45,15 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from gilfree import _core, _trace
 from gilfree._wire import main as _main
 from gilfree._wire.main import parent_main_path
+from gilfree._workers import resources as _resources
 
 #: Largest packet the parent reads from the zygote (a report of the main module's names).
 _PACKET = 1 << 16
@@ -113,10 +118,29 @@ class Template:
 def _command(sock_fd: int, template: Template, load_main: bool) -> list[str]:
     code = (
         f"import sys; sys.path[:] = {list(template.sys_path)!r}; "
-        "from gilfree._workers.zygote import Template, serve; "
-        f"serve({sock_fd}, {template!r}, load_main={load_main})"
+        "from gilfree._workers.zygote import Template, main; "
+        f"main({sock_fd}, {template!r}, load_main={load_main})"
     )
     return [sys.executable, "-c", code]
+
+
+def main(sock_fd: int, template: Template, load_main: bool) -> NoReturn:
+    """The zygote process: ``serve``, then exit at once (``os._exit``, after flushing stdio).
+    The ``atexit`` handlers the main script registered here belong to the parent's run of it:
+    run here too, they would act a second time (a handler that saves the script's results
+    would overwrite the parent's file with this copy's empty ones)."""
+    code = 1
+    try:
+        serve(sock_fd, template, load_main)
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported, then the process ends as it must
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        from gilfree._workers.worker import exit_process
+
+        exit_process(code)
 
 
 def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
@@ -148,11 +172,14 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
 
     import gilfree._workers.worker  # noqa: F401 - imported once here, inherited by every worker
 
-    for name in template.preload:
-        importlib.import_module(name)
     names: tuple[str, ...] | None = ()
-    if template.main_path:
-        names = _load_main(sock_fd, template) if load_main else None
+    with _ParentWatch(sock_fd):
+        for name in template.preload:
+            importlib.import_module(name)
+        if template.main_path:
+            names = _load_main(template) if load_main else None
+    if names is not None and template.main_path and load_main:  # the script ran here
+        _restart_if_threaded(sock_fd, template)
     gc.freeze()  # the young generation holds all the boot made: no collection walks it
     if gc.get_threshold() == booting:
         gc.set_threshold(*thresholds)
@@ -172,7 +199,7 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
             if not _reap(control, children):
                 break
         if control.fileno() in readable:
-            message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS)
+            message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS + 1)
             if not message:
                 break
             request = pickle.loads(message)
@@ -207,10 +234,9 @@ def _tell(control: socket.socket, message: bytes) -> bool:
     return True
 
 
-def _load_main(sock_fd: int, template: Template) -> tuple[str, ...] | None:
+def _load_main(template: Template) -> tuple[str, ...] | None:
     """Runs the parent's main script as ``__mp_main__`` here, once for every worker, and returns
-    its top-level names. If it fails, workers run it themselves and report the error (None); if
-    it started a thread, the zygote starts over without it (it must never fork with threads)."""
+    its top-level names. If it fails, workers run it themselves and report the error (None)."""
     assert template.main_path is not None
     if template.argv:
         sys.argv[:] = template.argv
@@ -221,6 +247,12 @@ def _load_main(sock_fd: int, template: Template) -> tuple[str, ...] | None:
         _main.import_main(template.main_path)
     except BaseException:  # noqa: BLE001 - each worker runs the script again and reports it
         return None
+    return tuple(_main.namespace())
+
+
+def _restart_if_threaded(sock_fd: int, template: Template) -> None:
+    """If the main script started a thread, starts over without it: the zygote must never fork
+    with threads (its workers then run the script themselves)."""
     threads = _thread_count()
     if threads > 1:
         sys.stderr.write(
@@ -231,7 +263,46 @@ def _load_main(sock_fd: int, template: Template) -> tuple[str, ...] | None:
         os.set_inheritable(sock_fd, True)
         command = _command(sock_fd, template, load_main=False)
         os.execv(command[0], command)
-    return tuple(_main.namespace())
+
+
+class _ParentWatch:
+    """While the zygote boots (the preload modules, the main script: seconds for a script that
+    loads data at its top level), a thread ends it if the parent is gone, as the serve loop
+    does afterwards; without it a killed parent left the zygote running until its boot ended.
+
+    Invariant: the thread has ended, and left ``/proc/self/task``, when the ``with`` block
+    ends, so the zygote is single-threaded again before it counts its threads or forks.
+    """
+
+    def __init__(self, sock_fd: int) -> None:
+        self._sock_fd = sock_fd
+        self._stop_read, self._stop_write = os.pipe()
+        self._thread = threading.Thread(target=self._watch, name="gilfree-boot-watch", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *_: object) -> None:
+        os.write(self._stop_write, b"x")
+        self._thread.join()
+        task = f"/proc/self/task/{self._thread.native_id}"
+        deadline = time.monotonic() + 1.0  # the OS thread ends a moment after join returns
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        os.close(self._stop_read)
+        os.close(self._stop_write)
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        # Only the hang-up: fork requests may already be waiting on the socket.
+        poller.register(self._sock_fd, select.POLLRDHUP)
+        poller.register(self._stop_read, select.POLLIN)
+        while True:
+            for fd, events in poller.poll():
+                if fd == self._stop_read:
+                    return
+                if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                    os._exit(1)  # the parent is gone: nobody will ask for a worker
 
 
 def _thread_count() -> int:
@@ -266,10 +337,12 @@ def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
     try:
         # Die with the zygote: it is single-threaded, so its thread's end is its death.
         _core.set_parent_death_signal(signal.SIGKILL)
+        if request[2]:
+            _resources.adopt(fds.pop())
         if request[0] == "fork":
             from gilfree._workers.worker import serve as serve_worker
 
-            _, _, slot, epoch = request
+            _, _, _, slot, epoch = request
             code = serve_worker(fds[0], slot, epoch)  # type: ignore[arg-type]
         else:
             from gilfree._workers.process_child import run
@@ -320,10 +393,13 @@ class Zygote:
         self._request(("process",), fds, handle)
 
     def _request(self, request: tuple[object, ...], fds: list[int], handle: WorkerHandle) -> None:
+        tracker = _resources.caller_fd()
+        if tracker is not None:  # the child shares this process's resource tracker, last
+            fds = [*fds, tracker]
         with self._lock:
             request_id = next(self._request_ids)
             self._forking[request_id] = handle
-            message = pickle.dumps((request[0], request_id, *request[1:]))
+            message = pickle.dumps((request[0], request_id, tracker is not None, *request[1:]))
             socket.send_fds(self._socket, [message], fds)
 
     def _read(self) -> None:
