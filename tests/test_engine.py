@@ -106,3 +106,37 @@ def test_a_fault_while_cutting_a_map_fails_that_map_and_the_executor_goes_on(mon
         monkeypatch.setattr(ChunkSizer, "next_size", real_next_size)
         assert list(executor.map(tasks.square, range(30))) == [n * n for n in range(30)]
         assert executor.submit(tasks.square, 7).result(timeout=RESULT_TIMEOUT) == 49
+
+
+def test_a_fault_while_collecting_breaks_the_pool_instead_of_leaving_callers_waiting(
+    monkeypatch, capfd
+):
+    from concurrent.futures import BrokenExecutor
+
+    from gilfree._engine.units import Call
+
+    real_finish = Call.finish
+
+    def faulty_finish(self, kind, value):
+        if value == 49:
+            raise ArithmeticError("collector fault")
+        real_finish(self, kind, value)
+
+    monkeypatch.setattr(Call, "finish", faulty_finish)
+    with create_executor(max_workers=2) as executor:
+        others = [executor.submit(tasks.slow_square, n, 0.05) for n in (2, 3)]
+        doomed = executor.submit(tasks.slow_square, 7, 0.05)
+        # Nobody waits yet: the collector thread handles the replies.
+        deadline = time.monotonic() + RESULT_TIMEOUT
+        while not doomed.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ArithmeticError, match="collector fault"):
+            doomed.result(timeout=RESULT_TIMEOUT)
+        for future in others:  # finished, or failed by the break: never left waiting
+            assert future.exception(timeout=RESULT_TIMEOUT) is None or isinstance(
+                future.exception(), BrokenExecutor
+            )
+        with pytest.raises(BrokenExecutor) as broken:
+            executor.submit(tasks.square, 1).result(timeout=RESULT_TIMEOUT)
+        assert isinstance(broken.value.__cause__, ArithmeticError)
+    assert "ArithmeticError: collector fault" in capfd.readouterr().err

@@ -189,6 +189,49 @@ def test_a_failing_map_stops_its_display(shared_executor):
     assert len(progress.calls) == calls  # closed: nothing more is shown
 
 
+class FailingDisplay(Recorder):
+    """A ``progress=`` callable that raises once the count has moved."""
+
+    def __call__(self, done, total):
+        super().__call__(done, total)
+        if done > 0:
+            raise RuntimeError(f"display bug at {done}")
+
+
+@pytest.mark.parametrize("reader", ["map", "amap", "pool"])
+def test_a_display_that_raises_is_reported_once_and_the_work_goes_on(
+    shared_executor, pool, reader, capfd
+):
+    # Shown from the thread collecting every call's results: raising there used to end that
+    # thread, and every later call waited for ever.
+    progress = FailingDisplay()
+    if reader == "map":
+        results = shared_executor.map(tasks.slow_square, range(60), [0.002] * 60, progress=progress)
+        time.sleep(0.2)  # nobody reads: the collector thread shows the count
+        got = list(results)
+    elif reader == "pool":
+        pending = pool.starmap_async(
+            tasks.slow_square, [(n, 0.002) for n in range(60)], progress=progress
+        )
+        got = pending.get(RESULT_TIMEOUT)
+    else:
+
+        async def read():
+            work = shared_executor.amap(
+                tasks.slow_square, range(60), [0.002] * 60, progress=progress
+            )
+            return [result async for result in work]
+
+        got = asyncio.run(asyncio.wait_for(read(), RESULT_TIMEOUT))
+    assert got == [n * n for n in range(60)]
+    assert shared_executor.submit(tasks.square, 7).result(timeout=RESULT_TIMEOUT) == 49
+    counts = progress.counts()
+    assert counts[0] == 0 and len([count for count in counts if count > 0]) == 1, counts
+    error = capfd.readouterr().err
+    assert error.count("Exception in a gilfree progress display") == 1, error
+    assert "RuntimeError: display bug at" in error
+
+
 # --- tqdm ------------------------------------------------------------------------------------
 
 

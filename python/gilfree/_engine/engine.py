@@ -72,6 +72,8 @@ class Engine:
         self._backlog = Backlog(worker_count)
         self._slots = [Slot(index, self._backlog.inflight(index)) for index in range(worker_count)]
         self._broken: str | None = None
+        #: What broke it (the initializer's error...): the cause of every later refusal too.
+        self._broken_cause: BaseException | None = None
         self._lock = threading.RLock()
         self.pump_role = PumpRole(self.pump_once, transport.kick, self.interrupt)
         self._last_check = 0.0
@@ -135,7 +137,7 @@ class Engine:
 
     def _check_usable(self) -> None:
         if self._broken is not None:
-            raise self.transport.broken_error(self._broken)
+            raise self.transport.broken_error(self._broken) from self._broken_cause
         self.check_open()
 
     def check_open(self) -> None:
@@ -362,15 +364,27 @@ class Engine:
                     work.job.sizer.record(work.start, work.count, busy)  # before the refill
                 finished.append((work, kind, payload))
             self._dispatch()
+        # Each reply is handled even if another one's handling raised, and the buffers are
+        # released whatever happened: one fault must not leave other futures unfinished.
+        fault: Exception | None = None
         for chunk, done in running:
-            chunk.job.chunk_running(chunk, done)
+            try:
+                chunk.job.chunk_running(chunk, done)
+            except Exception as error:  # noqa: BLE001 - raised once all are handled
+                fault = fault or error
         for work, kind, payload in finished:
-            if encoded:
-                kind, payload = decode_reply(work, kind, payload)
-            work.finish(kind, payload)
+            try:
+                if encoded:
+                    kind, payload = decode_reply(work, kind, payload)
+                work.finish(kind, payload)
+            except Exception as error:  # noqa: BLE001 - raised once all are handled
+                fault = fault or error
+                _fail_unfinished(work, error)
         if releases:
             self._release(releases)
         self.pump_role.notify_progress()
+        if fault is not None:
+            raise fault
 
     def _release(self, releases: list[tuple[Slot, int, int]]) -> None:
         """Tells workers their replies were decoded, so they can drop the shared buffers those
@@ -513,7 +527,7 @@ class Engine:
 
     def _break(self, reason: str, cause: BaseException) -> None:
         """Marks the pool unusable (initializer failure): everything pending fails."""
-        self._broken = reason
+        self._broken, self._broken_cause = reason, cause
         error = self.transport.broken_error(reason)
         error.__cause__ = cause
         self._backlog.fail_everything(error)
@@ -595,6 +609,16 @@ class Engine:
 
 def _nothing() -> None:
     """The default of a hook nobody installed."""
+
+
+def _fail_unfinished(work: Call | Chunk, error: Exception) -> None:
+    """Fails ``work`` with ``error``, where handling its reply raised before it finished."""
+    if isinstance(work, Chunk) and work.done:
+        return  # it finished; what raised came after
+    try:
+        work.fail(error)
+    except Exception:  # noqa: BLE001 - the first error is the one raised
+        pass
 
 
 def concurrent_cancelled() -> BaseException:

@@ -109,12 +109,12 @@ class Lifecycle:
                     linger_until = 0.0
                     while not role.callers_waiting:
                         if engine.outstanding() > 0:
-                            engine.pump_once(SLICE_SECONDS)
+                            _pump(engine, SLICE_SECONDS)
                             linger_until = time.monotonic() + LINGER_SECONDS
                         elif time.monotonic() < linger_until:
-                            engine.pump_once(LINGER_SECONDS / 2)
+                            _pump(engine, LINGER_SECONDS / 2)
                         elif engine.exits_unchecked() and self._state == _OPEN:
-                            engine.pump_once(0.0)  # checks the workers: no reply to wait for
+                            _pump(engine, 0.0)  # checks the workers: no reply to wait for
                         else:
                             break
                 finally:
@@ -171,6 +171,19 @@ class Lifecycle:
                 self._state = _CLOSED
                 self._wake.notify_all()
         _live.discard(self)
+
+
+def _pump(engine: Engine, timeout: float) -> None:
+    """One pump by the collector thread. Nobody would see an exception escaping it: the thread
+    would end and every waiter hang. So the error (a fault of gilfree's) is printed and breaks
+    the pool, as the cause every caller gets."""
+    try:
+        engine.pump_once(timeout)
+    except Exception as error:  # noqa: BLE001 - see above
+        import traceback
+
+        traceback.print_exc()
+        engine.break_pool("an internal error stopped the pool's result collection", error)
 
 
 def _shutdown_all() -> None:

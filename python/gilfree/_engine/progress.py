@@ -120,7 +120,9 @@ class ItemProgress:
         #: What the display shows: a count is shown once.
         self._shown: tuple[int, int | None] = (0, total)
         self._closed = False
-        display.show(0, total)
+        display.show(0, total)  # in the caller's thread: an error here fails the call
+        #: The display from now on: shown from the thread collecting results.
+        self._display = _Guarded(display)
         if total == 0:
             self.close()
 
@@ -177,6 +179,34 @@ class ItemProgress:
         if shown != self._shown:
             self._shown = shown
             self._display.show(*shown)
+
+
+class _Guarded:
+    """A display whose errors are printed, once, rather than raised: it is shown from the
+    thread collecting every call's results, which an exception would end (every caller would
+    then wait for ever). A display that raised shows nothing more; the map goes on."""
+
+    def __init__(self, display: Display) -> None:
+        self._display: Display | None = display
+
+    def show(self, done: int, total: int | None) -> None:
+        self._call("show", done, total)
+
+    def close(self) -> None:
+        self._call("close")
+
+    def _call(self, method: str, *args: Any) -> None:
+        if self._display is None:
+            return
+        try:
+            getattr(self._display, method)(*args)
+        except Exception:  # noqa: BLE001 - see the class docstring
+            import sys
+            import traceback
+
+            self._display = None
+            sys.stderr.write("Exception in a gilfree progress display (it shows no more):\n")
+            traceback.print_exc()
 
 
 class _Bar:
