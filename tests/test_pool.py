@@ -487,6 +487,29 @@ def test_imap_pulls_a_bounded_number_of_items_ahead(new_pool):
 
 
 @pytest.mark.gilfree_only
+def test_imap_over_a_slow_input_hands_results_out_as_the_input_comes(new_pool):
+    # An input that is slow to produce (a socket, a sensor: 1 ms an item) with cheap tasks:
+    # sized from the tasks alone, chunks grew to thousands of items, each read while results
+    # already received waited, so results lagged the input by thousands of items.
+    produced = [0]
+
+    def slow_input():
+        for number in itertools.count():
+            time.sleep(0.001)
+            produced[0] = number + 1
+            yield number
+
+    the_pool = new_pool(2)
+    results = the_pool.imap(tasks.square, slow_input())
+    lags = []
+    for index in range(400):
+        assert results.next(timeout=RESULT_TIMEOUT) == index * index
+        lags.append(produced[0] - index)
+    the_pool.terminate()
+    assert max(lags) < 1000, max(lags)
+
+
+@pytest.mark.gilfree_only
 @pytest.mark.parametrize("method", ["imap", "imap_unordered"])
 def test_leaving_an_imap_loop_stops_its_work_and_join_runs_none_of_the_rest(new_pool, method):
     """``break`` drops the iterator, which stops its job: the rest of a long input is never

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass
@@ -84,6 +85,11 @@ def function_name(fn: Callable[..., Any]) -> str:
 #: Most items in a chunk read from an iterator: with the window, it bounds how far ahead of
 #: its reader an ``imap`` reads (a few thousand items per worker at most).
 ITERATOR_CHUNK_LIMIT = 4096
+#: Longest a chunk is filled from an iterator once it holds an item: the input is read under
+#: the engine's lock, by whichever thread hands out work, so a slow generator (one reading a
+#: file or the network per item) must not hold that lock while the sizer, measuring cheap
+#: items, asks for thousands (every submit, result and event loop would wait on it).
+ITERATOR_FILL_SECONDS = 0.01
 #: Chunks a lazy map (``imap``, ``amap``) may have cut beyond its reader's position, per worker.
 READ_AHEAD_CHUNKS_PER_WORKER = 4
 
@@ -286,6 +292,24 @@ class Chunk:
         self.job.chunk_done(self)
 
 
+def _fill(taken: list[Any], iterator: Iterator[Any], wanted: int) -> bool:
+    """Reads from ``iterator`` into ``taken`` until it holds ``wanted`` items, or two once
+    `ITERATOR_FILL_SECONDS` have passed (a chunk's item and the next in hand); True if the
+    iterator ended. Reads in growing batches: the clock is read a dozen times per chunk."""
+    deadline = time.monotonic() + ITERATOR_FILL_SECONDS
+    batch = 1
+    while len(taken) < wanted:
+        want = min(batch, wanted - len(taken))
+        before = len(taken)
+        taken.extend(itertools.islice(iterator, want))
+        if len(taken) - before < want:
+            return True
+        if len(taken) >= 2 and time.monotonic() >= deadline:
+            return False
+        batch *= 2
+    return False
+
+
 class MapJob:
     """One ``map`` call: its items, cut into chunks as workers become free.
 
@@ -353,10 +377,9 @@ class MapJob:
         reader gets the error after their results, as ``multiprocessing.Pool.imap`` gives it
         at its default ``chunksize`` of 1 (chunking must not lose items)."""
         assert self._iterator is not None
-        wanted = count + 1 - len(self._lookahead)
         taken = self._lookahead
         try:
-            taken.extend(itertools.islice(self._iterator, wanted))
+            ended = _fill(taken, self._iterator, count + 1)
         except Exception as error:  # noqa: BLE001 - the input's own error, for the reader
             self._iterator = None
             self.failure = error
@@ -364,11 +387,14 @@ class MapJob:
             if self.progress is not None:  # what will run is all there is to count
                 self.progress.input_ended(self.next_start + len(taken))
             return taken
-        if len(taken) < count + 1:
+        if ended:
             self._iterator = None
             self.next_end = self.next_start + len(taken)
             if self.progress is not None:
                 self.progress.input_ended(self.next_end)
+            count = len(taken)
+        else:
+            count = min(count, len(taken) - 1)  # fewer where the input was slow to come
         self._lookahead = taken[count:]
         return taken[:count]
 
