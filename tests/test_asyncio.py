@@ -361,6 +361,29 @@ def test_amap_unordered_gives_every_result_once(shared_executor):
     assert sorted(run(main())) == [x * x for x in range(1000)]
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+def test_tasks_sharing_one_amap_iterator_share_its_results_and_all_end(shared_executor, ordered):
+    # A fan-out of consumers over one iterator: a second waiting task used to replace the
+    # first one's wake-up, and the first waited for ever.
+    async def main():
+        results = shared_executor.amap(
+            tasks.slow_square, range(200), [0.001] * 200, ordered=ordered
+        )
+
+        async def consume():
+            got = []
+            async for result in results:
+                got.append(result)
+                await asyncio.sleep(0)  # let the other consumer take some
+            return got
+
+        return await asyncio.wait_for(asyncio.gather(consume(), consume()), RESULT_TIMEOUT)
+
+    first, second = run(main())
+    assert sorted(first + second) == [x * x for x in range(200)]
+    assert first and second
+
+
 @pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "hostile"])
 def test_amap_carries_values_users_send(shared_executor, name):
     async def main():

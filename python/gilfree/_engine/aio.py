@@ -199,26 +199,25 @@ async def wait_closed(when_closed: Callable[[Callable[[], None]], None]) -> None
 
 class _Inbox:
     """What a map job read by ``async for`` reports to: the chunks ended (unordered) and the
-    reader's waiter. The job holds this, never the reader, so a reader nobody refers to any
-    more (``break`` out of ``async for``) is freed at once and its ``__del__`` stops the job,
-    even while the engine keeps the job parked."""
+    waiters of the tasks reading it (several tasks may share one iterator: each is woken, and
+    takes the next result). The job holds this, never the reader, so a reader nobody refers to
+    any more (``break`` out of ``async for``) is freed at once and its ``__del__`` stops the
+    job, even while the engine keeps the job parked."""
 
-    __slots__ = ("bridge", "completed", "ordered", "waiter")
+    __slots__ = ("completed", "ordered", "waiters")
 
     def __init__(self, ordered: bool) -> None:
         self.ordered = ordered
         self.completed: deque[Chunk] = deque()  # unordered: ended chunks, not yet taken
-        self.bridge: LoopBridge | None = None
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[tuple[LoopBridge, asyncio.Future[None]]] = []
 
     def progressed(self, chunk: Chunk | None) -> None:
         """Called by the job, in the pumper's thread, as its chunks end (None: stopped)."""
         if chunk is not None and not self.ordered:
             self.completed.append(chunk)
-        # Set after the chunk's state, read before: the reader sets its waiter, then looks
-        # at the chunks again, so a chunk that ends in between is never missed.
-        waiter, bridge = self.waiter, self.bridge
-        if waiter is not None and bridge is not None:
+        # Set after the chunk's state, read before: a reader adds its waiter, then looks at
+        # the chunks again, so a chunk that ends in between is never missed.
+        for bridge, waiter in tuple(self.waiters):
             bridge.post(_wake, waiter)
 
 
@@ -327,15 +326,15 @@ class AsyncMapIterator(Generic[_T]):
         import asyncio
 
         loop = asyncio.get_running_loop()
-        inbox = self._inbox
-        inbox.bridge = bridge_for(loop)
-        inbox.waiter = waiter = loop.create_future()
+        waiting = (bridge_for(loop), loop.create_future())
+        waiters = self._inbox.waiters
+        waiters.append(waiting)
         try:
             if self._ready():  # ended between the look and the waiter: do not wait
                 return
-            await waiter
+            await waiting[1]
         finally:
-            inbox.waiter = None
+            waiters.remove(waiting)
 
     def _ready(self) -> bool:
         job = self._job
