@@ -384,6 +384,69 @@ def test_tasks_sharing_one_amap_iterator_share_its_results_and_all_end(shared_ex
     assert first and second
 
 
+SLOW_TEMPLATE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import json
+    import sys
+    import time
+
+    import gilfree
+
+    if __name__ != "__main__":
+        time.sleep(1.5)  # the template's run of the top level: heavy imports, loading data
+
+
+    def square(x):
+        return x * x
+
+
+    async def ticker(lags):
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - started)
+
+
+    async def main(how):
+        lags = []
+        ticking = asyncio.create_task(ticker(lags))
+        await asyncio.sleep(0.05)
+        if how == "pool":
+            async with gilfree.Pool(2) as pool:
+                lags.clear()
+                result = [x async for x in pool.amap(square, range(3))]
+        else:
+            async with gilfree.ProcessPoolExecutor(2) as executor:
+                lags.clear()
+                if how == "run":
+                    result = await executor.run(square, 3)
+                else:
+                    result = [x async for x in executor.amap(square, range(3))]
+        ticking.cancel()
+        print(json.dumps({"result": result, "worst_lag": max(lags)}))
+
+
+    if __name__ == "__main__":
+        asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.process_only
+@pytest.mark.parametrize("how", ["run", "amap", "pool"])
+def test_the_first_awaited_call_leaves_the_loop_running_while_the_template_boots(tmp_path, how):
+    # Encoding a function of __main__ waits for the template to report the script's names:
+    # the first run or amap used to wait for that in the loop's thread, the whole boot long.
+    import json
+
+    returncode, stdout, stderr = run_script(tmp_path, SLOW_TEMPLATE_SCRIPT, how)
+    assert returncode == 0, stderr
+    output = json.loads(stdout)
+    assert output["result"] in (9, [0, 1, 4])
+    assert output["worst_lag"] < 0.75, output  # the boot takes 1.5 s
+
+
 @pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "hostile"])
 def test_amap_carries_values_users_send(shared_executor, name):
     async def main():

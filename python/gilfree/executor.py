@@ -572,6 +572,11 @@ class ProcessPoolExecutor(_StdExecutor):
     ) -> _T:
         # One coroutine per awaited call, and a LoopOutcome rather than a Future (see aio).
         outcome = LoopOutcome.in_running_loop()
+        wait = self._engine.transport.encoding_wait()
+        if wait is not None:  # the first calls, while the template runs the main script
+            import asyncio
+
+            await asyncio.to_thread(wait)
         self._submit_to(outcome, fn, args, kwargs, limits)
         try:
             result: _T = await outcome.waiter
@@ -601,9 +606,15 @@ class ProcessPoolExecutor(_StdExecutor):
         ``map``.
         """
         reader: AsyncMapIterator[_T] = AsyncMapIterator(self._engine, ordered)
-        job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress())
-        reader.follow(job)
-        self._submit_job(job)
+        checked_chunksize(chunksize, "chunksize must be >= 1.")
+        self._engine.check_open()
+
+        def start() -> None:
+            job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress())
+            reader.follow(job)
+            self._submit_job(job)
+
+        reader.begin(start, self._engine.transport.encoding_wait())
         return reader
 
     def _lazy_job(

@@ -680,9 +680,13 @@ class Pool:
         items, star = _mapping.lazy((iterable,))
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
         shown = (progress, total, iterable)
-        job = self._job(func, items, star, chunksize, window, reader.on_progress(), shown)
-        reader.follow(job)
-        self._executor._submit_job(job)  # noqa: SLF001
+
+        def start() -> None:
+            job = self._job(func, items, star, chunksize, window, reader.on_progress(), shown)
+            reader.follow(job)
+            self._executor._submit_job(job)  # noqa: SLF001
+
+        reader.begin(start, self._engine.transport.encoding_wait())
         return reader
 
     async def __aenter__(self) -> Pool:

@@ -253,6 +253,8 @@ class AsyncMapIterator(Generic[_T]):
         self._taken = 0  # chunks taken
         self._inbox = _Inbox(ordered)
         self._finished = False
+        #: ``(wait, start)`` of a job started at the first ``__anext__`` (see ``begin``).
+        self._deferred: tuple[Callable[[], object], Callable[[], None]] | None = None
 
     def on_progress(self) -> Callable[[Chunk | None], None]:
         """What the job this reader follows calls as its chunks end (it holds not the
@@ -264,10 +266,21 @@ class AsyncMapIterator(Generic[_T]):
         queued."""
         self._job = job
 
+    def begin(self, start: Callable[[], None], wait: Callable[[], object] | None) -> None:
+        """Starts the job now (``start`` makes it, ``follow``s it and queues it); or, where
+        making it would wait (``wait``, see ``Transport.encoding_wait``), at the first
+        ``__anext__``, once ``wait`` has returned in a thread: the event loop never waits."""
+        if wait is None:
+            start()
+        else:
+            self._deferred = (wait, start)
+
     def __aiter__(self) -> AsyncMapIterator[_T]:
         return self
 
     async def __anext__(self) -> _T:
+        if self._deferred is not None:
+            await self._start_deferred()
         while True:
             if self._items:
                 return self._items.pop()  # type: ignore[no-any-return]
@@ -282,6 +295,19 @@ class AsyncMapIterator(Generic[_T]):
                 await self._wait()
             else:
                 self._read(chunk)
+
+    async def _start_deferred(self) -> None:
+        import asyncio
+
+        assert self._deferred is not None
+        wait, start = self._deferred
+        self._deferred = None
+        try:
+            await asyncio.to_thread(wait)
+            start()
+        except BaseException:
+            self._finished = True  # nothing started: nothing to read
+            raise
 
     def _take_chunk(self) -> Chunk | None:
         """The next chunk to read if it has ended (None if not yet; ``_finished`` at the end);

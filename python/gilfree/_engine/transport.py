@@ -128,6 +128,12 @@ class Transport(Protocol):
         """``(id, body)`` for units calling ``fn``; raises if ``fn`` cannot reach a worker."""
         ...
 
+    def encoding_wait(self) -> Callable[[], object] | None:
+        """What ``function`` would wait for now, if anything (the names of the workers' main
+        module, while the template process still runs the main script): a coroutine calls
+        it in a thread first, so that the event loop never waits. None: nothing to wait for."""
+        ...
+
     def pack(self, value: Any, shared: list[Any]) -> Any:
         """``value`` (arguments, a chunk's items) as a unit's payload; raises if it cannot be
         sent. What the payload refers to and must outlive it goes into ``shared``."""

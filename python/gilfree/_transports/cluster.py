@@ -130,6 +130,9 @@ class ClusterTransport:
         """Nothing to register: the cluster sends ``fn`` with each task."""
         return NO_FUNCTION
 
+    def encoding_wait(self) -> None:
+        """Nothing: ``function`` never waits."""
+
     def copied(self) -> int:
         """Nothing is copied into memory of this process's making (values are placed on the
         cluster, once per map): 0."""

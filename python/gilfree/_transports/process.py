@@ -54,6 +54,7 @@ class ProcessTransport:
         launcher.prepare()
         self._make_setup: Callable[[], bytes] | None = make_setup
         self.functions = FunctionRegistry(launcher.main_names)
+        self._names_known = False  # once known, they stay known
         #: The start method: ``"zygote"``, ``"spawn"`` or ``"fork"``.
         self.method = launcher.method
         self.starts_all = launcher.method == "fork"
@@ -65,6 +66,16 @@ class ProcessTransport:
     def function(self, fn: Callable[..., Any]) -> EncodedFunction:
         """``fn`` pickled once per executor, with its id (see ``FunctionRegistry``)."""
         return self.functions.lookup(fn)
+
+    def encoding_wait(self) -> Callable[[], object] | None:
+        """The launcher's ``main_names`` while they are not known yet (a function of
+        ``__main__`` is encoded knowing them), else None."""
+        if self._names_known:
+            return None
+        if self._launcher.main_names_known():
+            self._names_known = True
+            return None
+        return self._launcher.main_names
 
     def pack(self, value: Any, shared: list[Any]) -> bytes:
         """``value`` in the codec; large buffers go to shared memory, kept alive in ``shared``."""

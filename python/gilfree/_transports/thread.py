@@ -71,6 +71,9 @@ class ThreadTransport:
         """Nothing to send: the worker calls the unit's ``fn`` itself."""
         return NO_FUNCTION
 
+    def encoding_wait(self) -> None:
+        """Nothing: ``function`` never waits."""
+
     def pack(self, value: Any, shared: list[Any]) -> Any:
         """``value`` itself: threads share the caller's objects."""
         return value

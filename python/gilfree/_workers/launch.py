@@ -133,6 +133,10 @@ class Launcher:
         if self.method == "zygote":
             _zygote.get(self._preload)
 
+    def main_names_known(self) -> bool:
+        """Whether ``main_names`` returns at once."""
+        return self.method != "zygote" or _zygote.get(self._preload).main_names_known()
+
     def main_names(self) -> frozenset[str] | None:
         """The top-level names of the main module the workers start with, where they are known
         before any worker exists (the zygote reports them); None elsewhere."""

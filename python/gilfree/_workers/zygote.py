@@ -433,6 +433,10 @@ class Zygote:
         for handle in orphans:
             handle.ended(-signal.SIGKILL)
 
+    def main_names_known(self) -> bool:
+        """Whether ``main_names`` returns at once (the zygote has reported them)."""
+        return self._main_reported.is_set()
+
     def main_names(self) -> frozenset[str] | None:
         """The top-level names of the main module this zygote's children start with, once it
         has run the script (waiting for that, as a first task would); None if unknown (the
