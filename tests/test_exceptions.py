@@ -120,6 +120,35 @@ def test_exception_that_cannot_be_unpickled_still_fails_the_future(executor):
     assert isinstance(exception, Exception)
 
 
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+def test_an_exception_whose_pickle_cannot_be_loaded_keeps_its_type_text_and_traceback(
+    shared_executor,
+):
+    # Its __init__ takes two arguments and gives Exception one: pickle cannot rebuild it. It
+    # used to arrive as BrokenProcessPool (the pool was fine), its text and traceback lost.
+    from gilfree import UnpicklableExceptionError
+
+    future = shared_executor.submit(tasks.raise_mismatched_init_error)
+    in_map = shared_executor.map(tasks.raise_mismatched_init_error_if, [False, True])
+    for raised in (future.exception(timeout=RESULT_TIMEOUT), _second_error(in_map)):
+        assert isinstance(raised, UnpicklableExceptionError)
+        assert raised.type_name == "MismatchedInitError"
+        assert raised.text == "a-b"
+        assert "its pickle cannot be loaded" in raised.reason and "__init__()" in raised.reason
+        assert "raise_mismatched_init_error" in str(raised.__cause__)  # the remote traceback
+    assert shared_executor.submit(tasks.add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def _second_error(results):
+    assert next(results) is None
+    try:
+        next(results)
+    except Exception as error:
+        return error
+    raise AssertionError("the second item did not raise")
+
+
 @pytest.mark.process_only
 def test_unpicklable_result_fails_the_future_and_the_executor_stays_usable(executor):
     future = executor.submit(tasks.return_lock)

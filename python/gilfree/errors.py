@@ -48,11 +48,13 @@ class SerializationError(pickle.PicklingError, TypeError):
 
 
 class UnpicklableExceptionError(RuntimeError):
-    """A task raised an exception that could not be pickled to reach the caller.
+    """A task raised an exception that could not be pickled to reach the caller, or whose
+    pickle could not be loaded (its class's ``__init__`` does not take the arguments it gives
+    ``Exception.__init__``).
 
     It stands in for that exception: the message gives the exception's type, its text and why
-    it could not be pickled (``BadError: disk full (the original exception could not be
-    pickled: cannot pickle '_thread.lock' object)``), and ``__cause__`` holds the remote
+    it could not be sent (``BadError: disk full (the original exception could not be
+    sent: cannot pickle '_thread.lock' object)``), and ``__cause__`` holds the remote
     traceback, as for any task's exception. ``type_name``, ``text`` and ``reason`` hold those
     three parts. ``gilfree.Pool`` raises multiprocessing's ``MaybeEncodingError`` instead, as
     the stdlib's pool does for an exception it cannot send back.
@@ -60,7 +62,7 @@ class UnpicklableExceptionError(RuntimeError):
 
     def __init__(self, type_name: str, text: str, reason: str) -> None:
         super().__init__(
-            f"{type_name}: {text} (the original exception could not be pickled: {reason})"
+            f"{type_name}: {text} (the original exception could not be sent: {reason})"
         )
         self.type_name = type_name
         self.text = text

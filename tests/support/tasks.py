@@ -154,6 +154,11 @@ def raise_mismatched_init_error():
     raise MismatchedInitError("a", "b")
 
 
+def raise_mismatched_init_error_if(condition):
+    if condition:
+        raise_mismatched_init_error()
+
+
 def raise_if_equal(x, bad):
     if x == bad:
         raise ValueError(f"bad value {x}")
