@@ -493,8 +493,11 @@ def test_object_arrays_stay_in_band(config):
     got = joblib.Parallel()(joblib.delayed(lambda a: a[12345]["k"])(objects) for _ in range(2))
     assert got == [12345, 12345]
     arrays = CallArrays(max_nbytes=1, mmap_mode="r")
-    arrays.dumps([objects, np.zeros(10)])
-    assert arrays.shared_count == 1  # the float array only
+    floats = np.zeros(10)
+    arrays.dumps([objects, floats])
+    assert arrays.shared_count == 1  # the float array only (while it lives)
+    del floats
+    assert arrays.shared_count == 0
 
 
 def test_an_array_already_in_shared_memory_is_not_copied(config):
@@ -526,6 +529,64 @@ def test_a_read_only_memmap_stays_read_only(config, tmp_path):
         False,
         False,
     ]
+
+
+def test_big_arrays_a_generator_makes_are_not_kept_until_the_call_ends(config):
+    # Each shared copy was keyed by the array and kept it alive for the whole call: 60 arrays
+    # of 8 MB made one by one all stayed in the parent (loky holds a few at a time).
+    import weakref
+
+    made = []
+    most = [0]
+
+    def arrays():
+        for index in range(40):
+            array = np.full(1_000_000, float(index))  # 8 MB
+            made.append(weakref.ref(array))
+            most[0] = max(most[0], sum(alive() is not None for alive in made))
+            yield joblib.delayed(np.sum)(array)
+
+    sums = joblib.Parallel(batch_size=1, pre_dispatch="2*n_jobs")(arrays())
+    assert sums == [1e6 * index for index in range(40)]
+    assert most[0] <= 10, f"{most[0]} of 40 arrays alive at once"
+
+
+def test_an_array_of_exactly_max_nbytes_travels_by_value_as_joblib_compares(config):
+    exactly = np.zeros(1 << 17)  # 1 MiB: the default "1M"
+    larger = np.zeros((1 << 17) + 1)
+    written = joblib.Parallel()(joblib.delayed(try_write)(a, 0, 2.0) for a in (exactly, larger))
+    assert written == [2.0, False]  # by value: a writable copy; shared: read-only ("r")
+
+
+def test_max_nbytes_may_be_any_number_of_bytes():
+    x = np.zeros(200_000)  # 1.6 MB
+    for max_nbytes, shared in [(1e6, True), (2e6, False), (0, True)]:
+        with joblib.parallel_config(backend="gilfree", n_jobs=2, max_nbytes=max_nbytes):
+            facts = joblib.Parallel()(joblib.delayed(view_facts)(x) for _ in range(2))
+        # Shared copies are read-only views (mmap_mode "r"); by value, a writable copy.
+        assert [fact[0] for fact in facts] == [not shared, not shared], max_nbytes
+
+
+def test_a_copy_on_write_memmap_arrives_with_the_parents_writes(config, tmp_path):
+    path = tmp_path / "data.mmap"
+    np.memmap(path, dtype=np.float64, mode="w+", shape=(3,))[:] = [0.0, 1.0, 2.0]
+    private = np.memmap(path, dtype=np.float64, mode="c", shape=(3,))
+    private[0] = 99.0  # in this process's private pages, not in the file
+    got = joblib.Parallel()(joblib.delayed(np.copy)(private) for _ in range(2))
+    for array in got:
+        np.testing.assert_array_equal(array, [99.0, 1.0, 2.0])
+
+
+def memmap_facts(array):
+    return type(array).__name__, os.path.basename(array.filename), array.mode, array.offset
+
+
+def test_a_reopened_memmap_keeps_its_filename_mode_and_offset(config, tmp_path):
+    path = tmp_path / "out.bin"
+    np.memmap(path, dtype=np.float64, mode="w+", shape=(20,))[:] = 1.0
+    out = np.memmap(path, dtype=np.float64, mode="r+", shape=(10,), offset=80)
+    facts = joblib.Parallel()(joblib.delayed(memmap_facts)(out) for _ in range(2))
+    assert facts == [("memmap", "out.bin", "r+", 80)] * 2
 
 
 def test_bad_max_nbytes_and_mmap_mode_are_refused():

@@ -20,7 +20,7 @@ The backend follows joblib's contract (checked against joblib 1.4, 1.5 and 1.6):
   with ``gilfree.WorkerCrashedError`` (a ``BrokenProcessPool``), not joblib's
   ``TerminatedWorkerError``; its message names the batch by its first task's function.
 * ``n_jobs=1`` falls back to joblib's sequential backend; ``n_jobs=-1`` is every CPU.
-* Arrays of ``max_nbytes`` or more are shared once per call, and ``np.memmap`` files are
+* Arrays larger than ``max_nbytes`` are shared once per call, and ``np.memmap`` files are
   reopened by name in the workers (``gilfree.joblib.arrays``), with ``mmap_mode`` as joblib
   documents it.
 * Workers hold the thread pools of BLAS and OpenMP to ``inner_max_num_threads``, else
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -279,11 +280,15 @@ def _array_settings(max_nbytes: Any, mmap_mode: Any) -> tuple[int, str | None]:
             raise ValueError(
                 f"max_nbytes must be a number of bytes or a size such as '1M', got {max_nbytes!r}"
             ) from None
-    elif isinstance(max_nbytes, int) and not isinstance(max_nbytes, bool) and max_nbytes >= 0:
-        limit = max_nbytes
+    elif (
+        isinstance(max_nbytes, int | float)
+        and not isinstance(max_nbytes, bool)
+        and 0 <= max_nbytes < math.inf
+    ):
+        limit = int(max_nbytes)  # 1e6 too, as loky takes it
     else:
         raise ValueError(
-            f"max_nbytes must be a non-negative int, a size such as '1M' or None, "
+            f"max_nbytes must be a number of bytes (0 or more), a size such as '1M' or None, "
             f"got {max_nbytes!r}"
         )
     if mmap_mode not in MMAP_MODES:

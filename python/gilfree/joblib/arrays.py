@@ -1,21 +1,24 @@
 """Big arrays shared once per ``Parallel`` call, and memmaps reopened by filename.
 
-joblib's default backend dumps each array of ``max_nbytes`` or more to a file once per call, and
+joblib's default backend dumps each array larger than ``max_nbytes`` to a file once per call, and
 workers map it. Here the batch is pickled with two reducers of our own (``CallArrays.dumps``):
 
-* **An ndarray** of at least ``max_nbytes`` bytes (not of object dtype) is copied into gilfree's
-  shared memory the first time a batch of the call refers to it, and every later batch sends
-  the same copy by reference: the array's id keys it, and the entry keeps the array alive so
-  the id stays its own until the call ends (``close``). An array already in shared memory
-  (``gilfree.shared_ndarray``, a view received earlier) is not copied at all. Workers see, as
-  ``mmap_mode`` asks: ``"r"`` a read-only view; ``"r+"`` and ``"w+"`` a writable view of the
-  shared copy (writes reach the other workers, not the parent's original, as with loky's dump
-  files); ``"c"`` and ``None`` a copy-on-write mapping of it (writes stay in the worker, and only
-  the pages written are copied).
+* **An ndarray** of more than ``max_nbytes`` bytes (as joblib compares; not of object dtype) is
+  copied into gilfree's shared memory the first time a batch of the call refers to it, and every
+  later batch sends the same copy by reference: the array's id keys it, for as long as the array
+  lives (a weak reference drops the entry when it dies, before its id can be reused: arrays a
+  lazy generator makes one by one are not kept until the call ends) or until the call ends
+  (``close``). Batches in flight hold the shared copies they refer to. An array already in
+  shared memory (``gilfree.shared_ndarray``, a view received earlier) is not copied at all.
+  Workers see, as ``mmap_mode`` asks: ``"r"`` a read-only view; ``"r+"`` and ``"w+"`` a writable
+  view of the shared copy (writes reach the other workers, not the parent's original, as with
+  loky's dump files); ``"c"`` and ``None`` a copy-on-write mapping of it (writes stay in the
+  worker, and only the pages written are copied).
 * **A np.memmap** backed by a file is reopened from its filename, offset and strides, whatever
-  its size, in its own mode (``"w+"`` becomes ``"r+"``, so the file is not truncated): workers
-  writing into a memmap the parent created write into the parent's file, joblib's documented
-  idiom for results written in place.
+  its size, in its own mode (``"w+"`` becomes ``"r+"``, so the file is not truncated), with its
+  ``filename``, ``offset`` and ``mode``: workers writing into a memmap the parent created write
+  into the parent's file, joblib's documented idiom for results written in place. A ``"c"``
+  (copy-on-write) memmap is sent as an array instead: the parent's writes to it are in no file.
 
 Smaller arrays, object arrays and other subclasses travel with each batch in gilfree's codec
 (copied once per batch). Shared copies are gilfree's pooled shared memory: once the call has
@@ -28,6 +31,8 @@ from __future__ import annotations
 import mmap
 import pickle
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy
@@ -44,8 +49,9 @@ class CallArrays:
         self._max_nbytes = max_nbytes
         self._mmap_mode = mmap_mode
         self._lock = threading.Lock()
-        #: id(array) -> (the array, its shared bytes, their order): the call's shared copies.
-        self._copies: dict[int, tuple[Any, Any, str]] = {}
+        #: id(array) -> (a weak reference to the array, its shared bytes, their order): the
+        #: call's shared copies of the arrays still alive.
+        self._copies: dict[int, tuple[weakref.ref[Any], Any, str]] = {}
         self._overrides = {numpy.ndarray: self._reduce_array, numpy.memmap: self._reduce_memmap}
 
     def dumps(self, batch: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
@@ -65,15 +71,19 @@ class CallArrays:
         return len(self._copies)
 
     def _reduce_array(self, array: Any) -> Any:
-        if array.nbytes < self._max_nbytes or array.nbytes == 0 or array.dtype.hasobject:
+        if array.nbytes <= self._max_nbytes or array.nbytes == 0 or array.dtype.hasobject:
             return array.__reduce_ex__(PROTOCOL)
+        key = id(array)
         with self._lock:
-            entry = self._copies.get(id(array))
-            if entry is None:
-                entry = _share(array)
-                if entry is None:  # no shared memory here (not Linux)
+            entry = self._copies.get(key)
+            if entry is None or entry[0]() is not array:
+                made = _share(array)
+                if made is None:  # no shared memory here (not Linux)
                     return array.__reduce_ex__(PROTOCOL)
-                self._copies[id(array)] = entry
+                # The callback runs as the array dies, before its id can be reused; popping
+                # is atomic, so it needs no lock (it may run in any thread, even this one).
+                alive = weakref.ref(array, _forgetting(self._copies, key))
+                entry = self._copies[key] = (alive, *made)
         _, shared, order = entry
         view = memoryview(shared)
         if self._mmap_mode == "r":
@@ -88,7 +98,7 @@ class CallArrays:
 
     def _reduce_memmap(self, array: Any) -> Any:
         mapping = getattr(array, "_mmap", None)
-        if array.filename is None or mapping is None:
+        if array.filename is None or mapping is None or array.mode == "c":
             return self._reduce_array(array)
         start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
         base = numpy.frombuffer(mapping, dtype=numpy.uint8).__array_interface__["data"][0]
@@ -104,11 +114,21 @@ class CallArrays:
             array.dtype,
             shape,
             strides,
+            array.offset,
         )
 
 
-def _share(array: Any) -> tuple[Any, Any, str] | None:
-    """``(array, its bytes in shared memory, "C" or "F")``; None where nothing can be shared."""
+def _forgetting(copies: dict[int, Any], key: int) -> Callable[[weakref.ref[Any]], None]:
+    """The weak reference's callback that drops ``copies[key]``."""
+
+    def forget(_: weakref.ref[Any]) -> None:
+        copies.pop(key, None)
+
+    return forget
+
+
+def _share(array: Any) -> tuple[Any, str] | None:
+    """``(array's bytes in shared memory, "C" or "F")``; None where nothing can be shared."""
     if array.flags.c_contiguous:
         order, contiguous = "C", array
     elif array.flags.f_contiguous:
@@ -116,7 +136,7 @@ def _share(array: Any) -> tuple[Any, Any, str] | None:
     else:
         order, contiguous = "C", numpy.ascontiguousarray(array)
     shared = _core.share(contiguous)
-    return None if shared is None else (array, shared, order)
+    return None if shared is None else (shared, order)
 
 
 def loads(data: bytes, buffers: list[Any]) -> Any:
@@ -173,9 +193,15 @@ def _reopen(
     dtype: Any,
     shape: tuple[int, ...],
     strides: tuple[int, ...],
+    file_offset: int = 0,
 ) -> Any:
-    """The parent's memmap, mapped again from its file: the same bytes, shape and strides."""
+    """The parent's memmap, mapped again from its file: the same bytes, shape and strides, and
+    its ``filename``, ``offset`` (``file_offset``) and ``mode``."""
     raw = numpy.memmap(filename, dtype=numpy.uint8, mode=mode, offset=start, shape=(length,))
-    return numpy.ndarray.__new__(
+    reopened = numpy.ndarray.__new__(
         numpy.memmap, shape, dtype, buffer=raw, offset=offset, strides=strides
     )
+    reopened._mmap = raw._mmap  # type: ignore[attr-defined]  # noqa: SLF001 - memmap's own
+    reopened.filename = raw.filename
+    reopened.offset, reopened.mode = file_offset, mode
+    return reopened
