@@ -371,6 +371,20 @@ def test_the_workers_come_from_the_template_started_at_import(tmp_path):
     assert executor_in_workers is False
 
 
+def test_a_call_with_other_n_jobs_leaves_a_running_generator_call_to_finish():
+    # The second call needs an executor of three workers: the first one's was shut down under
+    # the generator, whose next batches failed in joblib's callback, and reading it hung.
+    with joblib.parallel_config(backend="gilfree"):
+        first = joblib.Parallel(n_jobs=2, return_as="generator", batch_size=1)(
+            joblib.delayed(sleep_then)(0.02, i) for i in range(10)
+        )
+        head = next(first)
+        other = joblib.Parallel(n_jobs=3)(joblib.delayed(abs)(-i) for i in range(4))
+        rest = list(first)
+    assert [head, *rest] == list(range(10))
+    assert other == [0, 1, 2, 3]
+
+
 def test_timeout(config):
     with pytest.raises(multiprocessing.TimeoutError):  # what joblib raises, as with loky
         joblib.Parallel(timeout=0.2)(joblib.delayed(sleep_then)(5, x) for x in range(2))

@@ -721,7 +721,7 @@ class ProcessPoolExecutor(_StdExecutor):
         """Cancels what has not started and kills the workers running the rest (their futures
         fail with ``CancelledError``), as Ctrl-C does; the executor stays usable (workers start
         again for new work). For ``gilfree.joblib``'s ``abort_everything``."""
-        self._engine.interrupt()
+        self._engine.interrupt("stopped: a joblib Parallel call in this backend was aborted")
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool | None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):

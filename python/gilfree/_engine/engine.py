@@ -532,12 +532,12 @@ class Engine:
         error.__cause__ = cause
         self._backlog.fail_everything(error)
 
-    def interrupt(self) -> None:
+    def interrupt(self, why: str = "interrupted by KeyboardInterrupt") -> None:
         """Ctrl-C in a waiting caller: cancels what has not started, kills the workers and fails
-        the tasks they were running with CancelledError. The executor stays usable: workers
-        start again when work comes."""
+        the tasks they were running with CancelledError (saying ``why``). The executor stays
+        usable: workers start again when work comes."""
         self.cancel_pending()
-        self.kill_workers(CancelledError("interrupted by KeyboardInterrupt"), final=False)
+        self.kill_workers(CancelledError(why), final=False)
 
     # -- shutting down ----------------------------------------------------------------------
 

@@ -164,7 +164,10 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
         made_for = _MadeFor(workers, tuple(sorted(environment.items())), initializer, initargs)
         if self._executor is None or not made_for.same_as(self._made_for):
             if self._executor is not None:
-                self._executor.shutdown(wait=True)
+                # Without waiting: a call of this block may still be running on it (a
+                # generator not read to its end). Its batches in flight end there; its next
+                # ones go to the new executor. The old workers exit once their work is done.
+                self._executor.shutdown(wait=False)
             from gilfree.executor import ProcessPoolExecutor  # the template does without it
 
             self._executor = ProcessPoolExecutor(
