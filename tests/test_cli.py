@@ -186,6 +186,38 @@ if __name__ == "__main__":
     assert lines == ["[0, 1, 2]", "refused (5,)", "[0, 1]", "9", "True module"]
 
 
+def test_a_process_only_fork_can_carry_starts_under_run_as_under_python(tmp_path):
+    # gilfree run makes forkserver the default (for locks sent to workers); a process object
+    # holding a thread lock and an open file must still fork, as multiprocessing's does.
+    script = write_script(
+        tmp_path,
+        """
+import multiprocessing, threading
+
+class Writer(multiprocessing.Process):
+    def __init__(self, path):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.out = open(path, "w")
+
+    def run(self):
+        with self.lock:
+            self.out.write("written by the child")
+            self.out.flush()
+
+if __name__ == "__main__":
+    queue = multiprocessing.Queue()  # any get_context() call sets the default as the actual one
+    writer = Writer("out.txt")
+    writer.start()
+    writer.join(30)
+    print(type(writer).__mro__[1].__module__, writer.exitcode, open("out.txt").read())
+""",
+    )
+    completed = run_module("run", str(script), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["gilfree.process 0 written by the child"]
+
+
 def test_a_relative_script_that_changes_directory_still_reaches_its_workers(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     write_script(

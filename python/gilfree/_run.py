@@ -81,6 +81,7 @@ def install() -> None:
     import multiprocessing.pool
 
     import gilfree
+    import gilfree.process
 
     if INSTALL not in _main.before_main:  # the template and workers rebind before the script
         _main.before_main.append(INSTALL)
@@ -90,6 +91,8 @@ def install() -> None:
     # are): tqdm's process_map hands its workers an mp.RLock() as initargs. That becomes the
     # default start method, not a set one: a script may still set its own.
     default = multiprocessing.context._default_context  # noqa: SLF001 - see above
+    if gilfree.process.stdlib_default is None:
+        gilfree.process.stdlib_default = default._default_context  # type: ignore[attr-defined]  # noqa: SLF001
     default._default_context = default.get_context("forkserver")  # type: ignore[attr-defined]  # noqa: SLF001
     if default._actual_context is not None:  # type: ignore[attr-defined]  # noqa: SLF001 - in use
         multiprocessing.set_start_method("forkserver", force=True)

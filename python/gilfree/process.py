@@ -33,6 +33,11 @@ from gilfree._workers import zygote as _zygote
 __all__ = ["Process"]
 
 _started_any = False
+#: The stdlib's own default context, where ``python -m gilfree run`` made forkserver the
+#: default (for the locks a script sends to workers): a process object only ``fork`` can
+#: carry still starts as ``multiprocessing.Process`` starts it unless the script chose a
+#: start method (``gilfree._run.install`` sets it).
+stdlib_default: Any = None
 
 
 class ZygotePopen:
@@ -139,7 +144,12 @@ def _popen(process_obj: Any) -> Any:
             payload = pickle.dumps((setup, process), pickle.HIGHEST_PROTOCOL)
             _started_any = True
             return ZygotePopen(process_obj, payload, carrier.fds)
-    return context._default_context.get_context().Process._Popen(process_obj)  # noqa: SLF001
+    default = context._default_context  # noqa: SLF001 - multiprocessing's default context
+    # Chosen by the script, not the default: the default is what any get_context() sets.
+    actual = default._actual_context  # type: ignore[attr-defined]  # noqa: SLF001
+    chosen = actual is not None and actual is not default._default_context  # type: ignore[attr-defined]  # noqa: SLF001
+    fallback = default.get_context() if chosen or stdlib_default is None else stdlib_default
+    return fallback.Process._Popen(process_obj)  # noqa: SLF001
 
 
 class Process(context.Process):
