@@ -179,6 +179,38 @@ def test_system_exit_sets_the_exitcode(make_process, code, exitcode):
     assert process.exitcode == exitcode
 
 
+def test_multiprocessings_logging_to_stderr_reaches_the_children(tmp_path):
+    # Spawned children take log_to_stderr() and the logger's level from the parent.
+    source = (
+        SCRIPT_HEADER
+        + """
+import logging
+import multiprocessing
+from multiprocessing import util
+
+def log_here(what):
+    util.info(what)
+
+if __name__ == "__main__":
+    multiprocessing.log_to_stderr(logging.INFO)
+    process = Process(target=log_here, args=("info from the child",))
+    process.start()
+    process.join(30)
+    if os.environ.get("GILFREE_TEST_IMPL") != "stdlib":
+        import gilfree
+        with gilfree.ProcessPoolExecutor(1) as executor:
+            executor.submit(log_here, "info from a worker").result(30)
+    print("exitcode", process.exitcode)
+"""
+    )
+    returncode, stdout, stderr = run_script(tmp_path, source)
+    assert returncode == 0, stderr
+    assert stdout.split() == ["exitcode", "0"]
+    assert "] info from the child" in stderr
+    if not IS_STDLIB:
+        assert "[INFO/GilfreeWorker-" in stderr and "] info from a worker" in stderr
+
+
 def test_failing_target_prints_its_traceback(tmp_path):
     source = (
         SCRIPT_HEADER

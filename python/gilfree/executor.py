@@ -176,7 +176,10 @@ def start_method_for_initargs(
 def parent_setup(method: str) -> WorkerSetup:
     """What a worker started with ``method`` must take from this process (nothing but the
     authkey when it is forked from it)."""
+    from multiprocessing import util
+
     inherits = method == "fork"
+    logger = util._logger  # type: ignore[attr-defined]  # noqa: SLF001 - as spawn reads it
     return WorkerSetup(
         inherits=inherits,
         sys_path=[] if inherits else list(sys.path),
@@ -188,6 +191,8 @@ def parent_setup(method: str) -> WorkerSetup:
         authkey=bytes(multiprocessing.current_process().authkey),
         parent_pid=os.getpid(),
         parent_name=multiprocessing.current_process().name,
+        log_to_stderr=not inherits and bool(util._log_to_stderr),  # type: ignore[attr-defined]  # noqa: SLF001
+        log_level=None if inherits or logger is None else logger.getEffectiveLevel(),
     )
 
 

@@ -67,6 +67,10 @@ class WorkerSetup:
     parent_name: str = ""
     #: Resident bytes past which the worker asks to be replaced (``max_memory_per_child``).
     max_memory: int | None = None
+    #: multiprocessing's logging in the parent, as spawn passes it: ``log_to_stderr()`` was
+    #: called; the level of its logger (None: no logger made).
+    log_to_stderr: bool = False
+    log_level: int | None = None
     #: ``(initializer, initargs)``, pickled (see ``gilfree._wire.pickling``), loaded once
     #: ``sys_path`` is in place; empty when the worker inherited them through fork.
     initializer: bytes = b""
@@ -86,6 +90,13 @@ def apply_setup(setup: WorkerSetup) -> None:
         multiprocessing.current_process().authkey = setup.authkey
     if setup.identity:
         name_process(setup.identity, setup.parent_pid, setup.parent_name)
+    if setup.log_to_stderr or setup.log_level is not None:
+        from multiprocessing import util
+
+        if setup.log_to_stderr:
+            util.log_to_stderr()
+        if setup.log_level is not None:
+            util.get_logger().setLevel(setup.log_level)
     if setup.cwd is not None:
         os.chdir(setup.cwd)
     if setup.environment is not None:
