@@ -279,6 +279,18 @@ def test_leaving_an_amap_loop_closes_its_bar(make_executor, start_method, pool):
     assert all(bar.disable for bar in bars), [bar.n for bar in bars]  # closed
 
 
+def test_a_partial_of_a_tqdm_class_gets_a_bar_with_its_options(shared_executor):
+    import functools
+
+    bars = []
+    recorded = functools.partial(recording_tqdm(bars), desc="squares", leave=False)
+    assert list(shared_executor.map(tasks.square, range(50), progress=recorded)) == [
+        n * n for n in range(50)
+    ]
+    (bar,) = bars
+    assert (bar.desc, bar.leave, bar.n, bar.total) == ("squares", False, 50, 50)
+
+
 def test_progress_true_without_tqdm_says_what_to_install(shared_executor, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import tqdm.auto raises ImportError
     with pytest.raises(ImportError, match="pip install tqdm"):

@@ -14,12 +14,14 @@ corrects a length hint that was wrong.
 
 **Display.** Refreshed at most every ``REFRESH_SECONDS``, and once more at the end with the
 final count, from the thread that collects results. ``progress=True``: a ``tqdm.auto`` bar (a
-widget in notebooks); a class (a tqdm class): a bar of that class, made with ``total=``; any
-other callable: called as ``progress(done, total)``.
+widget in notebooks); a class (a tqdm class), or a ``functools.partial`` of one (its options:
+``partial(tqdm, desc="fit")``): a bar of that class, made with ``total=``; any other callable:
+called as ``progress(done, total)``.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
 import time
@@ -71,8 +73,10 @@ def display_for(progress: Any) -> Display | None:
                 " (or gilfree[progress]), or pass progress=a callable(done, total)"
             ) from None
         return _Bar(tqdm)
-    if isinstance(progress, type):
-        return _Bar(progress)
+    if isinstance(progress, type) or (
+        isinstance(progress, functools.partial) and isinstance(progress.func, type)
+    ):
+        return _Bar(progress)  # a bar class, or one with its options: partial(tqdm, desc=...)
     if callable(progress):
         return _Callback(progress)
     raise TypeError(
