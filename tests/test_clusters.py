@@ -119,3 +119,69 @@ def test_a_value_the_cluster_cannot_send_fails_its_call_alone(executor):
     with pytest.raises(SerializationError, match=r"^map item 4: cannot send a thread lock"):
         list(executor.map(tasks.echo, [0, 1, 2, 3, threading.Lock(), 5], chunksize=2))
     assert executor.submit(tasks.square, 8).result(RESULT_TIMEOUT) == 64
+
+
+def test_a_task_changing_a_big_argument_changes_its_own_copy(executor):
+    """A value of 1 MiB or more is placed on the cluster once; each call, and each map item,
+    must still get a copy of its own, as from pickle (Dask handed every task the stored
+    object, so each call saw the changes of the calls before it)."""
+    import numpy
+
+    big = numpy.zeros(200_000)  # 1.6 MB
+    assert list(executor.map(tasks.add_one_in_place, [big] * 4)) == [1.0] * 4
+    assert [
+        executor.submit(tasks.add_one_in_place, big).result(RESULT_TIMEOUT) for _ in range(3)
+    ] == [1.0] * 3
+    assert big[0] == 0.0
+
+
+def test_values_arrive_as_the_stdlib_sends_them(executor):
+    """Read-only arrays arrive writeable, a big bytearray stays one, a record array one, as
+    through the stdlib's executor (the clusters' own serializers kept arrays read-only, made
+    bytes and plain arrays of them)."""
+    import numpy
+
+    small, big = numpy.arange(10.0), numpy.arange(200_000.0)
+    small.flags.writeable = big.flags.writeable = False
+    values = [small, big, bytearray(2 << 20), bytearray(8), tasks.make_record_array(100_000)]
+    kinds = [
+        executor.submit(tasks.kind_and_writeable, value).result(RESULT_TIMEOUT) for value in values
+    ]
+    assert kinds == [
+        ("ndarray", True),
+        ("ndarray", True),
+        ("bytearray", None),
+        ("bytearray", None),
+        ("recarray", True),
+    ]
+    made = executor.submit(tasks.make_record_array, 100).result(RESULT_TIMEOUT)
+    assert type(made).__name__ == "recarray" and made.flags.writeable
+
+
+def test_a_result_or_exception_that_cannot_come_back_fails_its_call_alone(executor):
+    """As on one machine: a result that cannot be pickled is a SerializationError naming it, an
+    exception an UnpicklableExceptionError with its type and text (both left the call waiting
+    for ever, and its lane with it)."""
+    from gilfree import SerializationError, UnpicklableExceptionError
+
+    error = executor.submit(tasks.return_lock).exception(RESULT_TIMEOUT)
+    assert isinstance(error, SerializationError)
+    assert str(error).startswith("result: cannot send a thread lock to another process")
+    raised = executor.submit(tasks.raise_unpicklable_error).exception(RESULT_TIMEOUT)
+    assert isinstance(raised, UnpicklableExceptionError)
+    assert (raised.type_name, raised.text) == ("UnpicklableError", "cannot travel back")
+    assert "raise_unpicklable_error" in str(raised.__cause__)
+    # Its __init__ takes two arguments: rebuilt where an exception's state is pickled (Dask's
+    # workers), else sent as UnpicklableExceptionError; it arrives either way.
+    mismatched = executor.submit(tasks.raise_mismatched_init_error).exception(RESULT_TIMEOUT)
+    assert "MismatchedInitError" in (
+        type(mismatched).__name__,
+        getattr(mismatched, "type_name", ""),
+    )
+    assert executor.submit(tasks.square, 6).result(RESULT_TIMEOUT) == 36
+
+
+def test_an_argument_whose_attributes_raise_travels_as_it_is(executor):
+    value = tasks.RaisingAttributes()
+    kind = executor.submit(tasks.kind_and_writeable, value).result(RESULT_TIMEOUT)
+    assert kind == ("RaisingAttributes", None)

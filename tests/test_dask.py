@@ -180,10 +180,12 @@ def test_one_string_picks_where_work_runs(client):
         assert type(local) is gilfree.ProcessPoolExecutor
         assert local.submit(tasks.square, 3).result(RESULT_TIMEOUT) == 9
     address = client.scheduler.address.removeprefix("tcp://")
-    with gilfree.executor_at(f"dask://{address}", retries=1) as remote:
-        assert isinstance(remote, DaskExecutor)
-        assert remote.submit(tasks.square, 4).result(RESULT_TIMEOUT) == 16
-    assert remote.client.status == "closed" and client.status == "running"
+    # host:port, and the scheduler's address with its scheme (tls:// schedulers need it)
+    for where in (f"dask://{address}", f"dask://{client.scheduler.address}"):
+        with gilfree.executor_at(where, retries=1) as remote:
+            assert isinstance(remote, DaskExecutor)
+            assert remote.submit(tasks.square, 4).result(RESULT_TIMEOUT) == 16
+        assert remote.client.status == "closed" and client.status == "running"
     for wrong in ("dask:/x", "tcp://host:1", "ray:", ""):
         with pytest.raises(ValueError, match='"local", "dask://host:port"'):
             gilfree.executor_at(wrong)
@@ -191,7 +193,7 @@ def test_one_string_picks_where_work_runs(client):
 
 def test_a_large_argument_is_placed_on_the_cluster_once(executor, monkeypatch):
     """An 8 MB array given to 40 calls of a map (and to 3 submits in flight together) is
-    scattered once, and each call receives the array itself."""
+    scattered once, and each call loads a copy of its own."""
     np = pytest.importorskip("numpy")
     array = np.arange(1_000_000, dtype=np.float64)
     scattered = []
@@ -212,16 +214,18 @@ def test_a_large_argument_is_placed_on_the_cluster_once(executor, monkeypatch):
     assert len(scattered) <= 2  # once more at most: the map's units had all ended
 
 
-def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path):
+@pytest.mark.parametrize("default", [False, True])
+def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path, default):
     """With gilfree's ``WorkerPlugin`` on the cluster, a call with a timeout runs in the gilfree
     pool of its Dask worker, which kills the process running it past the timeout: the call
     fails with ``TaskTimeoutError``, and the executor goes on. Without the plugin, the timeout
-    is refused at construction."""
+    is refused at construction. With ``default=True`` too (the task handing the call to the
+    pool ran in the pool itself, away from its Dask worker, and every call failed)."""
     from gilfree.dask import WorkerPlugin
 
     with pytest.raises(ValueError, match="register gilfree.dask.WorkerPlugin"):
         DaskExecutor(client, task_timeout=1)
-    client.register_plugin(WorkerPlugin(max_workers=1))
+    client.register_plugin(WorkerPlugin(max_workers=1, default=default))
     try:
         with DaskExecutor(client, task_timeout=2) as limited:
             pid_path, gate = tmp_path / "pid", tmp_path / "gate"
@@ -241,3 +245,36 @@ def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path):
             assert fast.result(RESULT_TIMEOUT) == 49
     finally:
         client.unregister_worker_plugin("gilfree")
+
+
+EXIT_WITH_CALLS_OUT = """
+import sys
+import time
+
+import gilfree
+
+
+def slow(x):
+    time.sleep(1)
+    return x
+
+
+if __name__ == "__main__":
+    executor = gilfree.executor_at(sys.argv[1], **OPTIONS)
+    executor.submit(slow, 0).result(60)
+    futures = [executor.submit(slow, i) for i in range(2)]
+    time.sleep(0.2)
+    print("leaving with calls out", flush=True)  # no shutdown(): exit waits for them
+"""
+
+
+def test_exit_with_calls_out_waits_for_them_and_ends(tmp_path):
+    """The executor shuts down at exit before the cluster's own exit handler closes the
+    cluster: it waited for ever for calls that could no longer end."""
+    from support.processes import run_script
+
+    source = EXIT_WITH_CALLS_OUT.replace("OPTIONS", "{}")
+    returncode, stdout, stderr = run_script(tmp_path, source, "dask://")
+    assert returncode == 0, stderr
+    assert stdout == "leaving with calls out\n"
+    assert "Traceback" not in stderr, stderr

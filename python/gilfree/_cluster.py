@@ -12,7 +12,10 @@ way); ``executor._processes`` is empty (the workers are the cluster's).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -78,8 +81,11 @@ class ClusterExecutor(ProcessPoolExecutor):
     def _run_on_cluster(
         self, transport: ClusterTransport, max_workers: int, limits: Limits
     ) -> None:
-        """Builds the front end over ``transport``."""
+        """Builds the front end over ``transport``, and has it shut down at exit before the
+        cluster's engine closes (see ``_shut_at_exit``)."""
         self._run_on(transport, max_workers, transport.name, limits)
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+            threading._register_atexit(_shut_at_exit(weakref.ref(self)))  # type: ignore[attr-defined]  # noqa: SLF001
 
     def map(
         self,
@@ -97,6 +103,22 @@ class ClusterExecutor(ProcessPoolExecutor):
         job = self._lazy_job(fn, iterables, chunksize, progress, total, None)
         self._submit_job(job)
         return _mapping.results(self._engine.pump_role, job, deadline, self._engine.resume)
+
+
+def _shut_at_exit(executor: weakref.ref[ClusterExecutor]) -> Callable[[], None]:
+    """What interpreter exit calls to shut ``executor`` down, waiting for its calls, while the
+    cluster's client still works: among ``threading``'s exit calls (as ``concurrent.futures``
+    registers its own), registered after the thread pools' own, so before them, and before
+    every ``atexit`` handler (Dask's and Ray's close a local cluster, end the Ray session).
+    gilfree's own handler ran too late: the clients' callback threads refused work by then,
+    and calls still out never ended (it waited for ever)."""
+
+    def shut() -> None:
+        alive = executor()
+        if alive is not None:
+            alive.shutdown(wait=True)
+
+    return shut
 
 
 class ClusterPool(_Pool):

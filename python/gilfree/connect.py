@@ -2,8 +2,9 @@
 
 * ``"local"``: gilfree's ``ProcessPoolExecutor`` on this machine.
 * ``"dask://host:port"``: a ``gilfree.dask.DaskExecutor`` on the Dask scheduler at that
-  address (it opens a client, and closes it at shutdown); ``"dask://"``: a ``DaskExecutor`` on
-  a ``LocalCluster`` of its own.
+  address (``tcp://``, or the scheme given: ``"dask://tls://host:port"``; it opens a client,
+  and closes it at shutdown); ``"dask://"``: a ``DaskExecutor`` on a ``LocalCluster`` of its
+  own.
 * ``"ray://host:port"``: a ``gilfree.ray.RayExecutor`` connected to that Ray cluster through
   Ray Client (the address goes to ``ray.init`` as it is; the executor disconnects at shutdown);
   ``"ray://"``: a ``RayExecutor`` on the Ray session this process is connected to, or else on
@@ -36,7 +37,9 @@ def executor_at(where: str = "local", **options: Any) -> ProcessPoolExecutor:
     if separator and scheme == "dask":
         from gilfree.dask import DaskExecutor
 
-        return DaskExecutor(f"tcp://{address}" if address else None, **options)
+        if address and "://" not in address:
+            address = f"tcp://{address}"  # else the scheduler's own: "dask://tls://host:8786"
+        return DaskExecutor(address or None, **options)
     if separator and scheme == "ray":
         from gilfree.ray import RayExecutor
 

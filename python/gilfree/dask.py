@@ -178,14 +178,29 @@ class WorkerPlugin(distributed.WorkerPlugin):
 
     def setup(self, worker: distributed.Worker) -> None:
         """Starts the pool and registers it with ``worker``."""
+        from gilfree._workers.cluster import DISPATCH_EXECUTOR
+
         executor = ProcessPoolExecutor(self._max_workers, **self._options)
         self._executor = executor
+        # A DaskExecutor's units with a timeout are handed to the pool from a thread of the
+        # worker (its own default executor, kept under this name when the pool replaces it).
+        worker.executors.setdefault(DISPATCH_EXECUTOR, worker.executors["default"])
         worker.executors["gilfree"] = executor
         if self._default:
             worker.executors["default"] = executor
 
     def teardown(self, worker: distributed.Worker) -> None:
-        """Shuts the pool down: what it has not started is cancelled, its workers exit."""
+        """Gives the worker its own executors back (unregistering the plugin left a pool shut
+        down as its ``"gilfree"``, and with ``default=True`` as its default: every later task
+        failed), then shuts the pool down: what it has not started is cancelled, its workers
+        exit."""
+        from gilfree._workers.cluster import DISPATCH_EXECUTOR
+
         executor, self._executor = self._executor, None
+        own = worker.executors.pop(DISPATCH_EXECUTOR, None)
+        if executor is not None and worker.executors.get("gilfree") is executor:
+            del worker.executors["gilfree"]
+        if executor is not None and worker.executors.get("default") is executor and own:
+            worker.executors["default"] = own
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)

@@ -15,12 +15,12 @@ from measured durations, retries, timeouts, ``shutdown(cancel_futures=True)``,
 * an exception arrives with its own type and the remote traceback as ``__cause__``; a call
   whose Ray worker died fails with ``WorkerCrashedError`` (Ray's own retries are off), and
   ``retries=`` runs it again;
-* Ray can stop a running task (``ray.cancel(force=True)`` kills its worker process), so
+* Ray can stop a running task (killing the lane's actor kills its worker process), so
   ``task_timeout=``, ``submit_with(timeout=)`` and ``run_with(kill_on_cancel=True)`` work as
   on gilfree's own workers;
-* an argument of 1 MiB or more is put in Ray's object store once (``ray.put``) and reused by
-  identity while the calls that use it are out; numpy arrays reach the task as Ray gives
-  them, read-only views of the object store.
+* values travel pickled by gilfree, as through the stdlib's executor (arrays writeable), and
+  an argument of 1 MiB or more is put in Ray's object store once, pickled (``ray.put``), and
+  reused by identity while the calls that use it are out; each call loads a copy of its own.
 
 What a cluster does not offer: ``initializer`` (Ray's ``runtime_env`` prepares workers), and
 ``executor._processes`` is empty (the workers are Ray's).

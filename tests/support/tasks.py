@@ -740,3 +740,35 @@ def keep_and_return(array):
 def first_of_kept(_=None):
     """``float(kept[-1][0])``: the worker's cached array, as the worker sees it now."""
     return float(_KEPT[-1][0])
+
+
+def add_one_in_place(array):
+    """Adds one to ``array`` where it lies (as a task may change its argument); its first
+    value after."""
+    array += 1
+    return float(array.flat[0])
+
+
+def kind_and_writeable(value):
+    """``value``'s type name, and whether it is writeable (arrays; None for others)."""
+    if not hasattr(type(value), "flags"):  # never the value's own lookups: they may raise
+        return type(value).__name__, None
+    return type(value).__name__, bool(value.flags.writeable)
+
+
+def make_record_array(count):
+    """A numpy record array of ``count`` rows."""
+    import numpy
+
+    return numpy.rec.fromarrays([numpy.arange(count), numpy.zeros(count)], names="a,b")
+
+
+class RaisingAttributes:
+    """An object whose attribute lookups raise KeyError (a remote proxy's): it travels as it
+    is, as pickle takes it."""
+
+    def __getattr__(self, name):
+        raise KeyError(f"remote attribute {name!r} not found")
+
+    def __reduce__(self):
+        return RaisingAttributes, ()

@@ -38,7 +38,7 @@ from gilfree._engine.units import Chunk, with_remote_traceback
 from gilfree._transports.queued import OutcomeQueue
 from gilfree._wire import protocol
 from gilfree._wire.serialization import name_unsendable
-from gilfree._workers.cluster import each_value
+from gilfree._workers.cluster import Placed, dumps, each_value
 
 if TYPE_CHECKING:
     from gilfree._engine.units import Call, EncodedFunction
@@ -170,6 +170,18 @@ class ClusterTransport:
         shared.append(Placement(self, key))
         return entry.stand_in
 
+    def pickled(self, packed: Any) -> Packed:
+        """What ``pack`` made, pickled (for ``run_packed``), with the keys and references of
+        the values it placed."""
+        placed: dict[int, Any] = {}
+
+        def note(item: Any) -> None:
+            if type(item) is Placed:
+                placed[item.key] = item.ref
+
+        each_value(packed, note)
+        return Packed(dumps(packed), tuple(placed), tuple(placed.values()))
+
     def unplace(self, key: int) -> None:
         """A unit that used the placed value ``key`` has ended."""
         with self._lock:
@@ -272,7 +284,10 @@ class Lane:
                 return  # killed meanwhile: the engine settled it
             self._sent.remove(sent)
         transport = self._transport
-        outcome = transport.settle(sent.task)
+        try:
+            outcome = transport.settle(sent.task)
+        except Exception as error:  # noqa: BLE001 - on a client's thread: the unit fails alone
+            outcome = _unreadable(error)
         if isinstance(outcome, Lost):
             self._lose(outcome.reason)
             return
@@ -353,6 +368,18 @@ class Lane:
         self._free()
 
 
+class Packed:
+    """A unit's payload pickled by the sender, with the keys and references of its placed
+    values (``ClusterTransport.pickled``)."""
+
+    __slots__ = ("blob", "keys", "refs")
+
+    def __init__(self, blob: bytes, keys: tuple[int, ...], refs: tuple[Any, ...]) -> None:
+        self.blob = blob
+        self.keys = keys
+        self.refs = refs
+
+
 class _Sent:
     """A unit sent to a lane: its task id, what the task runs (until submitted), and the
     cluster's task (once submitted)."""
@@ -408,17 +435,34 @@ class Placement:
 
 def _nbytes(value: Any) -> int:
     """The bytes ``value`` holds, for the large kinds users pass (arrays, frames, bytes); 0
-    for anything else. Never compares or truth-tests the value."""
+    for anything else, and for a value whose attributes raise (a proxy: it travels as it is).
+    Never compares or truth-tests the value."""
     kind = type(value)
     if kind is bytes or kind is bytearray:
         return len(value)
-    nbytes = getattr(value, "nbytes", None)  # numpy arrays, pandas Series and Index, Arrow
-    if isinstance(nbytes, int):
-        return nbytes
-    usage = getattr(value, "memory_usage", None)  # a pandas DataFrame
-    if kind.__name__ == "DataFrame" and callable(usage):
-        return int(usage(index=True, deep=False).sum())
+    try:
+        nbytes = getattr(value, "nbytes", None)  # numpy arrays, pandas Series and Index, Arrow
+        if isinstance(nbytes, int):
+            return nbytes
+        usage = getattr(value, "memory_usage", None)  # a pandas DataFrame
+        if kind.__name__ == "DataFrame" and callable(usage):
+            return int(usage(index=True, deep=False).sum())
+    except Exception:  # noqa: BLE001 - the user's object: not a kind placed once
+        return 0
     return 0
+
+
+def _unreadable(error: Exception) -> Exception:
+    """The failure of a unit whose reply could not be read here (a value whose class this
+    process cannot rebuild): a ``SerializationError`` of its result, chained to ``error``. Raised
+    on the client's callback thread, it left the unit's future waiting for ever."""
+    from gilfree.errors import SerializationError
+
+    failure = SerializationError(
+        f"result: the reply from the cluster could not be read here: {error!r}", "result"
+    )
+    failure.__cause__ = error
+    return failure
 
 
 def _local(kind: int, value: Any) -> Any:

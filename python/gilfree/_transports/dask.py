@@ -1,28 +1,34 @@
 """A Dask cluster: a cluster transport (``gilfree._transports.cluster``) behind
 ``gilfree.dask.DaskExecutor``.
 
-Each unit is one Dask task (``client.submit(run_unit, ...)``, with ``pure=False`` and a key of
-its own, so identical calls are never merged). Large values are scattered once
-(``client.scatter``) and travel as their Dask futures, which Dask resolves to the values on the
-worker. A task whose Dask worker died (``KilledWorker``, once the scheduler has given up on it)
-ends its lane as a crash, with the worker's end in the reason. Dask cannot stop a task that is
-running: cancelling its future forgets it and lets it run. Where the cluster runs gilfree's
-``WorkerPlugin``, a unit with a timeout runs in the gilfree pool of its Dask worker
-(``run_unit_in_pool``), which kills the process running it past the timeout; otherwise
-``gilfree.dask`` refuses per-task timeouts, and ``kill_on_cancel`` always.
+Each unit is one Dask task (``client.submit(run_packed, ...)``, with ``pure=False`` and a key of
+its own, so identical calls are never merged). Its payload and its reply travel pickled by
+gilfree (``gilfree._workers.cluster``), not by Dask's serializers, so values arrive as through
+the stdlib's executor (an array writeable, a record array still one). Large values are scattered
+once, pickled (``client.scatter``), and passed beside the payload as their Dask futures, which
+Dask resolves on the worker; each unit loads a copy of its own, so a task that changes its
+argument in place never changes what later units get. A task whose Dask worker died
+(``KilledWorker``, once the scheduler has given up on it) ends its lane as a crash, with the
+worker's end in the reason. Dask cannot stop a task that is running: cancelling its future
+forgets it and lets it run. Where the cluster runs gilfree's ``WorkerPlugin``, a unit with a
+timeout runs in the gilfree pool of its Dask worker (``run_in_pool``, itself run on the worker's
+dispatch thread the plugin registers, whatever its default executor), which kills the process
+running it past the timeout; otherwise ``gilfree.dask`` refuses per-task timeouts, and
+``kill_on_cancel`` always.
 """
 
 from __future__ import annotations
 
 import itertools
+import pickle
 import uuid
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
 from typing import TYPE_CHECKING, Any
 
 from gilfree._engine.units import function_name
-from gilfree._transports.cluster import ClusterTransport, Lost
-from gilfree._workers.cluster import run_unit, run_unit_in_pool
+from gilfree._transports.cluster import ClusterTransport, Lost, Packed
+from gilfree._workers.cluster import DISPATCH_EXECUTOR, Placed, dumps, run_in_pool, run_packed
 
 if TYPE_CHECKING:
     import distributed
@@ -45,24 +51,36 @@ class DaskTransport(ClusterTransport):
         self._token = uuid.uuid4().hex[:12]
         self._keys = itertools.count()
 
-    def place(self, value: Any) -> distributed.Future[Any]:
-        """Scatters ``value``: its Dask future, which a task receives as the value."""
-        [future] = self.client.scatter([value], hash=False)
-        placed: distributed.Future[Any] = future
-        return placed
+    def pack(self, value: Any, shared: list[Any]) -> Packed:
+        """As for every cluster, then pickled; raises if it cannot be."""
+        return self.pickled(super().pack(value, shared))
+
+    def place(self, value: Any) -> Placed:
+        """Scatters ``value``, pickled: a key for payloads, holding its Dask future."""
+        [future] = self.client.scatter([dumps(value)], hash=False)
+        return Placed(next(self._keys), future)
 
     def submit(
-        self, target: None, kind: int, fn: Callable[..., Any], payload: Any, timeout: float | None
+        self,
+        target: None,
+        kind: int,
+        fn: Callable[..., Any],
+        payload: Packed,
+        timeout: float | None,
     ) -> distributed.Future[Any]:
         """One Dask task of its own (never merged with an identical one). A unit with a timeout
         runs in the gilfree pool of the Dask worker (``gilfree.dask.WorkerPlugin``), which
         kills the process running it past its timeout."""
+        from dask.base import annotate
+
         key = f"{function_name(fn)}-gilfree-{self._token}-{next(self._keys)}"
+        placed = (payload.keys, *payload.refs)
         if timeout is not None:
-            return self.client.submit(
-                run_unit_in_pool, kind, fn, payload, timeout, key=key, pure=False
-            )
-        return self.client.submit(run_unit, kind, fn, payload, key=key, pure=False)
+            with annotate(executor=DISPATCH_EXECUTOR):
+                return self.client.submit(
+                    run_in_pool, kind, fn, payload.blob, timeout, *placed, key=key, pure=False
+                )
+        return self.client.submit(run_packed, kind, fn, payload.blob, *placed, key=key, pure=False)
 
     def when_done(self, task: distributed.Future[Any], callback: Callable[[], None]) -> None:
         """Dask runs done-callbacks on a thread of the client's."""
@@ -77,7 +95,7 @@ class DaskTransport(ClusterTransport):
 
         status = task.status
         if status == "finished":
-            reply: tuple[int, int, Any] = task.result()
+            reply: tuple[int, int, Any] = pickle.loads(task.result())
             return reply
         if status == "cancelled":
             return Lost("the Dask task was cancelled by someone else")

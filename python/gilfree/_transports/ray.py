@@ -8,13 +8,13 @@ executor's own concurrency). Ray runs an actor's calls one at a time in the orde
 so a lane submits each unit as soon as it is sent: the next one waits in the actor's queue, not
 a round trip away.
 
-Payloads and replies travel pickled by gilfree (cloudpickle, in ``pack`` and on the actor), so
-values arrive as they were sent, arrays writeable, not as Ray's read-only views of its object
-store. Large values are put in the object store once (``ray.put``): a payload carries each as a
-``Placed`` key, and the task gets their references beside it, which Ray resolves on the worker
-(arrays then are Ray's read-only views). Ray can stop a running unit: killing the lane kills its
-actor's process (``ray.kill``), so per-task timeouts and ``kill_on_cancel`` work as on gilfree's
-own workers.
+Payloads and replies travel pickled by gilfree (``gilfree._workers.cluster``), so values arrive
+as through the stdlib's executor, arrays writeable, not as Ray's read-only views of its object
+store. Large values are put in the object store once (``ray.put``), pickled: a payload carries
+each as a ``Placed`` key, and the task gets their references beside it, which Ray resolves on
+the worker; each unit loads a copy of its own. Ray can stop a running unit: killing the lane
+kills its actor's process (``ray.kill``), so per-task timeouts and ``kill_on_cancel`` work as on
+gilfree's own workers.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
-import cloudpickle
 import ray
 
 from gilfree._engine.units import function_name
-from gilfree._transports.cluster import ClusterTransport, Lost
-from gilfree._workers.cluster import Placed, UnitRunner, each_value
+from gilfree._transports.cluster import ClusterTransport, Lost, Packed
+from gilfree._workers.cluster import Placed, UnitRunner, dumps
 
 #: A Ray task: its reference, and the future of its result.
 Task = tuple["ray.ObjectRef[bytes]", "Future[bytes]"]
@@ -77,38 +76,29 @@ class RayTransport(ClusterTransport):
         if ray.is_initialized():
             target.stop.remote()
 
-    def pack(self, value: Any, shared: list[Any]) -> _Packed:
+    def pack(self, value: Any, shared: list[Any]) -> Packed:
         """As for every cluster, then pickled; raises if it cannot be."""
-        placements = len(shared)
-        packed = super().pack(value, shared)
-        placed: dict[int, Any] = {}
-        if len(shared) != placements:
-
-            def note(item: Any) -> None:
-                if type(item) is Placed:
-                    placed[item.key] = item.ref
-
-            each_value(packed, note)
-        blob = cloudpickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)
-        return _Packed(blob, tuple(placed), tuple(placed.values()))
+        return self.pickled(super().pack(value, shared))
 
     def place(self, value: Any) -> Placed:
-        """Puts ``value`` in the object store: a key for payloads, holding its reference."""
-        return Placed(next(self._keys), ray.put(value))
+        """Puts ``value``, pickled, in the object store (a task loads a copy of its own, of
+        the value's own type: a bytearray stays one): a key for payloads, holding its
+        reference."""
+        return Placed(next(self._keys), ray.put(dumps(value)))
 
     def submit(
         self,
         target: Any,
         kind: int,
         fn: Callable[..., Any],
-        payload: _Packed,
+        payload: Packed,
         timeout: float | None,
     ) -> Task:
         """One call of the lane's actor, named for ``fn`` on the dashboard (a timeout is the
         front end's to keep: it kills the lane)."""
         last, function = self._function
         if last is not fn:
-            function = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            function = dumps(fn)
             self._function = (fn, function)
         call = target.run.options(name=function_name(fn))
         ref = call.remote(kind, function, payload.blob, payload.keys, *payload.refs)
@@ -135,14 +125,3 @@ class RayTransport(ClusterTransport):
             summary = str(error).strip().partition("\n")[0]  # Ray adds a page of advice
             return Lost(f"Ray lost the worker running it ({type(error).__name__}: {summary})")
         return error
-
-
-class _Packed:
-    """A unit's payload for Ray: pickled, with the keys and references of its placed values."""
-
-    __slots__ = ("blob", "keys", "refs")
-
-    def __init__(self, blob: bytes, keys: tuple[int, ...], refs: tuple[Any, ...]) -> None:
-        self.blob = blob
-        self.keys = keys
-        self.refs = refs

@@ -97,34 +97,20 @@ unpickle = pickle.loads
 def dump_exception(error: BaseException) -> bytes:
     """Encodes an exception with its formatted traceback; never fails.
 
-    An exception that cannot be pickled, or whose pickle cannot be loaded (a class whose
-    ``__init__`` takes other arguments than it gives ``Exception.__init__``: the most common
-    custom exception bug), is replaced by an ``UnpicklableExceptionError`` (a RuntimeError) that
-    carries its type name and message, so the caller still gets them and the traceback text
-    rather than a broken pool. The check decodes the message here, as the caller will: an
-    exception is rare enough for that to cost nothing that matters.
+    An exception that cannot be pickled, or whose pickle cannot be loaded, is replaced by an
+    ``UnpicklableExceptionError`` (see ``serialization.sendable_exception``), so the caller
+    still gets its type, text and the traceback rather than a broken pool. The check decodes
+    the message here, as the caller will: an exception is rare enough for that to cost
+    nothing that matters.
     """
+    from gilfree._wire.serialization import sendable_exception
+
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    try:
-        message = dumps((error, text))
-    except Exception as pickling_error:  # noqa: BLE001 - any pickling failure is reported
-        reason = str(pickling_error)
-    else:
-        try:
-            loads(message)
-        except Exception as loading_error:  # noqa: BLE001 - as the caller would fail
-            reason = f"its pickle cannot be loaded: {loading_error!r}"
-        else:
-            return message
-    from gilfree.errors import UnpicklableExceptionError
+    encoded: list[bytes] = []
 
-    substitute = UnpicklableExceptionError(type(error).__qualname__, _text_of(error), reason)
-    return dumps((substitute, text))
+    def encode(checked: BaseException) -> bytes:
+        encoded.append(dumps((checked, text)))
+        return encoded[-1]
 
-
-def _text_of(error: BaseException) -> str:
-    """``str(error)``, or a stand-in where that raises."""
-    try:
-        return str(error)
-    except Exception:  # noqa: BLE001 - a message must not fail on the user's object
-        return f"<str() of the {type(error).__qualname__} failed>"
+    sendable = sendable_exception(error, encode, loads)
+    return encoded[0] if sendable is error else dumps((sendable, text))

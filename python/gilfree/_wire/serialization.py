@@ -9,7 +9,7 @@ accepts, and builds a ``SerializationError`` such as
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gilfree._wire.values import pickle_value
@@ -169,3 +169,34 @@ def name_unsendable(roots: dict[str, Any]) -> SerializationError | None:
             serialization_error.__cause__ = cause
             return serialization_error
     return None
+
+
+def sendable_exception(
+    error: BaseException, dumps: Callable[[BaseException], Any], loads: Callable[[Any], Any]
+) -> BaseException:
+    """``error`` if ``loads(dumps(error))`` works (as the caller will load it), else an
+    ``UnpicklableExceptionError`` in its stead, with its type name, text and why: it cannot be
+    pickled, or its pickle cannot be loaded (a class whose ``__init__`` takes other arguments
+    than it gives ``Exception.__init__``, the most common custom exception bug)."""
+    try:
+        pickled = dumps(error)
+    except Exception as failure:  # noqa: BLE001 - any pickling failure is reported
+        reason = str(failure)
+    else:
+        try:
+            loads(pickled)
+        except Exception as failure:  # noqa: BLE001 - as the caller would fail
+            reason = f"its pickle cannot be loaded: {failure!r}"
+        else:
+            return error
+    from gilfree.errors import UnpicklableExceptionError
+
+    return UnpicklableExceptionError(type(error).__qualname__, _text_of(error), reason)
+
+
+def _text_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in where that raises."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - a message must not fail on the user's object
+        return f"<str() of the {type(error).__qualname__} failed>"
