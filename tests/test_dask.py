@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import IMPL
-from support import tasks
+from support import clusters, tasks
 from support.limits import RESULT_TIMEOUT
 
 distributed = pytest.importorskip("distributed")
@@ -247,34 +247,7 @@ def test_timeouts_are_kept_by_the_worker_plugin(client, tmp_path, default):
         client.unregister_worker_plugin("gilfree")
 
 
-EXIT_WITH_CALLS_OUT = """
-import sys
-import time
-
-import gilfree
-
-
-def slow(x):
-    time.sleep(1)
-    return x
-
-
-if __name__ == "__main__":
-    executor = gilfree.executor_at(sys.argv[1], **OPTIONS)
-    executor.submit(slow, 0).result(60)
-    futures = [executor.submit(slow, i) for i in range(2)]
-    time.sleep(0.2)
-    print("leaving with calls out", flush=True)  # no shutdown(): exit waits for them
-"""
-
-
 def test_exit_with_calls_out_waits_for_them_and_ends(tmp_path):
     """The executor shuts down at exit before the cluster's own exit handler closes the
     cluster: it waited for ever for calls that could no longer end."""
-    from support.processes import run_script
-
-    source = EXIT_WITH_CALLS_OUT.replace("OPTIONS", "{}")
-    returncode, stdout, stderr = run_script(tmp_path, source, "dask://")
-    assert returncode == 0, stderr
-    assert stdout == "leaving with calls out\n"
-    assert "Traceback" not in stderr, stderr
+    clusters.check_exit_with_calls_out(tmp_path, "dask://")

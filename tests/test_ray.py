@@ -144,36 +144,7 @@ def test_an_executor_closes_the_ray_it_started(tmp_path):
     assert "after shutdown, connected: False" in out
 
 
-EXIT_WITH_CALLS_OUT = """
-import sys
-import time
-
-import gilfree
-
-
-def slow(x):
-    time.sleep(1)
-    return x
-
-
-if __name__ == "__main__":
-    executor = gilfree.executor_at(sys.argv[1], **OPTIONS)
-    executor.submit(slow, 0).result(60)
-    futures = [executor.submit(slow, i) for i in range(2)]
-    time.sleep(0.2)
-    print("leaving with calls out", flush=True)  # no shutdown(): exit waits for them
-"""
-
-
 def test_exit_with_calls_out_waits_for_them_and_ends(tmp_path):
     """The executor shuts down at exit before the cluster's own exit handler closes the
     cluster: it waited for ever for calls that could no longer end."""
-    from support.processes import run_script
-
-    source = EXIT_WITH_CALLS_OUT.replace(
-        "OPTIONS", "dict(num_cpus=2, include_dashboard=False, log_to_driver=False)"
-    )
-    returncode, stdout, stderr = run_script(tmp_path, source, "ray://")
-    assert returncode == 0, stderr
-    assert stdout == "leaving with calls out\n"
-    assert "Traceback" not in stderr, stderr
+    clusters.check_exit_with_calls_out(tmp_path, "ray://", "dict(num_cpus=2, include_dashboard=False, log_to_driver=False)")

@@ -76,6 +76,41 @@ def pool(impl, processes=None, **options):
     return Pool(None, processes, **options)
 
 
+_EXIT_WITH_CALLS_OUT = """
+import sys
+import time
+
+import gilfree
+
+
+def slow(x):
+    time.sleep(1)
+    return x
+
+
+if __name__ == "__main__":
+    executor = gilfree.executor_at(sys.argv[1], **OPTIONS)
+    executor.submit(slow, 0).result(60)
+    futures = [executor.submit(slow, i) for i in range(2)]
+    time.sleep(0.2)
+    print("leaving with calls out", flush=True)  # no shutdown(): exit waits for them
+"""
+
+
+def check_exit_with_calls_out(tmp_path, address, options="{}"):
+    """Runs a script that leaves calls out on the cluster executor at ``address`` (its options
+    ``options``, Python source) and exits without ``shutdown()``: the executor must shut down
+    at exit before the cluster's own exit handler closes the cluster, and the script must end
+    cleanly (it once waited for ever for calls that could no longer end)."""
+    from support.processes import run_script
+
+    source = _EXIT_WITH_CALLS_OUT.replace("OPTIONS", options)
+    returncode, stdout, stderr = run_script(tmp_path, source, address)
+    assert returncode == 0, stderr
+    assert stdout == "leaving with calls out\n"
+    assert "Traceback" not in stderr, stderr
+
+
 def stop():
     """Stops what the session started."""
     if "dask" in _running:
