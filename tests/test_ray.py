@@ -147,4 +147,6 @@ def test_an_executor_closes_the_ray_it_started(tmp_path):
 def test_exit_with_calls_out_waits_for_them_and_ends(tmp_path):
     """The executor shuts down at exit before the cluster's own exit handler closes the
     cluster: it waited for ever for calls that could no longer end."""
-    clusters.check_exit_with_calls_out(tmp_path, "ray://", "dict(num_cpus=2, include_dashboard=False, log_to_driver=False)")
+    clusters.check_exit_with_calls_out(
+        tmp_path, "ray://", "dict(num_cpus=2, include_dashboard=False, log_to_driver=False)"
+    )
