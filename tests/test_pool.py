@@ -454,6 +454,46 @@ def test_imap_unordered_raises_the_input_iterables_exception_among_results(pool)
         iterator.next(timeout=RESULT_TIMEOUT)
 
 
+def test_an_imap_input_that_submits_to_the_same_pool_gets_every_result(pool):
+    """The input generator runs while the pool hands out work; what it submits there waits its
+    turn (it once cut the generator again from inside itself, or dropped another job)."""
+    submitted = []
+
+    def numbers():
+        for number in range(40):
+            submitted.append(pool.apply_async(tasks.square, (number,)))
+            if number % 10 == 0:
+                submitted.append(pool.map_async(tasks.square, [number, 1], chunksize=1))
+            yield number
+
+    assert list(pool.imap(tasks.square, numbers(), chunksize=1)) == SQUARES[:40]
+    assert sorted(pool.imap_unordered(tasks.square, numbers(), chunksize=3)) == SQUARES[:40]
+    expected = []
+    for number in range(40):
+        expected.append(number * number)
+        if number % 10 == 0:
+            expected.append([number * number, 1])
+    assert [result.get(RESULT_TIMEOUT) for result in submitted] == expected * 2
+
+
+def test_an_error_callback_that_submits_to_the_same_pool_runs_it(pool):
+    """The error callback of a map whose item cannot be sent may submit more work: that work
+    runs, and the pool goes on."""
+    submitted = []
+
+    def resubmit(_error):
+        submitted.append(pool.apply_async(tasks.square, (7,)))
+        submitted.append(pool.map_async(tasks.square, range(5)))
+
+    failed = pool.map_async(
+        tasks.square, [1, 2, threading.Lock()], chunksize=1, error_callback=resubmit
+    )
+    with pytest.raises(TypeError):
+        failed.get(RESULT_TIMEOUT)
+    assert [result.get(RESULT_TIMEOUT) for result in submitted] == [49, SQUARES[:5]]
+    assert pool.map(tasks.square, range(10)) == SQUARES[:10]
+
+
 def test_map_raises_the_input_iterables_exception(pool):
     with pytest.raises(ValueError, match="^input iterable failed$"):
         pool.map(tasks.square, numbers_then_error(3))

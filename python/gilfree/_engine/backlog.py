@@ -77,16 +77,20 @@ class Backlog:
         """Removes the oldest unit to resend (once ``sent`` recorded it in flight again)."""
         return self._resend.popleft()
 
-    def drop_pending(self) -> None:
-        """Removes the oldest pending entry: a call about to be sent or cancelled, a map job
-        whose items are all cut or that was stopped."""
-        self._pending.popleft()
+    def drop_pending(self, work: Call | MapJob) -> None:
+        """Removes ``work`` from the front of pending: a call about to be sent or cancelled, a
+        map job whose items are all cut or that was stopped. Nothing if it is no longer there:
+        the user code that dispatching runs (a lazy job's input, a failing unit's callbacks)
+        may have cancelled or failed everything pending meanwhile."""
+        if self._pending and self._pending[0] is work:
+            self._pending.popleft()
 
-    def park(self) -> None:
-        """Moves the oldest pending entry, a map job whose reader is behind, to parked."""
-        job = self._pending.popleft()
-        assert isinstance(job, MapJob)
-        self._parked.append(job)
+    def park(self, job: MapJob) -> None:
+        """Moves ``job``, a map job at the front of pending whose reader is behind, to
+        parked."""
+        if self._pending and self._pending[0] is job:
+            self._pending.popleft()
+            self._parked.append(job)
 
     def resume(self, job: MapJob) -> bool:
         """Moves ``job`` back to pending if it is parked and no longer blocked; forgets it if

@@ -75,6 +75,8 @@ class Engine:
         #: What broke it (the initializer's error...): the cause of every later refusal too.
         self._broken_cause: BaseException | None = None
         self._lock = threading.RLock()
+        #: A dispatch is under way (on the thread holding ``_lock``): see ``_dispatch``.
+        self._dispatching = False
         self.pump_role = PumpRole(self.pump_once, transport.kick, self.interrupt)
         self._last_check = 0.0
         self._exits_unchecked = False
@@ -179,6 +181,21 @@ class Engine:
     # -- dispatching (under _lock) ----------------------------------------------------------
 
     def _dispatch(self) -> None:
+        # Never re-entered. Dispatching runs user code (a lazy job's input generator, the
+        # callbacks of a unit that fails), which may submit from there: on this thread, under
+        # the lock (an RLock). A nested dispatch would cut the job being cut (its generator is
+        # already executing) and move the backlog under this loop's feet; instead the work
+        # submitted meanwhile waits in the backlog, and this loop, which runs while there is
+        # work and a free slot, sends it.
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            self._dispatch_free_slots()
+        finally:
+            self._dispatching = False
+
+    def _dispatch_free_slots(self) -> None:
         # A unit is recorded in flight (in _send) before it leaves pending or the resend queue:
         # see Backlog on why the order matters.
         backlog = self._backlog
@@ -198,11 +215,11 @@ class Engine:
             elif isinstance(work, Call):
                 if work.future.set_running_or_notify_cancel():
                     self._send(slot, work)
-                backlog.drop_pending()
+                backlog.drop_pending(work)
             elif isinstance(work, MapJob) and work.exhausted():
-                backlog.drop_pending()  # stopped (its reader went away) before all was cut
+                backlog.drop_pending(work)  # stopped (its reader went away) before all was cut
             elif isinstance(work, MapJob) and work.blocked():
-                backlog.park()
+                backlog.park(work)
             else:
                 assert isinstance(work, MapJob)
                 try:
@@ -212,7 +229,7 @@ class Engine:
                     # its reader: the engine runs on callers' and the collector's threads, and
                     # an exception escaping here would leave the job pending forever.
                     work.stop(error)
-                    backlog.drop_pending()
+                    backlog.drop_pending(work)
                     continue
                 copied = self.transport.copied()
                 try:
@@ -227,7 +244,7 @@ class Engine:
                         work.placed.extend(chunk.shared)  # for the later chunks to reuse
                     self._send(slot, chunk)
                 if work.exhausted():
-                    backlog.drop_pending()
+                    backlog.drop_pending(work)
 
     def _free_slot(self) -> Slot | None:
         # Among equally loaded slots: the worker that replied last if it busy-waits for its next
