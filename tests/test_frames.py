@@ -147,3 +147,47 @@ def resident_kinds(pid: int) -> dict[str, int]:
             if name in ("Rss", "Anonymous", "Shared_Clean", "Private_Clean", "Private_Dirty"):
                 kinds[name] = int(rest.split()[0])
     return kinds
+
+
+PANDAS_IMPORTED_LATE = """
+import sys
+
+import gilfree
+
+
+def size(value):
+    return len(value)
+
+
+def make_series(count):
+    import pandas
+
+    labels = pandas.Index([f"r{index}" for index in range(count)])
+    return pandas.Series(range(count), name="x", index=labels)
+
+
+if __name__ == "__main__":
+    with gilfree.ProcessPoolExecutor(2, start_method=sys.argv[1]) as executor:
+        assert executor.submit(abs, -1).result(60) == 1  # workers ready, without pandas
+        # A task's pandas result, to a caller that never imported pandas.
+        series = executor.submit(make_series, 3).result(60)
+        print(type(series).__name__, list(series), list(series.index), series.name)
+    with gilfree.ProcessPoolExecutor(2, start_method=sys.argv[1]) as executor:
+        assert executor.submit(abs, -1).result(60) == 1
+        import pandas  # after the workers (and their template) started
+
+        frame = pandas.DataFrame({"a": range(6), "b": [0.5] * 6}, index=pandas.RangeIndex(6))
+        print(executor.submit(size, frame).result(60), executor.submit(size, frame["a"]).result(60))
+"""
+
+
+@pytest.mark.parametrize("start_method", ["zygote", "spawn", "fork"])
+def test_pandas_objects_reach_processes_that_never_imported_pandas(tmp_path, start_method):
+    """A process rebuilding a frame imports pandas as unpickling would: workers of a template
+    that never imported it (a notebook's, or a script importing pandas inside a function), and
+    a caller receiving a task's pandas result. They failed with KeyError('pandas')."""
+    from support.processes import run_script
+
+    returncode, stdout, stderr = run_script(tmp_path, PANDAS_IMPORTED_LATE, start_method)
+    assert returncode == 0, stderr
+    assert stdout == "Series [0, 1, 2] ['r0', 'r1', 'r2'] x\n6 6\n"

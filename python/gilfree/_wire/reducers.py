@@ -23,12 +23,16 @@ indexes as the sent one did, not as bytes. ``memoryview.cast`` takes only native
 character and no zero in a shape of several dimensions: other views are refused, as pickle
 refuses every memoryview.
 
-The codec calls `reducer_for` once per type and `rebuild` for each REDUCED record; nothing here
-imports pandas: a type can only be a pandas type once the process has imported it.
+The codec calls `reducer_for` once per type and `rebuild` for each REDUCED record. The sender
+never imports pandas here (a type can only be a pandas type once the process has imported it);
+a receiver imports it on the first record that needs it, as unpickling would: a worker forked
+from a template that never imported pandas (a notebook, a script importing it inside a function)
+and a caller that never imported it (a task's pandas result) both receive pandas objects.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -129,8 +133,15 @@ def _reduce_series(series: Any) -> Reduced | None:
     return SERIES, (values, series.index, series.name)
 
 
+def _pandas() -> Any:
+    """The pandas module, imported on the first record that needs it (see the module
+    docstring)."""
+    pandas = sys.modules.get("pandas")
+    return pandas if pandas is not None else importlib.import_module("pandas")
+
+
 def _rebuild_series(values: Any, index: Any, name: Hashable) -> Any:
-    pandas = sys.modules["pandas"]
+    pandas = _pandas()
     # The dtype is given so that pandas infers nothing (an object array of strings stays one).
     return pandas.Series(values, index=index, name=name, dtype=values.dtype, copy=False)
 
@@ -140,7 +151,7 @@ def _reduce_range(index: Any) -> Reduced:
 
 
 def _rebuild_range(start: int, stop: int, step: int, name: Hashable) -> Any:
-    return sys.modules["pandas"].RangeIndex(start, stop, step, name=name)
+    return _pandas().RangeIndex(start, stop, step, name=name)
 
 
 def _reduce_index(index: Any) -> Reduced | None:
@@ -162,11 +173,11 @@ def _rebuild_numeric(values: Any, name: Hashable) -> Any:
     # (a third of a small frame's rebuilding): the array was an Index's values when sent.
     if values.ndim != 1:
         raise DecodeError(f"an index of {values.ndim} dimensions")
-    return sys.modules["pandas"].Index._simple_new(values, name=name)  # noqa: SLF001
+    return _pandas().Index._simple_new(values, name=name)  # noqa: SLF001
 
 
 def _rebuild_strings(labels: tuple[str, ...], is_object: bool, name: Hashable) -> Any:
-    pandas = sys.modules["pandas"]
+    pandas = _pandas()
     dtype = object if is_object else _default_string_dtype()
     if len(labels) > CACHED_LABELS:
         return pandas.Index(labels, dtype=dtype, name=name)
@@ -187,7 +198,7 @@ _string_dtype: list[Any] = []
 def _default_string_dtype() -> Any:
     """The dtype pandas gives an index of strings: ``str`` from pandas 3, object before."""
     if not _string_dtype:
-        _string_dtype.append(sys.modules["pandas"].Index(["label"]).dtype)
+        _string_dtype.append(_pandas().Index(["label"]).dtype)
     return _string_dtype[0]
 
 
