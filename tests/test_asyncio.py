@@ -447,6 +447,53 @@ def test_the_first_awaited_call_leaves_the_loop_running_while_the_template_boots
     assert output["worst_lag"] < 0.75, output  # the boot takes 1.5 s
 
 
+SHUTDOWN_WHILE_THE_TEMPLATE_BOOTS_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    import time
+
+    import gilfree
+
+    if __name__ != "__main__":
+        time.sleep(1.0)  # the template's run of the top level
+
+
+    def square(x):
+        return x * x
+
+
+    async def main(cancel):
+        async with gilfree.ProcessPoolExecutor(2) as executor:
+            calls = [asyncio.create_task(executor.run(square, x)) for x in range(4)]
+            await asyncio.sleep(0.1)  # each call awaits the template now
+            if cancel:
+                await executor.ashutdown(cancel_futures=True)
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        print([type(result).__name__ if isinstance(result, BaseException) else result
+               for result in results])
+
+
+    if __name__ == "__main__":
+        asyncio.run(main(sys.argv[1] == "cancel"))
+    """
+)
+
+
+@pytest.mark.process_only
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("wait", "[0, 1, 4, 9]"), ("cancel", str(["CancelledError"] * 4))],
+)
+def test_a_shutdown_while_the_template_boots_waits_for_the_calls_awaited(tmp_path, how, expected):
+    """Calls awaited before the shutdown, still waiting for the template to boot, run (or are
+    cancelled, with ``cancel_futures``), as once the template is up; they failed with
+    "cannot schedule new futures after shutdown"."""
+    returncode, stdout, stderr = run_script(tmp_path, SHUTDOWN_WHILE_THE_TEMPLATE_BOOTS_SCRIPT, how)
+    assert returncode == 0, stderr
+    assert stdout == f"{expected}\n"
+
+
 @pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "hostile"])
 def test_amap_carries_values_users_send(shared_executor, name):
     async def main():

@@ -30,7 +30,7 @@ from gilfree import _core
 from gilfree._engine import mapping as _mapping
 from gilfree._engine.aio import AsyncMapIterator, LoopOutcome
 from gilfree._engine.chunking import TARGET_SECONDS, ChunkSizer, checked_chunksize
-from gilfree._engine.engine import Engine
+from gilfree._engine.engine import Admission, Engine
 from gilfree._engine.future import Future
 from gilfree._engine.lifecycle import Lifecycle
 from gilfree._engine.progress import start as start_progress
@@ -507,14 +507,17 @@ class ProcessPoolExecutor(_StdExecutor):
         kwargs: dict[str, Any],
         limits: Limits,
         label: Callable[[], str] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """Queues ``fn(*args, **kwargs)`` to complete ``future`` (``label``: see
-        ``_submit_labelled``); an error of encoding fails it (after the checks that raise, as
+        ``_submit_labelled``; ``admission``: the call was admitted earlier, see
+        ``Engine.admit``); an error of encoding fails it (after the checks that raise, as
         concurrent.futures does)."""
         try:
             function = self._engine.function(fn)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
-            self._engine.check_open()
+            if admission is None:
+                self._engine.check_open()
             future.set_exception(explain({"fn": fn}, error))
             self._engine.note_unsent_submit()
             return
@@ -522,12 +525,13 @@ class ProcessPoolExecutor(_StdExecutor):
         try:
             payload = self._engine.pack((args, kwargs), shared)
         except Exception as error:  # noqa: BLE001 - reported through the future, as the stdlib
-            self._engine.check_open()
+            if admission is None:
+                self._engine.check_open()
             future.set_exception(explain({"args": args, "kwargs": kwargs}, error))
             self._engine.note_unsent_submit()
             return
         call = Call(future, fn, function, payload, shared, limits, label, (args, kwargs))
-        self._engine.submit(call)
+        self._engine.submit(call, admission)
 
     # -- asyncio ----------------------------------------------------------------------------
 
@@ -578,11 +582,18 @@ class ProcessPoolExecutor(_StdExecutor):
         # One coroutine per awaited call, and a LoopOutcome rather than a Future (see aio).
         outcome = LoopOutcome.in_running_loop()
         wait = self._engine.transport.encoding_wait()
-        if wait is not None:  # the first calls, while the template runs the main script
+        if wait is None:
+            self._submit_to(outcome, fn, args, kwargs, limits)
+        else:  # the first calls, while the template runs the main script
             import asyncio
 
-            await asyncio.to_thread(wait)
-        self._submit_to(outcome, fn, args, kwargs, limits)
+            # Admitted now, queued after the wait: a shutdown meanwhile waits for it.
+            admission = self._engine.admit()
+            try:
+                await asyncio.to_thread(wait)
+                self._submit_to(outcome, fn, args, kwargs, limits, admission=admission)
+            finally:
+                self._engine.withdraw(admission)  # nothing if it was queued
         try:
             result: _T = await outcome.waiter
         except BaseException:

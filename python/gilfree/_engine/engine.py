@@ -82,24 +82,60 @@ class Engine:
         self._exits_unchecked = False
         #: Whether submits are refused (shutdown began).
         self._closed = False
+        #: Calls admitted and not queued yet (see ``admit``), and ``cancel_pending``'s calls so
+        #: far: an admitted call queued after one is cancelled.
+        self._admitted = 0
+        self._cancels = 0
         #: Called after work was queued, outside the lock: the collector's ``note_submit``
         #: (``Lifecycle`` installs it; the engine knows nothing of the collector).
         self.on_work: Callable[[], None] = _nothing
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, work: Call | MapJob) -> None:
+    def submit(self, work: Call | MapJob, admission: Admission | None = None) -> None:
         """Queues a call, or a map job (cut into chunks as workers free up), and hands work to
-        the workers that are free."""
+        the workers that are free. A call ``admit``ted earlier is queued even though shutdown
+        began since (it was accepted before), unless pending work was cancelled meanwhile:
+        then it is cancelled too."""
         if isinstance(work, MapJob) and work.exhausted():
             return  # an empty input, or one whose first item failed: nothing to run
         with self._lock:
-            self._check_usable()
+            if admission is None:
+                self._check_usable()
+            else:
+                self._settle_admission(admission)
+                if self._broken is not None:
+                    raise self.transport.broken_error(self._broken) from self._broken_cause
+                if admission.cancels != self._cancels and isinstance(work, Call):
+                    work.future.cancel()
+                    return
             if self.transport.starts_all:
                 self._start_all()
             self._backlog.submit(work)
             self._dispatch()
         self.on_work()
+
+    def admit(self) -> Admission:
+        """Accepts a call that is queued later, once what encoding it needs is ready (a
+        coroutine's call while the template still runs the main script: see
+        ``Transport.encoding_wait``). Refused as a submit is once shutdown began; from then
+        on outstanding, so that ``shutdown(wait=True)`` waits for it, until ``submit`` queues
+        it or ``withdraw`` gives it up."""
+        with self._lock:
+            self._check_usable()
+            self._admitted += 1
+            return Admission(self._cancels)
+
+    def withdraw(self, admission: Admission) -> None:
+        """Gives up an admitted call that will not be queued (its wait or its encoding
+        failed); nothing if ``submit`` queued it."""
+        with self._lock:
+            self._settle_admission(admission)
+
+    def _settle_admission(self, admission: Admission) -> None:
+        if not admission.settled:
+            admission.settled = True
+            self._admitted -= 1
 
     def note_unsent_submit(self) -> None:
         """A submit whose task could not be encoded (its future has failed). The stdlib starts
@@ -152,8 +188,9 @@ class Engine:
         self._closed = True
 
     def outstanding(self) -> int:
-        """Units of work pending, to resend or in flight."""
-        return self._backlog.outstanding()
+        """Units of work pending, to resend or in flight, and calls admitted but not queued
+        yet (``admit``)."""
+        return self._backlog.outstanding() + self._admitted
 
     def resume(self, job: MapJob) -> None:
         """Called by a map job's reader after it took results: a parked job may go on. Its
@@ -174,8 +211,10 @@ class Engine:
             self._dispatch()
 
     def cancel_pending(self) -> None:
-        """Cancels every call not yet handed to a worker and stops every map job."""
+        """Cancels every call not yet handed to a worker (admitted ones included, when they
+        come to be queued) and stops every map job."""
         with self._lock:
+            self._cancels += 1
             self._backlog.cancel_pending(concurrent_cancelled)
 
     # -- dispatching (under _lock) ----------------------------------------------------------
@@ -622,6 +661,18 @@ class Engine:
     def broken(self) -> str | None:
         """Why the pool is broken (its initializer failed, a worker could not start), or None."""
         return self._broken
+
+
+class Admission:
+    """A call accepted before it could be queued (``Engine.admit``), settled once: queued by
+    ``submit`` or given up by ``withdraw``."""
+
+    __slots__ = ("cancels", "settled")
+
+    def __init__(self, cancels: int) -> None:
+        #: The engine's count of ``cancel_pending`` calls when it was admitted.
+        self.cancels = cancels
+        self.settled = False
 
 
 def _nothing() -> None:
