@@ -717,3 +717,40 @@ def test_workers_collect_as_the_script_set_the_collector_up(tmp_path, method, se
     # script left it alone.
     output = run(tmp_path, GC_SETTINGS.replace("SETUP", setup), method)
     assert output["worker"] == output["parent"]
+
+
+INTERPRETER_FLAGS = """
+    import warnings
+
+
+    def flags(_):
+        return [sys.flags.optimize, __debug__, [str(f[0]) for f in warnings.filters[:1]]]
+
+
+    if __name__ == "__main__":
+        with make_executor() as executor:
+            output = {"executor": list(executor.map(flags, range(2)))}
+        with make_pool() as pool:
+            output["pool"] = pool.map(flags, range(2))
+        print(json.dumps(output))
+"""
+
+
+@pytest.mark.process_only
+def test_workers_run_with_the_interpreters_flags(tmp_path, start_method):
+    """``python -O -W error script.py``: workers skip asserts and turn warnings into errors as
+    the script does (the template and spawned workers ran without the flags)."""
+    script = tmp_path / "script.py"
+    script.write_text(PREAMBLE + textwrap.dedent(INTERPRETER_FLAGS))
+    completed = subprocess.run(
+        [sys.executable, "-O", "-W", "error", str(script), start_method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
+    expected = [[1, False, ["error"]]] * 2
+    assert json.loads(completed.stdout) == {"executor": expected, "pool": expected}

@@ -25,6 +25,7 @@ from gilfree import _core
 from gilfree._wire import main as _main
 from gilfree._workers import resources as _resources
 from gilfree._workers import zygote as _zygote
+from gilfree._workers.interpreter import python_command
 
 START_METHODS = ("zygote", "spawn", "fork")
 #: ``(initializer, initargs)``.
@@ -151,7 +152,7 @@ class Launcher:
         _main.check_not_importing()
         if self.method == "spawn":
             code = "from gilfree._workers.worker import main; main()"
-            argv = [sys.executable, "-c", code, str(fd), str(slot), str(epoch)]
+            argv = python_command(code, str(fd), str(slot), str(epoch))
             tracker = _resources.caller_fd()  # shared, as multiprocessing's spawn shares it
             if tracker is None:
                 return WorkerProcess(_core.spawn(argv, [fd]), reaped_by_us=True)

@@ -54,6 +54,7 @@ from gilfree import _core, _trace
 from gilfree._wire import main as _main
 from gilfree._wire.main import parent_main_path
 from gilfree._workers import resources as _resources
+from gilfree._workers.interpreter import python_command
 
 #: Largest packet the parent reads from the zygote (a report of the main module's names).
 _PACKET = 1 << 16
@@ -121,7 +122,7 @@ def _command(sock_fd: int, template: Template, load_main: bool) -> list[str]:
         "from gilfree._workers.zygote import Template, main; "
         f"main({sock_fd}, {template!r}, load_main={load_main})"
     )
-    return [sys.executable, "-c", code]
+    return python_command(code)
 
 
 def main(sock_fd: int, template: Template, load_main: bool) -> NoReturn:
@@ -183,10 +184,16 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
     gc.freeze()  # the young generation holds all the boot made: no collection walks it
     if gc.get_threshold() == booting:
         gc.set_threshold(*thresholds)
-    control = socket.socket(fileno=sock_fd)
-    report = pickle.dumps(("main", names))
-    if not _tell(control, report if len(report) <= _PACKET else pickle.dumps(("main", None))):
-        return  # the parent is gone already (it may exit while the script still loads here)
+    with socket.socket(fileno=sock_fd) as control:  # closed at the end: no ResourceWarning
+        report = pickle.dumps(("main", names))
+        if not _tell(control, report if len(report) <= _PACKET else pickle.dumps(("main", None))):
+            return  # the parent is gone already (it may exit while the script still loads here)
+        _fork_on_request(control)
+
+
+def _fork_on_request(control: socket.socket) -> None:
+    """Forks a worker for each request of the parent, until it is gone (its end of
+    ``control`` closed or reset); then kills the children still running."""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -199,7 +206,10 @@ def serve(sock_fd: int, template: Template, load_main: bool = True) -> None:
             if not _reap(control, children):
                 break
         if control.fileno() in readable:
-            message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS + 1)
+            try:
+                message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS + 1)
+            except ConnectionResetError:  # the parent is gone (interrupted while it exited)
+                break
             if not message:
                 break
             request = pickle.loads(message)
