@@ -353,6 +353,25 @@ def test_amap_gives_results_in_order(shared_executor, chunksize):
     assert starred == [10, 11, 12, 13, 14]
 
 
+@pytest.mark.process_only  # threads get the object itself
+@pytest.mark.parametrize("chunksize", [None, 1])
+def test_amap_sends_each_state_of_an_object_the_input_refills(shared_executor, chunksize):
+    """Each item is encoded before the next is read (it was read one ahead, and with adaptive
+    chunks several items of one chunk were the one object)."""
+
+    def refilled():
+        row = [0]
+        for number in range(30):
+            row[0] = number
+            yield row
+
+    async def main():
+        echoed = shared_executor.amap(tasks.echo, refilled(), chunksize=chunksize)
+        return [args async for args, _kwargs in echoed]
+
+    assert run(main()) == [([number],) for number in range(30)]
+
+
 def test_amap_unordered_gives_every_result_once(shared_executor):
     async def main():
         items = (x for x in range(1000))

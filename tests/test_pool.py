@@ -454,6 +454,28 @@ def test_imap_unordered_raises_the_input_iterables_exception_among_results(pool)
         iterator.next(timeout=RESULT_TIMEOUT)
 
 
+def refilled_row(count):
+    """A generator that refills one list and yields it again for each item (a reused buffer)."""
+    row = [0]
+    for number in range(count):
+        row[0] = number
+        yield row
+
+
+@pytest.mark.process_only  # threads get the object itself, as ThreadPool's do
+@pytest.mark.parametrize("chunksize", [None, 1])
+def test_imap_sends_each_state_of_an_object_the_input_refills(pool, chunksize):
+    """Each item is encoded before the next is read, as the stdlib's imap pickles it: every
+    task saw the next item's contents (the one read ahead), or with adaptive chunks the last
+    one's."""
+    if chunksize is None and IS_STDLIB:
+        pytest.skip("the stdlib's imap has no adaptive chunks")
+    expected = [(([number],), {}) for number in range(40)]
+    assert list(pool.imap(tasks.echo, refilled_row(40), chunksize)) == expected
+    unordered = pool.imap_unordered(tasks.echo, refilled_row(40), chunksize)
+    assert sorted(unordered) == expected
+
+
 def test_an_imap_input_that_submits_to_the_same_pool_gets_every_result(pool):
     """The input generator runs while the pool hands out work; what it submits there waits its
     turn (it once cut the generator again from inside itself, or dropped another job)."""

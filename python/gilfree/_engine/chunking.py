@@ -91,6 +91,11 @@ class ChunkSizer:
         self._share = 0
         self._recent: deque[tuple[int, float]] = deque(maxlen=RISING_EVIDENCE)
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether the sizes are chosen here (no ``chunksize`` was given)."""
+        return self._fixed is None
+
     def next_size(self, remaining: int) -> int:
         """The size of the next chunk, given ``remaining`` items not yet cut."""
         if self._fixed is not None:

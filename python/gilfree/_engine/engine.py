@@ -282,6 +282,7 @@ class Engine:
                     if self.transport.places_per_call and chunk.shared:
                         work.placed.extend(chunk.shared)  # for the later chunks to reuse
                     self._send(slot, chunk)
+                    work.look_ahead()  # once the chunk is encoded, never before
                 if work.exhausted():
                     backlog.drop_pending(work)
 

@@ -293,9 +293,9 @@ class Chunk:
 
 
 def _fill(taken: list[Any], iterator: Iterator[Any], wanted: int) -> bool:
-    """Reads from ``iterator`` into ``taken`` until it holds ``wanted`` items, or two once
-    `ITERATOR_FILL_SECONDS` have passed (a chunk's item and the next in hand); True if the
-    iterator ended. Reads in growing batches: the clock is read a dozen times per chunk."""
+    """Reads from ``iterator`` into ``taken`` until it holds ``wanted`` items, or at least one
+    once `ITERATOR_FILL_SECONDS` have passed; True if the iterator ended. Reads in growing
+    batches: the clock is read a dozen times per chunk."""
     deadline = time.monotonic() + ITERATOR_FILL_SECONDS
     batch = 1
     while len(taken) < wanted:
@@ -304,7 +304,7 @@ def _fill(taken: list[Any], iterator: Iterator[Any], wanted: int) -> bool:
         taken.extend(itertools.islice(iterator, want))
         if len(taken) - before < want:
             return True
-        if len(taken) >= 2 and time.monotonic() >= deadline:
+        if taken and time.monotonic() >= deadline:
             return False
         batch *= 2
     return False
@@ -363,27 +363,47 @@ class MapJob:
         self._iterator: Iterator[Any] | None
         if isinstance(items, Iterator):
             self.items, self._iterator = None, items
+            #: The item read after the last chunk was encoded, if any (see ``look_ahead``).
             self._lookahead: list[Any] = []
+            #: The last item cut, and whether the iterator gave the same object twice in a row.
+            self._last_cut: list[Any] = []
+            self._reuses_items = False
             self.next_end: int | None = None  # unknown until the iterator ends
-            self._pull(0)  # one item in hand: an empty input is known at once
+            self.look_ahead()  # an empty input is known at once
         else:
             self.items, self._iterator = items, None
             self.next_end = len(items)
 
+    def look_ahead(self) -> None:
+        """Reads the next item of an iterator, if none is in hand, so that its end is known as
+        soon as the last item is cut. Called once the chunk cut last is encoded (and when the
+        job is made), never between cutting and encoding: an item is encoded before the next
+        one is read, as the stdlib's ``imap`` pickles each item before it asks for the next
+        (a generator that refills one buffer and yields it for each item works at
+        ``chunksize=1``; within one chunk, as in the stdlib's, its items are one object)."""
+        if self._iterator is None or self.items is not None or self._lookahead:
+            return
+        self._lookahead = self._pull(1)
+        if self._lookahead and self._last_cut and self._lookahead[0] is self._last_cut[0]:
+            # A generator that refills one object and yields it again: only a chunk of one
+            # item, encoded before the next is read, sends each state. Adaptive chunks start
+            # at one item, so the second item read tells it before any chunk held two.
+            self._reuses_items = True
+
     def _pull(self, count: int) -> list[Any]:
-        """Takes up to ``count`` more items from the iterator, keeping one in hand so the end is
-        known as soon as the last item is cut. An error from the iterator ends the input there:
-        the items read before it still run (the chunk being filled is cut short), and the
-        reader gets the error after their results, as ``multiprocessing.Pool.imap`` gives it
-        at its default ``chunksize`` of 1 (chunking must not lose items)."""
-        assert self._iterator is not None
-        taken = self._lookahead
+        """Takes the item in hand and up to ``count`` in all from the iterator (fewer where it
+        was slow to come). An error from the iterator ends the input there: the items read
+        before it still run (the chunk being filled is cut short), and the reader gets the
+        error after their results, as ``multiprocessing.Pool.imap`` gives it at its default
+        ``chunksize`` of 1 (chunking must not lose items)."""
+        taken, self._lookahead = self._lookahead, []
+        if self._iterator is None:
+            return taken
         try:
-            ended = _fill(taken, self._iterator, count + 1)
+            ended = _fill(taken, self._iterator, count)
         except Exception as error:  # noqa: BLE001 - the input's own error, for the reader
             self._iterator = None
             self.failure = error
-            self._lookahead = []
             if self.progress is not None:  # what will run is all there is to count
                 self.progress.input_ended(self.next_start + len(taken))
             return taken
@@ -392,11 +412,7 @@ class MapJob:
             self.next_end = self.next_start + len(taken)
             if self.progress is not None:
                 self.progress.input_ended(self.next_end)
-            count = len(taken)
-        else:
-            count = min(count, len(taken) - 1)  # fewer where the input was slow to come
-        self._lookahead = taken[count:]
-        return taken[:count]
+        return taken
 
     def is_empty(self) -> bool:
         """Whether there is nothing at all to run."""
@@ -419,7 +435,10 @@ class MapJob:
             size = min(self.sizer.next_size(sys.maxsize), ITERATOR_CHUNK_LIMIT)
             if limit is not None:
                 size = min(size, limit)
-            chunk = Chunk(self, self.next_start, self._pull(size))
+            if self._reuses_items and self.sizer.adaptive:
+                size = 1  # see look_ahead (a chunksize given is the user's to choose)
+            chunk = Chunk(self, self.next_start, self._pull(size))  # not empty: one in hand
+            self._last_cut = chunk.items[-1:]
             self.next_start += chunk.count
             self.chunks.append(chunk)
             return chunk
