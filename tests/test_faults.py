@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -222,12 +223,44 @@ def test_a_crash_in_map_raises_worker_crashed_error_after_the_results_before_it(
     assert type(error) is WorkerCrashedError
     assert "tasks.crash_if" in str(error)
     assert "signal SIGKILL" in str(error)
-    # Only the crashed item's chunk is lost; every item before it comes back.
-    assert len(results) <= 32
-    if chunksize == 5:
-        assert len(results) == 30
-    assert results == [x * x for x in range(len(results))]
+    # Only the crashed item is lost: its chunk is sent again item by item, and every item
+    # before it comes back.
+    assert results == [x * x for x in range(32)]
     assert_usable(executor)
+
+
+def imap_outcomes(iterator):
+    """Each item an imap iterator gives: its result, or the type of the error it raised."""
+    found = []
+    while True:
+        try:
+            found.append(iterator.next(timeout=RESULT_TIMEOUT))
+        except StopIteration:
+            return found
+        except Exception as error:
+            found.append(type(error))
+
+
+@pytest.mark.gilfree_only
+@pytest.mark.process_only
+@pytest.mark.parametrize("chunksize", [None, 8])
+def test_pool_imap_fails_only_the_item_that_crashed_or_cannot_be_sent(start_method, chunksize):
+    """A crash inside a chunk, or one result that cannot be sent back, failed the chunk as a
+    whole: imap gave one error for it and went on without its other items' results."""
+    from multiprocessing.pool import MaybeEncodingError
+
+    expected = [x * x for x in range(300)]
+    expected[100] = WorkerCrashedError
+    with gilfree.Pool(2, context=None if start_method == "zygote" else start_method) as pool:
+        crashed = pool.imap(functools.partial(tasks.crash_if, bad=100), range(300), chunksize)
+        assert imap_outcomes(crashed) == expected
+        lock_at = functools.partial(tasks.lock_at, at=150)
+        unsent = pool.imap_unordered(lock_at, range(300), chunksize)
+        outcomes_seen = imap_outcomes(unsent)
+        assert outcomes_seen.count(MaybeEncodingError) == 1
+        assert sorted(x for x in outcomes_seen if x is not MaybeEncodingError) == [
+            x for x in range(300) if x != 150
+        ]
 
 
 @pytest.mark.process_only

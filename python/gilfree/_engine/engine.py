@@ -249,6 +249,13 @@ class Engine:
                     backlog.take_resend()
                     work.fail(CancelledError(f"{work.name()} was cancelled"))
                     continue
+                if isinstance(work, Chunk) and work.payload is None:  # a piece of a crashed one
+                    try:
+                        work.encode(self.transport.pack)
+                    except Exception as error:  # noqa: BLE001 - as it failed at its first sending
+                        backlog.take_resend()
+                        work.fail(explain(work.named_items(), error))
+                        continue
                 self._send(slot, work)
                 backlog.take_resend()
             elif isinstance(work, Call):

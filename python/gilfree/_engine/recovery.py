@@ -10,6 +10,10 @@ untouched (other tasks are never affected by a crash). The running one:
   gave it up and asked for that (an awaiting asyncio task cancelled with ``kill_on_cancel``);
 * else is sent again if it has retries left (``retries=N``), on whichever worker is free next
   (a fresh one replaces the dead worker);
+* else, if it is a chunk of several map items, is split into chunks of one item each, sent
+  again: the item that crashed fails alone when it crashes again, and the others run (those
+  before it in the chunk a second time: their results went with the worker), as if the map
+  had been sent one item at a time; nothing of the map is lost without an error;
 * else fails with ``WorkerCrashedError``, naming the worker's pid, how it ended and the
   function.
 
@@ -71,6 +75,8 @@ def settle(lost: list[tuple[int, Unit]], ending: Ending) -> Settlement:
             unit.retries -= 1
             unit.attempts += 1
             settlement.resend.append(unit)
+        elif isinstance(unit, Chunk) and unit.count > 1:
+            settlement.resend.extend(unit.split())
         else:
             settlement.failed.append((unit, crash_error(unit, ending)))
     if _trace.ENABLED:

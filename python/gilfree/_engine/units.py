@@ -265,6 +265,22 @@ class Chunk:
         self.shared = []
         self.payload = pack((self.items, self.job.star), self.shared)
 
+    def split(self) -> list[Chunk]:
+        """The chunk as chunks of one item each, which take its place in its job, each to be
+        encoded again (``payload`` None) when it is sent (see ``recovery.settle``)."""
+        assert self.items is not None, "a chunk keeps its items until it ends"
+        pieces = []
+        for index, item in enumerate(self.items):
+            piece = Chunk(self.job, self.start + index, (item,))
+            piece.attempts = self.attempts + 1
+            piece.retries = 0  # the chunk's retries were its items'
+            piece.payload = None
+            pieces.append(piece)
+        self.job.replace(self, pieces)
+        self.shared = self.items = None
+        self.payload = b""
+        return pieces
+
     def named_items(self) -> dict[str, Any]:
         """The chunk's items under names for error messages (``map item 7``)."""
         items = () if self.items is None else self.items  # never truth-tested
@@ -275,6 +291,8 @@ class Chunk:
         the failure of the chunk as a whole."""
         if kind == protocol.CHUNK_RESULT:
             self.results, self.failures = value
+            for _index, failure in self.failures:
+                number_in_map(failure, self.start)  # a result that could not be sent
         else:
             number_in_map(value, self.start)  # a result that could not be sent: which item's
             self.results, self.failures = [], [(0, value)]
@@ -437,8 +455,9 @@ class MapJob:
                 size = min(size, limit)
             if self._reuses_items and self.sizer.adaptive:
                 size = 1  # see look_ahead (a chunksize given is the user's to choose)
-            chunk = Chunk(self, self.next_start, self._pull(size))  # not empty: one in hand
-            self._last_cut = chunk.items[-1:]
+            items = self._pull(size)  # not empty: one in hand
+            self._last_cut = items[-1:]
+            chunk = Chunk(self, self.next_start, items)
             self.next_start += chunk.count
             self.chunks.append(chunk)
             return chunk
@@ -457,6 +476,18 @@ class MapJob:
         self.next_start += size
         self.chunks.append(chunk)
         return chunk
+
+    def replace(self, chunk: Chunk, pieces: list[Chunk]) -> None:
+        """Puts ``pieces`` (in input order) where ``chunk`` was, before it ended: its readers
+        find them by their places in input order, as they find every chunk."""
+        for position, cut in enumerate(self.chunks):
+            if cut is chunk:
+                self.chunks[position : position + 1] = pieces
+                return
+        for position, cut in enumerate(self.tail_chunks):  # in reverse input order
+            if cut is chunk:
+                self.tail_chunks[position : position + 1] = pieces[::-1]
+                return
 
     def ordered(self, index: int) -> Chunk | None:
         """The ``index``-th chunk in input order; None if it is not cut yet. Raises

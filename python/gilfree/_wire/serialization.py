@@ -141,6 +141,30 @@ def number_in_map(error: BaseException, first: int) -> None:
         error.args = (error.path + message[len(path) :], *error.args[1:])
 
 
+def fail_unsendable_results(
+    results: list[Any],
+    failures: list[tuple[int, Any]],
+    check: Callable[[Any], object],
+    describe: Callable[[BaseException], Any],
+) -> list[tuple[int, Any]]:
+    """A map chunk's ``results`` and ``failures`` (``(index, describe(exception))``, by index)
+    whose reply could not be encoded: each result that ``check`` refuses becomes its item's
+    failure (a ``SerializationError`` naming it by its place in the chunk, ``result[2]...``,
+    which the caller renumbers by its place in the map: see ``number_in_map``), in place, and
+    the new failures are returned. The other items keep their results: each item fails alone,
+    as it would sent one call each."""
+    failed = dict(failures)
+    for index, value in enumerate(results):
+        if index in failed:
+            continue
+        try:
+            check(value)
+        except Exception as error:  # noqa: BLE001 - this is what is being looked for
+            results[index] = None
+            failed[index] = describe(explain({f"{RESULT}[{index}]": value}, error))
+    return sorted(failed.items())
+
+
 def explain(roots: dict[str, Any], error: BaseException) -> SerializationError:
     """The error to raise for ``roots`` (name -> value sent under that name) that failed to
     encode with ``error``."""

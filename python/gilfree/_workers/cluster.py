@@ -88,9 +88,16 @@ def dump_reply(reply: tuple[int, int, Any]) -> bytes:
     try:
         return dumps(reply)
     except Exception as error:  # noqa: BLE001 - reported to the caller
-        from gilfree._wire.serialization import RESULT, explain
+        from gilfree._wire.serialization import RESULT, explain, fail_unsendable_results
 
         kind, busy, value = reply
+        if kind == protocol.CHUNK_RESULT:  # only the items whose results cannot be sent fail
+            results, failures = value
+            failures = fail_unsendable_results(results, failures, dumps, raised)
+            try:
+                return dumps((kind, busy, (results, failures)))
+            except Exception:  # noqa: BLE001 - the chunk as a whole, as below
+                pass
         results = value[0] if kind == protocol.CHUNK_RESULT else value  # numbered by the caller
         return dumps((protocol.ERROR, busy, raised(explain({RESULT: results}, error))))
 

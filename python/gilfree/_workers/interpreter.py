@@ -12,5 +12,5 @@ def python_command(code: str, *args: str) -> list[str]:
     """``python <this interpreter's flags> -c code args...``."""
     import subprocess  # here: importing gilfree does not need it
 
-    flags = subprocess._args_from_interpreter_flags()  # noqa: SLF001 - multiprocessing's own
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]  # noqa: SLF001 - multiprocessing's own
     return [sys.executable, *flags, "-c", code, *args]

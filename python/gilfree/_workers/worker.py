@@ -220,16 +220,30 @@ def run_items(
 def _encode_result(kind: int, value: Any, shared: list[Any]) -> tuple[int, bytes]:
     """``(kind, payload)`` of the reply carrying ``value`` (a call's result, or a chunk's
     ``(results, failures)``); ERROR with a ``SerializationError`` naming the part of the result
-    that cannot be sent, if any. SystemExit or KeyboardInterrupt raised while encoding (by a
-    ``__reduce__``) is sent as it is, for the future to raise, as concurrent.futures does."""
+    that cannot be sent, if any. In a chunk, only the items whose results cannot be sent fail
+    (see ``fail_unsendable_results``). SystemExit or KeyboardInterrupt raised while encoding
+    (by a ``__reduce__``) is sent as it is, for the future to raise, as concurrent.futures
+    does."""
     try:
         return kind, protocol.dumps(value, shared)
     except BaseException as error:  # noqa: BLE001 - reported to the parent
-        from gilfree._wire.serialization import RESULT, explain
+        from gilfree._wire.serialization import RESULT, explain, fail_unsendable_results
 
         shared.clear()
         if not isinstance(error, Exception):
             return protocol.ERROR, protocol.dump_exception(error)
+        if kind == protocol.CHUNK_RESULT:
+            results, failures = value
+            failures = fail_unsendable_results(
+                results,
+                failures,
+                lambda result: protocol.dumps(result, []),
+                protocol.dump_exception,
+            )
+            try:
+                return kind, protocol.dumps((results, failures), shared)
+            except Exception:  # noqa: BLE001 - the chunk as a whole, as below
+                shared.clear()
         root = value[0] if kind == protocol.CHUNK_RESULT else value
         return protocol.ERROR, protocol.dump_exception(explain({RESULT: root}, error))
 
