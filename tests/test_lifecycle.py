@@ -272,6 +272,50 @@ def test_a_task_pending_at_exit_still_runs_to_its_end(tmp_path, start_method):
     assert stderr == ""
 
 
+POOL_OPEN_AT_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import itertools
+    import multiprocessing
+    import os
+    import sys
+    import time
+
+    IMPL = os.environ.get("GILFREE_TEST_IMPL", "gilfree")
+
+
+    def sleep(seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+    if __name__ == "__main__":
+        if IMPL == "stdlib":
+            pool = multiprocessing.Pool(2)
+        else:
+            import gilfree
+            method = sys.argv[1]
+            pool = gilfree.Pool(2, backend="thread") if method == "thread" else gilfree.Pool(
+                2, context=None if method == "zygote" else method
+            )
+        endless = pool.imap_unordered(sleep, itertools.repeat(0.01))
+        print(next(endless), flush=True)
+        pool.map_async(sleep, [600] * 4)
+        # No close(), no terminate(): the interpreter's exit terminates the pool.
+    """
+)
+
+
+def test_a_pool_left_open_is_terminated_at_exit(tmp_path, start_method):
+    """As multiprocessing's pool finalizer does: the exit waited for every queued task, and
+    for ever for an endless imap."""
+    if start_method == "thread":
+        pytest.skip("threads cannot be terminated: the exit waits for their tasks")
+    # Waiting for the queued minute-long tasks would run past run_script's timeout.
+    returncode, stdout, stderr = run_script(tmp_path, POOL_OPEN_AT_EXIT_SCRIPT, start_method)
+    assert returncode == 0, stderr
+    assert stdout == "0.01\n"
+
+
 @pytest.mark.gilfree_only
 @pytest.mark.process_only
 def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):

@@ -430,6 +430,7 @@ class Pool:
         self._executor = executor
         self._engine: Engine = executor._engine  # noqa: SLF001 - the executor is Pool's engine room
         self._lifecycle = executor._lifecycle  # noqa: SLF001
+        self._lifecycle.terminate_at_exit = True  # as multiprocessing's pool finalizer does
         self._engine.fill()
 
     def __repr__(self) -> str:

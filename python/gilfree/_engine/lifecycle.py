@@ -10,10 +10,11 @@ never pumps beside it.
 
 Shutdown: ``wait=True`` drains the work in the calling thread, then stops the workers;
 ``wait=False`` leaves both to the collector. At interpreter exit every live engine is shut down
-with ``wait=True``, as concurrent.futures does, and before the zygotes close: a task still
-running then was forked from one, and closing it first would kill the task (the zygote's exit
-handler runs ``before_close`` hooks first; an ``atexit`` handler of our own would depend on the
-order in which modules happened to be imported).
+with ``wait=True``, as concurrent.futures does (a pool's is terminated instead, as
+multiprocessing's pool finalizer terminates it: ``terminate_at_exit``), and before the zygotes
+close: a task still running then was forked from one, and closing it first would kill the task
+(the zygote's exit handler runs ``before_close`` hooks first; an ``atexit`` handler of our own
+would depend on the order in which modules happened to be imported).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Lifecycle:
         self._idle = True
         self._thread: threading.Thread | None = None
         self._finalize_lock = threading.Lock()
+        #: Terminated rather than drained at interpreter exit (``multiprocessing.Pool``'s way).
+        self.terminate_at_exit = False
         _live.add(self)
         # The engine calls the collector through these two hooks and knows nothing else of it.
         engine.on_work = self.note_submit
@@ -188,7 +191,12 @@ def _pump(engine: Engine, timeout: float) -> None:
 
 def _shutdown_all() -> None:
     for lifecycle in list(_live):
-        lifecycle.shutdown(wait=True, cancel_futures=False)
+        if lifecycle.terminate_at_exit:
+            from concurrent.futures import CancelledError
+
+            lifecycle.terminate(CancelledError("the pool was terminated at interpreter exit"))
+        else:
+            lifecycle.shutdown(wait=True, cancel_futures=False)
 
 
 zygote.before_close.append(_shutdown_all)
