@@ -18,7 +18,7 @@ def test_pool_and_process_are_gilfrees():
 
     assert module.Pool is gilfree.Pool
     assert module.Process is gilfree.Process
-    assert set(module.GILFREE_NAMES) == {"Pool", "Process"}
+    assert set(module.GILFREE_NAMES) == {"Pool", "Process", "set_start_method"}
     assert issubclass(module.Process, multiprocessing.Process)
 
 
@@ -122,3 +122,50 @@ def test_children_that_attach_to_the_callers_shared_memory_leave_it_alone(tmp_pa
     assert returncode == 0, stderr
     assert stdout.splitlines() == ["[10, 10, 10, 10]", "0 still there"]
     assert "leaked" not in stderr and "resource_tracker" not in stderr, stderr
+
+
+START_METHOD_SCRIPT = """
+import os
+import sys
+
+import gilfree
+import gilfree.multiprocessing as multiprocessing
+
+TABLE = None
+
+
+def read_table(_=None):
+    return TABLE
+
+
+def report(queue):
+    queue.put(TABLE)
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    TABLE = {"set": "in the parent's __main__ block"}
+    queue = multiprocessing.SimpleQueue()
+    child = multiprocessing.Process(target=report, args=(queue,))
+    child.start()
+    seen = [queue.get()]
+    child.join()
+    with multiprocessing.Pool(2) as pool:
+        seen.append(pool.apply(read_table))
+    with gilfree.ProcessPoolExecutor(2) as executor:
+        seen.append(executor.submit(read_table).result())
+    print(["inherited" if table == TABLE else table for table in seen])
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"), [("fork", ["inherited"] * 3), ("spawn", [None] * 3)]
+)
+def test_the_scripts_set_start_method_is_followed(tmp_path, method, expected):
+    """``set_start_method("fork")`` gives workers the parent's memory (a global set under the
+    ``__main__`` guard), as the stdlib's do; they came from the template whatever was set."""
+    from support.processes import run_script
+
+    returncode, stdout, stderr = run_script(tmp_path, START_METHOD_SCRIPT, method)
+    assert returncode == 0, stderr
+    assert stdout == f"{expected}\n"

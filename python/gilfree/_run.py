@@ -81,6 +81,7 @@ def install() -> None:
     import multiprocessing.pool
 
     import gilfree
+    import gilfree.multiprocessing
     import gilfree.process
 
     if INSTALL not in _main.before_main:  # the template and workers rebind before the script
@@ -101,6 +102,7 @@ def install() -> None:
     # there: the name stays, and making the class itself makes a gilfree.Pool instead.
     multiprocessing.pool.Pool.__new__ = _new_pool  # type: ignore[method-assign]
     multiprocessing.Process = gilfree.Process  # type: ignore[misc]
+    multiprocessing.set_start_method = gilfree.multiprocessing.set_start_method
     concurrent.futures.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
     concurrent.futures.process.ProcessPoolExecutor = gilfree.ProcessPoolExecutor  # type: ignore[misc, assignment]
 

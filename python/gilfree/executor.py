@@ -51,6 +51,7 @@ from gilfree._wire import main as _main
 from gilfree._wire import protocol
 from gilfree._wire.pickling import dumps_for_worker, sendable_to_worker
 from gilfree._wire.serialization import explain
+from gilfree._workers import launch as _launch
 from gilfree._workers.launch import START_METHODS, Launcher, WorkerProcess, default_start_method
 from gilfree._workers.worker import WorkerSetup
 
@@ -138,9 +139,11 @@ def refuse_process_options(**given: Any) -> None:
         )
 
 
-def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
-    """The start method ``mp_context`` (a context or a method's name; ``"forkserver"`` means
-    the zygote) or ``start_method`` names; both may be given only if they agree."""
+def resolve_start_method(mp_context: Any, start_method: str | None) -> tuple[str, bool]:
+    """``(method, chosen)``: the start method ``mp_context`` (a context or a method's name;
+    ``"forkserver"`` means the zygote) or ``start_method`` names (both may be given only if
+    they agree), else the one the script set for itself (see ``script_start_method``), else
+    the default (``chosen`` False)."""
     if mp_context is not None:
         method = mp_context if isinstance(mp_context, str) else mp_context.get_start_method()
         method = "zygote" if method == "forkserver" else method
@@ -151,13 +154,16 @@ def resolve_start_method(mp_context: Any, start_method: str | None) -> str:
             )
         start_method = method
     if start_method is None:
-        return default_start_method()
+        set_by_script = _launch.script_start_method
+        if set_by_script is not None:
+            return set_by_script, True
+        return default_start_method(), False
     if start_method not in START_METHODS:
         raise ValueError(
             f"start_method must be one of {', '.join(map(repr, START_METHODS))}, "
             f"got {start_method!r}"
         )
-    return start_method
+    return start_method, True
 
 
 def start_method_for_initargs(
@@ -344,10 +350,11 @@ class ProcessPoolExecutor(_StdExecutor):
             )
             method = "thread"
         else:
-            method = resolve_start_method(mp_context, start_method)
+            method, chosen = resolve_start_method(mp_context, start_method)
             if max_tasks_per_child is None:  # refused with fork (below): the zygote then
-                chosen = mp_context is not None or start_method is not None
                 method = start_method_for_initargs(method, chosen, initializer, tuple(initargs))
+            elif mp_context is None and start_method is None and method == "fork":
+                method = default_start_method()  # as the stdlib takes spawn then, not fork
         if method == "fork" and max_tasks_per_child is not None:
             raise ValueError(
                 "max_tasks_per_child is incompatible with the 'fork' multiprocessing start"

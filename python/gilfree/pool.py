@@ -408,9 +408,9 @@ class Pool:
             refuse_process_options(maxtasksperchild=maxtasksperchild, context=context)
             method = "thread"
         else:
-            method = resolve_start_method(context, None)
+            method, chosen = resolve_start_method(context, None)
             initargs = tuple(initargs)
-            method = start_method_for_initargs(method, context is not None, initializer, initargs)
+            method = start_method_for_initargs(method, chosen, initializer, initargs)
         self._ctx = context
         executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
         executor._start(  # noqa: SLF001 - the executor is Pool's engine room

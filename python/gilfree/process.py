@@ -128,7 +128,7 @@ def _popen(process_obj: Any) -> Any:
     """Starts ``process_obj``'s child: from the zygote if its object can be sent there, else
     as multiprocessing would by default."""
     global _started_any
-    if hasattr(os, "fork"):
+    if hasattr(os, "fork") and _launch.script_start_method in (None, "zygote"):
         from gilfree.executor import parent_setup
 
         carrier = _Carrier()

@@ -32,6 +32,12 @@ START_METHODS = ("zygote", "spawn", "fork")
 Initializer = tuple[Callable[..., Any] | None, tuple[Any, ...]]
 
 
+#: The start method the script set for itself with ``gilfree.multiprocessing.set_start_method``
+#: (``multiprocessing.set_start_method`` under ``python -m gilfree run``), in gilfree's names
+#: (``"forkserver"`` is the zygote); None: gilfree's default.
+script_start_method: str | None = None
+
+
 def default_start_method() -> str:
     """The zygote where fork exists (it is only ever used from a single-threaded process)."""
     return "zygote" if hasattr(os, "fork") else "spawn"
