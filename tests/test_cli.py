@@ -251,6 +251,37 @@ def test_an_uncaught_exception_shows_the_scripts_traceback_as_python_does(tmp_pa
     assert "gilfree" not in completed.stderr
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["def (:\n", "print('before', flush=True)\nraise KeyboardInterrupt\n"],
+    ids=["syntax-error", "keyboard-interrupt"],
+)
+def test_a_syntax_error_or_an_interrupt_is_reported_as_python_does(tmp_path, source):
+    """Both showed gilfree's and runpy's frames."""
+    script = write_script(tmp_path, source)
+    plain = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    completed = run_module("run", str(script))
+    assert (completed.returncode, completed.stdout) == (plain.returncode, plain.stdout)
+    assert completed.stderr == plain.stderr
+    assert "gilfree" not in completed.stderr
+
+
+def test_a_linked_script_imports_its_neighbours_as_under_python(tmp_path):
+    """Python puts the folder of the script a link points to first on the path; gilfree put
+    the link's."""
+    real, links = tmp_path / "real", tmp_path / "links"
+    real.mkdir()
+    links.mkdir()
+    (real / "helper.py").write_text("ANSWER = 42\n")
+    (real / "main.py").write_text("import helper\n\nprint(helper.ANSWER)\n")
+    (links / "tool.py").symlink_to(real / "main.py")
+    completed = run_module("run", str(links / "tool.py"))
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "42\n"
+
+
 def test_run_takes_a_directory_or_zip_file_with_a_main_module(tmp_path):
     import zipfile
 

@@ -170,8 +170,11 @@ def _run_script(script: str, argv: list[str]) -> int:
         except OSError as error:
             print(f"{sys.executable}: can't open file {path!r}: {error}", file=sys.stderr)
             return 2
+        except (SyntaxError, ValueError) as error:  # as Python reports it: no traceback
+            sys.excepthook(type(error), error.with_traceback(None), None)
+            return 1
         module = _main_module(loader, path)
-        folder = os.path.dirname(path)
+        folder = os.path.dirname(os.path.realpath(path))  # Python follows a link to the script
     install()
     sys.argv[:] = argv
     _set_path0(folder)
@@ -201,14 +204,32 @@ def _execute(code: types.CodeType, module: types.ModuleType) -> int:
     except SystemExit as exit_request:
         return _status(exit_request)
     except Exception as error:  # noqa: BLE001 - reported as the interpreter would
-        traceback = error.__traceback__
-        while traceback is not None and traceback.tb_frame.f_code is not code:
-            traceback = traceback.tb_next
-        if traceback is not None:  # the default hook prints the exception's own traceback
-            error.__traceback__ = traceback
-        sys.excepthook(type(error), error, error.__traceback__)
+        _report(error, code)
         return 1
+    except KeyboardInterrupt as interrupt:
+        # Reported here, then left to the interpreter, which exits as Python does after an
+        # unhandled Ctrl-C (killed by SIGINT, once the exit handlers have run): its own report
+        # would show gilfree's frames, so its hook prints nothing, this once.
+        _report(interrupt, code)
+        hook = sys.excepthook
+
+        def reported_already(*_exc_info: object) -> None:
+            sys.excepthook = hook
+
+        sys.excepthook = reported_already
+        raise
     return 0
+
+
+def _report(error: BaseException, code: types.CodeType) -> None:
+    """Prints ``error`` as the interpreter would (``sys.excepthook``), from the script's frame
+    on: gilfree's and runpy's frames are left out."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_frame.f_code is not code:
+        traceback = traceback.tb_next
+    if traceback is not None:  # the default hook prints the exception's own traceback
+        error.__traceback__ = traceback
+    sys.excepthook(type(error), error, error.__traceback__)
 
 
 def _run_module(module: str, arguments: list[str]) -> int:
