@@ -128,6 +128,22 @@ def test_map_over_one_iterable(shared_executor):
     assert list(shared_executor.map(tasks.square, range(20))) == [x * x for x in range(20)]
 
 
+class IterableWhoseLenRaises:
+    """Iterable, with a ``__len__`` that raises something other than TypeError."""
+
+    def __iter__(self):
+        return iter(range(5))
+
+    def __len__(self):
+        raise RuntimeError("len() must not be asked")
+
+
+def test_map_only_iterates_its_input_as_the_builtin_map_does(shared_executor):
+    """``list(iterable)`` asked its ``__len__`` first, and passed on its error."""
+    results = shared_executor.map(tasks.square, IterableWhoseLenRaises())
+    assert list(results) == [0, 1, 4, 9, 16]
+
+
 def test_map_over_several_iterables_stops_at_the_shortest(shared_executor):
     results = list(shared_executor.map(tasks.add, [1, 2, 3], [10, 20]))
     assert results == [11, 22]

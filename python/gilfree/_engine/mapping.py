@@ -19,7 +19,11 @@ def snapshot(iterable: Iterable[Any]) -> Sequence[Any]:
     kind = type(iterable)  # by identity: a metaclass's ``==`` is never called
     if kind is range or kind is tuple or kind is str or kind is bytes:
         return iterable  # type: ignore[return-value]
-    return list(iterable)
+    if kind is list:
+        return list(iterable)
+    # Iterated only, as the stdlib's map (zip) does: ``list(iterable)`` would ask its
+    # ``__len__`` or ``__length_hint__`` first, and pass on anything but a TypeError they raise.
+    return list(itertools.chain(iterable))
 
 
 def lazy(iterables: tuple[Iterable[Any], ...]) -> tuple[Sequence[Any] | Iterator[Any], bool]:
