@@ -134,6 +134,56 @@ def test_the_total_comes_from_len_then_the_hint_then_total_then_the_inputs_end(p
     assert totals == {"len": 30, "hint": 30, "given": 30, "input end": None}
 
 
+class HintingTooFew:
+    """300 items, whose length hint says 100."""
+
+    def __init__(self):
+        self._items = iter(range(300))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._items)
+
+    def __length_hint__(self):
+        return 100
+
+
+def test_a_total_too_small_is_corrected_at_the_inputs_end_and_the_display_stays_open(
+    shared_executor, pool
+):
+    """The display closed once the count reached the hint, a third of the way through (small
+    chunks: the count reaches the hint before the input's end is read)."""
+    squares = [x * x for x in range(300)]
+    for run in (
+        lambda progress: list(
+            pool.imap(tasks.square, HintingTooFew(), progress=progress, chunksize=10)
+        ),
+        lambda progress: sorted(
+            pool.imap_unordered(tasks.square, HintingTooFew(), progress=progress, chunksize=10)
+        ),
+        lambda progress: list(
+            pool.imap(tasks.square, iter(range(300)), progress=progress, total=100, chunksize=10)
+        ),
+    ):
+        progress = Recorder()
+        assert run(progress) == squares
+        progress.check_complete(300)
+
+    async def amap(progress):
+        return [
+            y
+            async for y in shared_executor.amap(
+                tasks.square, HintingTooFew(), progress=progress, chunksize=10
+            )
+        ]
+
+    progress = Recorder()
+    assert asyncio.run(amap(progress)) == squares
+    progress.check_complete(300)
+
+
 def test_a_generator_with_no_total_gets_it_when_it_runs_out(pool):
     progress = Recorder()
     results = list(pool.imap_unordered(tasks.square, (x for x in range(200)), progress=progress))

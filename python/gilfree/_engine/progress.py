@@ -121,6 +121,9 @@ class ItemProgress:
         #: The highest report of each running chunk, by the index of its first item.
         self._running: dict[int, int] = {}
         self._shown_at = time.monotonic()
+        #: Whether the input has run out (``input_ended``): till then the total is a guess (a
+        #: length hint, or ``total=``), and the display stays open past it.
+        self._input_ended = False
         #: What the display shows: a count is shown once.
         self._shown: tuple[int, int | None] = (0, total)
         self._closed = False
@@ -147,7 +150,7 @@ class ItemProgress:
         with self._lock:
             self._running.pop(chunk.start, None)
             self._ended += chunk.count
-            final = self._total is not None and self._ended >= self._total
+            final = self._input_ended and self._total is not None and self._ended >= self._total
             self._refresh(final)
         if final:
             self.close()
@@ -156,6 +159,7 @@ class ItemProgress:
         """The input ran out after ``count`` items: that is the total."""
         with self._lock:
             self._total = count
+            self._input_ended = True
             final = self._ended >= count
             self._refresh(final)
         if final:

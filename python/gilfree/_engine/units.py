@@ -391,6 +391,8 @@ class MapJob:
         else:
             self.items, self._iterator = items, None
             self.next_end = len(items)
+            if progress is not None:
+                progress.input_ended(self.next_end)  # the total, whatever ``total=`` said
 
     def look_ahead(self) -> None:
         """Reads the next item of an iterator, if none is in hand, so that its end is known as
