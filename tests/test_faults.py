@@ -655,6 +655,30 @@ def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, 
 
 
 @pytest.mark.process_only
+def test_an_initializer_that_ends_its_worker_breaks_the_pool(make_executor, start_method):
+    """As an initializer that raises does (and the stdlib's pool): each task was blamed for the
+    crash instead, and each submit started a worker that died the same way."""
+    executor = make_executor(
+        max_workers=2, start_method=start_method, initializer=tasks.exiting_initializer
+    )
+    futures, refused = [], 0
+    for x in range(5):
+        try:
+            futures.append(executor.submit(tasks.square, x))
+        except BrokenProcessPool:  # the first worker may have died before the last submit
+            refused += 1
+    assert futures and len(futures) + refused == 5
+    assert outcomes(futures) == [("error", BrokenProcessPool)] * len(futures)
+    if IMPL != "stdlib":
+        cause = futures[0].exception().__cause__
+        assert type(cause) is WorkerCrashedError
+        assert "exit code 3" in str(cause)
+        assert "before it was ready" in str(cause)
+    with pytest.raises(BrokenProcessPool):
+        executor.submit(tasks.square, 1)
+
+
+@pytest.mark.process_only
 def test_an_unpicklable_result_is_a_serialization_error_and_the_pool_goes_on(executor):
     futures = [
         executor.submit(tasks.square, 2),

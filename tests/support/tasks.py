@@ -192,6 +192,12 @@ def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
 
 
+def exiting_initializer():
+    """Ends its worker (``os._exit(3)``) before the worker is ready."""
+    _refuse_in_test_process()
+    os._exit(3)
+
+
 # --- probes of gilfree's machinery ----------------------------------------------
 
 #: How many times this process has unpickled a ``CountedCallable``.

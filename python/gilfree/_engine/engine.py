@@ -46,6 +46,7 @@ from gilfree._engine.units import (
 from gilfree._engine.waiting import SLICE_SECONDS, PumpRole
 from gilfree._wire import protocol
 from gilfree._wire.serialization import explain
+from gilfree.errors import WorkerCrashedError
 
 
 class Engine:
@@ -552,9 +553,24 @@ class Engine:
                 _core.describe_exit(exit_code),
                 len(slot.inflight),
             )
+        asked = slot.stopped or slot.retiring or ending.timed_out_task is not None
+        died_starting = not slot.ready and not asked and ending.cancelled_task is None
         lost = self._backlog.lose(slot.index)
         slot.clear()
         worker.ended()
+        if died_starting and self.transport.early_death_breaks:
+            # As the stdlib's pool breaks: every worker after it would die the same way.
+            how = _core.describe_exit(exit_code)
+            cause = WorkerCrashedError(
+                f"worker pid {worker.pid} ended ({how}) before it was ready, while it ran the"
+                " initializer (or the main script, run again there)"
+            )
+            self._break(f"a worker {self.transport.name} died while it started ({how})", cause)
+            broken = self.transport.broken_error(self._broken)
+            broken.__cause__ = cause
+            for _task_id, work in lost:
+                work.fail(broken)
+            return
         settlement = settle(lost, ending)
         self._backlog.resend(settlement.resend)
         for work, error in settlement.failed:

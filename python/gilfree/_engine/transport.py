@@ -121,6 +121,10 @@ class Transport(Protocol):
     broken_error: type[BrokenExecutor]
     #: Why the pool is broken when a worker's initializer raised (the stdlib's words).
     init_failed_reason: str
+    #: A worker that ends before it is ready breaks the pool, as an initializer that raises
+    #: does: what it ran (the initializer, the main script) ended it, and would end every
+    #: worker after it (processes; a cluster's workers are lost for other reasons too).
+    early_death_breaks: bool
     #: Called from any thread when a worker is known to have ended (installed by the engine).
     on_exit: Callable[[], None]
 

@@ -69,6 +69,7 @@ class ClusterTransport:
     starts_all = False
     spins = False
     places_per_call = True
+    early_death_breaks = False
     broken_error: type[BrokenExecutor] = BrokenExecutor
     init_failed_reason = "the initializer raised on a worker of the cluster"
     #: ``kill`` stops a task that is running (its worker process is killed).

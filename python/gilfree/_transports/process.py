@@ -39,6 +39,7 @@ class ProcessTransport:
     encoded = True
     spins = True  # SPIN_MICROSECONDS in gilfree._workers.worker
     places_per_call = False
+    early_death_breaks = True
     broken_error: type[BrokenExecutor] = BrokenProcessPool
     init_failed_reason = (
         "A process in the process pool was terminated abruptly while the future was running or"

@@ -53,6 +53,7 @@ class ThreadTransport:
     starts_all = False
     spins = True  # SPIN_MICROSECONDS
     places_per_call = False
+    early_death_breaks = False
     broken_error: type[BrokenExecutor] = BrokenThreadPool
     init_failed_reason = "A thread initializer failed, the thread pool is not usable anymore"
 
