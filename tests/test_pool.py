@@ -715,8 +715,13 @@ def test_worker_crash_fails_the_task_and_the_pool_recovers(new_pool, function, a
 def test_unpicklable_result_raises_maybe_encoding_error(new_pool):
     the_pool = new_pool(1)
     result = the_pool.apply_async(tasks.return_lock)
-    with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="^Error sending result"):
+    with pytest.raises(
+        multiprocessing.pool.MaybeEncodingError, match="^Error sending result"
+    ) as raised:
         result.get(RESULT_TIMEOUT)
+    # The value is the result's repr, as the stdlib gives it (it was the quoted word 'result').
+    assert raised.value.value.startswith("<unlocked _thread.lock object at ")
+    assert str(raised.value).startswith("Error sending result: '<unlocked _thread.lock object")
     assert not result.successful()
     with pytest.raises(multiprocessing.pool.MaybeEncodingError):
         the_pool.starmap(tasks.return_lock, [(), ()])

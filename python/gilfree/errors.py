@@ -36,7 +36,8 @@ class SerializationError(pickle.PicklingError, TypeError):
 
     The message starts with where the value sits in what was being sent, for example
     ``args[1]['fh']: cannot send an open file object to another process``. ``path`` holds that
-    location and ``__cause__`` the error pickle raised. Raised before any worker sees the task.
+    location, ``value_repr`` the repr of the value sent (cut short), and ``__cause__`` the error
+    pickle raised. Raised before any worker sees the task.
     It is a ``pickle.PicklingError`` and a ``TypeError``: pickle raises one or the other for
     what it refuses (a lock, a file, a generator: ``TypeError``), and code written for the
     stdlib's executor catches the one it met.
@@ -45,6 +46,8 @@ class SerializationError(pickle.PicklingError, TypeError):
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+        #: The repr of the value that held the part (cut short), where it is known.
+        self.value_repr: str | None = None
 
 
 class UnpicklableExceptionError(RuntimeError):

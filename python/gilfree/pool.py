@@ -74,8 +74,9 @@ def _pool_error(error: BaseException) -> BaseException:
     could not be sent becomes ``MaybeEncodingError``, an argument that could not be sent raises
     pickle's own error (with gilfree's explanation as a note), and the remote traceback is
     multiprocessing's type."""
-    if is_result_error(error):
-        encoding_error: BaseException = MaybeEncodingError(error, getattr(error, "path", "result"))
+    if is_result_error(error):  # the value's repr, as the stdlib shows the result itself
+        shown = getattr(error, "value_repr", None) or getattr(error, "path", "result")
+        encoding_error: BaseException = MaybeEncodingError(error, _AsRepr(str(shown)))
         return encoding_error
     if isinstance(error, UnpicklableExceptionError):  # as the stdlib's pool reports it
         unsent: BaseException = MaybeEncodingError(error.reason, f"{error.type_name}: {error.text}")
@@ -89,6 +90,16 @@ def _pool_error(error: BaseException) -> BaseException:
     if type(cause) is _RemoteTraceback:
         error.__cause__ = RemoteTraceback(cause.tb)
     return error
+
+
+class _AsRepr:
+    """Text that ``repr`` gives as it is (``MaybeEncodingError`` shows its value's repr)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
 
 
 def _report_callback_error(kind: str) -> None:

@@ -191,8 +191,22 @@ def name_unsendable(roots: dict[str, Any]) -> SerializationError | None:
             )
             serialization_error = SerializationError(message, path)
             serialization_error.__cause__ = cause
+            serialization_error.value_repr = _bounded_repr(value)
             return serialization_error
     return None
+
+
+#: How much of a value's repr an error keeps (``SerializationError.value_repr``).
+REPR_LIMIT = 300
+
+
+def _bounded_repr(value: Any) -> str:
+    """``repr(value)``, cut to `REPR_LIMIT` characters, or a stand-in where it raises."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a message must not fail on the user's object
+        return f"<a {type(value).__qualname__} object>"
+    return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
 def sendable_exception(
