@@ -268,6 +268,23 @@ def test_everything_works_without_numpy(tmp_path):
     assert completed.stdout.strip() == "ok"
 
 
+class HoldsAView:
+    """An object of the test's own class (so it goes to pickle) holding a memoryview."""
+
+    def __init__(self, view):
+        self.view = view
+
+
+@pytest.mark.gilfree_only  # pickle refuses every memoryview
+def test_a_memoryview_inside_a_pickled_object_keeps_its_format_and_shape(shared_executor):
+    """It went through cloudpickle as its bytes alone."""
+    array = numpy.arange(6, dtype=numpy.float64).reshape(2, 3)
+    echoed = shared_executor.submit(tasks.echo, HoldsAView(memoryview(array)))
+    view = echoed.result(timeout=RESULT_TIMEOUT)[0][0].view
+    assert type(view) is memoryview
+    assert (view.format, view.shape, view.tolist()) == ("d", (2, 3), array.tolist())
+
+
 @pytest.mark.parametrize("rows", [2, 400_000], ids=["small", "large"])
 def test_a_memoryview_arrives_with_its_format_and_shape(shared_executor, rows):
     array = numpy.arange(rows * 3, dtype=numpy.float64).reshape(rows, 3)

@@ -29,6 +29,7 @@ import cloudpickle
 from cloudpickle import cloudpickle as cloudpickle_module
 
 from gilfree._wire import main as _main
+from gilfree._wire import reducers
 from gilfree._wire.protocol import ONE_OFF, PROTOCOL
 
 _CACHE_SIZE = 1024
@@ -75,11 +76,14 @@ def _refuse_file(file: Any) -> Any:
 
 
 class ValuePickler(cloudpickle.Pickler):  # type: ignore[misc] # cloudpickle has no types
-    """cloudpickle (functions and classes by value), refusing open files as pickle does."""
+    """cloudpickle (functions and classes by value), refusing open files as pickle does, and
+    sending a memoryview with its format and shape (``reducers.pickle_memoryview``), as the
+    codec does, where cloudpickle would send its bytes alone."""
 
     # The C pickler reads dispatch_table when it is created, so it is set on the class.
     dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
-        {io.TextIOWrapper: _refuse_file}, cloudpickle.Pickler.dispatch_table
+        {io.TextIOWrapper: _refuse_file, memoryview: reducers.pickle_memoryview},
+        cloudpickle.Pickler.dispatch_table,
     )
 
 

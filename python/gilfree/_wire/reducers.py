@@ -216,6 +216,20 @@ def _reduce_memoryview(view: Any) -> Reduced:
     return MEMORYVIEW, (raw, view.format, view.shape)
 
 
+def pickle_memoryview(view: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """A memoryview as gilfree's picklers reduce it (pickle refuses every memoryview, and
+    cloudpickle sends its bytes alone): its bytes, format and shape, rebuilt into a read-only
+    view that indexes as the sent one did, as the codec sends one natively. Refused as
+    ``_reduce_memoryview`` refuses."""
+    _kind, (raw, format, shape) = _reduce_memoryview(view)
+    return memoryview_from_bytes, (raw.tobytes(), format, shape)
+
+
+def memoryview_from_bytes(data: bytes, format: str, shape: tuple[int, ...]) -> Any:
+    """The memoryview ``pickle_memoryview`` took apart."""
+    return _cast(memoryview(data), format, shape)
+
+
 def _cast(raw: Any, format: str, shape: tuple[int, ...]) -> Any:
     """``raw`` (a view of bytes) as a view of ``format`` items in ``shape``."""
     if len(shape) == 1:
