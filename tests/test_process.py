@@ -395,3 +395,46 @@ def test_one_process_per_core_runs_fib(make_process):
         process.join(RESULT_TIMEOUT)
     assert [process.exitcode for process in processes] == [0] * len(processes)
     assert len({process.pid for process in processes}) == len(processes)
+
+
+REDIRECTED_OUTPUT_SCRIPT = """
+import os
+import sys
+
+import gilfree
+
+
+def say(words):
+    print(words, flush=True)
+    print(words, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    with gilfree.Pool(1) as pool:
+        pool.apply(say, ("before",))  # the zygote and a worker start with the first streams
+        saved = os.dup(1), os.dup(2)
+        with open("captured.txt", "w") as captured:
+            os.dup2(captured.fileno(), 1)  # as pytest's capture moves them, per test
+            os.dup2(captured.fileno(), 2)
+        pool.apply(say, ("pool",))  # the same worker: it has the first streams
+        child = gilfree.Process(target=say, args=("process",))
+        child.start()
+        child.join()
+        with gilfree.Pool(1) as fresh:
+            fresh.apply(say, ("fresh pool",))
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        print("restored", flush=True)
+"""
+
+
+@pytest.mark.gilfree_only
+def test_children_write_where_the_callers_output_goes_when_they_start(tmp_path):
+    """Children forked from the zygote wrote to the streams the caller had when the zygote
+    started (pytest's fd capture then sent a later test's output to an earlier test's file)."""
+    returncode, stdout, stderr = run_script(tmp_path, REDIRECTED_OUTPUT_SCRIPT)
+    assert returncode == 0, stderr
+    captured = (tmp_path / "captured.txt").read_text().splitlines()
+    assert sorted(captured) == sorted(["process", "fresh pool"] * 2)
+    assert stdout.splitlines() == ["before", "pool", "restored"]
+    assert stderr.splitlines() == ["before", "pool"]

@@ -20,11 +20,14 @@ It also starts ``gilfree.Process`` children, which run a pickled process object 
 worker loop (see ``process_child``).
 
 Protocol (SOCK_SEQPACKET, one pickle per packet):
-    parent -> zygote   ("fork", request_id, tracked, slot, epoch)  + the segment fd
-    parent -> zygote   ("process", request_id, tracked)  + the process's fds (see
+    parent -> zygote   ("fork", request_id, tracked, stdio, slot, epoch)  + the segment fd
+    parent -> zygote   ("process", request_id, tracked, stdio)  + the process's fds (see
                        ``process_child``)
                        ``tracked``: one more fd follows, the parent's resource tracker, which
-                       the child shares (see ``resources``)
+                       the child shares (see ``resources``); then the parent's standard
+                       streams, one fd for each of ``stdio`` (those of 0, 1, 2 it has open),
+                       which the child takes as its own: a child writes where the parent's
+                       output goes now, not where it went when the zygote started
     zygote -> parent   ("forked", request_id, pid)
     zygote -> parent   ("exited", pid, raw_wait_status)
     zygote -> parent   ("main", names)  once, first: the top-level names of the main module its
@@ -207,7 +210,7 @@ def _fork_on_request(control: socket.socket) -> None:
                 break
         if control.fileno() in readable:
             try:
-                message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS + 1)
+                message, fds, _, _ = socket.recv_fds(control, _PACKET, MAX_FDS + 4)
             except ConnectionResetError:  # the parent is gone (interrupted while it exited)
                 break
             if not message:
@@ -338,6 +341,15 @@ def _reap(control: socket.socket, children: set[int]) -> bool:
     return True
 
 
+def _is_open(fd: int) -> bool:
+    """Whether ``fd`` is an open descriptor of this process."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -347,12 +359,18 @@ def _run_child(request: tuple[object, ...], fds: list[int]) -> None:
     try:
         # Die with the zygote: it is single-threaded, so its thread's end is its death.
         _core.set_parent_death_signal(signal.SIGKILL)
+        for target in reversed(request[3]):  # type: ignore[call-overload]
+            # The caller's standard streams as they are now, not as they were when this
+            # zygote started (pytest's capture, a script's redirection, have moved them since).
+            received = fds.pop()
+            os.dup2(received, target)
+            os.close(received)
         if request[2]:
             _resources.adopt(fds.pop())
         if request[0] == "fork":
             from gilfree._workers.worker import serve as serve_worker
 
-            _, _, _, slot, epoch = request
+            _, _, _, _, slot, epoch = request
             code = serve_worker(fds[0], slot, epoch)  # type: ignore[arg-type]
         else:
             from gilfree._workers.process_child import run
@@ -404,12 +422,15 @@ class Zygote:
 
     def _request(self, request: tuple[object, ...], fds: list[int], handle: WorkerHandle) -> None:
         tracker = _resources.caller_fd()
-        if tracker is not None:  # the child shares this process's resource tracker, last
+        if tracker is not None:  # the child shares this process's resource tracker, after them
             fds = [*fds, tracker]
+        stdio = tuple(fd for fd in (0, 1, 2) if _is_open(fd))  # the child's own, last
+        fds = [*fds, *stdio]
         with self._lock:
             request_id = next(self._request_ids)
             self._forking[request_id] = handle
-            message = pickle.dumps((request[0], request_id, tracker is not None, *request[1:]))
+            flags = (request_id, tracker is not None, stdio)
+            message = pickle.dumps((request[0], *flags, *request[1:]))
             socket.send_fds(self._socket, [message], fds)
 
     def _read(self) -> None:
