@@ -438,3 +438,48 @@ def test_children_write_where_the_callers_output_goes_when_they_start(tmp_path):
     assert sorted(captured) == sorted(["process", "fresh pool"] * 2)
     assert stdout.splitlines() == ["before", "pool", "restored"]
     assert stderr.splitlines() == ["before", "pool"]
+
+
+SHARED_ARRAY_VIEW_SCRIPT = """
+import multiprocessing
+
+import numpy
+
+import gilfree
+
+shared = None
+
+
+def fill(view, value):
+    view[:] = value
+
+
+def keep(view):
+    global shared
+    shared = view
+
+
+def fill_kept(value):
+    shared[:] = value
+    return value
+
+
+if __name__ == "__main__":
+    raw = multiprocessing.RawArray("d", 8)
+    whole = numpy.frombuffer(raw)
+    child = gilfree.Process(target=fill, args=(whole[::2], 1.0))  # a view of a view
+    child.start()
+    child.join()
+    with gilfree.Pool(1, initializer=keep, initargs=(whole[1::2],)) as pool:
+        pool.apply(fill_kept, (2.0,))
+    print(whole.tolist())
+"""
+
+
+@pytest.mark.gilfree_only
+def test_a_numpy_view_of_inherited_shared_memory_reaches_a_forked_child(tmp_path):
+    """``np.frombuffer(RawArray(...))`` as a Process argument or in initargs: the child must
+    share it, as under the stdlib's fork; it was pickled, so the child wrote to a copy."""
+    returncode, stdout, stderr = run_script(tmp_path, SHARED_ARRAY_VIEW_SCRIPT)
+    assert returncode == 0, stderr
+    assert stdout == f"{[1.0, 2.0] * 4}\n"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import collections
 import io
+import mmap
+import sys
 from multiprocessing import context
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
@@ -22,13 +24,47 @@ from gilfree._wire.protocol import PROTOCOL
 
 
 class _Pickler(MainPickler):
-    """``__main__`` as workers share it (``MainPickler``), plus multiprocessing's reducers."""
+    """``__main__`` as workers share it (``MainPickler``), plus multiprocessing's reducers.
+    A numpy array over memory that processes share by inheritance is refused (see
+    ``_inherited_memory``), as multiprocessing refuses the ``RawArray`` itself."""
 
     # The C pickler reads dispatch_table when it is created, so it is set on the class.
     dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
         ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # noqa: SLF001 - registered reducers
         MainPickler.dispatch_table,
     )
+
+    def reducer_override(self, obj: Any) -> Any:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(obj, numpy.ndarray) and _inherited_memory(obj):
+            raise TypeError(
+                "a numpy array over memory shared by inheritance (a multiprocessing RawArray or"
+                " Array, an mmap) reaches a child only when it is forked: pickling would send a"
+                " copy, and the child's writes would be lost"
+            )
+        return super().reducer_override(obj)
+
+
+def _inherited_memory(array: Any) -> bool:
+    """Whether ``array`` views memory that a forked child shares with its parent, where a copy
+    would not do: a ``multiprocessing.sharedctypes`` object's (``np.frombuffer(RawArray(...))``,
+    and views of it) or an ``mmap``'s."""
+    from multiprocessing.heap import BufferWrapper
+
+    base = array.base
+    for _ in range(64):  # a chain of views, each the base of the next
+        if base is None:
+            return False
+        if isinstance(base, mmap.mmap):
+            return True
+        try:
+            wrapper = base.__dict__.get("_wrapper") if hasattr(base, "__dict__") else None
+        except Exception:  # noqa: BLE001 - a base whose attributes raise shares nothing of ours
+            return False
+        if isinstance(wrapper, BufferWrapper):
+            return True
+        base = base.obj if type(base) is memoryview else getattr(base, "base", None)
+    return False
 
 
 class _SpawningPopen:
