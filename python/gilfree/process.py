@@ -25,7 +25,7 @@ import threading
 from multiprocessing import context, util
 from typing import Any
 
-from gilfree._wire.pickling import dumps_for_worker
+from gilfree._wire.pickling import dump_for_worker
 from gilfree._workers import launch as _launch
 from gilfree._workers import process_child as _process_child
 from gilfree._workers import zygote as _zygote
@@ -46,16 +46,19 @@ class ZygotePopen:
     method = "zygote"
     DupFd = _process_child.InheritedFd
 
-    def __init__(self, process_obj: Any, payload: bytes, fds: list[int]) -> None:
+    def __init__(self, process_obj: Any, payload: int, fds: list[int]) -> None:
+        """Starts the child of ``process_obj``, which reads ``payload`` (a memory file, see
+        ``process_child``; closed here) and inherits ``fds``."""
         self.returncode: int | None = None
         self._handle = _launch.WorkerProcess()
         sentinel_read, sentinel_write = os.pipe()
         parent_read, parent_write = os.pipe()
-        memory = _memory_file(payload)
         try:
-            _zygote.get(()).start_process([memory, sentinel_write, parent_read, *fds], self._handle)
+            _zygote.get(()).start_process(
+                [payload, sentinel_write, parent_read, *fds], self._handle
+            )
         finally:
-            for fd in (memory, sentinel_write, parent_read):
+            for fd in (payload, sentinel_write, parent_read):
                 os.close(fd)
         self.sentinel = sentinel_read
         close_fds = util.close_fds  # type: ignore[attr-defined]  # not in typeshed
@@ -105,23 +108,31 @@ class _Carrier:
         return len(self.fds) - 1
 
 
-def _memory_file(payload: bytes) -> int:
-    """A descriptor of an unnamed file holding ``payload``."""
+def _memory_file() -> int:
+    """A descriptor of a new unnamed file."""
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("gilfree-process", os.MFD_CLOEXEC)
-    else:
-        import tempfile
+        return os.memfd_create("gilfree-process", os.MFD_CLOEXEC)
+    import tempfile
 
-        with tempfile.TemporaryFile() as file:
-            fd = os.dup(file.fileno())
-    _write_all(fd, payload)
+    with tempfile.TemporaryFile() as file:
+        return os.dup(file.fileno())
+
+
+def _payload(setup: Any, process_obj: Any, carrier: _Carrier) -> int | None:
+    """A memory file holding ``setup`` then ``process_obj``, pickled one after the other into
+    it (a large argument is never a second copy in memory); None if the process object cannot
+    be pickled for the zygote."""
+    import pickle
+
+    fd = _memory_file()
+    try:
+        with os.fdopen(os.dup(fd), "wb") as file:
+            pickle.dump(setup, file, pickle.HIGHEST_PROTOCOL)
+            dump_for_worker(process_obj, file, carrier)
+    except Exception:  # noqa: BLE001 - not sendable to the zygote: multiprocessing's way
+        os.close(fd)
+        return None
     return fd
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _popen(process_obj: Any) -> Any:
@@ -132,16 +143,10 @@ def _popen(process_obj: Any) -> Any:
         from gilfree.executor import parent_setup
 
         carrier = _Carrier()
-        try:
-            process = dumps_for_worker(process_obj, carrier)
-        except Exception:  # noqa: BLE001 - not sendable to the zygote: multiprocessing's way
-            process = None
-        if process is not None:
-            import pickle
-
-            setup = parent_setup("zygote")
-            setup.authkey = bytes(process_obj.authkey)
-            payload = pickle.dumps((setup, process), pickle.HIGHEST_PROTOCOL)
+        setup = parent_setup("zygote")
+        setup.authkey = bytes(process_obj.authkey)
+        payload = _payload(setup, process_obj, carrier)
+        if payload is not None:
             _started_any = True
             return ZygotePopen(process_obj, payload, carrier.fds)
     default = context._default_context  # noqa: SLF001 - multiprocessing's default context

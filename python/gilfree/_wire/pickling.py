@@ -87,14 +87,19 @@ def dumps_for_worker(value: Any, popen: Any = None) -> bytes:
     multiprocessing's ``duplicate_for_child`` and ``DupFd``); else they go through
     multiprocessing's resource sharer."""
     buffer = io.BytesIO()
+    dump_for_worker(value, buffer, popen)
+    return buffer.getvalue()
+
+
+def dump_for_worker(value: Any, file: Any, popen: Any = None) -> None:
+    """``dumps_for_worker``, written to ``file`` as it is made (no copy of it in memory)."""
     previous = context.get_spawning_popen()
     # Any object with duplicate_for_child serves; typeshed names multiprocessing's Popens only.
     context.set_spawning_popen(popen if popen is not None else _SpawningPopen())  # type: ignore[arg-type]
     try:
-        _Pickler(buffer, PROTOCOL).dump(value)
+        _Pickler(file, PROTOCOL).dump(value)
     finally:
         context.set_spawning_popen(previous)
-    return buffer.getvalue()
 
 
 class _TrialPopen(_SpawningPopen):

@@ -2,8 +2,8 @@
 
 The zygote forks the child with the descriptors the parent sent (``Zygote.start_process``):
 
-    fds[0]   a memory file holding ``pickle((WorkerSetup, process object pickled by
-             dumps_for_worker))``
+    fds[0]   a memory file holding two pickles, one after the other: the ``WorkerSetup``,
+             then the process object (pickled by ``dumps_for_worker``)
     fds[1]   the write end of the process's sentinel pipe: held until the child exits
     fds[2]   the read end of the parent's pipe (``parent_process().is_alive()``)
     fds[3:]  descriptors the process object's arguments carry (connections, queues): their
@@ -36,13 +36,6 @@ class InheritedFd:
         return _inherited[self.index]
 
 
-def read_payload(fd: int) -> bytes:
-    """All bytes of the memory file ``fd``, which is closed."""
-    with os.fdopen(fd, "rb") as payload:
-        payload.seek(0)
-        return payload.read()
-
-
 def run(fds: list[int]) -> int:
     """Runs the process object; returns its exit code."""
     from gilfree._wire import main as _main
@@ -51,9 +44,10 @@ def run(fds: list[int]) -> int:
     _main.in_gilfree_process = True
     _inherited[:] = fds[FIRST_INHERITED:]
     try:
-        setup, process = pickle.loads(read_payload(fds[PAYLOAD]))
-        apply_setup(setup)
-        process_object = pickle.loads(process)
+        with os.fdopen(fds[PAYLOAD], "rb") as payload:
+            payload.seek(0)
+            apply_setup(pickle.load(payload))  # the paths first: the object may need them
+            process_object = pickle.load(payload)
     except BaseException:  # noqa: BLE001 - reported as multiprocessing's children do
         import sys
         import traceback
