@@ -48,6 +48,11 @@ from gilfree._wire import protocol
 from gilfree._wire.serialization import explain
 from gilfree.errors import WorkerCrashedError
 
+#: Workers dying one after another before they are ready that break the pool: their
+#: initializer (or the main script) ends them. Fewer are taken for kills from outside (the OOM
+#: killer), and what they were sent goes to the next worker.
+STARTUP_DEATHS_THAT_BREAK = 3
+
 
 class Engine:
     """Schedules work onto ``worker_count`` workers and collects the results."""
@@ -87,6 +92,8 @@ class Engine:
         #: far: an admitted call queued after one is cancelled.
         self._admitted = 0
         self._cancels = 0
+        #: Workers that died before they were ready since one last was (see _forget_worker).
+        self._startup_deaths = 0
         #: Called after work was queued, outside the lock: the collector's ``note_submit``
         #: (``Lifecycle`` installs it; the engine knows nothing of the collector).
         self.on_work: Callable[[], None] = _nothing
@@ -400,6 +407,7 @@ class Engine:
                     continue  # a late reply from a worker that has since been replaced
                 if kind == protocol.READY:
                     slot.ready = True
+                    self._startup_deaths = 0
                     slot.running_since = now  # a task's time starts once its worker is ready
                 elif kind == protocol.RETIRE:
                     self._retire(slot)
@@ -559,13 +567,21 @@ class Engine:
         slot.clear()
         worker.ended()
         if died_starting and self.transport.early_death_breaks:
-            # As the stdlib's pool breaks: every worker after it would die the same way.
+            self._startup_deaths += 1
+            if self._startup_deaths < STARTUP_DEATHS_THAT_BREAK:
+                # Killed from outside while it started, most likely: nothing ran on it, so
+                # what it was sent goes to the next worker untouched.
+                self._backlog.resend([work for _task_id, work in lost])
+                return
+            # Its initializer (or the main script) ends every worker: the pool is broken, as
+            # the stdlib's is by an initializer that raises.
             how = _core.describe_exit(exit_code)
             cause = WorkerCrashedError(
-                f"worker pid {worker.pid} ended ({how}) before it was ready, while it ran the"
-                " initializer (or the main script, run again there)"
+                f"{self._startup_deaths} workers in a row died before they were ready, the last"
+                f" (pid {worker.pid}) ended ({how}), while they ran the initializer (or the main"
+                " script, run again there)"
             )
-            self._break(f"a worker {self.transport.name} died while it started ({how})", cause)
+            self._break(f"its workers {self.transport.name} die while they start ({how})", cause)
             broken = self.transport.broken_error(self._broken)
             broken.__cause__ = cause
             for _task_id, work in lost:
