@@ -632,20 +632,28 @@ def test_stats_count_tasks_crashes_timeouts_and_restarts(make_executor, start_me
 # --- other failures ---------------------------------------------------------------------------
 
 
+def submit_to_a_breaking_pool(executor, count=5):
+    """Submits ``count`` tasks to an executor whose initializer breaks it: the futures of those
+    it took, all failed with BrokenProcessPool (the pool may refuse the later submits once its
+    first worker has failed)."""
+    futures, refused = [], 0
+    for x in range(count):
+        try:
+            futures.append(executor.submit(tasks.square, x))
+        except BrokenProcessPool:
+            refused += 1
+    assert futures, "the first submit cannot know the pool is broken"
+    assert len(futures) + refused == count
+    assert outcomes(futures) == [("error", BrokenProcessPool)] * len(futures)
+    return futures
+
+
 @pytest.mark.process_only
 def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, start_method):
     executor = make_executor(
         max_workers=2, start_method=start_method, initializer=tasks.failing_initializer
     )
-    futures, refused = [], 0
-    for x in range(5):
-        try:
-            futures.append(executor.submit(tasks.square, x))
-        except BrokenProcessPool:  # a forked worker can fail before the last submit
-            refused += 1
-    assert futures, "the first submit cannot know the pool is broken"
-    assert outcomes(futures) == [("error", BrokenProcessPool)] * len(futures)
-    assert len(futures) + refused == 5
+    futures = submit_to_a_breaking_pool(executor)
     for future in futures:
         cause = future.exception().__cause__
         assert isinstance(cause, RuntimeError)
@@ -662,14 +670,7 @@ def test_an_initializer_that_ends_its_worker_breaks_the_pool(make_executor, star
     executor = make_executor(
         max_workers=2, start_method=start_method, initializer=tasks.exiting_initializer
     )
-    futures, refused = [], 0
-    for x in range(5):
-        try:
-            futures.append(executor.submit(tasks.square, x))
-        except BrokenProcessPool:  # the first worker may have died before the last submit
-            refused += 1
-    assert futures and len(futures) + refused == 5
-    assert outcomes(futures) == [("error", BrokenProcessPool)] * len(futures)
+    futures = submit_to_a_breaking_pool(executor)
     if IMPL != "stdlib":
         cause = futures[0].exception().__cause__
         assert type(cause) is WorkerCrashedError

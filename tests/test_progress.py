@@ -101,27 +101,31 @@ def test_the_display_refreshes_at_most_ten_times_a_second(shared_executor):
     progress.check_complete(10_000)
 
 
+class Hinted:
+    """An iterator of ``range(count)`` with no ``len()``, whose length hint says ``hint``."""
+
+    def __init__(self, count, hint):
+        self._items = iter(range(count))
+        self._hint = hint
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._items)
+
+    def __length_hint__(self):
+        return self._hint
+
+
 def test_the_total_comes_from_len_then_the_hint_then_total_then_the_inputs_end(pool):
-    class Hinted:
-        def __init__(self, count):
-            self._items = iter(range(count))
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            return next(self._items)
-
-        def __length_hint__(self):
-            return 30
-
     def generator(count):
         yield from range(count)
 
     totals = {}
     for name, iterable, total in [
         ("len", list(range(30)), None),
-        ("hint", Hinted(30), None),
+        ("hint", Hinted(30, 30), None),
         ("given", generator(30), 30),
         ("input end", generator(30), None),
     ]:
@@ -134,22 +138,6 @@ def test_the_total_comes_from_len_then_the_hint_then_total_then_the_inputs_end(p
     assert totals == {"len": 30, "hint": 30, "given": 30, "input end": None}
 
 
-class HintingTooFew:
-    """300 items, whose length hint says 100."""
-
-    def __init__(self):
-        self._items = iter(range(300))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._items)
-
-    def __length_hint__(self):
-        return 100
-
-
 def test_a_total_too_small_is_corrected_at_the_inputs_end_and_the_display_stays_open(
     shared_executor, pool
 ):
@@ -158,10 +146,10 @@ def test_a_total_too_small_is_corrected_at_the_inputs_end_and_the_display_stays_
     squares = [x * x for x in range(300)]
     for run in (
         lambda progress: list(
-            pool.imap(tasks.square, HintingTooFew(), progress=progress, chunksize=10)
+            pool.imap(tasks.square, Hinted(300, 100), progress=progress, chunksize=10)
         ),
         lambda progress: sorted(
-            pool.imap_unordered(tasks.square, HintingTooFew(), progress=progress, chunksize=10)
+            pool.imap_unordered(tasks.square, Hinted(300, 100), progress=progress, chunksize=10)
         ),
         lambda progress: list(
             pool.imap(tasks.square, iter(range(300)), progress=progress, total=100, chunksize=10)
@@ -175,7 +163,7 @@ def test_a_total_too_small_is_corrected_at_the_inputs_end_and_the_display_stays_
         return [
             y
             async for y in shared_executor.amap(
-                tasks.square, HintingTooFew(), progress=progress, chunksize=10
+                tasks.square, Hinted(300, 100), progress=progress, chunksize=10
             )
         ]
 
