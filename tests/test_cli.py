@@ -510,3 +510,33 @@ def test_bench_numpy_rows_run_with_one_blas_thread_in_interpreters_of_their_own(
     cells = {(b.key, tuple(w.key for w in b.workloads)) for b in batches}
     assert ("sequential", ("matmul_sum", "groupby_big_frame")) in cells
     assert ("ppe_best", ("matmul_sum",)) in cells  # a submit has no chunksize to sweep
+
+
+class _Unpicklable:
+    """An item that cannot be sent: the fork-after-the-data contender must never pickle it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        raise TypeError("this item cannot be pickled")
+
+
+# The stdlib forks this process, which other tests' executors may have left threads in.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_the_fork_after_the_data_contender_sends_no_item_and_leaves_no_process():
+    import multiprocessing
+
+    from gilfree.bench import contenders
+
+    contender = contenders.find_entry("fork_inherit").load()
+    pool = contender.create(2)
+    items = [_Unpicklable(value) for value in range(7)]
+    assert contender.map(pool, lambda item: item.value * 10, items) == [0, 10, 20, 30, 40, 50, 60]
+    assert contender.map(pool, lambda item: -item.value, items, chunksize=1)[-1] == -6
+    assert contender.call(pool, lambda item: item.value + 1, items[3]) == 4
+    assert multiprocessing.active_children() == []
+    with pytest.raises(ZeroDivisionError):
+        contender.map(pool, lambda item: 1 // item.value, items)
+    assert multiprocessing.active_children() == []
+    contender.close(pool, graceful=True)

@@ -152,6 +152,68 @@ class MultiprocessingPoolContender(Contender):
             pool.terminate()
 
 
+class InheritedItemsContender(Contender):
+    """Not a pool but a trick users reach for to send nothing: fork after the data exists.
+    Each map keeps its items in a global, then forks the stdlib's ``multiprocessing.Pool``
+    (inside the timed region: its workers must be forked once the items exist), which maps
+    item numbers into that global, one chunk per worker. The items are never sent; the
+    workers are forked for each map, the results come back pickled, and the workers have
+    exited when the map returns."""
+
+    def create(self, workers: int) -> Any:
+        """Nothing to start yet: the pool is the number of workers each map forks."""
+        return workers
+
+    def call(self, pool: Any, function: Function, argument: object) -> Any:
+        """A map of the one argument (a process forked for it)."""
+        return self.map(pool, function, [argument])[0]
+
+    def map(
+        self,
+        pool: Any,
+        function: Function,
+        arguments: Iterable[object],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """Forks ``pool`` workers that run ``function`` over their share of ``arguments`` in
+        place: ``chunksize`` items at a time, else one chunk each."""
+        global _inherited  # read by the forked workers: what the trick shares
+        items = list(arguments)
+        chunksize = chunksize or max(1, -(-len(items) // pool))
+        _inherited = (function, items)
+        try:
+            forked = multiprocessing.get_context("fork").Pool(pool)
+            try:
+                results = forked.map(_run_inherited, range(len(items)), chunksize)
+            except BaseException:
+                forked.terminate()
+                forked.join()
+                raise
+            forked.close()
+            forked.join()
+        finally:
+            _inherited = None
+        return results
+
+    def worker_pids(self, pool: Any) -> list[int]:
+        """None: the workers live for one map."""
+        return []
+
+    def close(self, pool: Any, *, graceful: bool) -> None:
+        """Nothing left running."""
+
+
+#: ``(function, items)`` of the map `InheritedItemsContender` is running, for its workers.
+_inherited: tuple[Function, list[Any]] | None = None
+
+
+def _run_inherited(index: int) -> Any:
+    """In a worker of `InheritedItemsContender`: the map's function on item ``index``."""
+    assert _inherited is not None, "not forked from a map of InheritedItemsContender"
+    function, items = _inherited
+    return function(items[index])
+
+
 class MpireContender(Contender):
     """`mpire.WorkerPool`, kept alive between maps so that it is reused like the others."""
 
@@ -314,6 +376,11 @@ def load_best_chunksize(load: Callable[[], Contender]) -> Contender:
     return contender
 
 
+def load_inherited_items() -> Contender:
+    """Return the fork-after-the-data trick (`InheritedItemsContender`)."""
+    return InheritedItemsContender("fork_inherit", "fork Pool, items inherited")
+
+
 def load_mpire() -> Contender:
     """Return the mpire contender; raises ImportError when mpire is not installed."""
     importlib.import_module("mpire")
@@ -423,6 +490,14 @@ REGISTRY: tuple[Entry, ...] = (
         functools.partial(load_best_chunksize, load_process_pool_executor),
         optional=False,
         module="concurrent.futures",
+        everywhere=False,
+    ),
+    Entry(
+        "fork_inherit",
+        "fork Pool, items inherited",
+        load_inherited_items,
+        optional=False,
+        module="multiprocessing",
         everywhere=False,
     ),
     Entry("loky", "loky", load_loky, optional=True, module="loky"),

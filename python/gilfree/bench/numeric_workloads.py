@@ -7,7 +7,10 @@ environment (`ONE_BLAS_THREAD`), so numpy starts with one BLAS thread in the mai
 every worker alike. Two workers per pool. The contenders: gilfree, the stdlib's
 ProcessPoolExecutor (default start method) and loky, each at its default chunksize and, as
 ``ppe_best`` / ``loky_best``, at the best chunksize of `CHUNKSIZE_SWEEP` (the sizes that give
-each worker a chunk); the reference row: the plain loop in the main process (``sequential``).
+each worker a chunk); the reference row: the plain loop in the main process (``sequential``);
+and, on the map rows, the trick of sending nothing (``fork_inherit``: the stdlib's fork pool
+started inside each map, once the items exist, mapping item numbers into them, so that only
+the results are sent).
 
 * ``matmul_sum``: ``map(gram_sum, arrays)`` over 3000 float64 arrays of 64x64 (600 with
   ``--quick``), ``gram_sum(a) = float((a @ a.T).sum())``;
@@ -69,7 +72,7 @@ QUICK_REPETITIONS = 3
 WARM_UP_ITEMS = 8
 #: How close a pool's results must be to the loop's.
 RELATIVE_TOLERANCE = 1e-9
-MAP_CONTENDERS = ("gilfree", "ppe", "ppe_best", "loky", "loky_best")
+MAP_CONTENDERS = ("gilfree", "ppe", "ppe_best", "loky", "loky_best", "fork_inherit")
 SUBMIT_CONTENDERS = ("gilfree", "ppe", "loky")
 MAP_REFERENCES = ("sequential", "ppe_best")
 SUBMIT_REFERENCES = ("sequential", "ppe")
