@@ -513,6 +513,85 @@ def test_a_shutdown_while_the_template_boots_waits_for_the_calls_awaited(tmp_pat
     assert stdout == f"{expected}\n"
 
 
+AMAP_BEFORE_A_SHUTDOWN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import gc
+    import sys
+    import time
+
+    import gilfree
+
+    if __name__ != "__main__":
+        time.sleep(0.5)  # the template's run of the top level
+
+
+    def square(x):
+        return x * x
+
+
+    read = []
+
+
+    def numbers():
+        for x in range(100):
+            read.append(x)
+            yield x
+
+
+    async def main(how):
+        if how in ("pool", "terminate"):
+            pool = gilfree.Pool(2)
+            squares = pool.amap(square, numbers())
+            pool.close() if how == "pool" else pool.terminate()
+            try:
+                result = [x async for x in squares]
+            except Exception as error:
+                print(type(error).__name__, error)
+                return
+            pool.join()
+        else:
+            executor = gilfree.ProcessPoolExecutor(2)
+            squares = executor.amap(square, numbers())
+            if how == "dropped":
+                del squares
+                gc.collect()  # the reader's start holds it in a cycle until its job begins
+            await executor.ashutdown(wait=True, cancel_futures=how == "cancel")
+            try:
+                result = [] if how == "dropped" else [x async for x in squares]
+            except Exception as error:
+                print(type(error).__name__, error)
+                return
+        print(sum(result), len(read))
+
+
+    if __name__ == "__main__":
+        asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.process_only
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("executor", "328350 100"),
+        ("pool", "328350 100"),
+        ("cancel", "CancelledError"),
+        ("terminate", "CancelledError the pool was terminated"),
+        ("dropped", "0 0"),
+    ],
+)
+def test_an_amap_made_before_a_shutdown_while_the_template_boots_runs(tmp_path, how, expected):
+    """An ``amap`` made while the template boots starts at its first ``__anext__``; made before
+    a shutdown and read after it, it raised "cannot schedule new futures after shutdown",
+    where one made once the template is up runs (shutdown queues the whole input, or cancels
+    it with ``cancel_futures``, as terminate does). One dropped unread is not started."""
+    returncode, stdout, stderr = run_script(tmp_path, AMAP_BEFORE_A_SHUTDOWN_SCRIPT, how)
+    assert returncode == 0, stderr
+    assert stdout.startswith(expected), stdout
+
+
 @pytest.mark.parametrize("name", ["ndarray_2d", "ndarray_large", "dataframe", "hostile"])
 def test_amap_carries_values_users_send(shared_executor, name):
     async def main():

@@ -632,7 +632,7 @@ class ProcessPoolExecutor(_StdExecutor):
         checked_chunksize(chunksize, "chunksize must be >= 1.")
         self._engine.check_open()
 
-        def start() -> None:
+        def start(reader: AsyncMapIterator[_T]) -> None:
             job = self._lazy_job(fn, iterables, chunksize, progress, total, reader.on_progress())
             reader.follow(job)
             self._submit_job(job)

@@ -693,7 +693,7 @@ class Pool:
         window = READ_AHEAD_CHUNKS_PER_WORKER * self._processes
         shown = (progress, total, iterable)
 
-        def start() -> None:
+        def start(reader: AsyncMapIterator[_T]) -> None:
             job = self._job(func, items, star, chunksize, window, reader.on_progress(), shown)
             reader.follow(job)
             self._executor._submit_job(job)  # noqa: SLF001
@@ -724,6 +724,7 @@ class Pool:
     def close(self) -> None:
         """Accepts no more work; the workers exit once the outstanding work is done."""
         if self._state == RUN:
+            self._engine.start_deferred()  # amaps made before: started while the pool runs
             self._state = CLOSE
             self._lifecycle.shutdown(wait=False, cancel_futures=False)
 

@@ -253,8 +253,8 @@ class AsyncMapIterator(Generic[_T]):
         self._taken = 0  # chunks taken
         self._inbox = _Inbox(ordered)
         self._finished = False
-        #: ``(wait, start)`` of a job started at the first ``__anext__`` (see ``begin``).
-        self._deferred: tuple[Callable[[], object], Callable[[], None]] | None = None
+        #: The job's start, put off (see ``begin``).
+        self._deferred: _DeferredStart | None = None
 
     def on_progress(self) -> Callable[[Chunk | None], None]:
         """What the job this reader follows calls as its chunks end (it holds not the
@@ -266,14 +266,22 @@ class AsyncMapIterator(Generic[_T]):
         queued."""
         self._job = job
 
-    def begin(self, start: Callable[[], None], wait: Callable[[], object] | None) -> None:
-        """Starts the job now (``start`` makes it, ``follow``s it and queues it); or, where
-        making it would wait (``wait``, see ``Transport.encoding_wait``), at the first
-        ``__anext__``, once ``wait`` has returned in a thread: the event loop never waits."""
+    def begin(
+        self,
+        start: Callable[[AsyncMapIterator[_T]], None],
+        wait: Callable[[], object] | None,
+    ) -> None:
+        """Starts the job now (``start(reader)`` makes it, ``follow``s it and queues it); or,
+        where making it would wait (``wait``, see ``Transport.encoding_wait``), at the first
+        ``__anext__``, once ``wait`` has returned in a thread, so that the event loop never
+        waits; or at the pool's shutdown if that comes first, which queues it as it would a
+        job started at once (``Engine.defer_start``)."""
         if wait is None:
-            start()
+            start(self)
         else:
-            self._deferred = (wait, start)
+            deferred = _DeferredStart(self, wait, start)
+            self._engine.defer_start(deferred)
+            self._deferred = deferred
 
     def __aiter__(self) -> AsyncMapIterator[_T]:
         return self
@@ -299,15 +307,15 @@ class AsyncMapIterator(Generic[_T]):
     async def _start_deferred(self) -> None:
         import asyncio
 
-        assert self._deferred is not None
-        wait, start = self._deferred
+        deferred = self._deferred
+        assert deferred is not None
+        # Cancelled while waiting, the start stays put off: the next __anext__ comes back here.
+        await asyncio.to_thread(deferred.ready)
+        deferred.run()  # at once now (or waits for a shutdown's run under way to end)
         self._deferred = None
-        try:
-            await asyncio.to_thread(wait)
-            start()
-        except BaseException:
+        if deferred.error is not None:
             self._finished = True  # nothing started: nothing to read
-            raise
+            raise deferred.error
 
     def _take_chunk(self) -> Chunk | None:
         """The next chunk to read if it has ended (None if not yet; ``_finished`` at the end);
@@ -388,3 +396,55 @@ class AsyncMapIterator(Generic[_T]):
     def __del__(self) -> None:
         if not self._finished:
             self._stop()
+
+
+class _DeferredStart:
+    """An ``AsyncMapIterator``'s job whose start waits for what encoding needs (``begin``):
+    run once, by the reader's first ``__anext__`` or by the pool's shutdown, whichever comes
+    first; a second caller waits for the first's run to end. The reader is held weakly: the
+    engine keeps this until shutdown, and a reader dropped unread has nothing to start."""
+
+    __slots__ = ("__weakref__", "_lock", "_reader", "_start", "_wait", "error", "ran")
+
+    def __init__(
+        self,
+        reader: AsyncMapIterator[Any],
+        wait: Callable[[], object],
+        start: Callable[[AsyncMapIterator[Any]], None],
+    ) -> None:
+        self._reader = weakref.ref(reader)
+        self._wait = wait
+        self._start = start
+        self._lock = threading.Lock()
+        #: Why the job could not be started (the reader raises it), once run.
+        self.error: BaseException | None = None
+        self.ran = False
+
+    def ready(self) -> None:
+        """Waits until what encoding needs is ready (or failed: ``run`` records why)."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - raised again by run, which records it
+            pass
+
+    def run(self) -> None:
+        """Waits for what encoding needs, then makes and queues the job; once."""
+        with self._lock:
+            if self.ran:
+                return
+            self.ran = True
+            reader = self._reader()
+            if reader is None:
+                return  # dropped unread: nothing to start
+            try:
+                self._wait()
+                self._start(reader)
+            except Exception as error:  # noqa: BLE001 - the reader raises it
+                self.error = error
+
+    def refuse(self, error: BaseException) -> None:
+        """Gives the job up unstarted (the pool was terminated): the reader raises ``error``."""
+        with self._lock:
+            if not self.ran:
+                self.ran = True
+                self.error = error

@@ -25,9 +25,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from typing import Any
+from typing import Any, Protocol
 
 from gilfree import _core, _trace
 from gilfree._engine.backlog import Backlog
@@ -52,6 +53,17 @@ from gilfree.errors import WorkerCrashedError
 #: initializer (or the main script) ends them. Fewer are taken for kills from outside (the OOM
 #: killer), and what they were sent goes to the next worker.
 STARTUP_DEATHS_THAT_BREAK = 3
+
+
+class DeferredStart(Protocol):
+    """A map job accepted whose start waits for what its encoding needs (a cold ``amap``:
+    see ``Transport.encoding_wait``); ``run`` starts it, once, whoever calls first."""
+
+    def run(self) -> None:
+        """Waits for what encoding needs, then makes and queues the job (once)."""
+
+    def refuse(self, error: BaseException) -> None:
+        """Gives the job up unstarted: its reader raises ``error`` (unless it ran)."""
 
 
 class Engine:
@@ -92,6 +104,9 @@ class Engine:
         #: far: an admitted call queued after one is cancelled.
         self._admitted = 0
         self._cancels = 0
+        #: Map jobs accepted whose start was put off (``defer_start``), held weakly: one whose
+        #: reader is gone has nothing to start.
+        self._deferred_starts: weakref.WeakSet[DeferredStart] = weakref.WeakSet()
         #: Workers that died before they were ready since one last was (see _forget_worker).
         self._startup_deaths = 0
         #: Called after work was queued, outside the lock: the collector's ``note_submit``
@@ -139,6 +154,27 @@ class Engine:
         failed); nothing if ``submit`` queued it."""
         with self._lock:
             self._settle_admission(admission)
+
+    def defer_start(self, deferred: DeferredStart) -> None:
+        """Accepts a map job whose start waits for what encoding needs: started by its reader,
+        or by ``start_deferred`` before shutdown refuses work, as a job started at once is
+        queued before. Refused as a submit is once shutdown began."""
+        with self._lock:
+            self._check_usable()
+            self._deferred_starts.add(deferred)
+
+    def start_deferred(self, refused: BaseException | None = None) -> None:
+        """Starts every map job ``defer_start`` accepted and nobody started yet (waiting for
+        what encoding needs; without the lock, which the starts take), or with ``refused``
+        gives them up with that error (terminate)."""
+        with self._lock:
+            deferred = list(self._deferred_starts)
+            self._deferred_starts.clear()
+        for start in deferred:
+            if refused is None:
+                start.run()
+            else:
+                start.refuse(refused)
 
     def _settle_admission(self, admission: Admission) -> None:
         if not admission.settled:

@@ -129,6 +129,7 @@ class Lifecycle:
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         """Stops accepting work; see the module docstring."""
+        self._engine.start_deferred()  # accepted before: queued as if started at once
         with self._wake:
             if self._state == _OPEN:
                 self._state = _CLOSING
@@ -152,6 +153,7 @@ class Lifecycle:
     def terminate(self, error: BaseException) -> None:
         """Stops now: pending work is cancelled, running work fails with ``error``, the
         workers are killed and reaped."""
+        self._engine.start_deferred(refused=error)  # as the jobs started at once fail
         with self._wake:
             if self._state == _OPEN:
                 self._state = _CLOSING
