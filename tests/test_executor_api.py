@@ -86,6 +86,17 @@ def test_non_callable_initializer_is_rejected():
 
 
 @pytest.mark.gilfree_only
+@pytest.mark.local_only("initializer: a cluster prepares its workers its own way")
+def test_initargs_that_are_not_a_tuple_are_rejected_naming_them():
+    """The stdlib's workers die of it later (its executor breaks, its pool starts workers for
+    ever); the error said only "'int' object is not iterable"."""
+    with pytest.raises(
+        TypeError, match=r"^initargs must be a tuple .* got 5; .*initargs=\(value,\)"
+    ):
+        create_executor(max_workers=1, initializer=print, initargs=5)
+
+
+@pytest.mark.gilfree_only
 @pytest.mark.process_only
 def test_unknown_start_method_is_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError) as info:

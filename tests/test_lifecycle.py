@@ -324,3 +324,127 @@ def test_workers_end_when_the_parent_dies_abruptly(tmp_path, start_method):
     leftover = wait_until_gone(pids, zombie_is_gone=True)
     tasks.kill_quietly(leftover)
     assert leftover == set()
+
+
+FORKED_CHILD_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+
+    import gilfree
+
+
+    def square(x):
+        return x * x
+
+
+    if __name__ == "__main__":
+        executor = gilfree.ProcessPoolExecutor(2)
+        pool = gilfree.Pool(2)
+        print(list(executor.map(square, range(3))), pool.map(square, range(3)), flush=True)
+        pid = os.fork()
+        if pid == 0:  # the user's own fork: the pools are the parent's
+            try:
+                executor.submit(square, 2)
+            except RuntimeError as error:
+                print("child:", error, flush=True)
+            with gilfree.ProcessPoolExecutor(1) as own:
+                print("child's own:", own.submit(square, 3).result(), flush=True)
+            sys.exit(0)  # a normal exit: the exit handlers run
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+        print(list(executor.map(square, range(4))), pool.map(square, range(4)))
+        pool.close()
+        pool.join()
+        executor.shutdown()
+    """
+)
+
+
+@pytest.mark.process_only
+@pytest.mark.gilfree_only
+def test_a_child_the_user_forks_refuses_the_parents_pools_and_exits(tmp_path):
+    """A child of ``os.fork()`` inherits the parent's pools but not their threads, and their
+    workers answer the parent only: at its exit it shut them down, waiting for ever for
+    replies that went to the parent (and the parent, in ``waitpid``, for the child)."""
+    returncode, stdout, stderr = run_script(tmp_path, FORKED_CHILD_SCRIPT)
+    assert returncode == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == "[0, 1, 4] [0, 1, 4]"
+    assert lines[1].startswith("child: this pool belongs to process ")
+    assert lines[2:] == ["child's own: 9", "child exit 0", "[0, 1, 4, 9] [0, 1, 4, 9]"]
+
+
+STDIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import gilfree
+
+
+    def read_line(_):
+        return sys.stdin.readline()
+
+
+    if __name__ == "__main__":
+        with gilfree.ProcessPoolExecutor(2) as executor:
+            print(list(executor.map(read_line, range(2))), flush=True)
+        with gilfree.Pool(1) as pool:
+            print(pool.map(read_line, range(1)), flush=True)
+        print(repr(sys.stdin.read()))
+    """
+)
+
+
+@pytest.mark.process_only
+def test_workers_read_dev_null_not_the_parents_input(tmp_path):
+    """As a multiprocessing child's, a worker's ``sys.stdin`` reads ``/dev/null``: it read the
+    parent's input (taking, through its buffer, lines the parent read later)."""
+    returncode, stdout, stderr = run_script(tmp_path, STDIN_SCRIPT, stdin_text="first\nsecond\n")
+    assert returncode == 0, stderr
+    assert stdout.splitlines() == ["['', '']", "['']", "'first\\nsecond\\n'"]
+
+
+SETTINGS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import resource
+
+    import gilfree
+
+
+    def settings(_):
+        mask = os.umask(0)
+        os.umask(mask)
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return oct(mask), soft, os.getpriority(os.PRIO_PROCESS, 0)
+
+
+    if __name__ == "__main__":
+        with gilfree.ProcessPoolExecutor(1) as executor:
+            print(executor.submit(settings, 0).result())
+        os.umask(0o077)
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+        os.nice(2)
+        with gilfree.ProcessPoolExecutor(1) as executor:
+            print(executor.submit(settings, 0).result())
+        with gilfree.Pool(1) as pool:
+            print(pool.apply(settings, (0,)))
+        print(settings(0))
+    """
+)
+
+
+@pytest.mark.process_only
+def test_workers_take_the_umask_limits_and_priority_the_parent_has_now(tmp_path):
+    """Settings a forked child inherits: a worker forked from the template took the
+    template's, as they were when it started, so a umask tightened after the first pool
+    left the files workers create readable by all."""
+    returncode, stdout, stderr = run_script(tmp_path, SETTINGS_SCRIPT)
+    assert returncode == 0, stderr
+    first, *later = stdout.splitlines()
+    assert first != later[-1]
+    assert later == [later[-1]] * 3
+    assert later[-1].startswith("('0o77', 256, ")

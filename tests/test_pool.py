@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
+import re
 import signal
 import threading
 import time
@@ -129,6 +130,12 @@ def test_non_callable_initializer_is_rejected():
         make_pool(1, initializer=42)
 
 
+@pytest.mark.gilfree_only
+def test_initargs_that_are_not_a_tuple_are_rejected_naming_them():
+    with pytest.raises(TypeError, match="^initargs must be a tuple of the initializer's"):
+        make_pool(1, initializer=print, initargs=5)
+
+
 @pytest.mark.process_only
 def test_initializer_runs_once_in_each_worker(new_pool, gate):
     the_pool = new_pool(2, tasks.record_init, ("configured",))  # positional, as the stdlib's
@@ -174,6 +181,24 @@ def test_apply_returns_the_result(pool):
 def test_apply_passes_args_and_kwds(pool):
     assert pool.apply(tasks.echo, (1, "two"), {"three": 3}) == ((1, "two"), {"three": 3})
     assert pool.apply(tasks.echo_kwargs, kwds={"a": [1]}) == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwds", "message"),
+    [
+        (5, {}, "support.tasks.square() argument after * must be an iterable, not int"),
+        ((1,), 5, "support.tasks.square() argument after ** must be a mapping, not int"),
+    ],
+)
+def test_apply_async_with_arguments_a_call_refuses_fails_its_result(pool, args, kwds, message):
+    """As in the stdlib, where the worker's call raises: the result fails and its
+    error_callback runs (gilfree raised at once, naming its own executor's submit)."""
+    errors = []
+    result = pool.apply_async(tasks.square, args, kwds, error_callback=errors.append)
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        result.get(timeout=RESULT_TIMEOUT)
+    assert [str(error) for error in errors] == [message]
+    assert not result.successful()
 
 
 def test_apply_async_ready_wait_successful_get(new_pool, gate):
@@ -390,6 +415,8 @@ def test_imap_next_timeout_then_stop_iteration(new_pool, gate):
     iterator = the_pool.imap(functools.partial(tasks.block_until_released, gate.path), ["only"])
     with pytest.raises(multiprocessing.TimeoutError):
         iterator.next(timeout=0.05)
+    with pytest.raises(multiprocessing.TimeoutError):
+        iterator.__next__(0.05)  # the stdlib's __next__ is next, timeout and all
     gate.release()
     assert iterator.next(timeout=RESULT_TIMEOUT) == "only"
     with pytest.raises(StopIteration):

@@ -53,7 +53,7 @@ from gilfree._wire.pickling import dumps_for_worker, sendable_to_worker
 from gilfree._wire.serialization import explain
 from gilfree._workers import launch as _launch
 from gilfree._workers.launch import START_METHODS, Launcher, WorkerProcess, default_start_method
-from gilfree._workers.worker import WorkerSetup
+from gilfree._workers.worker import ProcessSettings, WorkerSetup
 
 __all__ = ["Executor", "ProcessPoolExecutor"]
 
@@ -139,6 +139,18 @@ def refuse_process_options(**given: Any) -> None:
         )
 
 
+def checked_initargs(initargs: Any) -> tuple[Any, ...]:
+    """``initargs`` as a tuple; a ``TypeError`` that names it where it is not iterable (the
+    stdlib's workers die of it later, and its pool breaks or starts workers for ever)."""
+    try:
+        return tuple(initargs)
+    except TypeError:
+        raise TypeError(
+            f"initargs must be a tuple of the initializer's arguments, got {initargs!r:.80}; "
+            "for a single argument, write initargs=(value,)"
+        ) from None
+
+
 def resolve_start_method(mp_context: Any, start_method: str | None) -> tuple[str, bool]:
     """``(method, chosen)``: the start method ``mp_context`` (a context or a method's name;
     ``"forkserver"`` means the zygote) or ``start_method`` names (both may be given only if
@@ -191,6 +203,7 @@ def parent_setup(method: str) -> WorkerSetup:
         sys_path=[] if inherits else list(sys.path),
         sys_argv=[] if inherits else list(sys.argv),
         cwd=None if inherits else os.getcwd(),
+        settings=None if inherits else ProcessSettings.current(),
         environment=None if inherits else dict(os.environ),
         main_path=None if inherits else _main.parent_main_path(),
         before_main=[] if inherits else list(_main.before_main),
@@ -322,6 +335,7 @@ class ProcessPoolExecutor(_StdExecutor):
             )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        initargs = checked_initargs(initargs)
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
                 raise TypeError("max_tasks_per_child must be an integer")
@@ -352,7 +366,7 @@ class ProcessPoolExecutor(_StdExecutor):
         else:
             method, chosen = resolve_start_method(mp_context, start_method)
             if max_tasks_per_child is None:  # refused with fork (below): the zygote then
-                method = start_method_for_initargs(method, chosen, initializer, tuple(initargs))
+                method = start_method_for_initargs(method, chosen, initializer, initargs)
             elif mp_context is None and start_method is None and method == "fork":
                 method = default_start_method()  # as the stdlib takes spawn then, not fork
         if method == "fork" and max_tasks_per_child is not None:
@@ -364,7 +378,7 @@ class ProcessPoolExecutor(_StdExecutor):
             max_workers,
             method,
             initializer,
-            tuple(initargs),
+            initargs,
             max_tasks_per_child,
             preload,
             limits,

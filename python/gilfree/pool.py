@@ -46,6 +46,7 @@ from gilfree._wire.serialization import is_result_error
 from gilfree.errors import SerializationError, UnpicklableExceptionError
 from gilfree.executor import (
     ProcessPoolExecutor,
+    checked_initargs,
     refuse_process_options,
     resolve_backend,
     resolve_start_method,
@@ -265,9 +266,6 @@ class IMapIterator(Generic[_T]):
     def __iter__(self) -> IMapIterator[_T]:
         return self
 
-    def __next__(self) -> _T:
-        return self.next()
-
     def next(self, timeout: float | None = None) -> _T:
         """The next result (see the class docstring)."""
         while True:
@@ -288,6 +286,8 @@ class IMapIterator(Generic[_T]):
                 self._offset += 1
                 return value
             self._next_chunk()
+
+    __next__ = next  # as the stdlib's: ``it.__next__(timeout)`` works too
 
     def _take_chunk(self, timeout: float | None) -> None:
         job = self._job
@@ -415,12 +415,12 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        initargs = checked_initargs(initargs)
         if resolve_backend(backend) == "thread":
             refuse_process_options(maxtasksperchild=maxtasksperchild, context=context)
             method = "thread"
         else:
             method, chosen = resolve_start_method(context, None)
-            initargs = tuple(initargs)
             method = start_method_for_initargs(method, chosen, initializer, initargs)
         self._ctx = context
         executor = ProcessPoolExecutor.__new__(ProcessPoolExecutor)
@@ -428,7 +428,7 @@ class Pool:
             processes,
             method,
             initializer,
-            tuple(initargs),
+            initargs,
             maxtasksperchild,
             (),
             eager=True,
@@ -482,7 +482,17 @@ class Pool:
         self._check_running()
         result = ApplyResult(self._engine, callback, error_callback)
         kwds = {} if kwds is None else kwds  # never truth-tested: it may be any mapping
-        result._watch(self._executor.submit(func, *args, **kwds))  # noqa: SLF001
+        try:
+            call = self._executor.submit(func, *args, **kwds)
+        except TypeError:
+            # ``args`` not iterable or ``kwds`` not a mapping: as the stdlib's worker calling
+            # ``func(*args, **kwds)`` fails, the result fails (error_callback and all).
+            refused = _call_error(func, args, kwds)
+            if refused is None:
+                raise
+            result._set(False, refused)  # noqa: SLF001
+            return result
+        result._watch(call)  # noqa: SLF001
         return result
 
     # -- maps -------------------------------------------------------------------------------
@@ -752,3 +762,29 @@ class Pool:
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN and hasattr(self, "_engine"):
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
+
+def _call_error(func: Any, args: Any, kwds: Any) -> TypeError | None:
+    """The ``TypeError`` Python raises for ``func(*args, **kwds)`` when ``args`` is not
+    iterable or ``kwds`` not a mapping (None when both are fine)."""
+    name = _function_str(func)
+    try:
+        iter(args)
+    except TypeError:
+        return TypeError(f"{name} argument after * must be an iterable, not {type(args).__name__}")
+    if not (hasattr(kwds, "keys") and hasattr(kwds, "__getitem__")):
+        return TypeError(f"{name} argument after ** must be a mapping, not {type(kwds).__name__}")
+    return None
+
+
+def _function_str(func: Any) -> str:
+    """How Python's call errors name ``func``: ``module.qualname()`` (``qualname()`` for
+    builtins), or ``str(func)`` for a callable without a qualified name."""
+    try:
+        qualname = func.__qualname__
+    except AttributeError:
+        return str(func)
+    module = getattr(func, "__module__", None)
+    if isinstance(module, str) and module != "builtins":
+        return f"{module}.{qualname}()"
+    return f"{qualname}()"

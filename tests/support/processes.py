@@ -80,20 +80,26 @@ class Gate:
         return os.path.exists(self.path)
 
 
-def run_script(directory: Path, source: str, *args: str, environment=None):
-    """Run ``source`` as a ``__main__`` script, with ``environment`` added to the variables;
-    return (returncode, stdout, stderr).
+def run_script(directory: Path, source: str, *args: str, environment=None, stdin_text=None):
+    """Run ``source`` as a ``__main__`` script, with ``environment`` added to the variables
+    and ``stdin_text`` as its input (else none); return (returncode, stdout, stderr).
 
     Output goes to files, not pipes: a worker that outlives the script would
     keep a pipe open and make ``subprocess.run`` wait for it.
     """
     script = directory / "script.py"
     script.write_text(source)
+    stdin_path = directory / "stdin.txt"
+    stdin_path.write_text(stdin_text or "")
     stdout_path, stderr_path = directory / "stdout.txt", directory / "stderr.txt"
-    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+    with (
+        open(stdin_path) as stdin,
+        open(stdout_path, "w") as stdout,
+        open(stderr_path, "w") as stderr,
+    ):
         completed = subprocess.run(
             [sys.executable, str(script), *args],
-            stdin=subprocess.DEVNULL,
+            stdin=stdin if stdin_text is not None else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             timeout=SCRIPT_TIMEOUT,

@@ -23,6 +23,7 @@ pumper role. Never take ``_lock`` while holding ``pump_role.progress``.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -100,6 +101,10 @@ class Engine:
         self._exits_unchecked = False
         #: Whether submits are refused (shutdown began).
         self._closed = False
+        #: The process this engine serves. A child forked from it (``os.fork()`` by the user)
+        #: inherits the engine but not its threads, and its workers answer the owner only: the
+        #: child is refused, and leaves the engine alone at its exit.
+        self.owner = os.getpid()
         #: Calls admitted and not queued yet (see ``admit``), and ``cancel_pending``'s calls so
         #: far: an admitted call queued after one is cancelled.
         self._admitted = 0
@@ -223,9 +228,15 @@ class Engine:
         self.check_open()
 
     def check_open(self) -> None:
-        """Raises RuntimeError (as concurrent.futures does) once shutdown has begun."""
+        """Raises RuntimeError (as concurrent.futures does) once shutdown has begun, or in a
+        child forked from the process the pool belongs to."""
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if self.owner != os.getpid():
+            raise RuntimeError(
+                f"this pool belongs to process {self.owner}, which this process was forked "
+                "from: its workers serve that process only; make a new pool here"
+            )
 
     def close(self) -> None:
         """Refuses every submit from now on (shutdown began)."""

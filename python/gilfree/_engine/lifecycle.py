@@ -19,6 +19,7 @@ would depend on the order in which modules happened to be imported).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -193,6 +194,8 @@ def _pump(engine: Engine, timeout: float) -> None:
 
 def _shutdown_all() -> None:
     for lifecycle in list(_live):
+        if lifecycle._engine.owner != os.getpid():  # noqa: SLF001 - inherited through a fork
+            continue
         if lifecycle.terminate_at_exit:
             from concurrent.futures import CancelledError
 

@@ -42,6 +42,65 @@ RELEASE_WAIT_SECONDS = 30.0
 EXIT_GRACE_SECONDS = 10
 
 
+@dataclass(frozen=True)
+class ProcessSettings:
+    """What a forked child inherits from its parent that a worker forked from the template
+    would take from the template instead, as it was when the template started: the file
+    mode mask, the scheduling priority and the resource limits (a parent that tightened its
+    umask after the first pool would otherwise get files its workers create readable by all)."""
+
+    umask: int | None
+    niceness: int
+    limits: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def current(cls) -> ProcessSettings:
+        """This process's settings."""
+        import resource
+
+        limits = []
+        for name in dir(resource):
+            if name.startswith("RLIMIT_"):
+                number = getattr(resource, name)
+                try:
+                    limits.append((number, *resource.getrlimit(number)))
+                except (OSError, ValueError):  # not on this kernel
+                    pass
+        return cls(_current_umask(), os.getpriority(os.PRIO_PROCESS, 0), tuple(sorted(limits)))
+
+    def apply(self) -> None:
+        """Takes these settings where they differ, as far as this process may: a limit it may
+        not raise, or a priority it may not raise, stays as it is."""
+        import resource
+
+        if self.umask is not None:
+            os.umask(self.umask)
+        try:
+            if os.getpriority(os.PRIO_PROCESS, 0) != self.niceness:
+                os.setpriority(os.PRIO_PROCESS, 0, self.niceness)
+        except OSError:
+            pass
+        for number, soft, hard in self.limits:
+            try:
+                if resource.getrlimit(number) != (soft, hard):
+                    resource.setrlimit(number, (soft, hard))
+            except (OSError, ValueError):
+                pass
+
+
+def _current_umask() -> int | None:
+    """The file mode mask, read without changing it (``os.umask`` sets one to read it, which
+    another thread's file would get meanwhile); None where the kernel does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
 @dataclass
 class WorkerSetup:
     """What a worker needs before its first task (sent as the first message, by value)."""
@@ -71,6 +130,9 @@ class WorkerSetup:
     #: called; the level of its logger (None: no logger made).
     log_to_stderr: bool = False
     log_level: int | None = None
+    #: The parent's process settings a fork would pass on (see ``ProcessSettings``); None
+    #: when the worker inherited them through fork.
+    settings: ProcessSettings | None = None
     #: ``(initializer, initargs)``, pickled (see ``gilfree._wire.pickling``), loaded once
     #: ``sys_path`` is in place; empty when the worker inherited them through fork.
     initializer: bytes = b""
@@ -97,6 +159,8 @@ def apply_setup(setup: WorkerSetup) -> None:
             util.log_to_stderr()
         if setup.log_level is not None:
             util.get_logger().setLevel(setup.log_level)
+    if setup.settings is not None:
+        setup.settings.apply()
     if setup.cwd is not None:
         os.chdir(setup.cwd)
     if setup.environment is not None:
@@ -372,9 +436,15 @@ def serve(fd: int, slot: int, epoch: int, inherited: Initializer = (None, ())) -
     children): the exit handlers it inherited (the parent's or the zygote's) are dropped at
     start, and at the end non-daemon threads are joined and ``threading``'s exit callbacks run
     (an executor a task started, loky's among them, shuts down there), then the exit handlers
-    its tasks registered, then multiprocessing's (queue feeders, children)."""
+    its tasks registered, then multiprocessing's (queue feeders, children). Its ``sys.stdin``
+    reads ``/dev/null``, as a multiprocessing child's does."""
     atexit._clear()  # noqa: SLF001 - as multiprocessing's fork children do
     _main.in_gilfree_process = True
+    # As Process._bootstrap does: sys.stdin reads /dev/null, not the parent's input (a
+    # worker's buffered read would take lines the parent reads later, or block on a terminal).
+    from multiprocessing import util
+
+    util._close_stdin()  # type: ignore[attr-defined]  # noqa: SLF001
     try:
         return _serve(fd, slot, epoch, inherited)
     finally:
