@@ -390,6 +390,26 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(
 
 
 @pytest.mark.process_only
+def test_a_worker_killed_for_its_task_takes_the_processes_it_started_along(
+    make_executor, gate, tmp_path
+):
+    """A subprocess (or a nested pool's workers) that the task started would run on orphaned,
+    holding the parent's output open; loky kills them with the worker too."""
+    executor = make_executor(max_workers=1, task_timeout=0.5)
+    pid_path = tmp_path / "child.pid"
+    future = executor.submit(tasks.start_child_and_block, str(pid_path), gate.path)
+    assert tasks.wait_for_file(str(pid_path))
+    child = int(pid_path.read_text())
+    try:
+        with pytest.raises(TaskTimeoutError):
+            future.result(timeout=RESULT_TIMEOUT)
+        assert wait_until_gone([child], zombie_is_gone=True) == set(), "the task's child lived"
+    finally:
+        tasks.kill_quietly([child])
+    assert executor.submit(tasks.square, 3).result(timeout=RESULT_TIMEOUT) == 9
+
+
+@pytest.mark.process_only
 def test_a_timeout_does_not_touch_tasks_running_beside_it(make_executor, gate, tmp_path):
     executor = make_executor(max_workers=2)
     started = gate.started_path()

@@ -105,6 +105,22 @@ def block_until_released(gate_path, value=None, started_path=None):
     return value
 
 
+def start_child_and_block(pid_path, gate_path):
+    """Start a ``sleep`` process that outlives the task unless killed, publish its pid in
+    ``pid_path``, then wait for the gate."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "120"])
+    temporary = f"{pid_path}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(str(child.pid))
+    os.replace(temporary, pid_path)  # whole when seen
+    wait_for_file(gate_path)
+    child.kill()
+    child.wait()
+    return child.pid
+
+
 def write_pid_and_block(pid_path, gate_path):
     """Publish this worker's pid in ``pid_path``, then wait for the gate."""
     _touch(pid_path)

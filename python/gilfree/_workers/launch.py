@@ -26,6 +26,7 @@ from gilfree._wire import main as _main
 from gilfree._workers import resources as _resources
 from gilfree._workers import zygote as _zygote
 from gilfree._workers.interpreter import python_command
+from gilfree._workers.process_tree import kill_tree
 
 START_METHODS = ("zygote", "spawn", "fork")
 #: ``(initializer, initargs)``.
@@ -85,8 +86,11 @@ class WorkerProcess:
         return self.exit_code
 
     def kill(self) -> None:
-        """Sends SIGKILL (no effect once it has ended)."""
-        self._signal(signal.SIGKILL)
+        """Sends SIGKILL to the worker and every process it started, which would run on
+        orphaned (``process_tree``); no effect once it has ended."""
+        self._pid_known.wait(5.0)
+        if self.poll() is None and self.pid:
+            kill_tree(self.pid)
 
     def terminate(self) -> None:
         """Sends SIGTERM (no effect once it has ended)."""
