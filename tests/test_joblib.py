@@ -242,15 +242,22 @@ NESTED_LOKY_SCRIPT = textwrap.dedent(
     import gilfree.joblib
 
 
+    def square(x):
+        return x * x
+
+
     def nested(n):
-        joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(abs)(x) for x in range(n))
-        return sorted(process.pid for process in multiprocessing.active_children())
+        squares = joblib.Parallel(n_jobs=2, backend="loky")(
+            joblib.delayed(square)(x) for x in range(n)
+        )
+        return squares, sorted(process.pid for process in multiprocessing.active_children())
 
 
     if __name__ == "__main__":
         on_gilfree = joblib.Parallel(n_jobs=2, backend="gilfree")
-        pids = on_gilfree(joblib.delayed(nested)(4) for _ in range(2))
-        print(" ".join(str(pid) for group in pids for pid in group))
+        done = on_gilfree(joblib.delayed(nested)(4) for _ in range(2))
+        print(" ".join(str(pid) for _, group in done for pid in group))
+        print([squares for squares, _ in done])
     """
 )
 
@@ -259,10 +266,14 @@ NESTED_LOKY_SCRIPT = textwrap.dedent(
 def test_loky_started_inside_a_task_ends_with_the_worker(tmp_path):
     """A task that runs joblib's default backend leaves loky's executor in the worker; the
     worker shuts it down as it exits, as a multiprocessing child does, so the script ends at
-    once and no loky process outlives it (they waited 300 s for loky's idle timeout)."""
+    once and no loky process outlives it (they waited 300 s for loky's idle timeout). The
+    nested call runs a function of the main script, sent by value as from the main process
+    (by the name ``__mp_main__``, it failed in loky's processes)."""
     returncode, stdout, stderr = run_script(tmp_path, NESTED_LOKY_SCRIPT)
     assert returncode == 0, stderr
-    loky_pids = [int(pid) for pid in stdout.split()]
+    pid_line, squares = stdout.splitlines()
+    assert squares == str([[0, 1, 4, 9]] * 2)
+    loky_pids = [int(pid) for pid in pid_line.split()]
     assert loky_pids
     assert not wait_until_gone(loky_pids)
 
@@ -386,8 +397,12 @@ def test_a_call_with_other_n_jobs_leaves_a_running_generator_call_to_finish():
 
 
 def test_timeout(config):
+    """The call raises once its timeout has passed (it fired after twice the time: the backend
+    waited the whole timeout for a first batch before joblib's own clock started)."""
+    started = time.monotonic()
     with pytest.raises(multiprocessing.TimeoutError):  # what joblib raises, as with loky
-        joblib.Parallel(timeout=0.2)(joblib.delayed(sleep_then)(5, x) for x in range(2))
+        joblib.Parallel(timeout=1.0)(joblib.delayed(sleep_then)(5, x) for x in range(2))
+    assert time.monotonic() - started < 1.9
     assert joblib.Parallel()(joblib.delayed(tasks.square)(x) for x in range(4)) == [0, 1, 4, 9]
 
 

@@ -94,6 +94,8 @@ BACKEND_NAME = "gilfree"
 #: of the parent (20 ms each, three per such call). At 512, tasks are freed young, and those
 #: 100 000 calls took 224-226 ms instead of 246-266.
 MAX_AUTO_BATCH = 512
+#: How long joblib's result loop sleeps when the batch it waits for has not ended.
+JOBLIB_POLL_SECONDS = 0.01
 
 
 class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
@@ -232,12 +234,15 @@ class GilfreeBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mi
     @contextlib.contextmanager
     def retrieval_context(self) -> Iterator[None]:
         """Entered by ``Parallel`` before it collects results: waits until a batch of the call
-        has ended (or the call's ``timeout``). joblib's result loop sleeps 10 ms whenever the
-        batch it waits for has not ended, so looking first when one has spares a short call
-        that sleep (a 2-task call took 11 ms instead of 1). A call that submitted nothing (its
-        iterable empty, or failing at once) has nothing to wait for."""
+        has ended. joblib's result loop sleeps 10 ms whenever the batch it waits for has not
+        ended, so looking first when one has spares a short call that sleep (a 2-task call
+        took 11 ms instead of 1). With a ``timeout``, which joblib counts once its loop runs,
+        at most that sleep: waiting the whole timeout here made it fire after twice its time.
+        A call that submitted nothing (its iterable empty, or failing at once) has nothing to
+        wait for."""
         if self._submitted:
-            self._batch_ended.wait(getattr(self.parallel, "timeout", None))
+            timeout = getattr(self.parallel, "timeout", None)
+            self._batch_ended.wait(None if timeout is None else min(timeout, JOBLIB_POLL_SECONDS))
         yield
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -324,11 +329,32 @@ class _MadeFor:
 
 
 def _start_worker(environment: dict[str, str], initializer: Any, initargs: tuple[Any, ...]) -> None:
-    """A worker's initializer: joblib's thread limits, then the user's initializer if any
+    """A worker's initializer: joblib's thread limits, functions of the main script sent by
+    value by a nested call (``_main_by_value``), then the user's initializer if any
     (``parallel_config(initializer=..., initargs=...)`` or ``Parallel``'s)."""
     limit_threads(environment)
+    _main_by_value()
     if initializer is not None:
         initializer(*initargs)
+
+
+def _main_by_value() -> None:
+    """Has joblib's cloudpickle send the functions and classes of the main script by value, as
+    it does from the main process. Here the script is ``__mp_main__``, which cloudpickle sends
+    by name, and a nested ``Parallel`` on loky starts processes where that name is loky's own
+    entry module: ``Can't get attribute 'f' on <module ...popen_loky_posix>``."""
+    main = sys.modules.get("__mp_main__")
+    if main is None:
+        return
+    import cloudpickle  # joblib's from 1.6; before, joblib.externals had its own copy
+
+    picklers = [cloudpickle]
+    with contextlib.suppress(ImportError):
+        from joblib.externals import cloudpickle as vendored
+
+        picklers.append(vendored)
+    for pickler in picklers:
+        pickler.register_pickle_by_value(main)
 
 
 def _batch_label(batch: Any) -> Callable[[], str] | None:
