@@ -9,6 +9,7 @@ answers ``READY`` and loops. It spins briefly for the next request before sleepi
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import itertools
 import os
@@ -59,14 +60,12 @@ class ProcessSettings:
         import resource
 
         limits = []
-        for name in dir(resource):
-            if name.startswith("RLIMIT_"):
-                number = getattr(resource, name)
-                try:
-                    limits.append((number, *resource.getrlimit(number)))
-                except (OSError, ValueError):  # not on this kernel
-                    pass
-        return cls(_current_umask(), os.getpriority(os.PRIO_PROCESS, 0), tuple(sorted(limits)))
+        for number in _limit_numbers():
+            try:
+                limits.append((number, *resource.getrlimit(number)))
+            except (OSError, ValueError):  # not on this kernel
+                pass
+        return cls(_current_umask(), os.getpriority(os.PRIO_PROCESS, 0), tuple(limits))
 
     def apply(self) -> None:
         """Takes these settings where they differ, as far as this process may: a limit it may
@@ -86,6 +85,16 @@ class ProcessSettings:
                     resource.setrlimit(number, (soft, hard))
             except (OSError, ValueError):
                 pass
+
+
+@functools.cache
+def _limit_numbers() -> tuple[int, ...]:
+    """The numbers of the resource limits this platform has (``resource.RLIMIT_*``)."""
+    import resource
+
+    return tuple(
+        sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")})
+    )
 
 
 def _current_umask() -> int | None:
