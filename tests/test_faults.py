@@ -683,18 +683,25 @@ def test_a_failing_initializer_fails_every_future_with_its_cause(make_executor, 
 
 
 @pytest.mark.process_only
-def test_an_initializer_that_ends_its_worker_breaks_the_pool(make_executor, start_method):
+@pytest.mark.parametrize(
+    ("initializer", "ending"),
+    [("exiting_initializer", "exit code 3"), ("sigkilled_initializer", "signal SIGKILL")],
+)
+def test_an_initializer_that_ends_its_worker_breaks_the_pool(
+    make_executor, start_method, initializer, ending
+):
     """As an initializer that raises does (and the stdlib's pool), once a few workers in a row
-    died so (one killed from outside while it starts does not): each task was blamed for the
-    crash instead, and each submit started a worker that died the same way."""
+    died so (one killed from outside while it starts does not, and more deaths by SIGKILL are
+    taken, the OOM killer's included): each task was blamed for the crash instead, and each
+    submit started a worker that died the same way."""
     executor = make_executor(
-        max_workers=2, start_method=start_method, initializer=tasks.exiting_initializer
+        max_workers=2, start_method=start_method, initializer=getattr(tasks, initializer)
     )
     futures = submit_to_a_breaking_pool(executor)
     if IMPL != "stdlib":
         cause = futures[0].exception().__cause__
         assert type(cause) is WorkerCrashedError
-        assert "exit code 3" in str(cause)
+        assert ending in str(cause)
         assert "died before they were ready" in str(cause)
     with pytest.raises(BrokenProcessPool):
         executor.submit(tasks.square, 1)

@@ -214,6 +214,14 @@ def exiting_initializer():
     os._exit(3)
 
 
+def sigkilled_initializer():
+    """Ends its worker by SIGKILL (as the OOM killer would) before the worker is ready."""
+    import signal
+
+    _refuse_in_test_process()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 # --- probes of gilfree's machinery ----------------------------------------------
 
 #: How many times this process has unpickled a ``CountedCallable``.

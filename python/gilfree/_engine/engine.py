@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import threading
 import time
 import weakref
@@ -51,9 +52,14 @@ from gilfree._wire.serialization import explain
 from gilfree.errors import WorkerCrashedError
 
 #: Workers dying one after another before they are ready that break the pool: their
-#: initializer (or the main script) ends them. Fewer are taken for kills from outside (the OOM
-#: killer), and what they were sent goes to the next worker.
+#: initializer (or the main script) ends them. What they were sent goes to the next worker
+#: until then.
 STARTUP_DEATHS_THAT_BREAK = 3
+#: The same for deaths by SIGKILL, which come from outside (a user's ``kill``, the OOM killer)
+#: more often than from what the worker runs: more of them are taken, so that kills at random
+#: while workers start do not break the pool, and an initializer the OOM killer ends each
+#: time still does.
+STARTUP_KILLS_THAT_BREAK = 10
 
 
 class DeferredStart(Protocol):
@@ -112,7 +118,9 @@ class Engine:
         #: Map jobs accepted whose start was put off (``defer_start``), held weakly: one whose
         #: reader is gone has nothing to start.
         self._deferred_starts: weakref.WeakSet[DeferredStart] = weakref.WeakSet()
-        #: Workers that died before they were ready since one last was (see _forget_worker).
+        #: Workers that died before they were ready since one last was (see _forget_worker):
+        #: by SIGKILL, and otherwise.
+        self._startup_kills = 0
         self._startup_deaths = 0
         #: Called after work was queued, outside the lock: the collector's ``note_submit``
         #: (``Lifecycle`` installs it; the engine knows nothing of the collector).
@@ -454,7 +462,7 @@ class Engine:
                     continue  # a late reply from a worker that has since been replaced
                 if kind == protocol.READY:
                     slot.ready = True
-                    self._startup_deaths = 0
+                    self._startup_deaths = self._startup_kills = 0
                     slot.running_since = now  # a task's time starts once its worker is ready
                 elif kind == protocol.RETIRE:
                     self._retire(slot)
@@ -614,8 +622,13 @@ class Engine:
         slot.clear()
         worker.ended()
         if died_starting and self.transport.early_death_breaks:
-            self._startup_deaths += 1
-            if self._startup_deaths < STARTUP_DEATHS_THAT_BREAK:
+            killed = exit_code == -signal.SIGKILL
+            self._startup_deaths += not killed
+            self._startup_kills += killed
+            if (
+                self._startup_deaths < STARTUP_DEATHS_THAT_BREAK
+                and self._startup_kills < STARTUP_KILLS_THAT_BREAK
+            ):
                 # Killed from outside while it started, most likely: nothing ran on it, so
                 # what it was sent goes to the next worker untouched.
                 self._backlog.resend([work for _task_id, work in lost])
@@ -624,7 +637,8 @@ class Engine:
             # the stdlib's is by an initializer that raises.
             how = _core.describe_exit(exit_code)
             cause = WorkerCrashedError(
-                f"{self._startup_deaths} workers in a row died before they were ready, the last"
+                f"{self._startup_deaths + self._startup_kills} workers in a row died before they"
+                " were ready, the last"
                 f" (pid {worker.pid}) ended ({how}), while they ran the initializer (or the main"
                 " script, run again there)"
             )
