@@ -133,6 +133,7 @@ class Engine:
         the workers that are free. A call ``admit``ted earlier is queued even though shutdown
         began since (it was accepted before), unless pending work was cancelled meanwhile:
         then it is cancelled too."""
+        self._check_owner()  # before the lock, which a thread of the parent may have held
         if isinstance(work, MapJob) and work.exhausted():
             return  # an empty input, or one whose first item failed: nothing to run
         with self._lock:
@@ -157,6 +158,7 @@ class Engine:
         ``Transport.encoding_wait``). Refused as a submit is once shutdown began; from then
         on outstanding, so that ``shutdown(wait=True)`` waits for it, until ``submit`` queues
         it or ``withdraw`` gives it up."""
+        self._check_owner()
         with self._lock:
             self._check_usable()
             self._admitted += 1
@@ -172,6 +174,7 @@ class Engine:
         """Accepts a map job whose start waits for what encoding needs: started by its reader,
         or by ``start_deferred`` before shutdown refuses work, as a job started at once is
         queued before. Refused as a submit is once shutdown began."""
+        self._check_owner()
         with self._lock:
             self._check_usable()
             self._deferred_starts.add(deferred)
@@ -240,6 +243,12 @@ class Engine:
         child forked from the process the pool belongs to."""
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        self._check_owner()
+
+    def _check_owner(self) -> None:
+        """Raises RuntimeError in a child forked from the process this engine serves (without
+        the lock: a thread of the parent may have held it at the fork, and holds it for ever
+        in the child)."""
         if self.owner != os.getpid():
             raise RuntimeError(
                 f"this pool belongs to process {self.owner}, which this process was forked "
